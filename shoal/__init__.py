@@ -1,0 +1,51 @@
+"""Shoal: task graphs on short-lived workers that coordinate through a shared store,
+with no central scheduler.
+
+    import shoal
+
+    @shoal.task
+    def add(a, b):
+        return a + b
+
+    shoal.compute(add(add(1, 2), 3))   # -> (6,)
+"""
+
+import logging
+
+from .api import compute
+from .errors import (
+    ConfigError,
+    RemoteTraceback,
+    RunNotFound,
+    RunTimeout,
+    ShoalError,
+    TaskFailed,
+    WorkerLost,
+)
+from .events import Event, EventKind, TaskState
+from .graph import Node, TaskFunction, task
+from .summary import RunSummary, last_run
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "Event",
+    "EventKind",
+    "Node",
+    "RemoteTraceback",
+    "RunNotFound",
+    "RunSummary",
+    "RunTimeout",
+    "ShoalError",
+    "TaskFailed",
+    "TaskFunction",
+    "TaskState",
+    "WorkerLost",
+    "__version__",
+    "compute",
+    "last_run",
+    "task",
+]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

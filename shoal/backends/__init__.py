@@ -1,0 +1,30 @@
+"""Worker backends, chosen by URL scheme and imported lazily."""
+
+from __future__ import annotations
+
+import importlib
+from urllib.parse import urlsplit
+
+from ..errors import ConfigError
+from .base import Invocation, Workers
+
+#: scheme (or bare name) -> "module:Class"; each class has ``from_url(url)``.
+BACKENDS = {
+    "local": "shoal.backends.local:LocalWorkers",
+}
+
+
+def open_workers(url: str) -> Workers:
+    """The worker backend for ``url``, e.g. ``local``."""
+    scheme = urlsplit(url).scheme if "://" in url else url
+    target = BACKENDS.get(scheme)
+    if target is None:
+        raise ConfigError(
+            f"unknown workers {url!r}: expected one of " + ", ".join(sorted(BACKENDS))
+        )
+    module, _, name = target.partition(":")
+    workers: Workers = getattr(importlib.import_module(module), name).from_url(url)
+    return workers
+
+
+__all__ = ["BACKENDS", "Invocation", "Workers", "open_workers"]

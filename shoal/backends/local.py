@@ -1,0 +1,93 @@
+"""``local``: workers are threads of the client's process, each with its own event loop.
+
+A worker runs its user functions on its own thread, so code that releases the GIL (NumPy,
+I/O) runs in parallel across workers, and a chain of tasks costs no thread hop at all. At
+most ``parallelism`` workers run at once (a FaaS concurrency cap); further invocations
+wait in a queue. Threads are reused: the first worker on a thread starts cold, later ones
+warm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+import traceback
+
+from ..events import EventKind, event
+from ..stores import Store
+from .base import Invocation
+
+log = logging.getLogger(__name__)
+
+_STOP = None
+
+
+class LocalWorkers:
+    """A pool of worker threads in this process."""
+
+    def __init__(self, url: str = "local", parallelism: int | None = None) -> None:
+        self.url = url
+        self.parallelism = parallelism or max(2, os.cpu_count() or 1)
+        self._queue: queue.SimpleQueue[Invocation | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._store: Store | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> LocalWorkers:
+        return cls(url)
+
+    async def start(self, store: Store) -> None:
+        self._store = store
+
+    async def invoke(self, invocation: Invocation) -> None:
+        self._queue.put(invocation)
+        with self._lock:
+            if self._idle == 0 and len(self._threads) < self.parallelism:
+                thread = threading.Thread(
+                    target=self._serve, name=f"shoal-worker-{len(self._threads)}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+
+    def _serve(self) -> None:
+        from ..protocol import run_worker  # the one worker loop
+
+        store = self._store
+        assert store is not None, "LocalWorkers.start() was not called"
+        cold = True
+        with asyncio.Runner() as runner:
+            while (invocation := self._next()) is not _STOP:
+                worker = f"local-{next(self._ids)}"
+                started = time.perf_counter()
+                try:
+                    runner.run(
+                        run_worker(invocation, store, self, worker, cold=cold, since=started)
+                    )
+                except BaseException as exc:  # a crash outside user code must not hang the run
+                    log.exception("worker %s crashed", worker)
+                    crash = event(
+                        EventKind.WORKER_FAILED, worker, data={"error": "".join(traceback.format_exception(exc))}
+                    )
+                    runner.run(store.emit(invocation.run_id, [crash]))
+                cold = False
+
+    def _next(self) -> Invocation | None:
+        with self._lock:
+            self._idle += 1
+        invocation = self._queue.get()
+        with self._lock:
+            self._idle -= 1
+        return invocation
+
+    async def close(self) -> None:
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        self._threads.clear()

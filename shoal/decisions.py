@@ -1,0 +1,118 @@
+"""The protocol's decisions as pure functions over plain data.
+
+No store, no I/O: each store applies these inside its own atomic step, and the worker loop
+carries out what they return. Tested with exact-state asserts in tests/test_decisions.py.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from enum import IntEnum
+from typing import Any
+
+from .events import Event, EventKind
+
+
+class Upload(IntEnum):
+    """When a finished task's output must go to the store."""
+
+    NEVER = 0
+    IF_PENDING = 1  # only if some child is still waiting for other inputs after the marks
+    ALWAYS = 2
+
+
+def mark_children(
+    marks: dict[int, Any],
+    parent: int,
+    children: Sequence[int],
+    child_deps: Sequence[int],
+) -> list[int]:
+    """Record that ``parent`` finished; return the children this completion makes ready.
+
+    ``marks[child]`` is the set of the child's finished upstream ids (for a child with one
+    input, just that input's id). A mark is idempotent: delivering the same parent twice
+    (FaaS invocations arrive at least once) readies nothing the second time, so exactly one
+    completion owns each child.
+    """
+    ready = []
+    for child, need in zip(children, child_deps, strict=True):
+        if need == 1:
+            if child not in marks:
+                marks[child] = parent
+                ready.append(child)
+            continue
+        done = marks.get(child)
+        if done is None:
+            done = marks[child] = set()
+        elif parent in done:
+            continue
+        done.add(parent)
+        if len(done) == need:
+            ready.append(child)
+    return ready
+
+
+def upload_mode(is_sink: bool, n_children: int, fanout: int) -> Upload:
+    """Decide, before marking, when the output must be stored.
+
+    A sink's output is downloaded by the client. With two or more children and room to
+    hand work out, some child either stays pending (another worker will read the output)
+    or is handed to another worker: store it. Otherwise the output is needed elsewhere
+    only if a child is still pending after the marks.
+    """
+    if is_sink or (n_children >= 2 and fanout >= 2):
+        return Upload.ALWAYS
+    return Upload.IF_PENDING
+
+
+def must_store(mode: Upload, n_children: int, n_ready: int) -> bool:
+    """Apply :func:`upload_mode` once the marks are known."""
+    return mode is Upload.ALWAYS or (mode is Upload.IF_PENDING and n_ready < n_children)
+
+
+def split_ready(ready: list[int], fanout: int) -> tuple[list[int], list[list[int]]]:
+    """Split the tasks a completion made ready: the first group stays on this worker
+    (locality), each other group goes to a new worker. At most ``fanout`` groups, even sizes.
+    """
+    if len(ready) <= 1 or fanout <= 1:
+        return ready, []
+    groups = min(len(ready), fanout)
+    size, extra = divmod(len(ready), groups)
+    chunks, start = [], 0
+    for g in range(groups):
+        end = start + size + (g < extra)
+        chunks.append(ready[start:end])
+        start = end
+    return chunks[0], chunks[1:]
+
+
+def group_roots(roots: list[int], fanout: int) -> list[list[int]]:
+    """The client's first invocations: the roots in at most ``fanout`` groups."""
+    if not roots:
+        return []
+    keep, rest = split_ready(roots, fanout)
+    return [keep, *rest]
+
+
+def backoff_delays(
+    retries: int, base: float, *, cap: float = 30.0, rng: random.Random | None = None
+) -> list[float]:
+    """Sleep before each retry: exponential backoff with full jitter,
+    ``uniform(0, min(cap, base * 2**attempt))``."""
+    rand = (rng or random).uniform
+    return [rand(0.0, min(cap, base * 2**attempt)) for attempt in range(retries)]
+
+
+def wakes_client(events: Iterable[Event], sinks: frozenset[int]) -> bool:
+    """Whether the waiting client must wake now: a sink finished or something failed.
+    Anything else it reads at its next tick, so a busy run costs it a few wake-ups a
+    second, not one per event."""
+    for ev in events:
+        kind = ev.kind
+        if kind is EventKind.TASK_FINISHED:
+            if ev.task in sinks:
+                return True
+        elif kind is EventKind.TASK_FAILED or kind is EventKind.WORKER_FAILED:
+            return True
+    return False

@@ -1,0 +1,61 @@
+"""Shoal's exceptions: one root, a shallow tree.
+
+    ShoalError
+     ├── ConfigError      (also ValueError)     bad option, URL or environment variable
+     ├── TaskFailed       (also RuntimeError)   a task failed and its own exception could
+     │                                          not be rebuilt on the client
+     ├── WorkerLost       (also RuntimeError)   a worker died or crashed outside user code
+     ├── RunTimeout       (also TimeoutError)   compute(timeout=...) ran out
+     └── RunNotFound      (also LookupError)    the run's keys are gone (finished or cancelled)
+
+A task that raises makes ``compute()`` raise *the task's own exception*, not a ShoalError;
+when it crossed a process boundary the remote traceback is attached as its ``__cause__``
+(a :class:`RemoteTraceback`), the way ``concurrent.futures`` does.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "RemoteTraceback",
+    "RunNotFound",
+    "RunTimeout",
+    "ShoalError",
+    "TaskFailed",
+    "WorkerLost",
+]
+
+
+class ShoalError(Exception):
+    """Root of every error Shoal raises itself."""
+
+
+class ConfigError(ShoalError, ValueError):
+    """An option, URL or environment variable is wrong; nothing has run."""
+
+
+class TaskFailed(ShoalError, RuntimeError):
+    """A task failed and its exception could not be rebuilt here (e.g. it did not unpickle)."""
+
+
+class WorkerLost(ShoalError, RuntimeError):
+    """A worker crashed or disappeared outside user code, so the run cannot finish."""
+
+
+class RunTimeout(ShoalError, TimeoutError):
+    """The run did not finish within ``compute(timeout=...)``."""
+
+
+class RunNotFound(ShoalError, LookupError):
+    """The run no longer exists in the store: it finished, failed or was cancelled."""
+
+
+class RemoteTraceback(Exception):
+    """Carries a traceback formatted on a worker; shown as the cause of the task's error."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text.rstrip()}\n"""'

@@ -1,0 +1,49 @@
+"""What happens in a run, as plain data: task states and the events of the run's stream.
+
+Every state change is an :class:`Event` appended to the run's event stream. The client waits
+on the stream for its sinks or the first failure; the progress bar, the run summary and the
+dashboard are folds over the same events.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+
+class TaskState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+TERMINAL = frozenset({TaskState.DONE, TaskState.FAILED})
+
+
+class EventKind(StrEnum):
+    TASK_STARTED = "task-started"
+    TASK_RETRIED = "task-retried"
+    TASK_FINISHED = "task-finished"
+    TASK_FAILED = "task-failed"
+    WORKER_STARTED = "worker-started"
+    WORKER_STOPPED = "worker-stopped"
+    WORKER_FAILED = "worker-failed"
+
+
+class Event(NamedTuple):
+    """One entry of a run's event stream. ``data`` holds kind-specific details."""
+
+    kind: EventKind
+    worker: str
+    task: int | None = None
+    time: float = 0.0
+    data: dict[str, Any] | None = None
+
+
+def event(
+    kind: EventKind, worker: str, task: int | None = None, data: dict[str, Any] | None = None
+) -> Event:
+    """An event stamped with the wall clock (comparable across processes)."""
+    return Event(kind, worker, task, time.time(), data)

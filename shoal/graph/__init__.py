@@ -1,0 +1,18 @@
+"""The graph model: tasks and nodes (node.py), argument templates (template.py), the built
+graph (build.py) and its shipped, partitioned form (spec.py)."""
+
+from .build import Graph, build
+from .node import Node, TaskFunction, TaskOptions, task
+from .spec import EncodedGraph, ShippedGraph, TaskSpec
+
+__all__ = [
+    "EncodedGraph",
+    "Graph",
+    "Node",
+    "ShippedGraph",
+    "TaskFunction",
+    "TaskOptions",
+    "TaskSpec",
+    "build",
+    "task",
+]

@@ -1,0 +1,103 @@
+"""From sink nodes to a :class:`Graph`: task ids, topological order, children, the
+structure hash, and the shipped form.
+
+Nodes are numbered by creation (``Node.seq``), which is already a topological order, so
+the walk only has to find which nodes the sinks reach: iteratively, with no recursion
+limit, and the same program numbers its tasks the same way every time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from operator import attrgetter
+from typing import Any
+
+from .node import Node, TaskFunction
+from .spec import ShippedGraph, TaskSpec
+
+
+@dataclass(eq=False)
+class Graph:
+    """A built graph. Task ``i`` is ``nodes[i]``; every task's deps have smaller ids."""
+
+    nodes: list[Node]
+    deps: list[tuple[int, ...]]
+    children: list[list[int]]
+    sinks: tuple[int, ...]  # one per requested node, in request order (may repeat)
+    functions: list[TaskFunction[Any, Any]]
+    func_of: list[int]  # function table index of each task
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def roots(self) -> list[int]:
+        return [i for i, d in enumerate(self.deps) if not d]
+
+    def name(self, task: int) -> str:
+        return f"{self.nodes[task].fn.name}-{task}"
+
+    @cached_property
+    def structure_hash(self) -> str:
+        """The workflow's identity: equal for the same program run on other inputs.
+        Covers the functions and the edges; argument values are left out."""
+        keys = [f.key for f in self.functions]
+        data = pickle.dumps((keys, self.func_of, self.deps, self.sinks), pickle.HIGHEST_PROTOCOL)
+        return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+    def ship(self) -> ShippedGraph:
+        """The partitioned form: one spec per task and the function table."""
+        deps, children, func_of = self.deps, self.children, self.func_of
+        n_deps = [len(d) for d in deps]
+        sinks = set(self.sinks)
+        need = n_deps.__getitem__
+        specs = [
+            TaskSpec(
+                func_of[i],
+                node.args,
+                node.kwargs,
+                deps[i],
+                tuple(kids),
+                tuple(map(need, kids)),
+                i in sinks,
+            )
+            for i, (node, kids) in enumerate(zip(self.nodes, children, strict=True))
+        ]
+        return ShippedGraph(specs, self.functions)
+
+
+def build(sinks: Sequence[Node]) -> Graph:
+    """Find every node the ``sinks`` reach and number them in topological order."""
+    for s in sinks:
+        if type(s) is not Node:
+            raise TypeError(f"shoal.compute takes shoal.Node objects, got {type(s).__name__}: {s!r}")
+    seen = dict.fromkeys(sinks)
+    stack = list(seen)
+    while stack:
+        for dep in stack.pop().deps:
+            if dep not in seen:
+                seen[dep] = None
+                stack.append(dep)
+    order = sorted(seen, key=attrgetter("seq"))
+    index = {node: i for i, node in enumerate(order)}
+
+    fn_index: dict[TaskFunction[Any, Any], int] = {}
+    functions: list[TaskFunction[Any, Any]] = []
+    func_of: list[int] = []
+    deps: list[tuple[int, ...]] = []
+    children: list[list[int]] = [[] for _ in order]
+    for i, node in enumerate(order):
+        f = fn_index.get(node.fn)
+        if f is None:
+            f = fn_index[node.fn] = len(functions)
+            functions.append(node.fn)
+        func_of.append(f)
+        ds = tuple([index[d] for d in node.deps])
+        deps.append(ds)
+        for d in ds:
+            children[d].append(i)
+    return Graph(order, deps, children, tuple(index[s] for s in sinks), functions, func_of)

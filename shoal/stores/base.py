@@ -1,0 +1,77 @@
+"""The store protocol: what the worker loop and the client need from shared storage.
+
+Operations are domain steps, not key-value calls, so that each store can make a step one
+atomic round trip (the memory store under a lock, Redis in one script). Decisions inside a
+step come from :mod:`shoal.decisions`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    from ..decisions import Upload
+    from ..events import Event
+    from ..failures import TaskFailure
+    from ..graph import ShippedGraph, TaskFunction, TaskSpec
+
+
+class Completed(NamedTuple):
+    """What :meth:`Store.complete_task` reports back to the worker."""
+
+    ready: list[int]  # children this completion made ready: the worker owns them
+    stored_bytes: int | None  # bytes of the output stored, None when it stayed local
+
+
+class Store(Protocol):
+    url: str
+    #: True when values pass by reference: only workers in this process can use the store.
+    in_process: bool
+
+    async def create_run(self, run_id: str, graph: ShippedGraph, sinks: Sequence[int]) -> None:
+        """Store the graph of a new run (specs and function table) and open its stream."""
+
+    async def load_specs(self, run_id: str, tasks: Sequence[int]) -> list[TaskSpec]: ...
+
+    async def load_functions(
+        self, run_id: str, indices: Sequence[int]
+    ) -> list[TaskFunction[Any, Any]]: ...
+
+    async def get_outputs(self, run_id: str, tasks: Sequence[int]) -> list[Any]:
+        """Outputs of finished tasks; raises RunNotFound when the run is gone."""
+
+    async def complete_task(
+        self,
+        run_id: str,
+        task: int,
+        output: Any,
+        upload: Upload,
+        children: Sequence[int],
+        child_deps: Sequence[int],
+        events: Sequence[Event],
+    ) -> Completed | None:
+        """In one atomic step: mark every child, store the output if ``upload`` says so,
+        append ``events``. None when the run is gone (finished elsewhere, failed, cancelled):
+        the worker then stops."""
+
+    async def fail_task(self, run_id: str, failure: TaskFailure, events: Sequence[Event]) -> None:
+        """Record the failure and append its event in one atomic step."""
+
+    async def get_failure(self, run_id: str, task: int) -> TaskFailure | None: ...
+
+    async def emit(self, run_id: str, events: Sequence[Event]) -> None: ...
+
+    async def read_events(
+        self, run_id: str, cursor: Any, timeout: float
+    ) -> tuple[list[Event], Any]:
+        """Events after ``cursor`` (None: from the start), waiting up to ``timeout`` seconds
+        for the first one; returns them and the new cursor."""
+
+    async def run_info(self, run_id: str) -> dict[str, int]:
+        """Counters kept by the store for the run: ``stored_bytes``, ``stored_outputs``."""
+
+    async def delete_run(self, run_id: str) -> None:
+        """Delete every key of the run. Later steps on it see the run as gone."""
+
+    async def close(self) -> None: ...

@@ -1,0 +1,177 @@
+"""The in-memory store: the embedded default, shared by the client and its in-process
+workers (threads). Values pass by reference: nothing is pickled.
+
+Each run's state sits behind one lock, so every protocol step is atomic as in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from ..decisions import Upload, mark_children, must_store, wakes_client
+from ..errors import RunNotFound
+from ..events import Event
+from ..failures import TaskFailure
+from ..graph import ShippedGraph, TaskFunction, TaskSpec
+from .base import Completed
+
+
+def approx_nbytes(value: Any) -> int:
+    """A cheap size estimate of a value that was not serialized."""
+    nbytes = getattr(value, "nbytes", None)
+    if isinstance(nbytes, int):
+        return nbytes
+    return sys.getsizeof(value)
+
+
+class _Run:
+    __slots__ = (
+        "lock", "graph", "sinks", "outputs", "marks", "events", "failures", "waiters", "info"
+    )
+
+    def __init__(self, graph: ShippedGraph, sinks: frozenset[int]) -> None:
+        self.lock = threading.Lock()
+        self.sinks = sinks
+        self.graph = graph
+        self.outputs: dict[int, Any] = {}
+        self.marks: dict[int, Any] = {}
+        self.events: list[Event] = []
+        self.failures: dict[int, TaskFailure] = {}
+        self.waiters: list[asyncio.Future[None]] = []
+        self.info = {"stored_bytes": 0, "stored_outputs": 0}
+
+    def append(self, events: Sequence[Event], wake: bool) -> None:
+        """Under the lock: add events; wake whoever waits for them if ``wake``."""
+        self.events.extend(events)
+        if wake and self.waiters:
+            for fut in self.waiters:
+                fut.get_loop().call_soon_threadsafe(_wake, fut)
+            self.waiters.clear()
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class MemoryStore:
+    """``memory://``: a store in this process's memory."""
+
+    in_process = True
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self._runs: dict[str, _Run] = {}
+
+    @classmethod
+    def from_url(cls, url: str) -> MemoryStore:
+        return cls(url)
+
+    def _run(self, run_id: str) -> _Run:
+        run = self._runs.get(run_id)
+        if run is None:
+            raise RunNotFound(f"run {run_id} is not in {self.url} (finished, failed or cancelled)")
+        return run
+
+    async def create_run(self, run_id: str, graph: ShippedGraph, sinks: Sequence[int]) -> None:
+        self._runs[run_id] = _Run(graph, frozenset(sinks))
+
+    async def load_specs(self, run_id: str, tasks: Sequence[int]) -> list[TaskSpec]:
+        specs = self._run(run_id).graph.specs
+        return [specs[t] for t in tasks]
+
+    async def load_functions(
+        self, run_id: str, indices: Sequence[int]
+    ) -> list[TaskFunction[Any, Any]]:
+        functions = self._run(run_id).graph.functions
+        return [functions[i] for i in indices]
+
+    async def get_outputs(self, run_id: str, tasks: Sequence[int]) -> list[Any]:
+        run = self._run(run_id)
+        with run.lock:
+            try:
+                return [run.outputs[t] for t in tasks]
+            except KeyError as missing:
+                raise LookupError(f"output of task {missing} is not stored in run {run_id}") from None
+
+    async def complete_task(
+        self,
+        run_id: str,
+        task: int,
+        output: Any,
+        upload: Upload,
+        children: Sequence[int],
+        child_deps: Sequence[int],
+        events: Sequence[Event],
+    ) -> Completed | None:
+        run = self._runs.get(run_id)
+        if run is None:
+            return None
+        with run.lock:
+            ready = mark_children(run.marks, task, children, child_deps)
+            stored = None
+            if must_store(upload, len(children), len(ready)):
+                run.outputs[task] = output
+                stored = approx_nbytes(output)
+                run.info["stored_bytes"] += stored
+                run.info["stored_outputs"] += 1
+            run.append(events, task in run.sinks)
+        return Completed(ready, stored)
+
+    async def fail_task(self, run_id: str, failure: TaskFailure, events: Sequence[Event]) -> None:
+        run = self._runs.get(run_id)
+        if run is None:
+            return
+        with run.lock:
+            run.failures.setdefault(failure.task, failure)
+            run.append(events, True)
+
+    async def get_failure(self, run_id: str, task: int) -> TaskFailure | None:
+        return self._run(run_id).failures.get(task)
+
+    async def emit(self, run_id: str, events: Sequence[Event]) -> None:
+        run = self._runs.get(run_id)
+        if run is None:
+            return
+        with run.lock:
+            run.append(events, wakes_client(events, run.sinks))
+
+    async def read_events(
+        self, run_id: str, cursor: int | None, timeout: float
+    ) -> tuple[list[Event], int]:
+        run = self._run(run_id)
+        start = cursor or 0
+        with run.lock:
+            if len(run.events) > start:
+                batch = run.events[start:]
+                return batch, start + len(batch)
+            fut = asyncio.get_running_loop().create_future()
+            run.waiters.append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            pass
+        with run.lock:
+            if fut in run.waiters:
+                run.waiters.remove(fut)
+            batch = run.events[start:]
+        return batch, start + len(batch)
+
+    async def run_info(self, run_id: str) -> dict[str, int]:
+        run = self._run(run_id)
+        with run.lock:
+            return dict(run.info)
+
+    async def delete_run(self, run_id: str) -> None:
+        self._runs.pop(run_id, None)
+
+    def run_ids(self) -> list[str]:
+        """Runs still held (for tests that check a run leaves nothing behind)."""
+        return list(self._runs)
+
+    async def close(self) -> None:
+        self._runs.clear()

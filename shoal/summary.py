@@ -1,0 +1,87 @@
+"""The run summary: a fold over the run's events, available as ``shoal.last_run()``."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .events import Event, EventKind
+
+
+@dataclass
+class RunSummary:
+    """What a finished (or failed) run did."""
+
+    run_id: str
+    structure_hash: str
+    tasks: int  # tasks in the graph
+    tasks_done: int = 0
+    workers: int = 0  # workers started (cold + warm)
+    cold_starts: int = 0
+    retries: int = 0
+    makespan_s: float = 0.0  # first task start to last task end, from the events
+    wall_s: float = 0.0  # compute() call, build and clean-up included
+    bytes_moved: int = 0  # output bytes written to the store (estimated where not serialized)
+    outputs_stored: int = 0
+    storage: str = ""
+    backend: str = ""
+    ok: bool = False
+    _first_start: float | None = field(default=None, repr=False)
+    _last_end: float = field(default=0.0, repr=False)
+
+    def add(self, events: list[Event]) -> None:
+        """Fold a batch of events into the summary."""
+        for ev in events:
+            kind = ev.kind
+            if kind is EventKind.TASK_FINISHED:
+                self.tasks_done += 1
+                self._last_end = max(self._last_end, ev.time)
+            elif kind is EventKind.TASK_STARTED:
+                if self._first_start is None or ev.time < self._first_start:
+                    self._first_start = ev.time
+            elif kind is EventKind.WORKER_STARTED:
+                self.workers += 1
+                self.cold_starts += bool(ev.data and ev.data.get("cold"))
+            elif kind is EventKind.TASK_RETRIED:
+                self.retries += 1
+        if self._first_start is not None and self._last_end:
+            self.makespan_s = max(0.0, self._last_end - self._first_start)
+
+    def __str__(self) -> str:
+        status = "ok" if self.ok else "failed"
+        return (
+            f"run {self.run_id} {status}: {self.tasks_done:,}/{self.tasks:,} tasks on "
+            f"{self.workers} workers, makespan {self.makespan_s:.3f} s (wall {self.wall_s:.3f} s), "
+            f"{_human_bytes(self.bytes_moved)} moved in {self.outputs_stored:,} stored outputs"
+        )
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
+_last = threading.local()
+_listeners: list[Callable[[RunSummary], None]] = []
+
+
+def record(summary: RunSummary) -> None:
+    _last.summary = summary
+    for listener in list(_listeners):
+        listener(summary)
+
+
+def last_run() -> RunSummary | None:
+    """The summary of the calling thread's most recent run, or None."""
+    return getattr(_last, "summary", None)
+
+
+def add_listener(listener: Callable[[RunSummary], None]) -> Callable[[], None]:
+    """Call ``listener`` with every run's summary (any thread); returns its remover."""
+    _listeners.append(listener)
+    return lambda: _listeners.remove(listener)
