@@ -27,8 +27,9 @@ def run_once(engine, shape, size):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("--engines", default="shoal-local,dask-threads",
-                   help=f"comma list of {', '.join(ENGINES)}")
+    p.add_argument(
+        "--engines", default="shoal-local,dask-threads", help=f"comma list of {', '.join(ENGINES)}"
+    )
     p.add_argument("--shapes", default=",".join(SHAPES), help=f"comma list of {', '.join(SHAPES)}")
     p.add_argument("--size", type=int, default=10_000, help="tasks per graph (about)")
     p.add_argument("--repeat", type=int, default=5, help="timed runs per (engine, shape)")
@@ -54,8 +55,17 @@ def main(argv=None):
 
     rows = []
     for shape in shapes:
-        cells = {e.name: {"shape": shape, "engine": e.name, "times_s": [], "build_s": [],
-                          "ok": True, "error": None} for e in engines}
+        cells = {
+            e.name: {
+                "shape": shape,
+                "engine": e.name,
+                "times_s": [],
+                "build_s": [],
+                "ok": True,
+                "error": None,
+            }
+            for e in engines
+        }
         for _ in range(args.repeat):  # interleave engines so drift hits them alike
             for e in engines:
                 cell = cells[e.name]

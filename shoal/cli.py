@@ -1,0 +1,86 @@
+"""The ``shoal`` command line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import runpy
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .summary import RunSummary, add_listener
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="shoal")
+@click.option(
+    "--log-level",
+    default="WARNING",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Level of Shoal's log messages on stderr.",
+)
+def cli(log_level: str) -> None:
+    """Shoal: task graphs on short-lived workers with no central scheduler."""
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("script", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--storage", help="Store URL for every run of the script (sets SHOAL_STORAGE).")
+@click.option("--workers", help="Worker backend for every run (sets SHOAL_WORKERS).")
+@click.option("--summary/--no-summary", default=True, show_default=True, help="Print a run summary.")
+def run(
+    script: Path, args: tuple[str, ...], storage: str | None, workers: str | None, summary: bool
+) -> None:
+    """Run a Python SCRIPT that computes Shoal graphs, then summarize its runs."""
+    if storage:
+        os.environ["SHOAL_STORAGE"] = storage
+    if workers:
+        os.environ["SHOAL_WORKERS"] = workers
+    runs: list[RunSummary] = []
+    remove = add_listener(runs.append)
+    sys.argv = [str(script), *args]
+    sys.path.insert(0, str(script.resolve().parent))
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        remove()
+        if summary:
+            _print_summary(runs)
+
+
+def _print_summary(runs: list[RunSummary]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not runs:
+        console.print("[dim]shoal: the script started no run[/]")
+        return
+    table = Table(title="Shoal runs", title_justify="left")
+    for column in ("run", "status", "tasks", "workers", "makespan", "wall", "moved"):
+        table.add_column(column, justify="left" if column in ("run", "status") else "right")
+    for r in runs:
+        table.add_row(
+            r.run_id,
+            "[green]ok[/]" if r.ok else "[red]failed[/]",
+            f"{r.tasks_done:,}/{r.tasks:,}",
+            str(r.workers),
+            f"{r.makespan_s:.3f} s",
+            f"{r.wall_s:.3f} s",
+            f"{r.bytes_moved:,} B",
+        )
+    console.print(table)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

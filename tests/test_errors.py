@@ -1,0 +1,146 @@
+"""Failures, retries and time limits, on every backend."""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from typing import Any
+
+import pytest
+
+import shoal
+from shoal.errors import RunTimeout, WorkerLost
+
+
+class Oops(Exception):
+    pass
+
+
+@shoal.task
+def inc(x: int) -> int:
+    return x + 1
+
+
+@shoal.task
+def fail(x: Any) -> Any:
+    raise Oops(f"bad input {x!r}")
+
+
+@shoal.task
+def fail_root() -> Any:
+    raise KeyError("no such key")
+
+
+def _formatted(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))
+
+
+def test_failure_at_the_root_raises_the_tasks_own_exception(engine: dict[str, Any]) -> None:
+    with pytest.raises(KeyError) as info:
+        inc(fail_root()).compute(**engine)
+    text = _formatted(info.value)
+    assert "fail_root" in text and "no such key" in text
+    summary = shoal.last_run()
+    assert summary is not None and not summary.ok
+
+
+def test_failure_in_the_middle(engine: dict[str, Any]) -> None:
+    with pytest.raises(Oops) as info:
+        inc(inc(fail(inc(1)))).compute(**engine)
+    text = _formatted(info.value)
+    assert "in fail" in text and "bad input 2" in text
+    assert "[shoal] task fail-1 failed" in text
+
+
+def test_failure_at_the_sink(engine: dict[str, Any]) -> None:
+    with pytest.raises(Oops, match="bad input 3"):
+        fail(inc(inc(1))).compute(**engine)
+
+
+def test_failure_in_one_branch_does_not_wait_for_the_others(engine: dict[str, Any]) -> None:
+    release = threading.Event()
+
+    @shoal.task
+    def slow() -> int:
+        release.wait(60)
+        return 1
+
+    try:
+        with pytest.raises(Oops):
+            shoal.compute(inc(slow()), fail(1), **engine)
+        assert not release.is_set()  # compute() returned while `slow` was still running
+    finally:
+        release.set()
+
+
+def test_retries_that_succeed_on_the_third_attempt(engine: dict[str, Any]) -> None:
+    attempts: list[int] = []
+
+    @shoal.task(retries=2, retry_delay=0.001)
+    def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionError("try again")
+        return "ok"
+
+    assert inc.func(1) == 2 and flaky().compute(**engine) == "ok"
+    assert len(attempts) == 3
+    assert shoal.last_run().retries == 2  # type: ignore[union-attr]
+
+
+def test_retries_exhausted_raise_the_last_error(engine: dict[str, Any]) -> None:
+    attempts: list[int] = []
+
+    @shoal.task(retries=2, retry_delay=0.001)
+    def always() -> None:
+        attempts.append(1)
+        raise Oops(f"attempt {len(attempts)}")
+
+    with pytest.raises(Oops, match="attempt 3") as info:
+        always().compute(**engine)
+    assert len(attempts) == 3
+    assert "after 3 attempt(s)" in _formatted(info.value)
+
+
+def test_timeout(engine: dict[str, Any]) -> None:
+    release = threading.Event()
+
+    @shoal.task
+    def stuck() -> int:
+        release.wait(60)
+        return 1
+
+    try:
+        with pytest.raises(RunTimeout, match="did not finish within 0.2 s"):
+            stuck().compute(timeout=0.2, **engine)
+    finally:
+        release.set()
+
+
+def test_unknown_compute_option_is_an_error() -> None:
+    with pytest.raises(TypeError, match="colour"):
+        inc(1).compute(colour="blue")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("bad", [0, -1, "soon"])
+def test_bad_timeout_is_an_error(bad: Any) -> None:
+    with pytest.raises(ValueError, match="timeout"):
+        inc(1).compute(timeout=bad)
+
+
+def test_unknown_storage_and_workers_urls_name_the_url() -> None:
+    with pytest.raises(shoal.ConfigError, match="'nosuch://x'"):
+        inc(1).compute(storage="nosuch://x")
+    with pytest.raises(shoal.ConfigError, match="'carrier-pigeon'"):
+        inc(1).compute(workers="carrier-pigeon")
+
+
+def test_a_worker_crash_outside_user_code_fails_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shoal.stores.memory import MemoryStore
+
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("store exploded")
+
+    monkeypatch.setattr(MemoryStore, "complete_task", broken)
+    with pytest.raises(WorkerLost, match="store exploded"):
+        inc(1).compute(progress=False)
