@@ -66,7 +66,11 @@ def _run_in_thread(coro: Any) -> Any:
 
 
 async def _compute(
-    nodes: tuple[Node, ...], storage: str, workers: str, progress: bool | None, timeout: float | None
+    nodes: tuple[Node, ...],
+    storage: str,
+    workers: str,
+    progress: bool | None,
+    timeout: float | None,
 ) -> tuple[Any, ...]:
     started = time.perf_counter()
     graph = build(nodes)

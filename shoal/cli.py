@@ -33,7 +33,9 @@ def cli(log_level: str) -> None:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("--storage", help="Store URL for every run of the script (sets SHOAL_STORAGE).")
 @click.option("--workers", help="Worker backend for every run (sets SHOAL_WORKERS).")
-@click.option("--summary/--no-summary", default=True, show_default=True, help="Print a run summary.")
+@click.option(
+    "--summary/--no-summary", default=True, show_default=True, help="Print a run summary."
+)
 def run(
     script: Path, args: tuple[str, ...], storage: str | None, workers: str | None, summary: bool
 ) -> None:

@@ -22,6 +22,9 @@ class Upload(IntEnum):
     ALWAYS = 2
 
 
+NEVER, IF_PENDING, ALWAYS = Upload.NEVER, Upload.IF_PENDING, Upload.ALWAYS
+
+
 def mark_children(
     marks: dict[int, Any],
     parent: int,
@@ -62,13 +65,13 @@ def upload_mode(is_sink: bool, n_children: int, fanout: int) -> Upload:
     only if a child is still pending after the marks.
     """
     if is_sink or (n_children >= 2 and fanout >= 2):
-        return Upload.ALWAYS
-    return Upload.IF_PENDING
+        return ALWAYS
+    return IF_PENDING
 
 
 def must_store(mode: Upload, n_children: int, n_ready: int) -> bool:
     """Apply :func:`upload_mode` once the marks are known."""
-    return mode is Upload.ALWAYS or (mode is Upload.IF_PENDING and n_ready < n_children)
+    return mode is ALWAYS or (mode is IF_PENDING and n_ready < n_children)
 
 
 def split_ready(ready: list[int], fanout: int) -> tuple[list[int], list[list[int]]]:

@@ -55,7 +55,10 @@ class TaskFailure:
     def exception(self) -> BaseException:
         """The exception ``compute()`` raises: the task's own type, with the worker's
         traceback attached when the original traceback object did not come along."""
-        note = f"[shoal] task {self.name} failed on worker {self.worker} after {self.attempts} attempt(s)"
+        note = (
+            f"[shoal] task {self.name} failed on worker {self.worker} "
+            f"after {self.attempts} attempt(s)"
+        )
         if self.exc is not None and self.local:
             exc = self.exc
         elif self.exc is not None:

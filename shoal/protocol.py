@@ -12,7 +12,7 @@ Worker side (:func:`run_worker`), for each task it owns:
   a. gather the inputs: kept locally when this worker made them, else one store read;
   b. run the function, retrying with backoff;
   c. complete in one atomic store step: mark every child (idempotently), store the output
-     only if a consumer may live elsewhere, append the event;
+     only if a consumer may live elsewhere, append the task's started and finished events;
   d. own the children the marks made ready: keep one group, hand each other group to a
      new worker. No central queue: whoever completes a child's last input owns it.
 
@@ -175,13 +175,23 @@ async def run_worker(
         while owned:
             task = owned.pop()
             spec = specs[task] if specs else await source.spec(task)
-            values = await _gather_inputs(run_id, store, spec.deps, kept)  # a.
+            deps = spec.deps
+            if len(deps) == 1 and (entry := kept.get(deps[0])) is not None:  # a. (a chain)
+                values = [entry[0]]
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del kept[deps[0]]
+            else:
+                values = await _gather_inputs(run_id, store, deps, kept)
             fn = functions[spec.func] if functions else await source.function(spec.func)
-            await store.emit(run_id, [Event(TASK_STARTED, worker, task, time.time())])
+            # The start travels with the completion (one store step per task, not two).
+            started = Event(TASK_STARTED, worker, task, time.time())
             try:  # b.
                 args, kwargs = spec.arguments(values)
                 result = fn.func(*args, **kwargs)
+                events = [started, Event(TASK_FINISHED, worker, task, time.time())]
             except Exception as exc:
+                await store.emit(run_id, [started])
                 ok, result = await _retry(fn, spec, values, exc, run_id, store, worker, task)
                 if not ok:
                     failure = TaskFailure.from_exception(
@@ -190,19 +200,14 @@ async def run_worker(
                     failed = [event(EventKind.TASK_FAILED, worker, task)]
                     await store.fail_task(run_id, failure, failed)
                     return
+                events = [Event(TASK_FINISHED, worker, task, time.time())]
             ran += 1
-            done = await store.complete_task(  # c.
-                run_id,
-                task,
-                result,
-                upload_mode(spec.sink, len(spec.children), fanout),
-                spec.children,
-                spec.child_deps,
-                [Event(TASK_FINISHED, worker, task, time.time())],
+            mode = upload_mode(spec.sink, len(spec.children), fanout)
+            ready = await store.complete_task(  # c.
+                run_id, task, result, mode, spec.children, spec.child_deps, events
             )
-            if done is None:
+            if ready is None:
                 return  # the run is gone: finished elsewhere, failed or cancelled
-            ready = done.ready
             if not ready:
                 continue
             keep, hand_out = split_ready(ready, fanout)  # d.

@@ -74,7 +74,9 @@ class LocalWorkers:
                 except BaseException as exc:  # a crash outside user code must not hang the run
                     log.exception("worker %s crashed", worker)
                     crash = event(
-                        EventKind.WORKER_FAILED, worker, data={"error": "".join(traceback.format_exception(exc))}
+                        EventKind.WORKER_FAILED,
+                        worker,
+                        data={"error": "".join(traceback.format_exception(exc))},
                     )
                     runner.run(store.emit(invocation.run_id, [crash]))
                 cold = False

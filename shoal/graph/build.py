@@ -44,29 +44,28 @@ class Graph:
     @cached_property
     def structure_hash(self) -> str:
         """The workflow's identity: equal for the same program run on other inputs.
-        Covers the functions and the edges; argument values are left out."""
+        Covers the functions and the edges; argument values are left out, and so is the
+        order of a task's inputs (nodes inside a set have no stable order)."""
         keys = [f.key for f in self.functions]
-        data = pickle.dumps((keys, self.func_of, self.deps, self.sinks), pickle.HIGHEST_PROTOCOL)
+        edges = [d if len(d) < 2 else tuple(sorted(d)) for d in self.deps]
+        data = pickle.dumps((keys, self.func_of, edges, self.sinks), pickle.HIGHEST_PROTOCOL)
         return hashlib.blake2b(data, digest_size=8).hexdigest()
 
     def ship(self) -> ShippedGraph:
         """The partitioned form: one spec per task and the function table."""
-        deps, children, func_of = self.deps, self.children, self.func_of
-        n_deps = [len(d) for d in deps]
-        sinks = set(self.sinks)
-        need = n_deps.__getitem__
+        need = [len(d) for d in self.deps].__getitem__
+        new = tuple.__new__  # TaskSpec's own __new__ is a Python function: too slow for 100k
         specs = [
-            TaskSpec(
-                func_of[i],
-                node.args,
-                node.kwargs,
-                deps[i],
-                tuple(kids),
-                tuple(map(need, kids)),
-                i in sinks,
+            new(
+                TaskSpec,
+                (f, node.args, node.kwargs, deps, tuple(kids), tuple(map(need, kids)), False),
             )
-            for i, (node, kids) in enumerate(zip(self.nodes, children, strict=True))
+            for f, node, deps, kids in zip(
+                self.func_of, self.nodes, self.deps, self.children, strict=True
+            )
         ]
+        for s in set(self.sinks):
+            specs[s] = specs[s]._replace(sink=True)
         return ShippedGraph(specs, self.functions)
 
 
@@ -74,7 +73,9 @@ def build(sinks: Sequence[Node]) -> Graph:
     """Find every node the ``sinks`` reach and number them in topological order."""
     for s in sinks:
         if type(s) is not Node:
-            raise TypeError(f"shoal.compute takes shoal.Node objects, got {type(s).__name__}: {s!r}")
+            raise TypeError(
+                f"shoal.compute takes shoal.Node objects, got {type(s).__name__}: {s!r}"
+            )
     seen = dict.fromkeys(sinks)
     stack = list(seen)
     while stack:

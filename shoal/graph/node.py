@@ -101,7 +101,8 @@ def task(func: Any = None, /, **options: Any) -> Any:
     unknown = [k for k in options if k not in _OPTION_NAMES]
     if unknown:
         hints = [
-            f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, _OPTION_NAMES, 1))
+            f"{k!r} (did you mean {m[0]!r}?)"
+            if (m := difflib.get_close_matches(k, _OPTION_NAMES, 1))
             else repr(k)
             for k in unknown
         ]

@@ -46,7 +46,9 @@ class Nested:
     __slots__ = ("kind", "items")
 
     def __init__(self, kind: type, items: list[Any]) -> None:
-        self.kind = kind  # list, tuple, set, frozenset, dict (items are (key, value)) or a namedtuple
+        self.kind = (
+            kind  # list, tuple, set, frozenset, dict (items are (key, value)) or a namedtuple
+        )
         self.items = items
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -6,7 +6,7 @@ import importlib
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
-from .base import Completed, Store
+from .base import Store
 
 #: scheme -> "module:Class"; each class has ``from_url(url)``.
 STORES = {
@@ -28,4 +28,4 @@ def open_store(url: str) -> Store:
     return store
 
 
-__all__ = ["STORES", "Completed", "Store", "open_store"]
+__all__ = ["STORES", "Store", "open_store"]

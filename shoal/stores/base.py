@@ -8,20 +8,13 @@ step come from :mod:`shoal.decisions`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ..decisions import Upload
     from ..events import Event
     from ..failures import TaskFailure
     from ..graph import ShippedGraph, TaskFunction, TaskSpec
-
-
-class Completed(NamedTuple):
-    """What :meth:`Store.complete_task` reports back to the worker."""
-
-    ready: list[int]  # children this completion made ready: the worker owns them
-    stored_bytes: int | None  # bytes of the output stored, None when it stayed local
 
 
 class Store(Protocol):
@@ -50,9 +43,10 @@ class Store(Protocol):
         children: Sequence[int],
         child_deps: Sequence[int],
         events: Sequence[Event],
-    ) -> Completed | None:
+    ) -> list[int] | None:
         """In one atomic step: mark every child, store the output if ``upload`` says so,
-        append ``events``. None when the run is gone (finished elsewhere, failed, cancelled):
+        append ``events``. Returns the children this completion made ready (the worker
+        owns them), or None when the run is gone (finished elsewhere, failed, cancelled):
         the worker then stops."""
 
     async def fail_task(self, run_id: str, failure: TaskFailure, events: Sequence[Event]) -> None:

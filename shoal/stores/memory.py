@@ -7,6 +7,7 @@ Each run's state sits behind one lock, so every protocol step is atomic as in Re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import threading
 from collections.abc import Sequence
@@ -17,7 +18,6 @@ from ..errors import RunNotFound
 from ..events import Event
 from ..failures import TaskFailure
 from ..graph import ShippedGraph, TaskFunction, TaskSpec
-from .base import Completed
 
 
 def approx_nbytes(value: Any) -> int:
@@ -30,7 +30,15 @@ def approx_nbytes(value: Any) -> int:
 
 class _Run:
     __slots__ = (
-        "lock", "graph", "sinks", "outputs", "marks", "events", "failures", "waiters", "info"
+        "lock",
+        "graph",
+        "sinks",
+        "outputs",
+        "marks",
+        "events",
+        "failures",
+        "waiters",
+        "info",
     )
 
     def __init__(self, graph: ShippedGraph, sinks: frozenset[int]) -> None:
@@ -96,7 +104,9 @@ class MemoryStore:
             try:
                 return [run.outputs[t] for t in tasks]
             except KeyError as missing:
-                raise LookupError(f"output of task {missing} is not stored in run {run_id}") from None
+                raise LookupError(
+                    f"output of task {missing} is not stored in run {run_id}"
+                ) from None
 
     async def complete_task(
         self,
@@ -107,20 +117,18 @@ class MemoryStore:
         children: Sequence[int],
         child_deps: Sequence[int],
         events: Sequence[Event],
-    ) -> Completed | None:
+    ) -> list[int] | None:
         run = self._runs.get(run_id)
         if run is None:
             return None
         with run.lock:
             ready = mark_children(run.marks, task, children, child_deps)
-            stored = None
             if must_store(upload, len(children), len(ready)):
                 run.outputs[task] = output
-                stored = approx_nbytes(output)
-                run.info["stored_bytes"] += stored
+                run.info["stored_bytes"] += approx_nbytes(output)
                 run.info["stored_outputs"] += 1
             run.append(events, task in run.sinks)
-        return Completed(ready, stored)
+        return ready
 
     async def fail_task(self, run_id: str, failure: TaskFailure, events: Sequence[Event]) -> None:
         run = self._runs.get(run_id)
@@ -151,10 +159,8 @@ class MemoryStore:
                 return batch, start + len(batch)
             fut = asyncio.get_running_loop().create_future()
             run.waiters.append(fut)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            pass
         with run.lock:
             if fut in run.waiters:
                 run.waiters.remove(fut)

@@ -1,0 +1,301 @@
+"""The protocol's pure decisions (shoal/decisions.py), with exact-state asserts."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shoal.decisions import (
+    Upload,
+    backoff_delays,
+    group_roots,
+    mark_children,
+    must_store,
+    split_ready,
+    upload_mode,
+    wakes_client,
+)
+from shoal.events import Event, EventKind
+
+# --------------------------------------------------------------------------- mark_children
+
+
+def test_a_child_is_ready_exactly_once_when_its_last_input_arrives() -> None:
+    marks: dict[int, Any] = {}
+    assert mark_children(marks, 1, [10], [3]) == []
+    assert marks == {10: {1}}
+    assert mark_children(marks, 2, [10], [3]) == []
+    assert marks == {10: {1, 2}}
+    assert mark_children(marks, 3, [10], [3]) == [10]
+    assert marks == {10: {1, 2, 3}}
+    # every later delivery, of any parent, readies nothing again
+    for parent in (1, 2, 3):
+        assert mark_children(marks, parent, [10], [3]) == []
+    assert marks == {10: {1, 2, 3}}
+
+
+def test_duplicate_delivery_of_the_same_parent_readies_nothing() -> None:
+    marks: dict[int, Any] = {}
+    assert mark_children(marks, 1, [10], [2]) == []
+    assert mark_children(marks, 1, [10], [2]) == []  # redelivered: still one input of two
+    assert marks == {10: {1}}
+    assert mark_children(marks, 2, [10], [2]) == [10]
+    assert mark_children(marks, 2, [10], [2]) == []
+
+
+def test_single_input_children_are_ready_at_once_and_only_once() -> None:
+    marks: dict[int, Any] = {}
+    assert mark_children(marks, 5, [6, 7, 8], [1, 1, 1]) == [6, 7, 8]
+    assert marks == {6: 5, 7: 5, 8: 5}
+    assert mark_children(marks, 5, [6, 7, 8], [1, 1, 1]) == []
+    assert marks == {6: 5, 7: 5, 8: 5}
+
+
+def test_mixed_needs_in_one_completion() -> None:
+    marks: dict[int, Any] = {12: {4}}  # child 12 already has one of its two inputs
+    ready = mark_children(marks, 5, [10, 11, 12, 13], [1, 2, 2, 3])
+    assert ready == [10, 12]  # in children order
+    assert marks == {10: 5, 11: {5}, 12: {4, 5}, 13: {5}}
+    ready = mark_children(marks, 6, [11, 13], [2, 3])
+    assert ready == [11]
+    assert marks == {10: 5, 11: {5, 6}, 12: {4, 5}, 13: {5, 6}}
+    assert mark_children(marks, 7, [13], [3]) == [13]
+
+
+def test_no_children_changes_nothing() -> None:
+    marks: dict[int, Any] = {1: 0}
+    assert mark_children(marks, 3, [], []) == []
+    assert marks == {1: 0}
+
+
+def test_children_and_needs_must_have_the_same_length() -> None:
+    with pytest.raises(ValueError):
+        mark_children({}, 1, [2, 3], [1])
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_each_child_is_readied_by_exactly_one_delivery_in_any_order(data: st.DataObject) -> None:
+    n_parents = data.draw(st.integers(1, 6))
+    parents = list(range(n_parents))
+    # child c depends on a non-empty subset of the parents
+    needs = data.draw(
+        st.lists(st.sets(st.sampled_from(parents), min_size=1), min_size=1, max_size=6)
+    )
+    children_of = {p: [c for c, need in enumerate(needs) if p in need] for p in parents}
+    deliveries = data.draw(st.permutations(parents * 2))  # every parent delivered twice
+    marks: dict[int, Any] = {}
+    readied: list[int] = []
+    seen: set[int] = set()
+    for p in deliveries:
+        kids = [100 + c for c in children_of[p]]
+        ready = mark_children(marks, p, kids, [len(needs[k - 100]) for k in kids])
+        seen.add(p)
+        for k in ready:  # a child is ready only once all its parents have been delivered
+            assert needs[k - 100] <= seen
+        readied.extend(ready)
+    assert sorted(readied) == [100 + c for c in range(len(needs))]
+
+
+# --------------------------------------------------------------------------- upload decisions
+
+
+def test_a_sink_always_uploads() -> None:
+    for n_children, fanout in [(0, 1), (0, 8), (1, 1), (1, 8), (3, 1)]:
+        mode = upload_mode(True, n_children, fanout)
+        assert mode is Upload.ALWAYS
+        assert must_store(mode, n_children, n_ready=n_children)
+
+
+def test_a_chain_child_ready_at_once_is_not_uploaded() -> None:
+    mode = upload_mode(False, 1, 8)
+    assert mode is Upload.IF_PENDING
+    assert must_store(mode, 1, 1) is False
+
+
+def test_a_pending_child_forces_the_upload() -> None:
+    mode = upload_mode(False, 1, 8)
+    assert must_store(mode, 1, 0) is True
+    mode = upload_mode(False, 3, 1)
+    assert must_store(mode, 3, 2) is True
+    assert must_store(mode, 3, 0) is True
+
+
+def test_a_fan_out_with_room_to_hand_out_always_uploads() -> None:
+    for fanout in (2, 3, 64):
+        for n_children in (2, 5, 100):
+            mode = upload_mode(False, n_children, fanout)
+            assert mode is Upload.ALWAYS
+            assert must_store(mode, n_children, n_children) is True
+
+
+def test_a_fan_out_with_fanout_one_keeps_everything_local() -> None:
+    mode = upload_mode(False, 4, 1)
+    assert mode is Upload.IF_PENDING
+    assert must_store(mode, 4, 4) is False
+
+
+def test_a_task_without_children_that_is_no_sink_stores_nothing() -> None:
+    mode = upload_mode(False, 0, 8)
+    assert must_store(mode, 0, 0) is False
+
+
+def test_never_means_never() -> None:
+    assert must_store(Upload.NEVER, 3, 0) is False
+    assert must_store(Upload.NEVER, 1, 1) is False
+
+
+# --------------------------------------------------------------------------- split_ready
+
+
+def test_split_ready_makes_even_contiguous_groups_and_keeps_the_first() -> None:
+    keep, handouts = split_ready(list(range(10)), 3)
+    assert keep == [0, 1, 2, 3]
+    assert handouts == [[4, 5, 6], [7, 8, 9]]
+
+
+def test_split_ready_exact_division() -> None:
+    assert split_ready([1, 2, 3, 4, 5, 6], 2) == ([1, 2, 3], [[4, 5, 6]])
+
+
+def test_split_ready_fewer_tasks_than_fanout_gives_one_task_per_group() -> None:
+    assert split_ready([7, 8, 9], 8) == ([7], [[8], [9]])
+
+
+def test_split_ready_keeps_all_for_one_task_or_fanout_one() -> None:
+    assert split_ready([], 4) == ([], [])
+    assert split_ready([3], 4) == ([3], [])
+    assert split_ready([3, 4, 5], 1) == ([3, 4, 5], [])
+    assert split_ready([3, 4, 5], 0) == ([3, 4, 5], [])
+
+
+@settings(max_examples=200, deadline=None)
+@given(ready=st.lists(st.integers(), max_size=60), fanout=st.integers(0, 20))
+def test_split_ready_properties(ready: list[int], fanout: int) -> None:
+    keep, handouts = split_ready(list(ready), fanout)
+    groups = [keep, *handouts]
+    assert [t for g in groups for t in g] == ready
+    if len(ready) <= 1 or fanout <= 1:
+        assert keep == ready and handouts == []
+        return
+    assert len(groups) <= fanout
+    assert len(groups) == min(len(ready), fanout)
+    sizes = [len(g) for g in groups]
+    assert all(s >= 1 for s in sizes)
+    assert max(sizes) - min(sizes) <= 1
+    assert sizes == sorted(sizes, reverse=True)  # the bigger groups come first
+
+
+# --------------------------------------------------------------------------- group_roots
+
+
+def test_group_roots() -> None:
+    assert group_roots([], 4) == []
+    assert group_roots([0], 4) == [[0]]
+    assert group_roots([0, 1, 2, 3, 4], 2) == [[0, 1, 2], [3, 4]]
+    assert group_roots([0, 1, 2], 8) == [[0], [1], [2]]
+    assert group_roots([0, 1, 2], 1) == [[0, 1, 2]]
+
+
+@settings(max_examples=100, deadline=None)
+@given(roots=st.lists(st.integers(0, 10**6), unique=True, max_size=50), fanout=st.integers(1, 16))
+def test_group_roots_covers_every_root_once(roots: list[int], fanout: int) -> None:
+    groups = group_roots(roots, fanout)
+    assert [r for g in groups for r in g] == roots
+    assert all(groups) and len(groups) <= fanout
+
+
+# --------------------------------------------------------------------------- backoff
+
+
+@pytest.mark.parametrize("retries", [0, 1, 3, 10])
+def test_backoff_delays_one_per_retry_within_the_exponential_bound(retries: int) -> None:
+    base, cap = 0.1, 5.0
+    delays = backoff_delays(retries, base, cap=cap, rng=random.Random(retries))
+    assert len(delays) == retries
+    for i, d in enumerate(delays):
+        assert 0.0 <= d <= min(cap, base * 2**i)
+
+
+def test_backoff_delays_are_capped() -> None:
+    delays = backoff_delays(20, 1.0, cap=2.0, rng=random.Random(0))
+    assert all(0.0 <= d <= 2.0 for d in delays)
+    assert max(delays[5:]) > 1.0  # the bound grew to the cap, so some jitter exceeds base
+
+
+def test_backoff_delays_are_reproducible_with_a_seeded_rng() -> None:
+    a = backoff_delays(8, 0.5, rng=random.Random(42))
+    b = backoff_delays(8, 0.5, rng=random.Random(42))
+    c = backoff_delays(8, 0.5, rng=random.Random(43))
+    assert a == b
+    assert a != c
+    assert len(set(a)) == 8  # jittered, not constant
+
+
+def test_backoff_with_zero_base_never_waits() -> None:
+    assert backoff_delays(4, 0.0, rng=random.Random(1)) == [0.0, 0.0, 0.0, 0.0]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    retries=st.integers(0, 30),
+    base=st.floats(0, 10, allow_nan=False),
+    cap=st.floats(0, 60, allow_nan=False),
+    seed=st.integers(),
+)
+def test_backoff_delays_bounds_property(retries: int, base: float, cap: float, seed: int) -> None:
+    delays = backoff_delays(retries, base, cap=cap, rng=random.Random(seed))
+    assert len(delays) == retries
+    for i, d in enumerate(delays):
+        assert 0.0 <= d <= min(cap, base * 2**i)
+
+
+# --------------------------------------------------------------------------- wakes_client
+
+
+def _ev(kind: EventKind, task: int | None = None) -> Event:
+    return Event(kind, "w-1", task, 0.0)
+
+
+def test_a_finished_sink_wakes_the_client() -> None:
+    assert wakes_client([_ev(EventKind.TASK_FINISHED, 3)], frozenset({3, 9})) is True
+
+
+def test_a_finished_non_sink_does_not_wake_the_client() -> None:
+    assert wakes_client([_ev(EventKind.TASK_FINISHED, 4)], frozenset({3})) is False
+
+
+@pytest.mark.parametrize("kind", [EventKind.TASK_FAILED, EventKind.WORKER_FAILED])
+def test_failures_wake_the_client(kind: EventKind) -> None:
+    task = 1 if kind is EventKind.TASK_FAILED else None
+    assert wakes_client([_ev(kind, task)], frozenset({99})) is True
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        EventKind.TASK_STARTED,
+        EventKind.TASK_RETRIED,
+        EventKind.WORKER_STARTED,
+        EventKind.WORKER_STOPPED,
+    ],
+)
+def test_other_events_do_not_wake_the_client(kind: EventKind) -> None:
+    # even when they name a sink task
+    assert wakes_client([_ev(kind, 3)], frozenset({3})) is False
+
+
+def test_one_waking_event_in_a_batch_is_enough() -> None:
+    batch = [
+        _ev(EventKind.WORKER_STARTED),
+        _ev(EventKind.TASK_STARTED, 1),
+        _ev(EventKind.TASK_FINISHED, 1),
+        _ev(EventKind.TASK_FINISHED, 2),
+    ]
+    assert wakes_client(batch, frozenset({2})) is True
+    assert wakes_client(batch[:3], frozenset({2})) is False
+    assert wakes_client([], frozenset({2})) is False
