@@ -13,9 +13,18 @@ SHOW_AFTER_S = 1.0
 class Progress:
     """Tasks done of total and elapsed time, drawn with rich on stderr."""
 
-    def __init__(self, total: int, enabled: bool | None = None) -> None:
+    def __init__(
+        self,
+        total: int,
+        enabled: bool | None = None,
+        *,
+        show_after: float = SHOW_AFTER_S,
+        console: Any = None,
+    ) -> None:
         self.total = total
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.show_after = show_after
+        self.console = console  # a rich Console; None draws on stderr
         self._started = time.monotonic()
         self._bar: Any = None
         self._task: Any = None
@@ -24,7 +33,7 @@ class Progress:
         if not self.enabled:
             return
         if self._bar is None:
-            if time.monotonic() - self._started < SHOW_AFTER_S:
+            if time.monotonic() - self._started < self.show_after:
                 return
             self._start()
         self._bar.update(self._task, completed=done)
@@ -39,6 +48,7 @@ class Progress:
             MofNCompleteColumn(),
             "tasks",
             TimeElapsedColumn(),
+            console=self.console,
             transient=True,
         )
         self._task = self._bar.add_task("run", total=self.total)

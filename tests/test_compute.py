@@ -80,11 +80,22 @@ def test_one_node_used_many_times_is_one_task(engine: dict[str, Any]) -> None:
 def test_nested_arguments_keep_their_structure(engine: dict[str, Any]) -> None:
     Point = namedtuple("Point", "x y")
     x = inc(1)  # 2
-    arg = {"list": [x, 1], "tuple": (x, (x, 3)), "set": {x, 7}, "frozen": frozenset({x}),
-           "point": Point(x, 0), "const": "c"}
+    arg = {
+        "list": [x, 1],
+        "tuple": (x, (x, 3)),
+        "set": {x, 7},
+        "frozen": frozenset({x}),
+        "point": Point(x, 0),
+        "const": "c",
+    }
     assert ident(arg).compute(**engine) == {
-        "list": [2, 1], "tuple": (2, (2, 3)), "set": {2, 7}, "frozen": frozenset({2}),
-        "point": Point(2, 0), "const": "c"}
+        "list": [2, 1],
+        "tuple": (2, (2, 3)),
+        "set": {2, 7},
+        "frozen": frozenset({2}),
+        "point": Point(2, 0),
+        "const": "c",
+    }
 
 
 def test_nesting_depth_five_in_args_and_kwargs(engine: dict[str, Any]) -> None:
@@ -95,7 +106,9 @@ def test_nesting_depth_five_in_args_and_kwargs(engine: dict[str, Any]) -> None:
     x = inc(0)
     deep = [[[[[x]]]]]
     assert pair(deep, b={"a": ({"b": [x]},)}).compute(**engine) == (
-        [[[[[1]]]]], {"a": ({"b": [1]},)})
+        [[[[[1]]]]],
+        {"a": ({"b": [1]},)},
+    )
 
 
 def test_several_sinks_one_run(engine: dict[str, Any]) -> None:
