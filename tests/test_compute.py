@@ -7,7 +7,6 @@ from collections import namedtuple
 from typing import Any
 
 import numpy as np
-import pytest
 
 import shoal
 
