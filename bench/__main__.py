@@ -28,12 +28,14 @@ def run_once(engine, shape, size):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument(
-        "--engines", default="shoal-local,dask-threads", help=f"comma list of {', '.join(ENGINES)}"
+        "--engines",
+        default="shoal-local,dask-graph,dask-threads",
+        help=f"comma list of {', '.join(ENGINES)}",
     )
     p.add_argument("--shapes", default=",".join(SHAPES), help=f"comma list of {', '.join(SHAPES)}")
     p.add_argument("--size", type=int, default=10_000, help="tasks per graph (about)")
     p.add_argument("--repeat", type=int, default=5, help="timed runs per (engine, shape)")
-    p.add_argument("--baseline", default="dask-threads", help="engine the ratios refer to")
+    p.add_argument("--baseline", default="dask-graph", help="engine the ratios refer to")
     p.add_argument("--json", metavar="PATH", help="write the raw figures to PATH")
     args = p.parse_args(argv)
     names, shapes = args.engines.split(","), args.shapes.split(",")

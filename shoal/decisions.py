@@ -39,7 +39,7 @@ def mark_children(
     completion owns each child.
     """
     ready = []
-    for child, need in zip(children, child_deps, strict=True):
+    for child, need in zip(children, child_deps):  # noqa: B905 (hot path; equal lengths)
         if need == 1:
             if child not in marks:
                 marks[child] = parent

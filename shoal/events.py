@@ -33,13 +33,19 @@ class EventKind(StrEnum):
 
 
 class Event(NamedTuple):
-    """One entry of a run's event stream. ``data`` holds kind-specific details."""
+    """One entry of a run's event stream. ``data`` holds kind-specific details.
+
+    A ``task-finished`` event carries the task's whole span: ``start`` and ``time`` (the
+    end), so one event per task gives timelines and makespans. ``task-started`` is sent on
+    its own only where a task is visibly under way before it finishes (a retry).
+    """
 
     kind: EventKind
     worker: str
     task: int | None = None
     time: float = 0.0
     data: dict[str, Any] | None = None
+    start: float = 0.0
 
 
 def event(

@@ -12,7 +12,7 @@ Worker side (:func:`run_worker`), for each task it owns:
   a. gather the inputs: kept locally when this worker made them, else one store read;
   b. run the function, retrying with backoff;
   c. complete in one atomic store step: mark every child (idempotently), store the output
-     only if a consumer may live elsewhere, append the task's started and finished events;
+     only if a consumer may live elsewhere, append the task's event (start and end);
   d. own the children the marks made ready: keep one group, hand each other group to a
      new worker. No central queue: whoever completes a child's last input owns it.
 
@@ -185,13 +185,12 @@ async def run_worker(
                 values = await _gather_inputs(run_id, store, deps, kept)
             fn = functions[spec.func] if functions else await source.function(spec.func)
             # The start travels with the completion (one store step per task, not two).
-            started = Event(TASK_STARTED, worker, task, time.time())
+            started = time.time()
             try:  # b.
                 args, kwargs = spec.arguments(values)
                 result = fn.func(*args, **kwargs)
-                events = [started, Event(TASK_FINISHED, worker, task, time.time())]
             except Exception as exc:
-                await store.emit(run_id, [started])
+                await store.emit(run_id, [Event(TASK_STARTED, worker, task, started)])
                 ok, result = await _retry(fn, spec, values, exc, run_id, store, worker, task)
                 if not ok:
                     failure = TaskFailure.from_exception(
@@ -200,7 +199,7 @@ async def run_worker(
                     failed = [event(EventKind.TASK_FAILED, worker, task)]
                     await store.fail_task(run_id, failure, failed)
                     return
-                events = [Event(TASK_FINISHED, worker, task, time.time())]
+            events = [Event(TASK_FINISHED, worker, task, time.time(), None, started)]
             ran += 1
             mode = upload_mode(spec.sink, len(spec.children), fanout)
             ready = await store.complete_task(  # c.

@@ -36,10 +36,10 @@ class RunSummary:
             kind = ev.kind
             if kind is EventKind.TASK_FINISHED:
                 self.tasks_done += 1
-                self._last_end = max(self._last_end, ev.time)
-            elif kind is EventKind.TASK_STARTED:
-                if self._first_start is None or ev.time < self._first_start:
-                    self._first_start = ev.time
+                if ev.time > self._last_end:
+                    self._last_end = ev.time
+                if self._first_start is None or ev.start < self._first_start:
+                    self._first_start = ev.start
             elif kind is EventKind.WORKER_STARTED:
                 self.workers += 1
                 self.cold_starts += bool(ev.data and ev.data.get("cold"))

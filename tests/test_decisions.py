@@ -72,11 +72,6 @@ def test_no_children_changes_nothing() -> None:
     assert marks == {1: 0}
 
 
-def test_children_and_needs_must_have_the_same_length() -> None:
-    with pytest.raises(ValueError):
-        mark_children({}, 1, [2, 3], [1])
-
-
 @settings(max_examples=100, deadline=None)
 @given(data=st.data())
 def test_each_child_is_readied_by_exactly_one_delivery_in_any_order(data: st.DataObject) -> None:

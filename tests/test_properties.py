@@ -82,7 +82,7 @@ class Up:
 
 
 _consts = st.one_of(st.integers(-1000, 1000), st.text(max_size=3), st.none())
-# Up(k) is a hole for an earlier node; a program resolves it to Up(k % i) for node i.
+# Up(k) is a hole for an earlier node; _resolve points it at a node before node i.
 _leaf = st.one_of(st.integers(0, 10**6).map(Up), st.integers(0, 10**6).map(Up), _consts)
 _small_tuple = st.lists(_leaf, max_size=2).map(tuple)
 _hashable = st.one_of(
@@ -111,7 +111,10 @@ def _resolve(obj: Any, i: int) -> Any:
     """Point every hole of node ``i``'s arguments at an earlier node (a constant for node 0)."""
     t = type(obj)
     if t is Up:
-        return Up(obj.i % i) if i else obj.i
+        if not i:
+            return obj.i
+        k, recent = divmod(obj.i, 2)  # half the holes pick one of the last 3 nodes: deep chains
+        return Up(i - 1 - k % min(i, 3)) if recent else Up(k % i)
     if t is dict:
         return {k: _resolve(v, i) for k, v in obj.items()}
     if t in (list, tuple, set, frozenset):
@@ -133,7 +136,8 @@ def programs(draw: st.DrawFn) -> Program:
         args = _resolve(draw(st.lists(_argument, max_size=3)), i)
         kwargs = _resolve(draw(_kwargs), i)
         nodes.append((task, args, kwargs))
-    sinks = draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=4))
+    sink = st.one_of(st.just(n - 1), st.integers(0, n - 1))  # the last node often a sink
+    sinks = draw(st.lists(sink, min_size=1, max_size=4))
     return nodes, sinks
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from .template import _SCALARS, Ref, ref, scan
+from .template import _REFS, _SCALARS, Ref, ref, scan
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -137,7 +137,7 @@ class Node:
                 if k is None:
                     k = index[id(a)] = len(deps)
                     deps.append(a)
-                targs.append(ref(k))
+                targs.append(_REFS[k] if k < 256 else ref(k))
             elif t in _SCALARS:
                 targs.append(a)
             else:

@@ -61,15 +61,15 @@ class EncodedGraph:
 
 
 def encode(graph: ShippedGraph) -> EncodedGraph:
-    dumps = pickle.dumps
-    specs = [dumps(s, protocol=pickle.HIGHEST_PROTOCOL) for s in graph.specs]
+    dumps, protocol = pickle.dumps, pickle.HIGHEST_PROTOCOL
+    # As plain tuples: a named tuple would carry its class path in every spec.
+    specs = [dumps(tuple(s), protocol) for s in graph.specs]
     functions = [cloudpickle.dumps(f, protocol=pickle.HIGHEST_PROTOCOL) for f in graph.functions]
     return EncodedGraph(specs, functions)
 
 
 def decode_spec(data: bytes) -> TaskSpec:
-    spec: TaskSpec = pickle.loads(data)
-    return spec
+    return TaskSpec._make(pickle.loads(data))
 
 
 def decode_function(data: bytes) -> TaskFunction[Any, Any]:

@@ -28,34 +28,57 @@ def approx_nbytes(value: Any) -> int:
     return sys.getsizeof(value)
 
 
+_STRIPES = 64
+
+
 class _Run:
+    """One run's state.
+
+    Steps rely on the atomicity of single dict and list operations under the GIL, plus
+    striped locks for the one check-then-act step: marking a child that has several inputs.
+    One lock for the whole run would make two busy worker threads queue on it (a lock
+    convoy that doubles the cost of small tasks).
+    """
+
     __slots__ = (
-        "lock",
         "graph",
         "sinks",
         "outputs",
         "marks",
+        "stripes",
         "events",
         "failures",
         "waiters",
-        "info",
+        "wake_lock",
     )
 
     def __init__(self, graph: ShippedGraph, sinks: frozenset[int]) -> None:
-        self.lock = threading.Lock()
-        self.sinks = sinks
         self.graph = graph
+        self.sinks = sinks
         self.outputs: dict[int, Any] = {}
         self.marks: dict[int, Any] = {}
+        self.stripes = [threading.Lock() for _ in range(_STRIPES)]
         self.events: list[Event] = []
         self.failures: dict[int, TaskFailure] = {}
         self.waiters: list[asyncio.Future[None]] = []
-        self.info = {"stored_bytes": 0, "stored_outputs": 0}
+        self.wake_lock = threading.Lock()  # orders waking events against waiter sign-up
+
+    def mark(self, parent: int, children: Sequence[int], child_deps: Sequence[int]) -> list[int]:
+        if all(need == 1 for need in child_deps):  # each such child has one possible marker
+            return mark_children(self.marks, parent, children, child_deps)
+        ready: list[int] = []
+        for child, need in zip(children, child_deps, strict=True):
+            with self.stripes[child % _STRIPES]:
+                ready += mark_children(self.marks, parent, (child,), (need,))
+        return ready
 
     def append(self, events: Sequence[Event], wake: bool) -> None:
-        """Under the lock: add events; wake whoever waits for them if ``wake``."""
-        self.events.extend(events)
-        if wake and self.waiters:
+        """Add events; wake whoever waits for them if ``wake``."""
+        if not wake:
+            self.events.extend(events)
+            return
+        with self.wake_lock:
+            self.events.extend(events)
             for fut in self.waiters:
                 fut.get_loop().call_soon_threadsafe(_wake, fut)
             self.waiters.clear()
@@ -99,14 +122,11 @@ class MemoryStore:
         return [functions[i] for i in indices]
 
     async def get_outputs(self, run_id: str, tasks: Sequence[int]) -> list[Any]:
-        run = self._run(run_id)
-        with run.lock:
-            try:
-                return [run.outputs[t] for t in tasks]
-            except KeyError as missing:
-                raise LookupError(
-                    f"output of task {missing} is not stored in run {run_id}"
-                ) from None
+        outputs = self._run(run_id).outputs
+        try:
+            return [outputs[t] for t in tasks]
+        except KeyError as missing:
+            raise LookupError(f"output of task {missing} is not stored in run {run_id}") from None
 
     async def complete_task(
         self,
@@ -121,22 +141,20 @@ class MemoryStore:
         run = self._runs.get(run_id)
         if run is None:
             return None
-        with run.lock:
-            ready = mark_children(run.marks, task, children, child_deps)
-            if must_store(upload, len(children), len(ready)):
-                run.outputs[task] = output
-                run.info["stored_bytes"] += approx_nbytes(output)
-                run.info["stored_outputs"] += 1
-            run.append(events, task in run.sinks)
+        outputs = run.outputs
+        outputs[task] = output  # before the marks: a worker they ready may read it at once
+        ready = run.mark(task, children, child_deps)
+        if not must_store(upload, len(children), len(ready)):
+            del outputs[task]  # every consumer is the caller's: it stays local
+        run.append(events, task in run.sinks)
         return ready
 
     async def fail_task(self, run_id: str, failure: TaskFailure, events: Sequence[Event]) -> None:
         run = self._runs.get(run_id)
         if run is None:
             return
-        with run.lock:
-            run.failures.setdefault(failure.task, failure)
-            run.append(events, True)
+        run.failures.setdefault(failure.task, failure)
+        run.append(events, True)
 
     async def get_failure(self, run_id: str, task: int) -> TaskFailure | None:
         return self._run(run_id).failures.get(task)
@@ -145,15 +163,14 @@ class MemoryStore:
         run = self._runs.get(run_id)
         if run is None:
             return
-        with run.lock:
-            run.append(events, wakes_client(events, run.sinks))
+        run.append(events, wakes_client(events, run.sinks))
 
     async def read_events(
         self, run_id: str, cursor: int | None, timeout: float
     ) -> tuple[list[Event], int]:
         run = self._run(run_id)
         start = cursor or 0
-        with run.lock:
+        with run.wake_lock:
             if len(run.events) > start:
                 batch = run.events[start:]
                 return batch, start + len(batch)
@@ -161,16 +178,15 @@ class MemoryStore:
             run.waiters.append(fut)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(fut, timeout)
-        with run.lock:
+        with run.wake_lock:
             if fut in run.waiters:
                 run.waiters.remove(fut)
-            batch = run.events[start:]
+        batch = run.events[start:]
         return batch, start + len(batch)
 
     async def run_info(self, run_id: str) -> dict[str, int]:
-        run = self._run(run_id)
-        with run.lock:
-            return dict(run.info)
+        outputs = list(self._run(run_id).outputs.values())
+        return {"stored_bytes": sum(map(approx_nbytes, outputs)), "stored_outputs": len(outputs)}
 
     async def delete_run(self, run_id: str) -> None:
         self._runs.pop(run_id, None)
