@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
 
 from .events import Event, EventKind
 
@@ -25,33 +25,44 @@ class Upload(IntEnum):
 NEVER, IF_PENDING, ALWAYS = Upload.NEVER, Upload.IF_PENDING, Upload.ALWAYS
 
 
+@dataclass(slots=True)
+class Marks:
+    """A run's dependency marks.
+
+    ``inputs[child]``: the finished upstream ids of a child with several inputs.
+    ``owner[child]``: the upstream id whose completion readied the child (and owns it).
+    """
+
+    inputs: dict[int, set[int]] = field(default_factory=dict)
+    owner: dict[int, int] = field(default_factory=dict)
+
+
 def mark_children(
-    marks: dict[int, Any],
-    parent: int,
-    children: Sequence[int],
-    child_deps: Sequence[int],
+    marks: Marks, parent: int, children: Sequence[int], child_deps: Sequence[int]
 ) -> list[int]:
     """Record that ``parent`` finished; return the children this completion makes ready.
 
-    ``marks[child]`` is the set of the child's finished upstream ids (for a child with one
-    input, just that input's id). A mark is idempotent: delivering the same parent twice
-    (FaaS invocations arrive at least once) readies nothing the second time, so exactly one
-    completion owns each child.
+    A mark is idempotent: delivering the same parent twice (FaaS invocations arrive at
+    least once) readies nothing the second time, so exactly one completion owns each child.
+    The owner is claimed with one ``dict.setdefault``, atomic in CPython, so threads of one
+    process may mark concurrently without a lock: when the last two inputs of a child land
+    at once, both see it complete and only one claim wins.
     """
     ready = []
+    owner = marks.owner
     for child, need in zip(children, child_deps):  # noqa: B905 (hot path; equal lengths)
         if need == 1:
-            if child not in marks:
-                marks[child] = parent
+            if child not in owner:  # a single input has a single deliverer
+                owner[child] = parent
                 ready.append(child)
             continue
-        done = marks.get(child)
+        done = marks.inputs.get(child)
         if done is None:
-            done = marks[child] = set()
+            done = marks.inputs.setdefault(child, set())
         elif parent in done:
             continue
         done.add(parent)
-        if len(done) == need:
+        if len(done) == need and owner.setdefault(child, parent) == parent:
             ready.append(child)
     return ready
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import random
-from typing import Any
+import sys
+import threading
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shoal.decisions import (
+    Marks,
     Upload,
     backoff_delays,
     group_roots,
@@ -25,51 +27,85 @@ from shoal.events import Event, EventKind
 
 
 def test_a_child_is_ready_exactly_once_when_its_last_input_arrives() -> None:
-    marks: dict[int, Any] = {}
+    marks = Marks()
     assert mark_children(marks, 1, [10], [3]) == []
-    assert marks == {10: {1}}
+    assert marks.inputs == {10: {1}} and marks.owner == {}
     assert mark_children(marks, 2, [10], [3]) == []
-    assert marks == {10: {1, 2}}
+    assert marks.inputs == {10: {1, 2}} and marks.owner == {}
     assert mark_children(marks, 3, [10], [3]) == [10]
-    assert marks == {10: {1, 2, 3}}
+    assert marks.inputs == {10: {1, 2, 3}} and marks.owner == {10: 3}
     # every later delivery, of any parent, readies nothing again
     for parent in (1, 2, 3):
         assert mark_children(marks, parent, [10], [3]) == []
-    assert marks == {10: {1, 2, 3}}
+    assert marks.inputs == {10: {1, 2, 3}} and marks.owner == {10: 3}
 
 
 def test_duplicate_delivery_of_the_same_parent_readies_nothing() -> None:
-    marks: dict[int, Any] = {}
+    marks = Marks()
     assert mark_children(marks, 1, [10], [2]) == []
     assert mark_children(marks, 1, [10], [2]) == []  # redelivered: still one input of two
-    assert marks == {10: {1}}
+    assert marks.inputs == {10: {1}}
     assert mark_children(marks, 2, [10], [2]) == [10]
     assert mark_children(marks, 2, [10], [2]) == []
+    assert marks.owner == {10: 2}
 
 
 def test_single_input_children_are_ready_at_once_and_only_once() -> None:
-    marks: dict[int, Any] = {}
+    marks = Marks()
     assert mark_children(marks, 5, [6, 7, 8], [1, 1, 1]) == [6, 7, 8]
-    assert marks == {6: 5, 7: 5, 8: 5}
+    assert marks.owner == {6: 5, 7: 5, 8: 5} and marks.inputs == {}
     assert mark_children(marks, 5, [6, 7, 8], [1, 1, 1]) == []
-    assert marks == {6: 5, 7: 5, 8: 5}
+    assert marks.owner == {6: 5, 7: 5, 8: 5}
 
 
 def test_mixed_needs_in_one_completion() -> None:
-    marks: dict[int, Any] = {12: {4}}  # child 12 already has one of its two inputs
+    marks = Marks(inputs={12: {4}})  # child 12 already has one of its two inputs
     ready = mark_children(marks, 5, [10, 11, 12, 13], [1, 2, 2, 3])
     assert ready == [10, 12]  # in children order
-    assert marks == {10: 5, 11: {5}, 12: {4, 5}, 13: {5}}
+    assert marks.inputs == {11: {5}, 12: {4, 5}, 13: {5}}
+    assert marks.owner == {10: 5, 12: 5}
     ready = mark_children(marks, 6, [11, 13], [2, 3])
     assert ready == [11]
-    assert marks == {10: 5, 11: {5, 6}, 12: {4, 5}, 13: {5, 6}}
+    assert marks.inputs == {11: {5, 6}, 12: {4, 5}, 13: {5, 6}}
     assert mark_children(marks, 7, [13], [3]) == [13]
+    assert marks.owner == {10: 5, 11: 6, 12: 5, 13: 7}
 
 
 def test_no_children_changes_nothing() -> None:
-    marks: dict[int, Any] = {1: 0}
+    marks = Marks(owner={1: 0})
     assert mark_children(marks, 3, [], []) == []
-    assert marks == {1: 0}
+    assert marks == Marks(owner={1: 0})
+
+
+def test_concurrent_marks_from_threads_ready_each_child_exactly_once() -> None:
+    """Many threads deliver the inputs of shared children at once, with no lock: when the
+    last inputs of a child land together, several threads see it complete; one owns it."""
+    n_parents, n_children = 8, 2000
+    marks = Marks()
+    readied: list[list[int]] = [[] for _ in range(n_parents)]
+    start = threading.Barrier(n_parents)
+    children = list(range(100, 100 + n_children))
+
+    def deliver(parent: int) -> None:
+        start.wait()
+        for child in children:  # one call per child: the most interleavings
+            readied[parent] += mark_children(marks, parent, [child], [n_parents])
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        threads = [threading.Thread(target=deliver, args=(p,)) for p in range(n_parents)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    everything = sorted(c for ready in readied for c in ready)
+    assert everything == children
+    assert all(
+        marks.owner[c] in range(n_parents) and c in readied[marks.owner[c]] for c in children
+    )
 
 
 @settings(max_examples=100, deadline=None)
@@ -83,7 +119,7 @@ def test_each_child_is_readied_by_exactly_one_delivery_in_any_order(data: st.Dat
     )
     children_of = {p: [c for c, need in enumerate(needs) if p in need] for p in parents}
     deliveries = data.draw(st.permutations(parents * 2))  # every parent delivered twice
-    marks: dict[int, Any] = {}
+    marks = Marks()
     readied: list[int] = []
     seen: set[int] = set()
     for p in deliveries:

@@ -1,7 +1,10 @@
 """The in-memory store: the embedded default, shared by the client and its in-process
 workers (threads). Values pass by reference: nothing is pickled.
 
-Each run's state sits behind one lock, so every protocol step is atomic as in Redis.
+Worker threads step on a run's state without a run-wide lock: each deciding step is one
+dict or list operation, atomic in CPython (see :func:`shoal.decisions.mark_children`). A
+lock taken by every completion would make two busy worker threads queue on it and hand
+the GIL back and forth (a lock convoy that doubles the cost of small tasks).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ..decisions import Upload, mark_children, must_store, wakes_client
+from ..decisions import Marks, Upload, mark_children, must_store, wakes_client
 from ..errors import RunNotFound
 from ..events import Event
 from ..failures import TaskFailure
@@ -28,24 +31,14 @@ def approx_nbytes(value: Any) -> int:
     return sys.getsizeof(value)
 
 
-_STRIPES = 64
-
-
 class _Run:
-    """One run's state.
-
-    Steps rely on the atomicity of single dict and list operations under the GIL, plus
-    striped locks for the one check-then-act step: marking a child that has several inputs.
-    One lock for the whole run would make two busy worker threads queue on it (a lock
-    convoy that doubles the cost of small tasks).
-    """
+    """One run's state."""
 
     __slots__ = (
         "graph",
         "sinks",
         "outputs",
         "marks",
-        "stripes",
         "events",
         "failures",
         "waiters",
@@ -56,21 +49,11 @@ class _Run:
         self.graph = graph
         self.sinks = sinks
         self.outputs: dict[int, Any] = {}
-        self.marks: dict[int, Any] = {}
-        self.stripes = [threading.Lock() for _ in range(_STRIPES)]
+        self.marks = Marks()
         self.events: list[Event] = []
         self.failures: dict[int, TaskFailure] = {}
         self.waiters: list[asyncio.Future[None]] = []
         self.wake_lock = threading.Lock()  # orders waking events against waiter sign-up
-
-    def mark(self, parent: int, children: Sequence[int], child_deps: Sequence[int]) -> list[int]:
-        if all(need == 1 for need in child_deps):  # each such child has one possible marker
-            return mark_children(self.marks, parent, children, child_deps)
-        ready: list[int] = []
-        for child, need in zip(children, child_deps, strict=True):
-            with self.stripes[child % _STRIPES]:
-                ready += mark_children(self.marks, parent, (child,), (need,))
-        return ready
 
     def append(self, events: Sequence[Event], wake: bool) -> None:
         """Add events; wake whoever waits for them if ``wake``."""
@@ -143,7 +126,7 @@ class MemoryStore:
             return None
         outputs = run.outputs
         outputs[task] = output  # before the marks: a worker they ready may read it at once
-        ready = run.mark(task, children, child_deps)
+        ready = mark_children(run.marks, task, children, child_deps)
         if not must_store(upload, len(children), len(ready)):
             del outputs[task]  # every consumer is the caller's: it stays local
         run.append(events, task in run.sinks)
