@@ -9,6 +9,6 @@ Run from the repository root::
 Each (engine, shape) pair builds and computes the same graph ``--repeat`` times after a small
 warm-up per engine; the table shows the median wall time (graph building included), the
 overhead per task in microseconds, and the ratio to the baseline engine (``--baseline``,
-default ``dask-threads``). Results are checked against the known answer of each graph.
+default ``dask-graph``). Results are checked against the known answer of each graph.
 Engines are adapters in ``bench/engines.py``; shapes are builders in ``bench/graphs.py``.
 """

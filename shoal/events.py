@@ -37,7 +37,9 @@ class Event(NamedTuple):
 
     A ``task-finished`` event carries the task's whole span: ``start`` and ``time`` (the
     end), so one event per task gives timelines and makespans. ``task-started`` is sent on
-    its own only where a task is visibly under way before it finishes (a retry).
+    its own only where a task is visibly under way before it finishes (a retry): a second
+    event per task would cost every task a store step. Which tasks are running follows
+    from the graph: those whose inputs have all finished and that have not finished.
     """
 
     kind: EventKind
