@@ -9,9 +9,11 @@ import time
 from typing import Any
 
 from .backends import open_workers
+from .errors import ConfigError
 from .graph import Node, build
 from .progress import Progress
 from .protocol import new_run_id, run_graph
+from .security import client_signer
 from .stores import open_store
 from .summary import RunSummary, record
 
@@ -74,20 +76,26 @@ async def _compute(
 ) -> tuple[Any, ...]:
     started = time.perf_counter()
     graph = build(nodes)
-    store = open_store(storage)
     backend = open_workers(workers)
+    signer = client_signer(backend.private)
+    store = open_store(storage, signer)
+    if store.in_process and not backend.in_process:
+        raise ConfigError(
+            f"storage {storage!r} lives in this process, so workers {workers!r} cannot reach "
+            "it: use a shared store such as redis://"
+        )
     run_id = new_run_id()
     summary = RunSummary(run_id, graph.structure_hash, len(graph), storage=storage, backend=workers)
     bar = Progress(len(graph), progress)
-    info: dict[str, int] = {}
 
     def on_events(events: list[Any]) -> None:
         summary.add(events)
         bar.update(summary.tasks_done)
 
     try:
+        await backend.start(store, signer)
         values = await run_graph(
-            graph, store, backend, run_id=run_id, on_events=on_events, timeout=timeout, info=info
+            graph, store, backend, run_id=run_id, on_events=on_events, timeout=timeout
         )
         summary.ok = True
         return tuple(values)
@@ -95,7 +103,5 @@ async def _compute(
         bar.close()
         await backend.close()
         await store.close()
-        summary.bytes_moved = info.get("stored_bytes", 0)
-        summary.outputs_stored = info.get("stored_outputs", 0)
         summary.wall_s = time.perf_counter() - started
         record(summary)

@@ -7,9 +7,10 @@ carries out what they return. Tested with exact-state asserts in tests/test_deci
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any, NamedTuple
 
 from .events import Event, EventKind
 
@@ -67,22 +68,67 @@ def mark_children(
     return ready
 
 
-def upload_mode(is_sink: bool, n_children: int, fanout: int) -> Upload:
+def upload_mode(is_sink: bool, child_deps: Sequence[int], fanout: int) -> Upload:
     """Decide, before marking, when the output must be stored.
 
     A sink's output is downloaded by the client. With two or more children and room to
     hand work out, some child either stays pending (another worker will read the output)
-    or is handed to another worker: store it. Otherwise the output is needed elsewhere
-    only if a child is still pending after the marks.
+    or is handed to another worker: store it. When this task is every child's only input,
+    the marks ready them all and this worker keeps them: never store (nor send) it.
+    Otherwise the output is needed elsewhere only if a child is still pending after the
+    marks.
     """
-    if is_sink or (n_children >= 2 and fanout >= 2):
+    if is_sink or (len(child_deps) >= 2 and fanout >= 2):
         return ALWAYS
-    return IF_PENDING
+    for need in child_deps:
+        if need != 1:
+            return IF_PENDING
+    return NEVER
 
 
-def must_store(mode: Upload, n_children: int, n_ready: int) -> bool:
-    """Apply :func:`upload_mode` once the marks are known."""
-    return mode is ALWAYS or (mode is IF_PENDING and n_ready < n_children)
+def must_store(mode: Upload, children: Sequence[int], readied: Container[int]) -> bool:
+    """Apply :func:`upload_mode` once a batch's marks are known: an ``IF_PENDING`` output is
+    stored unless the batch readied every child (so this worker owns them all)."""
+    if mode is IF_PENDING:
+        return any(child not in readied for child in children)
+    return mode is ALWAYS
+
+
+class Completion(NamedTuple):
+    """A finished task as its worker hands it to the store, one of a batch."""
+
+    task: int
+    output: Any
+    upload: Upload
+    children: tuple[int, ...]
+    child_deps: tuple[int, ...]
+    finished: Event
+
+
+def complete_batch(marks: Marks, batch: Sequence[Completion]) -> tuple[list[list[int]], list[bool]]:
+    """Mark the children of every completion in ``batch``: the children each one readied,
+    and whether each output must be stored (judged after the whole batch's marks)."""
+    readies = [mark_children(marks, c.task, c.children, c.child_deps) for c in batch]
+    readied = {child for ready in readies for child in ready}
+    return readies, [must_store(c.upload, c.children, readied) for c in batch]
+
+
+#: A worker buffers its completions and hands them to the store in one step (a batch)...
+FLUSH_TASKS = 1000  # ... of at most this many tasks,
+FLUSH_AFTER_S = 0.02  # ... the oldest finished at most this long ago,
+SMALL_TASK_S = 0.002  # ... as long as its tasks are this quick (a store step costs more).
+
+
+def should_flush(buffered: int, oldest_age_s: float, last_task_s: float, urgent: bool) -> bool:
+    """Whether a worker must hand its buffered completions to the store before it runs its
+    next task. ``urgent``: some completion readies children for other workers, or is a
+    sink. Without work of its own left, a worker always flushes."""
+    return buffered > 0 and (
+        urgent
+        or buffered >= FLUSH_TASKS
+        or oldest_age_s >= FLUSH_AFTER_S
+        or last_task_s >= SMALL_TASK_S
+    )
 
 
 def split_ready(ready: list[int], fanout: int) -> tuple[list[int], list[list[int]]]:

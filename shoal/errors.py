@@ -6,7 +6,8 @@
      │                                          not be rebuilt on the client
      ├── WorkerLost       (also RuntimeError)   a worker died or crashed outside user code
      ├── RunTimeout       (also TimeoutError)   compute(timeout=...) ran out
-     └── RunNotFound      (also LookupError)    the run's keys are gone (finished or cancelled)
+     ├── RunNotFound      (also LookupError)    the run's keys are gone (finished or cancelled)
+     └── BadSignature     (also ValueError)     a payload's signature is missing or wrong
 
 A task that raises makes ``compute()`` raise *the task's own exception*, not a ShoalError;
 when it crossed a process boundary the remote traceback is attached as its ``__cause__``
@@ -16,6 +17,7 @@ when it crossed a process boundary the remote traceback is attached as its ``__c
 from __future__ import annotations
 
 __all__ = [
+    "BadSignature",
     "ConfigError",
     "RemoteTraceback",
     "RunNotFound",
@@ -59,3 +61,8 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return f'\n"""\n{self.text.rstrip()}\n"""'
+
+
+class BadSignature(ShoalError, ValueError):
+    """A signed payload (an invocation, a spec, an output) is unsigned or was tampered with;
+    nothing of it was unpickled."""

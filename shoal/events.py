@@ -7,7 +7,9 @@ dashboard are folds over the same events.
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any, NamedTuple
 
@@ -23,6 +25,7 @@ TERMINAL = frozenset({TaskState.DONE, TaskState.FAILED})
 
 
 class EventKind(StrEnum):
+    RUN_STARTED = "run-started"
     TASK_STARTED = "task-started"
     TASK_RETRIED = "task-retried"
     TASK_FINISHED = "task-finished"
@@ -48,6 +51,25 @@ class Event(NamedTuple):
     time: float = 0.0
     data: dict[str, Any] | None = None
     start: float = 0.0
+    stored: int = 0  # bytes of the task's output written to the store (task-finished)
+
+
+def encode_events(events: Sequence[Event]) -> str:
+    """Events as one JSON array: the form of a Redis stream entry (``stored`` is left to
+    the store, which alone knows it)."""
+    return json.dumps([[e.kind.value, e.worker, e.task, e.time, e.data, e.start] for e in events])
+
+
+def decode_events(text: str | bytes, stored: str | bytes | None = None) -> list[Event]:
+    """Events from :func:`encode_events`; ``stored``: the bytes stored per event (a JSON
+    array; -1 drops the event of a redelivered completion)."""
+    rows = json.loads(text)
+    sizes = json.loads(stored) if stored else [0] * len(rows)
+    return [
+        Event(EventKind(kind), worker, task, time_, data, start, size)
+        for (kind, worker, task, time_, data, start), size in zip(rows, sizes, strict=True)
+        if size >= 0
+    ]
 
 
 def event(

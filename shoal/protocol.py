@@ -3,18 +3,25 @@
 Client side (:func:`run_graph`):
   1. Build   the graph from the sinks (done by the caller, :func:`shoal.graph.build`).
   2. Plan    (optional; not yet).
-  3. Ship    the partitioned graph to the store once; in-process workers get it by reference.
+  3. Ship    the partitioned graph to the store once. Workers in the client's process get
+             it by reference; others get it inside their invocation when it is small, else
+             the specs of the tasks they are invoked for (and read the rest from the store).
   4. Invoke  one worker per group of roots.
   5. Observe the run's event stream until every sink finished or something failed.
   6. Finish  download the sinks' outputs and delete every key of the run (also on failure).
 
 Worker side (:func:`run_worker`), for each task it owns:
-  a. gather the inputs: kept locally when this worker made them, else one store read;
+  a. gather the inputs: held in memory when this worker made them, else one store read;
   b. run the function, retrying with backoff;
-  c. complete in one atomic store step: mark every child (idempotently), store the output
-     only if a consumer may live elsewhere, append the task's event (start and end);
+  c. complete: in one atomic store step, mark every child (idempotently), store the output
+     only if a consumer may live elsewhere, append the task's event (start and end). A
+     worker buffers its completions and takes this step for a whole batch at once, as soon
+     as it has nothing else to run, another worker waits on it, or a few milliseconds
+     passed (:func:`shoal.decisions.should_flush`): one round trip for many small tasks;
   d. own the children the marks made ready: keep one group, hand each other group to a
-     new worker. No central queue: whoever completes a child's last input owns it.
+     new worker. No central queue: whoever completes a child's last input owns it. A child
+     whose only input is the task just run is owned for sure, so it runs at once, before
+     the batch reaches the store.
 
 The decisions inside these steps are pure functions in :mod:`shoal.decisions`.
 """
@@ -22,19 +29,31 @@ The decisions inside these steps are pure functions in :mod:`shoal.decisions`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from traceback import format_exception
+from typing import TYPE_CHECKING, Any
 
 from .backends import Invocation, Workers
-from .decisions import backoff_delays, group_roots, split_ready, upload_mode
+from .decisions import (
+    Completion,
+    backoff_delays,
+    group_roots,
+    should_flush,
+    split_ready,
+    upload_mode,
+)
 from .errors import RunNotFound, RunTimeout, WorkerLost
 from .events import Event, EventKind, event
 from .failures import TaskFailure
-from .graph import Graph, TaskFunction, TaskSpec
+from .graph import EncodedGraph, Graph, ShippedGraph, TaskFunction, TaskSpec
 from .stores import Store
+
+if TYPE_CHECKING:
+    from .codec import Codec
 
 log = logging.getLogger(__name__)
 
@@ -57,24 +76,27 @@ async def run_graph(
     run_id: str,
     on_events: Callable[[list[Event]], None],
     timeout: float | None = None,
-    info: dict[str, int] | None = None,
 ) -> list[Any]:
-    """Run ``graph`` and return the value of each sink, in ``graph.sinks`` order.
-    The store's counters of the run are copied into ``info``."""
+    """Run ``graph`` and return the value of each sink, in ``graph.sinks`` order."""
     shipped = graph.ship()  # 3. ship
-    await store.create_run(run_id, shipped, graph.sinks)
+    encoded = await store.create_run(run_id, shipped, graph.sinks)
     try:
-        await workers.start(store)
-        inline = shipped if store.in_process else None
+        inline: ShippedGraph | EncodedGraph | None = None
+        if workers.in_process:
+            inline = shipped  # by reference
+        elif encoded is not None and encoded.nbytes <= store.inline_bytes:
+            inline = encoded  # small enough to travel with every invocation
         for group in group_roots(graph.roots, workers.parallelism):  # 4. invoke
-            await workers.invoke(Invocation(run_id, tuple(group), workers.parallelism, inline))
+            await workers.invoke(
+                Invocation(
+                    run_id, tuple(group), workers.parallelism, inline, store.url, workers.url
+                )
+            )
         await _wait_for_sinks(run_id, store, set(graph.sinks), on_events, timeout)  # 5. observe
         unique = list(dict.fromkeys(graph.sinks))
         values = dict(zip(unique, await store.get_outputs(run_id, unique), strict=True))
         return [values[s] for s in graph.sinks]  # 6. finish
     finally:
-        if info is not None:
-            info.update(await store.run_info(run_id))
         await store.delete_run(run_id)
 
 
@@ -114,38 +136,207 @@ async def _wait_for_sinks(
 
 
 class _TaskSource:
-    """The specs and functions this worker needs: from the invocation, else from the store
-    (fetched once per worker)."""
+    """The specs and functions this worker needs: from the invocation (as objects or as
+    signed blobs), else from the store; each fetched or decoded once per worker."""
 
     def __init__(self, invocation: Invocation, store: Store) -> None:
         self.run_id = invocation.run_id
         self.store = store
         graph = invocation.graph
-        self.graph = graph
+        self.encoded = graph if isinstance(graph, EncodedGraph) else None
+        self.blobs: dict[int, bytes] = dict(invocation.specs or {})
+        self.codec: Codec | None = getattr(store, "codec", None)
         self.specs: dict[int, TaskSpec] = {}
         self.functions: dict[int, TaskFunction[Any, Any]] = {}
 
+    @property
+    def complete(self) -> bool:
+        """Whether every spec is at hand (no need to have the store send them)."""
+        return self.encoded is not None
+
     async def spec(self, task: int) -> TaskSpec:
-        if self.graph is not None:
-            return self.graph.specs[task]
         spec = self.specs.get(task)
         if spec is None:
-            (spec,) = await self.store.load_specs(self.run_id, [task])
+            blob = self.encoded.specs[task] if self.encoded else self.blobs.get(task)
+            if blob is not None and self.codec is not None:
+                spec = self.codec.decode_spec(blob)
+            else:
+                (spec,) = await self.store.load_specs(self.run_id, [task])
             self.specs[task] = spec
         return spec
 
     async def function(self, index: int) -> TaskFunction[Any, Any]:
-        if self.graph is not None:
-            return self.graph.functions[index]
         fn = self.functions.get(index)
         if fn is None:
-            (fn,) = await self.store.load_functions(self.run_id, [index])
+            if self.encoded is not None and self.codec is not None:
+                fn = self.codec.decode_function(self.encoded.functions[index])
+            else:
+                (fn,) = await self.store.load_functions(self.run_id, [index])
             self.functions[index] = fn
         return fn
+
+    def blobs_for(self, tasks: Sequence[int]) -> dict[int, bytes] | None:
+        """The signed specs of ``tasks`` to send along when handing them out."""
+        if self.encoded is not None:
+            return None  # the whole graph travels anyway
+        return {t: self.blobs[t] for t in tasks if t in self.blobs}
 
     async def name(self, task: int) -> str:
         fn = await self.function((await self.spec(task)).func)
         return f"{fn.name}-{task}"
+
+
+class _Worker:
+    """One worker's state while it runs an invocation: what it owns, holds and buffers."""
+
+    def __init__(self, invocation: Invocation, store: Store, workers: Workers, name: str):
+        self.invocation = invocation
+        self.run_id = invocation.run_id
+        self.store = store
+        self.workers = workers
+        self.name = name
+        self.fanout = invocation.fanout
+        self.source = _TaskSource(invocation, store)
+        graph = invocation.graph
+        in_hand = graph if isinstance(graph, ShippedGraph) else None  # the fast path: objects
+        self.specs = in_hand.specs if in_hand else None
+        self.functions = in_hand.functions if in_hand else None
+        self.owned = list(reversed(invocation.tasks))  # a stack: depth first keeps memory low
+        self.held: dict[int, list[Any]] = {}  # task -> [output, local reads still to come]
+        self.batch: list[Completion] = []  # completions not yet in the store
+        self.early: set[int] = set()  # children run before their parent's batch was stored
+        self.urgent = False  # the batch holds a sink or children for other workers
+        self.ran = 0
+
+    async def run(self) -> None:
+        """Run owned tasks until none is left and every completion is in the store."""
+        owned, batch, specs, functions = self.owned, self.batch, self.specs, self.functions
+        last_task_s = ended = 0.0
+        while True:
+            due = batch and (
+                not owned
+                or should_flush(
+                    len(batch), ended - batch[0].finished.time, last_task_s, self.urgent
+                )
+            )
+            if due and not await self.flush():
+                return  # the run is gone: finished elsewhere, failed or cancelled
+            if not owned:
+                return
+            task = owned.pop()
+            spec = specs[task] if specs else await self.source.spec(task)
+            values = await self.gather(spec.deps)  # a.
+            fn = functions[spec.func] if functions else await self.source.function(spec.func)
+            started = time.time()
+            try:  # b.
+                args, kwargs = spec.arguments(values)
+                result = fn.func(*args, **kwargs)
+            except Exception as exc:
+                await self.store.emit(self.run_id, [Event(TASK_STARTED, self.name, task, started)])
+                ok, result = await _retry(fn, spec, values, exc, self, task)
+                if not ok:
+                    await self.fail(task, fn, result)
+                    return
+            ended = time.time()
+            last_task_s = ended - started
+            self.finish(
+                task, spec, result, Event(TASK_FINISHED, self.name, task, ended, None, started)
+            )
+
+    async def gather(self, deps: Sequence[int]) -> list[Any]:
+        """Upstream outputs: held ones from memory, all others in one store read."""
+        if not deps:
+            return []
+        held = self.held
+        if len(deps) == 1 and (entry := held.get(deps[0])) is not None:  # a chain
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del held[deps[0]]
+            return [entry[0]]
+        values: list[Any] = []
+        missing: list[int] = []
+        for i, dep in enumerate(deps):
+            entry = held.get(dep)
+            if entry is None:
+                missing.append(i)
+                values.append(None)
+                continue
+            values.append(entry[0])
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del held[dep]
+        if missing:
+            fetched = await self.store.get_outputs(self.run_id, [deps[i] for i in missing])
+            for i, value in zip(missing, fetched, strict=True):
+                values[i] = value
+        return values
+
+    def finish(self, task: int, spec: TaskSpec, result: Any, finished: Event) -> None:
+        """Buffer the completion (c.); run at once the children that are surely this
+        worker's (d.), unless they must be spread over other workers."""
+        self.ran += 1
+        children, needs = spec.children, spec.child_deps
+        mode = upload_mode(spec.sink, needs, self.fanout)
+        self.batch.append(Completion(task, result, mode, children, needs, finished))
+        if len(children) == 1:  # the common case, quickly
+            sure: Sequence[int] = children if needs[0] == 1 else ()
+        else:
+            sure = [c for c, need in zip(children, needs) if need == 1]  # noqa: B905
+        if spec.sink or len(sure) > 1 and self.fanout > 1:
+            self.urgent = True
+            sure = ()
+        if sure:
+            self.early.update(sure)
+            self.owned.extend(reversed(sure))
+        self.held[task] = [result, len(sure)]
+
+    async def flush(self) -> bool:
+        """Take the completion step for the buffered batch; own what it readied. False
+        when the run is gone."""
+        batch = self.batch[:]
+        self.batch.clear()
+        self.urgent = False
+        settled = await self.store.complete_tasks(
+            self.run_id, batch, want_specs=not (self.specs or self.source.complete)
+        )
+        if settled is None:
+            return False
+        readies, blobs = settled
+        self.source.blobs.update(blobs)
+        held, early = self.held, self.early
+        for ready in readies:
+            if early:  # children it ran already
+                fresh = [c for c in ready if c not in early]
+                if len(fresh) < len(ready):
+                    early.difference_update(ready)
+                    ready = fresh
+            keep, hand_out = split_ready(ready, self.fanout)
+            for group in hand_out:
+                await self.workers.invoke(
+                    self.invocation.handing_out(group, self.source.blobs_for(group))
+                )
+            for child in keep:  # its inputs this worker holds are read from memory
+                spec = self.specs[child] if self.specs else await self.source.spec(child)
+                for dep in spec.deps:
+                    if (entry := held.get(dep)) is not None:
+                        entry[1] += 1
+            self.owned.extend(reversed(keep))
+        for completion in batch:
+            entry = held.get(completion.task)
+            if entry is not None and entry[1] <= 0:
+                del held[completion.task]
+        return True
+
+    async def fail(self, task: int, fn: TaskFunction[Any, Any], error: BaseException) -> None:
+        """Record the task's failure (after the batch, so finished work is on record)."""
+        if self.batch and not await self.flush():
+            return
+        failure = TaskFailure.from_exception(
+            task, await self.source.name(task), self.name, fn.options.retries + 1, error
+        )
+        await self.store.fail_task(
+            self.run_id, failure, event(EventKind.TASK_FAILED, self.name, task)
+        )
 
 
 async def run_worker(
@@ -161,91 +352,29 @@ async def run_worker(
     task their completions make this worker own."""
     run_id = invocation.run_id
     start_s = 0.0 if since is None else time.perf_counter() - since
-    await store.emit(
-        run_id, [event(EventKind.WORKER_STARTED, worker, data={"cold": cold, "start_s": start_s})]
-    )
-    source = _TaskSource(invocation, store)
-    fanout = invocation.fanout
-    owned = list(reversed(invocation.tasks))  # a stack: depth first keeps memory low
-    kept: dict[int, list[Any]] = {}  # task -> [output, kept children yet to read it]
-    specs = invocation.graph.specs if invocation.graph else None
-    functions = invocation.graph.functions if invocation.graph else None
-    ran = 0
+    started = event(EventKind.WORKER_STARTED, worker, data={"cold": cold, "start_s": start_s})
+    await store.emit(run_id, [started])
+    state = _Worker(invocation, store, workers, worker)
     try:
-        while owned:
-            task = owned.pop()
-            spec = specs[task] if specs else await source.spec(task)
-            deps = spec.deps
-            if len(deps) == 1 and (entry := kept.get(deps[0])) is not None:  # a. (a chain)
-                values = [entry[0]]
-                entry[1] -= 1
-                if entry[1] == 0:
-                    del kept[deps[0]]
-            else:
-                values = await _gather_inputs(run_id, store, deps, kept)
-            fn = functions[spec.func] if functions else await source.function(spec.func)
-            # The start travels with the completion (one store step per task, not two).
-            started = time.time()
-            try:  # b.
-                args, kwargs = spec.arguments(values)
-                result = fn.func(*args, **kwargs)
-            except Exception as exc:
-                await store.emit(run_id, [Event(TASK_STARTED, worker, task, started)])
-                ok, result = await _retry(fn, spec, values, exc, run_id, store, worker, task)
-                if not ok:
-                    failure = TaskFailure.from_exception(
-                        task, await source.name(task), worker, fn.options.retries + 1, result
-                    )
-                    failed = [event(EventKind.TASK_FAILED, worker, task)]
-                    await store.fail_task(run_id, failure, failed)
-                    return
-            events = [Event(TASK_FINISHED, worker, task, time.time(), None, started)]
-            ran += 1
-            mode = upload_mode(spec.sink, len(spec.children), fanout)
-            ready = await store.complete_task(  # c.
-                run_id, task, result, mode, spec.children, spec.child_deps, events
-            )
-            if ready is None:
-                return  # the run is gone: finished elsewhere, failed or cancelled
-            if not ready:
-                continue
-            keep, hand_out = split_ready(ready, fanout)  # d.
-            for group in hand_out:
-                await workers.invoke(Invocation(run_id, tuple(group), fanout, invocation.graph))
-            kept[task] = [result, len(keep)]
-            owned.extend(reversed(keep))
+        await state.run()
     except RunNotFound:
         log.debug("worker %s: run %s is gone, stopping", worker, run_id)
+    except BaseException as exc:  # a crash outside user code must fail the run, not hang it
+        log.exception("worker %s crashed", worker)
+        crash = event(
+            EventKind.WORKER_FAILED, worker, data={"error": "".join(format_exception(exc))}
+        )
+        with contextlib.suppress(Exception):
+            await store.emit(run_id, [crash])
+        if not isinstance(exc, Exception):
+            raise
     finally:
-        await store.emit(run_id, [event(EventKind.WORKER_STOPPED, worker, data={"tasks": ran})])
+        stopped = event(EventKind.WORKER_STOPPED, worker, data={"tasks": state.ran})
+        with contextlib.suppress(Exception):
+            await store.emit(run_id, [stopped])
 
 
 TASK_STARTED, TASK_FINISHED = EventKind.TASK_STARTED, EventKind.TASK_FINISHED
-
-
-async def _gather_inputs(
-    run_id: str, store: Store, deps: Sequence[int], kept: dict[int, list[Any]]
-) -> list[Any]:
-    """Upstream outputs: kept ones from memory, all others in one concurrent store read."""
-    if not deps:
-        return []
-    values: list[Any] = []
-    missing: list[int] = []
-    for i, dep in enumerate(deps):
-        entry = kept.get(dep)
-        if entry is None:
-            missing.append(i)
-            values.append(None)
-            continue
-        values.append(entry[0])
-        entry[1] -= 1
-        if entry[1] == 0:
-            del kept[dep]
-    if missing:
-        fetched = await store.get_outputs(run_id, [deps[i] for i in missing])
-        for i, value in zip(missing, fetched, strict=True):
-            values[i] = value
-    return values
 
 
 async def _retry(
@@ -253,9 +382,7 @@ async def _retry(
     spec: TaskSpec,
     values: list[Any],
     error: Exception,
-    run_id: str,
-    store: Store,
-    worker: str,
+    worker: _Worker,
     task: int,
 ) -> tuple[bool, Any]:
     """After a first failure, retry with exponential backoff and jitter.
@@ -263,7 +390,8 @@ async def _retry(
     retries = fn.options.retries
     for attempt, delay in enumerate(backoff_delays(retries, fn.options.retry_delay), 1):
         info = {"attempt": attempt, "error": f"{type(error).__name__}: {error}"}
-        await store.emit(run_id, [event(EventKind.TASK_RETRIED, worker, task, info)])
+        retried = event(EventKind.TASK_RETRIED, worker.name, task, info)
+        await worker.store.emit(worker.run_id, [retried])
         await asyncio.sleep(delay)
         try:
             args, kwargs = spec.arguments(values)

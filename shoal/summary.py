@@ -23,7 +23,7 @@ class RunSummary:
     makespan_s: float = 0.0  # first task start to last task end, from the events
     wall_s: float = 0.0  # compute() call, build and clean-up included
     bytes_moved: int = 0  # output bytes written to the store (estimated where not serialized)
-    outputs_stored: int = 0
+    outputs_stored: int = 0  # outputs written to the store (the others stayed on their worker)
     storage: str = ""
     backend: str = ""
     ok: bool = False
@@ -40,6 +40,9 @@ class RunSummary:
                     self._last_end = ev.time
                 if self._first_start is None or ev.start < self._first_start:
                     self._first_start = ev.start
+                if ev.stored:
+                    self.bytes_moved += ev.stored
+                    self.outputs_stored += 1
             elif kind is EventKind.WORKER_STARTED:
                 self.workers += 1
                 self.cold_starts += bool(ev.data and ev.data.get("cold"))

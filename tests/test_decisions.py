@@ -11,12 +11,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shoal.decisions import (
+    FLUSH_AFTER_S,
+    FLUSH_TASKS,
+    SMALL_TASK_S,
+    Completion,
     Marks,
     Upload,
     backoff_delays,
+    complete_batch,
     group_roots,
     mark_children,
     must_store,
+    should_flush,
     split_ready,
     upload_mode,
     wakes_client,
@@ -103,9 +109,8 @@ def test_concurrent_marks_from_threads_ready_each_child_exactly_once() -> None:
         sys.setswitchinterval(old)
     everything = sorted(c for ready in readied for c in ready)
     assert everything == children
-    assert all(
-        marks.owner[c] in range(n_parents) and c in readied[marks.owner[c]] for c in children
-    )
+    for child in children:  # the recorded owner is the thread that got the child
+        assert child in readied[marks.owner[child]]
 
 
 @settings(max_examples=100, deadline=None)
@@ -136,48 +141,90 @@ def test_each_child_is_readied_by_exactly_one_delivery_in_any_order(data: st.Dat
 
 
 def test_a_sink_always_uploads() -> None:
-    for n_children, fanout in [(0, 1), (0, 8), (1, 1), (1, 8), (3, 1)]:
-        mode = upload_mode(True, n_children, fanout)
+    for child_deps, fanout in [((), 1), ((), 8), ((1,), 1), ((2,), 8), ((1, 1, 3), 1)]:
+        mode = upload_mode(True, child_deps, fanout)
         assert mode is Upload.ALWAYS
-        assert must_store(mode, n_children, n_ready=n_children)
+        children = range(10, 10 + len(child_deps))
+        assert must_store(mode, children, readied=set(children))
 
 
-def test_a_chain_child_ready_at_once_is_not_uploaded() -> None:
-    mode = upload_mode(False, 1, 8)
+def test_a_chain_child_is_never_uploaded() -> None:
+    """Its only input is this task, so the completion readies it, and this worker keeps it:
+    the output is not even sent to the store."""
+    assert upload_mode(False, (1,), 8) is Upload.NEVER
+
+
+def test_a_child_with_other_inputs_forces_the_upload_only_while_pending() -> None:
+    mode = upload_mode(False, (2,), 8)
     assert mode is Upload.IF_PENDING
-    assert must_store(mode, 1, 1) is False
-
-
-def test_a_pending_child_forces_the_upload() -> None:
-    mode = upload_mode(False, 1, 8)
-    assert must_store(mode, 1, 0) is True
-    mode = upload_mode(False, 3, 1)
-    assert must_store(mode, 3, 2) is True
-    assert must_store(mode, 3, 0) is True
+    assert must_store(mode, [10], readied=set()) is True  # the child waits for another
+    assert must_store(mode, [10], readied={10}) is False  # input; else it stays here
+    mode = upload_mode(False, (1, 2, 3), 1)
+    assert mode is Upload.IF_PENDING
+    assert must_store(mode, [10, 11, 12], readied={10, 11}) is True
+    assert must_store(mode, [10, 11, 12], readied=set()) is True
+    assert must_store(mode, [10, 11, 12], readied={10, 11, 12, 99}) is False
 
 
 def test_a_fan_out_with_room_to_hand_out_always_uploads() -> None:
     for fanout in (2, 3, 64):
         for n_children in (2, 5, 100):
-            mode = upload_mode(False, n_children, fanout)
+            mode = upload_mode(False, (1,) * n_children, fanout)
             assert mode is Upload.ALWAYS
-            assert must_store(mode, n_children, n_children) is True
+            assert must_store(mode, range(n_children), readied=set(range(n_children)))
 
 
 def test_a_fan_out_with_fanout_one_keeps_everything_local() -> None:
-    mode = upload_mode(False, 4, 1)
-    assert mode is Upload.IF_PENDING
-    assert must_store(mode, 4, 4) is False
+    assert upload_mode(False, (1, 1, 1, 1), 1) is Upload.NEVER
 
 
 def test_a_task_without_children_that_is_no_sink_stores_nothing() -> None:
-    mode = upload_mode(False, 0, 8)
-    assert must_store(mode, 0, 0) is False
+    assert upload_mode(False, (), 8) is Upload.NEVER
 
 
 def test_never_means_never() -> None:
-    assert must_store(Upload.NEVER, 3, 0) is False
-    assert must_store(Upload.NEVER, 1, 1) is False
+    assert must_store(Upload.NEVER, [10, 11], readied=set()) is False
+
+
+def _done(task: int, children: tuple[int, ...], needs: tuple[int, ...], mode: Upload) -> Completion:
+    return Completion(
+        task, f"out{task}", mode, children, needs, Event(EventKind.TASK_FINISHED, "w")
+    )
+
+
+def test_a_batch_readies_a_child_whose_inputs_all_finished_in_it_and_stores_neither() -> None:
+    """Both leaves of one add finish on this worker: the batch readies the add, which this
+    worker owns, so neither leaf output needs the store."""
+    marks = Marks()
+    batch = [_done(0, (2,), (2,), Upload.IF_PENDING), _done(1, (2,), (2,), Upload.IF_PENDING)]
+    readies, stored = complete_batch(marks, batch)
+    assert readies == [[], [2]]
+    assert stored == [False, False]
+    assert marks.owner == {2: 1} and marks.inputs == {2: {0, 1}}
+
+
+def test_a_batch_stores_the_output_of_a_child_still_pending_after_it() -> None:
+    marks = Marks()
+    batch = [_done(0, (5, 6), (1, 2), Upload.IF_PENDING), _done(1, (), (), Upload.NEVER)]
+    readies, stored = complete_batch(marks, batch)
+    assert readies == [[5], []]
+    assert stored == [True, False]  # child 6 waits for another input: someone reads task 0
+
+
+def test_a_redelivered_batch_readies_nothing() -> None:
+    marks = Marks()
+    batch = [_done(0, (1,), (1,), Upload.NEVER), _done(1, (3,), (2,), Upload.IF_PENDING)]
+    assert complete_batch(marks, batch)[0] == [[1], []]
+    assert complete_batch(marks, batch)[0] == [[], []]
+
+
+def test_a_worker_flushes_when_it_must_and_batches_otherwise() -> None:
+    assert should_flush(0, 1.0, 1.0, True) is False  # nothing to flush
+    assert should_flush(1, 0.0, 0.0, True) is True  # a sink, or children for others
+    assert should_flush(FLUSH_TASKS, 0.0, 0.0, False) is True  # batch full
+    assert should_flush(3, FLUSH_AFTER_S, 0.0, False) is True  # held back long enough
+    assert should_flush(3, 0.0, SMALL_TASK_S, False) is True  # tasks are not small
+    assert should_flush(3, FLUSH_AFTER_S / 2, SMALL_TASK_S / 2, False) is False
 
 
 # --------------------------------------------------------------------------- split_ready

@@ -32,6 +32,7 @@ def test_values_pass_by_reference_without_pickling() -> None:
 
 async def _run(node: shoal.Node, store: MemoryStore) -> list[Any]:
     workers = LocalWorkers()
+    await workers.start(store)
     try:
         return await run_graph(
             build([node]), store, workers, run_id=new_run_id(), on_events=lambda e: None

@@ -141,6 +141,6 @@ def test_a_worker_crash_outside_user_code_fails_the_run(monkeypatch: pytest.Monk
     async def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("store exploded")
 
-    monkeypatch.setattr(MemoryStore, "complete_task", broken)
+    monkeypatch.setattr(MemoryStore, "complete_tasks", broken)
     with pytest.raises(WorkerLost, match="store exploded"):
         inc(1).compute(progress=False)

@@ -3,11 +3,14 @@ started is the one worker loop in :mod:`shoal.protocol`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from ..graph import ShippedGraph
+    from collections.abc import Sequence
+
+    from ..graph import EncodedGraph, ShippedGraph
+    from ..security import Signer
     from ..stores import Store
 
 
@@ -18,16 +21,31 @@ class Invocation:
     run_id: str
     tasks: tuple[int, ...]
     fanout: int  # how many workers the backend can usefully spread a fan-out over
-    graph: ShippedGraph | None = None  # specs travelling with the invocation (no graph reads)
+    #: The graph travelling with the invocation, so the worker reads none: as objects for
+    #: workers in the client's process, as signed blobs for others; None: in the store.
+    graph: ShippedGraph | EncodedGraph | None = None
+    storage: str = ""  # the store's URL, for workers in other processes
+    workers: str = ""  # where a worker hands out work: this backend's URL
+    #: Signed specs of ``tasks`` when the graph does not travel whole (saves store reads).
+    specs: dict[int, bytes] | None = None
+
+    def handing_out(self, tasks: Sequence[int], specs: dict[int, bytes] | None) -> Invocation:
+        """The invocation a worker of this one sends for ``tasks`` it hands out."""
+        return replace(self, tasks=tuple(tasks), specs=specs)
 
 
 class Workers(Protocol):
+    #: Where workers hand out more work (for a private gateway: known once started).
     url: str
     #: How many workers run at once at most; the fan-out hint for handing out work.
     parallelism: int
+    #: True when workers are threads of this process: they get the graph by reference.
+    in_process: bool
+    #: True when the client starts these workers itself and may make up their secret.
+    private: bool
 
-    async def start(self, store: Store) -> None:
-        """Get ready to run workers of runs kept in ``store``."""
+    async def start(self, store: Store, signer: Signer | None) -> None:
+        """Get ready to run workers of runs kept in ``store``, signing with ``signer``."""
 
     async def invoke(self, invocation: Invocation) -> None:
         """Start a worker on ``invocation`` (asynchronously: do not wait for it to finish)."""

@@ -10,15 +10,15 @@ warm.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
 import queue
 import threading
 import time
-import traceback
 
-from ..events import EventKind, event
+from ..security import Signer
 from ..stores import Store
 from .base import Invocation
 
@@ -29,6 +29,9 @@ _STOP = None
 
 class LocalWorkers:
     """A pool of worker threads in this process."""
+
+    in_process = True
+    private = True
 
     def __init__(self, url: str = "local", parallelism: int | None = None) -> None:
         self.url = url
@@ -44,10 +47,12 @@ class LocalWorkers:
     def from_url(cls, url: str) -> LocalWorkers:
         return cls(url)
 
-    async def start(self, store: Store) -> None:
+    async def start(self, store: Store, signer: Signer | None = None) -> None:
         self._store = store
 
     async def invoke(self, invocation: Invocation) -> None:
+        if self._store is None:
+            raise RuntimeError("LocalWorkers.start(store) must come before invoke()")
         self._queue.put(invocation)
         with self._lock:
             if self._idle == 0 and len(self._threads) < self.parallelism:
@@ -60,26 +65,22 @@ class LocalWorkers:
     def _serve(self) -> None:
         from ..protocol import run_worker  # the one worker loop
 
-        store = self._store
-        assert store is not None, "LocalWorkers.start() was not called"
+        assert self._store is not None
+        store = self._store.clone()  # a Redis client belongs to one event loop
         cold = True
         with asyncio.Runner() as runner:
-            while (invocation := self._next()) is not _STOP:
-                worker = f"local-{next(self._ids)}"
-                started = time.perf_counter()
-                try:
-                    runner.run(
-                        run_worker(invocation, store, self, worker, cold=cold, since=started)
-                    )
-                except BaseException as exc:  # a crash outside user code must not hang the run
-                    log.exception("worker %s crashed", worker)
-                    crash = event(
-                        EventKind.WORKER_FAILED,
-                        worker,
-                        data={"error": "".join(traceback.format_exception(exc))},
-                    )
-                    runner.run(store.emit(invocation.run_id, [crash]))
-                cold = False
+            try:
+                while (invocation := self._next()) is not _STOP:
+                    worker = f"local-{next(self._ids)}"
+                    started = time.perf_counter()
+                    with contextlib.suppress(Exception):  # reported by run_worker
+                        runner.run(
+                            run_worker(invocation, store, self, worker, cold=cold, since=started)
+                        )
+                    cold = False
+            finally:
+                if store is not self._store:
+                    runner.run(store.close())
 
     def _next(self) -> Invocation | None:
         with self._lock:

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 from .base import Store
 
+if TYPE_CHECKING:
+    from ..security import Signer
+
 #: scheme -> "module:Class"; each class has ``from_url(url)``.
 STORES = {
     "memory": "shoal.stores.memory:MemoryStore",
+    "redis": "shoal.stores.redis:RedisStore",
+    "rediss": "shoal.stores.redis:RedisStore",
+    "redis+cluster": "shoal.stores.redis:RedisStore",
+    "rediss+cluster": "shoal.stores.redis:RedisStore",
 }
 
 
-def open_store(url: str) -> Store:
-    """The store for ``url``, e.g. ``memory://``."""
+def open_store(url: str, signer: Signer | None = None) -> Store:
+    """The store for ``url``, e.g. ``memory://`` or ``redis://127.0.0.1:6379/0``.
+    ``signer`` signs what the store pickles (default: from ``$SHOAL_SECRET``)."""
     scheme = urlsplit(url).scheme if "://" in url else ""
     target = STORES.get(scheme)
     if target is None:
@@ -24,7 +33,13 @@ def open_store(url: str) -> Store:
             + ", ".join(f"{s}://..." for s in STORES)
         )
     module, _, name = target.partition(":")
-    store: Store = getattr(importlib.import_module(module), name).from_url(url)
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"storage {scheme}:// needs the {exc.name!r} package: pip install 'shoal[redis]'"
+        ) from None
+    store: Store = cls.from_url(url, signer)
     return store
 
 

@@ -11,19 +11,25 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from ..decisions import Upload
+    from ..decisions import Completion
     from ..events import Event
     from ..failures import TaskFailure
-    from ..graph import ShippedGraph, TaskFunction, TaskSpec
+    from ..graph import EncodedGraph, ShippedGraph, TaskFunction, TaskSpec
 
 
 class Store(Protocol):
     url: str
     #: True when values pass by reference: only workers in this process can use the store.
     in_process: bool
+    #: An invocation carries the encoded graph when it is at most this many bytes.
+    inline_bytes: int
 
-    async def create_run(self, run_id: str, graph: ShippedGraph, sinks: Sequence[int]) -> None:
-        """Store the graph of a new run (specs and function table) and open its stream."""
+    async def create_run(
+        self, run_id: str, graph: ShippedGraph, sinks: Sequence[int]
+    ) -> EncodedGraph | None:
+        """Store the graph of a new run (specs and function table) and open its stream.
+        Returns the graph as encoded for workers in other processes (None if in-process
+        only). Raises before storing anything if some argument cannot travel."""
 
     async def load_specs(self, run_id: str, tasks: Sequence[int]) -> list[TaskSpec]: ...
 
@@ -34,23 +40,17 @@ class Store(Protocol):
     async def get_outputs(self, run_id: str, tasks: Sequence[int]) -> list[Any]:
         """Outputs of finished tasks; raises RunNotFound when the run is gone."""
 
-    async def complete_task(
-        self,
-        run_id: str,
-        task: int,
-        output: Any,
-        upload: Upload,
-        children: Sequence[int],
-        child_deps: Sequence[int],
-        events: Sequence[Event],
-    ) -> list[int] | None:
-        """In one atomic step: mark every child, store the output if ``upload`` says so,
-        append ``events``. Returns the children this completion made ready (the worker
-        owns them), or None when the run is gone (finished elsewhere, failed, cancelled):
-        the worker then stops."""
+    async def complete_tasks(
+        self, run_id: str, batch: Sequence[Completion], want_specs: bool = False
+    ) -> tuple[list[list[int]], dict[int, bytes]] | None:
+        """In one atomic step, for each completion of ``batch``: mark every child, store the
+        output where :func:`~shoal.decisions.complete_batch` says so, append the finished
+        event (with the bytes stored). Returns the children each completion made ready
+        (the worker owns them) and, if ``want_specs``, their signed specs; or None when
+        the run is gone (finished elsewhere, failed, cancelled): the worker then stops."""
 
-    async def fail_task(self, run_id: str, failure: TaskFailure, events: Sequence[Event]) -> None:
-        """Record the failure and append its event in one atomic step."""
+    async def fail_task(self, run_id: str, failure: TaskFailure, failed: Event) -> None:
+        """Record the failure and append its ``failed`` event in one atomic step."""
 
     async def get_failure(self, run_id: str, task: int) -> TaskFailure | None: ...
 
@@ -62,10 +62,10 @@ class Store(Protocol):
         """Events after ``cursor`` (None: from the start), waiting up to ``timeout`` seconds
         for the first one; returns them and the new cursor."""
 
-    async def run_info(self, run_id: str) -> dict[str, int]:
-        """Counters kept by the store for the run: ``stored_bytes``, ``stored_outputs``."""
-
     async def delete_run(self, run_id: str) -> None:
         """Delete every key of the run. Later steps on it see the run as gone."""
+
+    def clone(self) -> Store:
+        """This store for another thread's event loop (itself when that is safe)."""
 
     async def close(self) -> None: ...

@@ -16,11 +16,12 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ..decisions import Marks, Upload, mark_children, must_store, wakes_client
+from ..decisions import Completion, Marks, complete_batch, wakes_client
 from ..errors import RunNotFound
-from ..events import Event
+from ..events import Event, EventKind, event
 from ..failures import TaskFailure
 from ..graph import ShippedGraph, TaskFunction, TaskSpec
+from ..security import Signer
 
 
 def approx_nbytes(value: Any) -> int:
@@ -76,13 +77,15 @@ class MemoryStore:
     """``memory://``: a store in this process's memory."""
 
     in_process = True
+    inline_bytes = 0
 
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
         self._runs: dict[str, _Run] = {}
 
     @classmethod
-    def from_url(cls, url: str) -> MemoryStore:
+    def from_url(cls, url: str, signer: Signer | None = None) -> MemoryStore:
+        """``memory://``; nothing is pickled, so nothing is signed."""
         return cls(url)
 
     def _run(self, run_id: str) -> _Run:
@@ -92,7 +95,15 @@ class MemoryStore:
         return run
 
     async def create_run(self, run_id: str, graph: ShippedGraph, sinks: Sequence[int]) -> None:
-        self._runs[run_id] = _Run(graph, frozenset(sinks))
+        """Keep the graph as objects: in-process workers read it by reference."""
+        run = self._runs[run_id] = _Run(graph, frozenset(sinks))
+        run.append(
+            (event(EventKind.RUN_STARTED, "client", data={"tasks": len(graph.specs)}),), False
+        )
+        return None
+
+    def clone(self) -> MemoryStore:
+        return self  # threads of this process share it
 
     async def load_specs(self, run_id: str, tasks: Sequence[int]) -> list[TaskSpec]:
         specs = self._run(run_id).graph.specs
@@ -111,33 +122,34 @@ class MemoryStore:
         except KeyError as missing:
             raise LookupError(f"output of task {missing} is not stored in run {run_id}") from None
 
-    async def complete_task(
-        self,
-        run_id: str,
-        task: int,
-        output: Any,
-        upload: Upload,
-        children: Sequence[int],
-        child_deps: Sequence[int],
-        events: Sequence[Event],
-    ) -> list[int] | None:
+    async def complete_tasks(
+        self, run_id: str, batch: Sequence[Completion], want_specs: bool = False
+    ) -> tuple[list[list[int]], dict[int, bytes]] | None:
         run = self._runs.get(run_id)
         if run is None:
             return None
         outputs = run.outputs
-        outputs[task] = output  # before the marks: a worker they ready may read it at once
-        ready = mark_children(run.marks, task, children, child_deps)
-        if not must_store(upload, len(children), len(ready)):
-            del outputs[task]  # every consumer is the caller's: it stays local
-        run.append(events, task in run.sinks)
-        return ready
+        for c in batch:  # before the marks: a worker they ready may read it at once
+            outputs[c.task] = c.output
+        readies, stored = complete_batch(run.marks, batch)
+        finished = []
+        for c, keep in zip(batch, stored, strict=True):
+            if keep:
+                kind, worker, task, end, data, start, _ = c.finished
+                size = approx_nbytes(c.output)
+                finished.append(Event(kind, worker, task, end, data, start, size))
+            else:
+                del outputs[c.task]  # every consumer is the caller's: it stays local
+                finished.append(c.finished)
+        run.append(finished, any(c.task in run.sinks for c in batch))
+        return readies, {}
 
-    async def fail_task(self, run_id: str, failure: TaskFailure, events: Sequence[Event]) -> None:
+    async def fail_task(self, run_id: str, failure: TaskFailure, failed: Event) -> None:
         run = self._runs.get(run_id)
         if run is None:
             return
         run.failures.setdefault(failure.task, failure)
-        run.append(events, True)
+        run.append((failed,), True)
 
     async def get_failure(self, run_id: str, task: int) -> TaskFailure | None:
         return self._run(run_id).failures.get(task)
@@ -166,10 +178,6 @@ class MemoryStore:
                 run.waiters.remove(fut)
         batch = run.events[start:]
         return batch, start + len(batch)
-
-    async def run_info(self, run_id: str) -> dict[str, int]:
-        outputs = list(self._run(run_id).outputs.values())
-        return {"stored_bytes": sum(map(approx_nbytes, outputs)), "stored_outputs": len(outputs)}
 
     async def delete_run(self, run_id: str) -> None:
         self._runs.pop(run_id, None)

@@ -1,0 +1,209 @@
+"""``redis://``, ``rediss://`` and Redis Cluster (``redis+cluster://``, ``rediss+cluster://``):
+the store shared by workers in other processes and on other machines.
+
+Password, TLS and database come from the URL, as redis-py reads them; Shoal's own options
+are query parameters that are taken out before: ``ttl`` (seconds every key of a run lives
+at most, a day by default) and ``inline_bytes`` (an invocation carries the encoded graph
+when it is at most this big, 64 KiB by default). Each protocol step is one round trip: a
+Lua script from :mod:`shoal.stores.scripts` on the keys of :mod:`shoal.stores.keys`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..codec import Codec
+from ..decisions import Completion, Upload
+from ..errors import ConfigError, RunNotFound
+from ..events import Event, EventKind, decode_events, encode_events
+from ..failures import TaskFailure
+from ..graph import EncodedGraph, ShippedGraph, TaskFunction, TaskSpec
+from ..security import Signer
+from . import scripts
+from .keys import BIRTH_FIELD, run_keys
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TTL_S = 24 * 3600
+DEFAULT_INLINE_BYTES = 64 * 1024
+_SPEC_CHUNK = 10_000  # fields per HSET when a run is created
+_OPTIONS = {"ttl", "inline_bytes"}
+
+
+class RedisStore:
+    """A store in Redis or Redis Cluster, through redis-py's asyncio client."""
+
+    in_process = False
+
+    def __init__(self, url: str, signer: Signer) -> None:
+        parts = urlsplit(url)
+        options = dict(parse_qsl(parts.query))
+        ours = {k: options.pop(k) for k in list(options) if k in _OPTIONS}
+        try:
+            self.ttl = int(ours.get("ttl", DEFAULT_TTL_S))
+            self.inline_bytes = int(ours.get("inline_bytes", DEFAULT_INLINE_BYTES))
+        except ValueError as exc:
+            raise ConfigError(f"storage URL {_redact(url)}: {exc}") from None
+        if self.ttl <= 0:
+            raise ConfigError(f"storage URL {_redact(url)}: ttl must be > 0 seconds")
+        self.url = url
+        self.address = parts.hostname or "localhost"
+        if parts.port:
+            self.address += f":{parts.port}"
+        self.cluster = parts.scheme.endswith("+cluster")
+        scheme = parts.scheme.removesuffix("+cluster")
+        redis_url = urlunsplit((scheme, parts.netloc, parts.path, urlencode(options), ""))
+        common: dict[str, Any] = {"socket_connect_timeout": 5, "health_check_interval": 30}
+        self.client: Any = (
+            RedisCluster.from_url(redis_url, **common)
+            if self.cluster
+            else aioredis.Redis.from_url(redis_url, **common)
+        )
+        self.codec = Codec(signer)
+        self._complete = self.client.register_script(scripts.COMPLETE)
+        self._fail = self.client.register_script(scripts.FAIL)
+
+    @classmethod
+    def from_url(cls, url: str, signer: Signer | None = None) -> RedisStore:
+        return cls(url, signer or Signer.from_env())
+
+    def clone(self) -> RedisStore:
+        """The same store for another thread's event loop (a client belongs to one loop)."""
+        return RedisStore(self.url, self.codec.signer)
+
+    # ----------------------------------------------------------------- client side
+    async def create_run(
+        self, run_id: str, graph: ShippedGraph, sinks: Sequence[int]
+    ) -> EncodedGraph:
+        encoded = self.codec.encode_graph(graph)  # raises before any write
+        keys = run_keys(run_id)
+        started = Event(EventKind.RUN_STARTED, "client", None, 0.0, {"tasks": len(graph.specs)})
+        pipe = self.client.pipeline(transaction=True)
+        specs = encoded.specs
+        for lo in range(0, len(specs), _SPEC_CHUNK):
+            pipe.hset(keys.specs, mapping=dict(enumerate(specs[lo : lo + _SPEC_CHUNK], lo)))
+        pipe.hset(keys.functions, mapping=dict(enumerate(encoded.functions)))
+        pipe.hset(keys.outputs, BIRTH_FIELD, b"")
+        pipe.setbit(keys.marks, max(1, len(specs)) * 32 - 1, 0)  # one word per task
+        pipe.xadd(keys.events, {"e": encode_events([started])})
+        for key in (keys.specs, keys.functions, keys.outputs, keys.marks, keys.events):
+            pipe.expire(key, self.ttl)
+        async with self._reaching():
+            await pipe.execute()
+        return encoded
+
+    async def read_events(
+        self, run_id: str, cursor: bytes | None, timeout: float
+    ) -> tuple[list[Event], bytes | None]:
+        key = run_keys(run_id).events
+        block = max(1, int(timeout * 1000)) if timeout > 0 else None
+        reply = await self.client.xread({key: cursor or b"0-0"}, count=50_000, block=block)
+        events: list[Event] = []
+        for _, entries in reply or ():
+            for entry_id, fields in entries:
+                cursor = entry_id
+                events += decode_events(fields[b"e"], fields.get(b"b"))
+        return events, cursor
+
+    async def get_failure(self, run_id: str, task: int) -> TaskFailure | None:
+        blob = await self.client.hget(run_keys(run_id).failures, task)
+        return None if blob is None else self.codec.load_failure(blob)
+
+    async def delete_run(self, run_id: str) -> None:
+        await self.client.unlink(*run_keys(run_id))
+
+    # ----------------------------------------------------------------- worker side
+    async def load_specs(self, run_id: str, tasks: Sequence[int]) -> list[TaskSpec]:
+        blobs = await self.client.hmget(run_keys(run_id).specs, list(tasks))
+        return [self.codec.decode_spec(b) for b in await self._present(run_id, tasks, blobs)]
+
+    async def load_functions(
+        self, run_id: str, indices: Sequence[int]
+    ) -> list[TaskFunction[Any, Any]]:
+        blobs = await self.client.hmget(run_keys(run_id).functions, list(indices))
+        return [self.codec.decode_function(b) for b in await self._present(run_id, indices, blobs)]
+
+    async def get_outputs(self, run_id: str, tasks: Sequence[int]) -> list[Any]:
+        blobs = await self.client.hmget(run_keys(run_id).outputs, list(tasks))
+        return [self.codec.load_value(b) for b in await self._present(run_id, tasks, blobs)]
+
+    async def complete_tasks(
+        self, run_id: str, batch: Sequence[Completion], want_specs: bool = False
+    ) -> tuple[list[list[int]], dict[int, bytes]] | None:
+        keys = run_keys(run_id)
+        args: list[Any] = [int(want_specs), encode_events([c.finished for c in batch])]
+        dump = self.codec.dump_value
+        for c in batch:
+            blob = b"" if c.upload is Upload.NEVER else dump(c.output)
+            args += (c.task, int(c.upload), blob, len(c.children), *c.children, *c.child_deps)
+        reply = await self._complete(
+            keys=(keys.outputs, keys.marks, keys.events, keys.specs), args=args
+        )
+        if reply is None:
+            return None
+        *readies, flat = reply
+        specs = {int(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+        return [[int(c) for c in ready] for ready in readies], specs
+
+    async def fail_task(self, run_id: str, failure: TaskFailure, failed: Event) -> None:
+        keys = run_keys(run_id)
+        blob = self.codec.dump_failure(failure)
+        await self._fail(
+            keys=(keys.failures, keys.events),
+            args=(failure.task, blob, encode_events([failed]), self.ttl),
+        )
+
+    async def emit(self, run_id: str, events: Sequence[Event]) -> None:
+        entry = {"e": encode_events(events)}
+        await self.client.xadd(run_keys(run_id).events, entry, nomkstream=True)
+
+    async def close(self) -> None:
+        with contextlib.suppress(RedisError, OSError, RuntimeError):
+            await self.client.aclose()
+
+    # ----------------------------------------------------------------- helpers
+    async def _present(self, run_id: str, wanted: Sequence[int], blobs: list[Any]) -> list[bytes]:
+        """``blobs`` if none is missing; else RunNotFound (the run is gone) or LookupError."""
+        if None not in blobs:
+            return blobs
+        if not await self.client.exists(run_keys(run_id).events):
+            raise RunNotFound(
+                f"run {run_id} is not in Redis at {self.address} (finished, failed or cancelled)"
+            )
+        missing = [w for w, b in zip(wanted, blobs, strict=True) if b is None]
+        raise LookupError(f"run {run_id} has nothing stored for {missing[:10]}")
+
+    @contextlib.asynccontextmanager
+    async def _reaching(self) -> Any:
+        """Turn 'cannot connect' into a clear error naming the address (the password is
+        never shown)."""
+        try:
+            yield
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise ConfigError(
+                f"cannot reach Redis at {self.address} (storage {_redact(self.url)}): {exc}"
+            ) from None
+        except RedisError as exc:
+            if "DB index" in str(exc) or "AUTH" in str(exc).upper() or "NOAUTH" in str(exc):
+                raise ConfigError(
+                    f"Redis at {self.address} refused the storage URL {_redact(self.url)}: {exc}"
+                ) from None
+            raise
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))

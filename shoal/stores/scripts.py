@@ -1,0 +1,132 @@
+"""The Lua scripts of the Redis store: each is one atomic protocol step in one round trip.
+
+Key names come from :mod:`shoal.stores.keys`. A script that writes first checks that the run
+still exists (``XADD ... NOMKSTREAM`` answers nil when the stream is gone) and leaves nothing
+behind when it does not, so no key of a finished run is ever created again.
+
+The marks follow :func:`shoal.decisions.mark_children`: a redelivered completion readies
+nothing, and exactly one completion owns each child. Here the atomicity of the script does
+what the owner claim does in memory, so the finished flag of the parent is enough to tell
+a redelivery, and a child with several inputs keeps a count instead of a set.
+"""
+
+from __future__ import annotations
+
+# Issues BITFIELD on KEYS[2] in chunks: Lua's unpack() takes at most a few thousand values.
+_BITFIELD = """
+local function bitfield(ops)
+  local out = {}
+  for s = 1, #ops, 4000 do
+    local part = redis.call('BITFIELD', KEYS[2], unpack(ops, s, math.min(s + 3999, #ops)))
+    for _, v in ipairs(part) do out[#out + 1] = v end
+  end
+  return out
+end
+"""
+
+COMPLETE = (
+    """
+-- A batch of tasks finished (protocol step c): mark every child of each, store each output
+-- that a consumer elsewhere may need, append the batch's task-finished events.
+-- KEYS[1] outputs (hash)  KEYS[2] marks (string)  KEYS[3] events (stream)  KEYS[4] specs
+-- ARGV[1] 1: also return the specs of the children made ready; 0: don't
+-- ARGV[2] the batch's task-finished events (a JSON array, in batch order)
+-- ARGV[3 ..] per completion: task id, upload (0 never, 1 if a child is still pending after
+--            the whole batch, 2 always), the output (signed; '' for upload 0), n (its number
+--            of children), then n children and n needs (each child's number of inputs)
+-- Returns {ready_1, ..., ready_k, specs}: the children each completion made ready (its
+-- worker owns them; none for a redelivered completion) and {id, spec, ...} of them if
+-- asked. Returns false when the run is gone; nothing is left written then.
+"""
+    + _BITFIELD
+    + """
+local comps, ops = {}, {}
+local pos = 3
+while pos <= #ARGV do
+  local c = {task = tonumber(ARGV[pos]), upload = ARGV[pos + 1], out = pos + 2,
+             n = tonumber(ARGV[pos + 3]), kids = pos + 4, counted = {}}
+  pos = c.kids + 2 * c.n
+  ops[#ops + 1] = 'SET'; ops[#ops + 1] = 'u1'; ops[#ops + 1] = c.task * 32; ops[#ops + 1] = 1
+  c.done = #ops / 4
+  for i = 0, c.n - 1 do
+    if tonumber(ARGV[c.kids + c.n + i]) > 1 then
+      ops[#ops + 1] = 'INCRBY'; ops[#ops + 1] = 'u31'
+      ops[#ops + 1] = tonumber(ARGV[c.kids + i]) * 32 + 1; ops[#ops + 1] = 1
+      c.counted[i] = #ops / 4
+    end
+  end
+  comps[#comps + 1] = c
+end
+local marks = bitfield(ops)
+local reply, readied, undo = {}, {}, {}
+for j, c in ipairs(comps) do
+  local ready = {}
+  if marks[c.done] == 1 then  -- a redelivery: undo its counts, ready nothing
+    c.again = true
+    for i, _ in pairs(c.counted) do
+      undo[#undo + 1] = 'INCRBY'; undo[#undo + 1] = 'u31'
+      undo[#undo + 1] = tonumber(ARGV[c.kids + i]) * 32 + 1; undo[#undo + 1] = -1
+    end
+  else
+    for i = 0, c.n - 1 do
+      local need = tonumber(ARGV[c.kids + c.n + i])
+      if need == 1 or marks[c.counted[i]] == need then
+        local child = tonumber(ARGV[c.kids + i])
+        ready[#ready + 1] = child
+        readied[child] = true
+      end
+    end
+  end
+  reply[j] = ready
+end
+if #undo > 0 then bitfield(undo) end
+local fields, stored = {}, {}
+for j, c in ipairs(comps) do
+  local keep = c.upload == '2'
+  if c.upload == '1' then
+    for i = 0, c.n - 1 do
+      if not readied[tonumber(ARGV[c.kids + i])] then keep = true; break end
+    end
+  end
+  stored[j] = 0
+  if c.again then
+    stored[j] = -1  -- the reader drops the event of a redelivery
+  elseif keep then
+    fields[#fields + 1] = c.task; fields[#fields + 1] = ARGV[c.out]
+    stored[j] = #ARGV[c.out]
+  end
+end
+for s = 1, #fields, 2000 do
+  redis.call('HSET', KEYS[1], unpack(fields, s, math.min(s + 1999, #fields)))
+end
+if not redis.call('XADD', KEYS[3], 'NOMKSTREAM', '*', 'e', ARGV[2], 'b', cjson.encode(stored))
+then  -- the run is gone: take back what this script created
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return false
+end
+local specs = {}
+if ARGV[1] == '1' then
+  local ids = {}
+  for child, _ in pairs(readied) do ids[#ids + 1] = child end
+  for s = 1, #ids, 4000 do
+    local part = {unpack(ids, s, math.min(s + 3999, #ids))}
+    local blobs = redis.call('HMGET', KEYS[4], unpack(part))
+    for i, id in ipairs(part) do specs[#specs + 1] = id; specs[#specs + 1] = blobs[i] end
+  end
+end
+reply[#comps + 1] = specs
+return reply
+"""
+)
+
+FAIL = """
+-- A task failed for good: record the failure and append its event.
+-- KEYS[1] failures (hash)   KEYS[2] events (stream)
+-- ARGV[1] the task id   ARGV[2] the failure, signed   ARGV[3] the events (a JSON array)
+-- ARGV[4] the run's TTL in seconds
+-- Returns 1, or false when the run is gone (nothing written).
+if not redis.call('XADD', KEYS[2], 'NOMKSTREAM', '*', 'e', ARGV[3]) then return false end
+redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
