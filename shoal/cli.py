@@ -56,6 +56,45 @@ def run(
             _print_summary(runs)
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8471, show_default=True, help="Port to listen on.")
+@click.option("--fd", type=int, hidden=True, help="Serve on this already listening socket.")
+@click.option(
+    "--max-workers",
+    type=int,
+    default=None,
+    help="Concurrency cap: workers busy at once [default: CPU count].",
+)
+@click.option(
+    "--keep-warm",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds an idle worker process stays warm before it retires.",
+)
+@click.option(
+    "--token",
+    envvar="SHOAL_GATEWAY_TOKEN",
+    help="Require 'Authorization: Bearer TOKEN' (needed to listen beyond 127.0.0.1).",
+)
+def gateway(
+    host: str,
+    port: int,
+    fd: int | None,
+    max_workers: int | None,
+    keep_warm: float,
+    token: str | None,
+) -> None:
+    """Run a local FaaS gateway: pools of worker processes per size, with warm reuse,
+    cold starts, a keep-warm period and a concurrency cap. Needs SHOAL_SECRET.
+
+    Use it with workers="gateway+http://HOST:PORT" and the same SHOAL_SECRET."""
+    from .gateway.server import serve
+
+    serve(host=host, port=port, fd=fd, max_workers=max_workers, keep_warm_s=keep_warm, token=token)
+
+
 def _print_summary(runs: list[RunSummary]) -> None:
     from rich.console import Console
     from rich.table import Table

@@ -86,11 +86,11 @@ def upload_mode(is_sink: bool, child_deps: Sequence[int], fanout: int) -> Upload
     return NEVER
 
 
-def must_store(mode: Upload, children: Sequence[int], readied: Container[int]) -> bool:
+def must_store(mode: Upload, children: Sequence[int], kept: Container[int]) -> bool:
     """Apply :func:`upload_mode` once a batch's marks are known: an ``IF_PENDING`` output is
-    stored unless the batch readied every child (so this worker owns them all)."""
+    stored unless every child was readied by the batch and stays on this worker."""
     if mode is IF_PENDING:
-        return any(child not in readied for child in children)
+        return any(child not in kept for child in children)
     return mode is ALWAYS
 
 
@@ -105,12 +105,16 @@ class Completion(NamedTuple):
     finished: Event
 
 
-def complete_batch(marks: Marks, batch: Sequence[Completion]) -> tuple[list[list[int]], list[bool]]:
+def complete_batch(
+    marks: Marks, batch: Sequence[Completion], fanout: int
+) -> tuple[list[list[int]], list[bool]]:
     """Mark the children of every completion in ``batch``: the children each one readied,
-    and whether each output must be stored (judged after the whole batch's marks)."""
+    and whether each output must be stored, judged after the whole batch's marks. A child
+    readied here stays on this worker if :func:`split_ready` keeps it; then an input of it
+    made in the same batch needs no store."""
     readies = [mark_children(marks, c.task, c.children, c.child_deps) for c in batch]
-    readied = {child for ready in readies for child in ready}
-    return readies, [must_store(c.upload, c.children, readied) for c in batch]
+    kept = {child for ready in readies for child in split_ready(ready, fanout)[0]}
+    return readies, [must_store(c.upload, c.children, kept) for c in batch]
 
 
 #: A worker buffers its completions and hands them to the store in one step (a batch)...

@@ -6,6 +6,8 @@ import pickle
 import traceback
 from dataclasses import dataclass, replace
 
+import cloudpickle
+
 from .errors import RemoteTraceback, TaskFailed
 
 
@@ -40,12 +42,14 @@ class TaskFailure:
         )
 
     def to_bytes(self) -> bytes:
-        """Pickled for another process; an exception that cannot be pickled is left out."""
+        """Pickled for another process; an exception that cannot be pickled is left out.
+        cloudpickle keeps the identity of exception classes the client sent by value, so
+        ``except`` clauses on the client still match."""
         moved = replace(self, local=False)
         try:
-            return pickle.dumps(moved)
+            return cloudpickle.dumps(moved)
         except Exception:
-            return pickle.dumps(replace(moved, exc=None))
+            return cloudpickle.dumps(replace(moved, exc=None))
 
     @staticmethod
     def from_bytes(data: bytes) -> TaskFailure:

@@ -34,10 +34,11 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from traceback import format_exception
 from typing import TYPE_CHECKING, Any
 
-from .backends import Invocation, Workers
+from .backends import Invocation, Size, Workers
 from .decisions import (
     Completion,
     backoff_delays,
@@ -59,6 +60,9 @@ log = logging.getLogger(__name__)
 
 #: How often the client wakes without events (progress bar, timeout).
 TICK_S = 0.25
+#: A worker that must read a spec reads this many (task ids are topological: a chain's
+#: next tasks follow it).
+SPEC_PREFETCH = 256
 
 
 # --------------------------------------------------------------------------- client side
@@ -87,11 +91,12 @@ async def run_graph(
         elif encoded is not None and encoded.nbytes <= store.inline_bytes:
             inline = encoded  # small enough to travel with every invocation
         for group in group_roots(graph.roots, workers.parallelism):  # 4. invoke
-            await workers.invoke(
-                Invocation(
-                    run_id, tuple(group), workers.parallelism, inline, store.url, workers.url
-                )
+            specs = None if inline or encoded is None else {t: encoded.specs[t] for t in group}
+            size = Size.fitting({graph.functions[graph.func_of[t]].options for t in group})
+            invocation = Invocation(
+                run_id, tuple(group), workers.parallelism, inline, store.url, workers.url
             )
+            await workers.invoke(replace(invocation, specs=specs, size=size))
         await _wait_for_sinks(run_id, store, set(graph.sinks), on_events, timeout)  # 5. observe
         unique = list(dict.fromkeys(graph.sinks))
         values = dict(zip(unique, await store.get_outputs(run_id, unique), strict=True))
@@ -143,6 +148,7 @@ class _TaskSource:
         self.run_id = invocation.run_id
         self.store = store
         graph = invocation.graph
+        self.in_hand = graph if isinstance(graph, ShippedGraph) else None
         self.encoded = graph if isinstance(graph, EncodedGraph) else None
         self.blobs: dict[int, bytes] = dict(invocation.specs or {})
         self.codec: Codec | None = getattr(store, "codec", None)
@@ -152,20 +158,27 @@ class _TaskSource:
     @property
     def complete(self) -> bool:
         """Whether every spec is at hand (no need to have the store send them)."""
-        return self.encoded is not None
+        return self.encoded is not None or self.in_hand is not None
 
     async def spec(self, task: int) -> TaskSpec:
+        if self.in_hand is not None:
+            return self.in_hand.specs[task]
         spec = self.specs.get(task)
         if spec is None:
             blob = self.encoded.specs[task] if self.encoded else self.blobs.get(task)
-            if blob is not None and self.codec is not None:
-                spec = self.codec.decode_spec(blob)
-            else:
-                (spec,) = await self.store.load_specs(self.run_id, [task])
-            self.specs[task] = spec
+            if blob is None:  # fetch it and the next ones: nearby tasks are likely next
+                wanted = [t for t in range(task, task + SPEC_PREFETCH) if t not in self.blobs]
+                self.blobs.update(await self.store.load_specs(self.run_id, wanted))
+                blob = self.blobs.get(task)
+                if blob is None:
+                    raise LookupError(f"run {self.run_id} has no spec for task {task}")
+            assert self.codec is not None, "signed specs need the store's codec"
+            spec = self.specs[task] = self.codec.decode_spec(blob)
         return spec
 
     async def function(self, index: int) -> TaskFunction[Any, Any]:
+        if self.in_hand is not None:
+            return self.in_hand.functions[index]
         fn = self.functions.get(index)
         if fn is None:
             if self.encoded is not None and self.codec is not None:
@@ -180,6 +193,11 @@ class _TaskSource:
         if self.encoded is not None:
             return None  # the whole graph travels anyway
         return {t: self.blobs[t] for t in tasks if t in self.blobs}
+
+    async def size(self, tasks: Sequence[int]) -> Size:
+        """The worker size that fits ``tasks``."""
+        funcs = {(await self.spec(t)).func for t in tasks}
+        return Size.fitting([(await self.function(f)).options for f in funcs])
 
     async def name(self, task: int) -> str:
         fn = await self.function((await self.spec(task)).func)
@@ -197,8 +215,7 @@ class _Worker:
         self.name = name
         self.fanout = invocation.fanout
         self.source = _TaskSource(invocation, store)
-        graph = invocation.graph
-        in_hand = graph if isinstance(graph, ShippedGraph) else None  # the fast path: objects
+        in_hand = self.source.in_hand  # the fast path: the graph's objects
         self.specs = in_hand.specs if in_hand else None
         self.functions = in_hand.functions if in_hand else None
         self.owned = list(reversed(invocation.tasks))  # a stack: depth first keeps memory low
@@ -297,7 +314,7 @@ class _Worker:
         self.batch.clear()
         self.urgent = False
         settled = await self.store.complete_tasks(
-            self.run_id, batch, want_specs=not (self.specs or self.source.complete)
+            self.run_id, batch, self.fanout, want_specs=not self.source.complete
         )
         if settled is None:
             return False
@@ -305,16 +322,15 @@ class _Worker:
         self.source.blobs.update(blobs)
         held, early = self.held, self.early
         for ready in readies:
-            if early:  # children it ran already
-                fresh = [c for c in ready if c not in early]
-                if len(fresh) < len(ready):
-                    early.difference_update(ready)
-                    ready = fresh
-            keep, hand_out = split_ready(ready, self.fanout)
+            keep, hand_out = split_ready(ready, self.fanout)  # as the store judged uploads
+            if early and not early.isdisjoint(ready):  # children it ran already
+                keep = [c for c in keep if c not in early]
+                hand_out = [g for g in ([c for c in g if c not in early] for g in hand_out) if g]
+                early.difference_update(ready)
             for group in hand_out:
-                await self.workers.invoke(
-                    self.invocation.handing_out(group, self.source.blobs_for(group))
-                )
+                size = await self.source.size(group) if not self.workers.in_process else Size()
+                handed = self.invocation.handing_out(group, self.source.blobs_for(group), size)
+                await self.workers.invoke(handed)
             for child in keep:  # its inputs this worker holds are read from memory
                 spec = self.specs[child] if self.specs else await self.source.spec(child)
                 for dep in spec.deps:
@@ -346,12 +362,12 @@ async def run_worker(
     worker: str,
     *,
     cold: bool = False,
-    since: float | None = None,
+    start_s: float = 0.0,
 ) -> None:
     """The one worker loop, shared by every backend: run the invocation's tasks and every
-    task their completions make this worker own."""
+    task their completions make this worker own. ``cold``/``start_s``: whether the worker
+    had to start from nothing, and how long it took from the invocation to here."""
     run_id = invocation.run_id
-    start_s = 0.0 if since is None else time.perf_counter() - since
     started = event(EventKind.WORKER_STARTED, worker, data={"cold": cold, "start_s": start_s})
     await store.emit(run_id, [started])
     state = _Worker(invocation, store, workers, worker)

@@ -1,18 +1,79 @@
 """Shared fixtures. ``engine`` runs a test once per backend: every graph-shape and
-semantics test in the shared suite takes it, so a new backend is added here only."""
+semantics test in the shared suite takes it, so a new backend is added here only.
+
+    embedded   memory:// store, local workers (threads of this process)
+    gateway    a real redis-server, a real ``shoal gateway`` with worker processes
+    cluster    a three-master Redis Cluster, the same gateway
+
+After every test on a Redis engine, no key of any run may be left (checked with SCAN).
+"""
 
 from __future__ import annotations
 
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+from servers import gateway, redis_cluster, redis_server
 
-ENGINES: dict[str, dict[str, Any]] = {
-    "embedded": {"storage": "memory://", "workers": "local"},
-}
+ENGINES = ["embedded", "gateway", "cluster"]
 
 
-@pytest.fixture(params=list(ENGINES), ids=list(ENGINES))
-def engine(request: pytest.FixtureRequest) -> dict[str, Any]:
+@pytest.fixture(scope="session", autouse=True)
+def shared_secret() -> Iterator[str]:
+    """The secret the client and every gateway of the session share."""
+    secret = os.environ.get("SHOAL_SECRET") or secrets.token_hex(32)
+    old = os.environ.get("SHOAL_SECRET")
+    os.environ["SHOAL_SECRET"] = secret
+    yield secret
+    if old is None:
+        del os.environ["SHOAL_SECRET"]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with redis_server(tmp_path_factory.mktemp("redis")) as port:
+        yield f"redis://127.0.0.1:{port}/0"
+
+
+@pytest.fixture(scope="session")
+def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with redis_cluster(tmp_path_factory.mktemp("cluster")) as ports:
+        yield f"redis+cluster://127.0.0.1:{ports[0]}"
+
+
+@pytest.fixture(scope="session")
+def gateway_url(shared_secret: str) -> Iterator[str]:
+    with gateway() as url:
+        yield url
+
+
+def leftover_keys(url: str) -> list[bytes]:
+    """Keys of runs still in the Redis (or Redis Cluster) at ``url``."""
+    if url.startswith("redis+cluster://"):
+        with redis.RedisCluster.from_url(url.replace("redis+cluster://", "redis://")) as cluster:
+            nodes = cluster.ALL_NODES
+            return list(cluster.scan_iter(match="shoal:{*", target_nodes=nodes))
+    with redis.Redis.from_url(url) as client:
+        return list(client.scan_iter(match="shoal:{*"))
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     """Keyword options for ``shoal.compute`` selecting one backend."""
-    return {**ENGINES[request.param], "progress": False}
+    if request.param == "embedded":
+        yield {"storage": "memory://", "workers": "local", "progress": False}
+        return
+    storage = request.getfixturevalue("redis_url" if request.param == "gateway" else "cluster_url")
+    yield {"storage": storage, "workers": request.getfixturevalue("gateway_url"), "progress": False}
+    assert leftover_keys(storage) == [], "a run left keys behind"
+
+
+@pytest.fixture
+def flags(tmp_path: Path) -> Path:
+    """A directory for signals between a test and its tasks, on any backend."""
+    return tmp_path

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 from collections import namedtuple
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from signals import count, mark, wait_for
 
 import shoal
 
@@ -63,17 +64,17 @@ def test_diamond(engine: dict[str, Any]) -> None:
     assert shoal.last_run().tasks == 4  # type: ignore[union-attr]
 
 
-def test_one_node_used_many_times_is_one_task(engine: dict[str, Any]) -> None:
-    calls: list[int] = []
+def test_one_node_used_many_times_is_one_task(engine: dict[str, Any], flags: Path) -> None:
+    calls = flags / "calls"
 
     @shoal.task
     def counted(x: int) -> int:
-        calls.append(x)
+        mark(calls)
         return x
 
     c = counted(5)
     assert ident([c, (c, {"k": c}), add(c, c)]).compute(**engine) == [5, (5, {"k": 5}), 10]
-    assert calls == [5]
+    assert count(calls) == 1
 
 
 def test_nested_arguments_keep_their_structure(engine: dict[str, Any]) -> None:
@@ -172,13 +173,13 @@ def test_large_numpy_output(engine: dict[str, Any]) -> None:
     assert result.nbytes == 100 * 1024 * 1024 and s == result.size
 
 
-def test_workers_run_in_parallel(engine: dict[str, Any]) -> None:
-    # Both roots must be inside their function at once to pass the barrier.
-    barrier = threading.Barrier(2, timeout=30)
-
+def test_workers_run_in_parallel(engine: dict[str, Any], flags: Path) -> None:
     @shoal.task
     def meet(i: int) -> int:
-        barrier.wait()
+        """Both must be inside their function at once to see each other."""
+        (flags / f"in-{i}").touch()
+        if not wait_for(flags / "in-1", flags / "in-2", timeout=30):
+            raise TimeoutError(f"task {i} ran alone")
         return i
 
     assert add(meet(1), meet(2)).compute(**engine) == 3

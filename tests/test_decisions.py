@@ -145,7 +145,7 @@ def test_a_sink_always_uploads() -> None:
         mode = upload_mode(True, child_deps, fanout)
         assert mode is Upload.ALWAYS
         children = range(10, 10 + len(child_deps))
-        assert must_store(mode, children, readied=set(children))
+        assert must_store(mode, children, kept=set(children))
 
 
 def test_a_chain_child_is_never_uploaded() -> None:
@@ -157,13 +157,13 @@ def test_a_chain_child_is_never_uploaded() -> None:
 def test_a_child_with_other_inputs_forces_the_upload_only_while_pending() -> None:
     mode = upload_mode(False, (2,), 8)
     assert mode is Upload.IF_PENDING
-    assert must_store(mode, [10], readied=set()) is True  # the child waits for another
-    assert must_store(mode, [10], readied={10}) is False  # input; else it stays here
+    assert must_store(mode, [10], kept=set()) is True  # the child waits for another
+    assert must_store(mode, [10], kept={10}) is False  # input; else it stays here
     mode = upload_mode(False, (1, 2, 3), 1)
     assert mode is Upload.IF_PENDING
-    assert must_store(mode, [10, 11, 12], readied={10, 11}) is True
-    assert must_store(mode, [10, 11, 12], readied=set()) is True
-    assert must_store(mode, [10, 11, 12], readied={10, 11, 12, 99}) is False
+    assert must_store(mode, [10, 11, 12], kept={10, 11}) is True
+    assert must_store(mode, [10, 11, 12], kept=set()) is True
+    assert must_store(mode, [10, 11, 12], kept={10, 11, 12, 99}) is False
 
 
 def test_a_fan_out_with_room_to_hand_out_always_uploads() -> None:
@@ -171,7 +171,7 @@ def test_a_fan_out_with_room_to_hand_out_always_uploads() -> None:
         for n_children in (2, 5, 100):
             mode = upload_mode(False, (1,) * n_children, fanout)
             assert mode is Upload.ALWAYS
-            assert must_store(mode, range(n_children), readied=set(range(n_children)))
+            assert must_store(mode, range(n_children), kept=set(range(n_children)))
 
 
 def test_a_fan_out_with_fanout_one_keeps_everything_local() -> None:
@@ -183,7 +183,7 @@ def test_a_task_without_children_that_is_no_sink_stores_nothing() -> None:
 
 
 def test_never_means_never() -> None:
-    assert must_store(Upload.NEVER, [10, 11], readied=set()) is False
+    assert must_store(Upload.NEVER, [10, 11], kept=set()) is False
 
 
 def _done(task: int, children: tuple[int, ...], needs: tuple[int, ...], mode: Upload) -> Completion:
@@ -197,7 +197,7 @@ def test_a_batch_readies_a_child_whose_inputs_all_finished_in_it_and_stores_neit
     worker owns, so neither leaf output needs the store."""
     marks = Marks()
     batch = [_done(0, (2,), (2,), Upload.IF_PENDING), _done(1, (2,), (2,), Upload.IF_PENDING)]
-    readies, stored = complete_batch(marks, batch)
+    readies, stored = complete_batch(marks, batch, 8)
     assert readies == [[], [2]]
     assert stored == [False, False]
     assert marks.owner == {2: 1} and marks.inputs == {2: {0, 1}}
@@ -206,16 +206,33 @@ def test_a_batch_readies_a_child_whose_inputs_all_finished_in_it_and_stores_neit
 def test_a_batch_stores_the_output_of_a_child_still_pending_after_it() -> None:
     marks = Marks()
     batch = [_done(0, (5, 6), (1, 2), Upload.IF_PENDING), _done(1, (), (), Upload.NEVER)]
-    readies, stored = complete_batch(marks, batch)
+    readies, stored = complete_batch(marks, batch, 8)
     assert readies == [[5], []]
     assert stored == [True, False]  # child 6 waits for another input: someone reads task 0
+
+
+def test_an_input_of_a_child_handed_out_by_a_fan_out_in_the_same_batch_is_stored() -> None:
+    """Task 0's only child, 10, is readied in the batch by task 1, a fan-out that keeps 11
+    and hands 10 to another worker: that worker reads task 0's output from the store."""
+    marks = Marks()
+    batch = [
+        _done(0, (10,), (2,), Upload.IF_PENDING),
+        _done(1, (11, 10), (1, 2), Upload.ALWAYS),
+    ]
+    readies, stored = complete_batch(marks, batch, 2)
+    assert readies == [[], [11, 10]]
+    assert split_ready(readies[1], 2) == ([11], [[10]])
+    assert stored == [True, True]
+    # with a fan-out of one, the worker keeps both: task 0's output stays in its memory
+    readies, stored = complete_batch(Marks(), batch, 1)
+    assert stored == [False, True]
 
 
 def test_a_redelivered_batch_readies_nothing() -> None:
     marks = Marks()
     batch = [_done(0, (1,), (1,), Upload.NEVER), _done(1, (3,), (2,), Upload.IF_PENDING)]
-    assert complete_batch(marks, batch)[0] == [[1], []]
-    assert complete_batch(marks, batch)[0] == [[], []]
+    assert complete_batch(marks, batch, 8)[0] == [[1], []]
+    assert complete_batch(marks, batch, 8)[0] == [[], []]
 
 
 def test_a_worker_flushes_when_it_must_and_batches_otherwise() -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 import traceback
+from pathlib import Path
 from typing import Any
 
 import pytest
+from signals import count, mark, wait_for
 
 import shoal
 from shoal.errors import RunTimeout, WorkerLost
@@ -57,64 +58,66 @@ def test_failure_at_the_sink(engine: dict[str, Any]) -> None:
         fail(inc(inc(1))).compute(**engine)
 
 
-def test_failure_in_one_branch_does_not_wait_for_the_others(engine: dict[str, Any]) -> None:
-    release = threading.Event()
+def test_failure_in_one_branch_does_not_wait_for_the_others(
+    engine: dict[str, Any], flags: Path
+) -> None:
+    release = flags / "release"
 
     @shoal.task
     def slow() -> int:
-        release.wait(60)
+        wait_for(release, timeout=60)
         return 1
 
     try:
         with pytest.raises(Oops):
             shoal.compute(inc(slow()), fail(1), **engine)
-        assert not release.is_set()  # compute() returned while `slow` was still running
+        assert not release.exists()  # compute() returned while `slow` was still running
     finally:
-        release.set()
+        release.touch()
 
 
-def test_retries_that_succeed_on_the_third_attempt(engine: dict[str, Any]) -> None:
-    attempts: list[int] = []
+def test_retries_that_succeed_on_the_third_attempt(engine: dict[str, Any], flags: Path) -> None:
+    attempts = flags / "attempts"
 
     @shoal.task(retries=2, retry_delay=0.001)
     def flaky() -> str:
-        attempts.append(1)
-        if len(attempts) < 3:
+        mark(attempts)
+        if count(attempts) < 3:
             raise ConnectionError("try again")
         return "ok"
 
-    assert inc.func(1) == 2 and flaky().compute(**engine) == "ok"
-    assert len(attempts) == 3
+    assert flaky().compute(**engine) == "ok"
+    assert count(attempts) == 3
     assert shoal.last_run().retries == 2  # type: ignore[union-attr]
 
 
-def test_retries_exhausted_raise_the_last_error(engine: dict[str, Any]) -> None:
-    attempts: list[int] = []
+def test_retries_exhausted_raise_the_last_error(engine: dict[str, Any], flags: Path) -> None:
+    attempts = flags / "attempts"
 
     @shoal.task(retries=2, retry_delay=0.001)
     def always() -> None:
-        attempts.append(1)
-        raise Oops(f"attempt {len(attempts)}")
+        mark(attempts)
+        raise Oops(f"attempt {count(attempts)}")
 
     with pytest.raises(Oops, match="attempt 3") as info:
         always().compute(**engine)
-    assert len(attempts) == 3
+    assert count(attempts) == 3
     assert "after 3 attempt(s)" in _formatted(info.value)
 
 
-def test_timeout(engine: dict[str, Any]) -> None:
-    release = threading.Event()
+def test_timeout(engine: dict[str, Any], flags: Path) -> None:
+    release = flags / "release"
 
     @shoal.task
     def stuck() -> int:
-        release.wait(60)
+        wait_for(release, timeout=60)
         return 1
 
     try:
         with pytest.raises(RunTimeout, match="did not finish within 0.2 s"):
             stuck().compute(timeout=0.2, **engine)
     finally:
-        release.set()
+        release.touch()
 
 
 def test_unknown_compute_option_is_an_error() -> None:

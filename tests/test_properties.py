@@ -182,7 +182,7 @@ def _reachable(nodes: list[tuple[int, list[Any], dict[str, Any]]], sinks: list[i
 
 
 @settings(
-    max_examples=60,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[
         HealthCheck.function_scoped_fixture,

@@ -6,11 +6,14 @@ import importlib
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
-from .base import Invocation, Workers
+from .base import Invocation, Size, Workers
 
 #: scheme (or bare name) -> "module:Class"; each class has ``from_url(url)``.
 BACKENDS = {
     "local": "shoal.backends.local:LocalWorkers",
+    "gateway": "shoal.backends.gateway:GatewayWorkers",
+    "gateway+http": "shoal.backends.gateway:GatewayWorkers",
+    "gateway+https": "shoal.backends.gateway:GatewayWorkers",
 }
 
 
@@ -27,4 +30,4 @@ def open_workers(url: str) -> Workers:
     return workers
 
 
-__all__ = ["BACKENDS", "Invocation", "Workers", "open_workers"]
+__all__ = ["BACKENDS", "Invocation", "Size", "Workers", "open_workers"]

@@ -4,14 +4,30 @@ started is the one worker loop in :mod:`shoal.protocol`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
 
-    from ..graph import EncodedGraph, ShippedGraph
+    from ..graph import EncodedGraph, ShippedGraph, TaskOptions
     from ..security import Signer
     from ..stores import Store
+
+
+class Size(NamedTuple):
+    """A worker's size, as FaaS platforms sell them."""
+
+    cpus: float = 1.0
+    memory_mb: int = 2048
+
+    @classmethod
+    def fitting(cls, options: Iterable[TaskOptions]) -> Size:
+        """The smallest size that fits every task (unset options take the default)."""
+        cpus, memory = cls._field_defaults["cpus"], cls._field_defaults["memory_mb"]
+        for o in options:
+            cpus = max(cpus, o.cpus or 0.0)
+            memory = max(memory, o.memory_mb or 0)
+        return cls(cpus, memory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +44,13 @@ class Invocation:
     workers: str = ""  # where a worker hands out work: this backend's URL
     #: Signed specs of ``tasks`` when the graph does not travel whole (saves store reads).
     specs: dict[int, bytes] | None = None
+    size: Size = Size()  # of the worker to run it on
 
-    def handing_out(self, tasks: Sequence[int], specs: dict[int, bytes] | None) -> Invocation:
+    def handing_out(
+        self, tasks: Sequence[int], specs: dict[int, bytes] | None, size: Size
+    ) -> Invocation:
         """The invocation a worker of this one sends for ``tasks`` it hands out."""
-        return replace(self, tasks=tuple(tasks), specs=specs)
+        return replace(self, tasks=tuple(tasks), specs=specs, size=size)
 
 
 class Workers(Protocol):

@@ -16,7 +16,6 @@ import logging
 import os
 import queue
 import threading
-import time
 
 from ..security import Signer
 from ..stores import Store
@@ -53,14 +52,17 @@ class LocalWorkers:
     async def invoke(self, invocation: Invocation) -> None:
         if self._store is None:
             raise RuntimeError("LocalWorkers.start(store) must come before invoke()")
-        self._queue.put(invocation)
         with self._lock:
-            if self._idle == 0 and len(self._threads) < self.parallelism:
+            self._queue.put(invocation)
+            if self._idle:  # a waiting thread will take it
+                self._idle -= 1
+            elif len(self._threads) < self.parallelism:
                 thread = threading.Thread(
                     target=self._serve, name=f"shoal-worker-{len(self._threads)}", daemon=True
                 )
                 self._threads.append(thread)
                 thread.start()
+            # else: at the cap, it waits for the next thread that finishes
 
     def _serve(self) -> None:
         from ..protocol import run_worker  # the one worker loop
@@ -72,25 +74,24 @@ class LocalWorkers:
             try:
                 while (invocation := self._next()) is not _STOP:
                     worker = f"local-{next(self._ids)}"
-                    started = time.perf_counter()
                     with contextlib.suppress(Exception):  # reported by run_worker
-                        runner.run(
-                            run_worker(invocation, store, self, worker, cold=cold, since=started)
-                        )
+                        runner.run(run_worker(invocation, store, self, worker, cold=cold))
                     cold = False
             finally:
                 if store is not self._store:
                     runner.run(store.close())
 
     def _next(self) -> Invocation | None:
+        """The next invocation: one waiting unclaimed, else one that invoke() claims for this
+        thread (counting it idle, so that invoke() starts no thread it does not need)."""
         with self._lock:
-            self._idle += 1
-        invocation = self._queue.get()
-        with self._lock:
-            self._idle -= 1
-        return invocation
+            try:
+                return self._queue.get_nowait()
+            except queue.Empty:
+                self._idle += 1
+        return self._queue.get()
 
     async def close(self) -> None:
         for _ in self._threads:
-            self._queue.put(_STOP)
+            self._queue.put(_STOP)  # one each, claimed or not: every thread gets one
         self._threads.clear()

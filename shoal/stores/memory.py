@@ -20,7 +20,7 @@ from ..decisions import Completion, Marks, complete_batch, wakes_client
 from ..errors import RunNotFound
 from ..events import Event, EventKind, event
 from ..failures import TaskFailure
-from ..graph import ShippedGraph, TaskFunction, TaskSpec
+from ..graph import ShippedGraph, TaskFunction
 from ..security import Signer
 
 
@@ -105,9 +105,10 @@ class MemoryStore:
     def clone(self) -> MemoryStore:
         return self  # threads of this process share it
 
-    async def load_specs(self, run_id: str, tasks: Sequence[int]) -> list[TaskSpec]:
-        specs = self._run(run_id).graph.specs
-        return [specs[t] for t in tasks]
+    async def load_specs(self, run_id: str, tasks: Sequence[int]) -> dict[int, bytes]:
+        """Nothing: specs are not encoded here, and in-process workers hold the graph."""
+        self._run(run_id)
+        return {}
 
     async def load_functions(
         self, run_id: str, indices: Sequence[int]
@@ -123,7 +124,7 @@ class MemoryStore:
             raise LookupError(f"output of task {missing} is not stored in run {run_id}") from None
 
     async def complete_tasks(
-        self, run_id: str, batch: Sequence[Completion], want_specs: bool = False
+        self, run_id: str, batch: Sequence[Completion], fanout: int, want_specs: bool = False
     ) -> tuple[list[list[int]], dict[int, bytes]] | None:
         run = self._runs.get(run_id)
         if run is None:
@@ -131,7 +132,7 @@ class MemoryStore:
         outputs = run.outputs
         for c in batch:  # before the marks: a worker they ready may read it at once
             outputs[c.task] = c.output
-        readies, stored = complete_batch(run.marks, batch)
+        readies, stored = complete_batch(run.marks, batch, fanout)
         finished = []
         for c, keep in zip(batch, stored, strict=True):
             if keep:

@@ -27,7 +27,7 @@ from ..decisions import Completion, Upload
 from ..errors import ConfigError, RunNotFound
 from ..events import Event, EventKind, decode_events, encode_events
 from ..failures import TaskFailure
-from ..graph import EncodedGraph, ShippedGraph, TaskFunction, TaskSpec
+from ..graph import EncodedGraph, ShippedGraph, TaskFunction
 from ..security import Signer
 from . import scripts
 from .keys import BIRTH_FIELD, run_keys
@@ -88,16 +88,20 @@ class RedisStore:
         encoded = self.codec.encode_graph(graph)  # raises before any write
         keys = run_keys(run_id)
         started = Event(EventKind.RUN_STARTED, "client", None, 0.0, {"tasks": len(graph.specs)})
-        pipe = self.client.pipeline(transaction=True)
+        # One round trip, no MULTI: no worker runs before this returns, and the stream, which
+        # tells the scripts that the run exists, comes last. (redis-py's cluster transactions
+        # also mix up event loops when clients live in several threads.)
+        pipe = self.client.pipeline(transaction=False)
         specs = encoded.specs
         for lo in range(0, len(specs), _SPEC_CHUNK):
             pipe.hset(keys.specs, mapping=dict(enumerate(specs[lo : lo + _SPEC_CHUNK], lo)))
         pipe.hset(keys.functions, mapping=dict(enumerate(encoded.functions)))
         pipe.hset(keys.outputs, BIRTH_FIELD, b"")
         pipe.setbit(keys.marks, max(1, len(specs)) * 32 - 1, 0)  # one word per task
-        pipe.xadd(keys.events, {"e": encode_events([started])})
-        for key in (keys.specs, keys.functions, keys.outputs, keys.marks, keys.events):
+        for key in (keys.specs, keys.functions, keys.outputs, keys.marks):
             pipe.expire(key, self.ttl)
+        pipe.xadd(keys.events, {"e": encode_events([started])})
+        pipe.expire(keys.events, self.ttl)
         async with self._reaching():
             await pipe.execute()
         return encoded
@@ -107,7 +111,13 @@ class RedisStore:
     ) -> tuple[list[Event], bytes | None]:
         key = run_keys(run_id).events
         block = max(1, int(timeout * 1000)) if timeout > 0 else None
-        reply = await self.client.xread({key: cursor or b"0-0"}, count=50_000, block=block)
+        args: list[Any] = ["XREAD", "COUNT", 50_000]
+        if block is not None:
+            args += ["BLOCK", block]
+        args += ["STREAMS", key, cursor or b"0-0"]
+        # On a cluster, name the node: redis-py would ask the server for XREAD's keys first.
+        where = {"target_nodes": self.client.get_node_from_key(key)} if self.cluster else {}
+        reply = await self.client.execute_command(*args, **where)
         events: list[Event] = []
         for _, entries in reply or ():
             for entry_id, fields in entries:
@@ -123,9 +133,11 @@ class RedisStore:
         await self.client.unlink(*run_keys(run_id))
 
     # ----------------------------------------------------------------- worker side
-    async def load_specs(self, run_id: str, tasks: Sequence[int]) -> list[TaskSpec]:
+    async def load_specs(self, run_id: str, tasks: Sequence[int]) -> dict[int, bytes]:
         blobs = await self.client.hmget(run_keys(run_id).specs, list(tasks))
-        return [self.codec.decode_spec(b) for b in await self._present(run_id, tasks, blobs)]
+        if blobs and blobs[0] is None:
+            await self._present(run_id, tasks[:1], blobs[:1])
+        return {t: b for t, b in zip(tasks, blobs, strict=True) if b is not None}
 
     async def load_functions(
         self, run_id: str, indices: Sequence[int]
@@ -138,10 +150,11 @@ class RedisStore:
         return [self.codec.load_value(b) for b in await self._present(run_id, tasks, blobs)]
 
     async def complete_tasks(
-        self, run_id: str, batch: Sequence[Completion], want_specs: bool = False
+        self, run_id: str, batch: Sequence[Completion], fanout: int, want_specs: bool = False
     ) -> tuple[list[list[int]], dict[int, bytes]] | None:
         keys = run_keys(run_id)
-        args: list[Any] = [int(want_specs), encode_events([c.finished for c in batch])]
+        events = encode_events([c.finished for c in batch])
+        args: list[Any] = [int(want_specs), fanout, events]
         dump = self.codec.dump_value
         for c in batch:
             blob = b"" if c.upload is Upload.NEVER else dump(c.output)

@@ -30,18 +30,21 @@ COMPLETE = (
 -- that a consumer elsewhere may need, append the batch's task-finished events.
 -- KEYS[1] outputs (hash)  KEYS[2] marks (string)  KEYS[3] events (stream)  KEYS[4] specs
 -- ARGV[1] 1: also return the specs of the children made ready; 0: don't
--- ARGV[2] the batch's task-finished events (a JSON array, in batch order)
--- ARGV[3 ..] per completion: task id, upload (0 never, 1 if a child is still pending after
---            the whole batch, 2 always), the output (signed; '' for upload 0), n (its number
---            of children), then n children and n needs (each child's number of inputs)
+-- ARGV[2] the worker's fan-out: it keeps the first of that many even groups of the
+--         children a completion readies (shoal.decisions.split_ready) and hands out the rest
+-- ARGV[3] the batch's task-finished events (a JSON array, in batch order)
+-- ARGV[4 ..] per completion: task id, upload (0 never, 1 unless every child is readied by
+--            the batch and kept, 2 always), the output (signed; '' for upload 0), n (its
+--            number of children), then n children and n needs (each child's inputs)
 -- Returns {ready_1, ..., ready_k, specs}: the children each completion made ready (its
 -- worker owns them; none for a redelivered completion) and {id, spec, ...} of them if
 -- asked. Returns false when the run is gone; nothing is left written then.
 """
     + _BITFIELD
     + """
+local fanout = tonumber(ARGV[2])
 local comps, ops = {}, {}
-local pos = 3
+local pos = 4
 while pos <= #ARGV do
   local c = {task = tonumber(ARGV[pos]), upload = ARGV[pos + 1], out = pos + 2,
              n = tonumber(ARGV[pos + 3]), kids = pos + 4, counted = {}}
@@ -58,7 +61,7 @@ while pos <= #ARGV do
   comps[#comps + 1] = c
 end
 local marks = bitfield(ops)
-local reply, readied, undo = {}, {}, {}
+local reply, readied, kept, undo = {}, {}, {}, {}
 for j, c in ipairs(comps) do
   local ready = {}
   if marks[c.done] == 1 then  -- a redelivery: undo its counts, ready nothing
@@ -78,6 +81,12 @@ for j, c in ipairs(comps) do
     end
   end
   reply[j] = ready
+  local first = #ready  -- the group split_ready keeps
+  if first > 1 and fanout > 1 then
+    local groups = math.min(first, fanout)
+    first = math.floor(first / groups) + ((first % groups > 0) and 1 or 0)
+  end
+  for i = 1, first do kept[ready[i]] = true end
 end
 if #undo > 0 then bitfield(undo) end
 local fields, stored = {}, {}
@@ -85,7 +94,7 @@ for j, c in ipairs(comps) do
   local keep = c.upload == '2'
   if c.upload == '1' then
     for i = 0, c.n - 1 do
-      if not readied[tonumber(ARGV[c.kids + i])] then keep = true; break end
+      if not kept[tonumber(ARGV[c.kids + i])] then keep = true; break end
     end
   end
   stored[j] = 0
@@ -99,7 +108,7 @@ end
 for s = 1, #fields, 2000 do
   redis.call('HSET', KEYS[1], unpack(fields, s, math.min(s + 1999, #fields)))
 end
-if not redis.call('XADD', KEYS[3], 'NOMKSTREAM', '*', 'e', ARGV[2], 'b', cjson.encode(stored))
+if not redis.call('XADD', KEYS[3], 'NOMKSTREAM', '*', 'e', ARGV[3], 'b', cjson.encode(stored))
 then  -- the run is gone: take back what this script created
   redis.call('DEL', KEYS[1], KEYS[2])
   return false

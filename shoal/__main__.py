@@ -1,0 +1,5 @@
+"""``python -m shoal``: the ``shoal`` command line."""
+
+from .cli import main
+
+main()

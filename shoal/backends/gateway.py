@@ -1,0 +1,138 @@
+"""``gateway`` and ``gateway+http://host:port``: workers on a ``shoal gateway``.
+
+``gateway`` starts a private gateway for the run, on a socket this process binds first (so
+no port is guessed and no readiness is polled), with a secret made for the run; it stops
+with the run. ``gateway+http://host:port`` uses a running one (``shoal gateway --port N``),
+with ``$SHOAL_SECRET`` the same on both sides, and the token in ``?token=…`` or
+``$SHOAL_GATEWAY_TOKEN`` when the gateway asks for one. Workers hand out work to the same
+gateway, so every invocation carries its ``gateway+http://`` address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import sys
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+
+from ..codec import Codec
+from ..errors import BadSignature, ConfigError, WorkerLost
+from ..security import SECRET_ENV, Signer
+from ..stores import Store
+from .base import Invocation
+
+TOKEN_ENV = "SHOAL_GATEWAY_TOKEN"
+
+
+class GatewayWorkers:
+    """Invokes workers through a gateway's HTTP API."""
+
+    in_process = False
+
+    def __init__(self, url: str) -> None:
+        self.private = url == "gateway"
+        self.url = url
+        self.parallelism = os.cpu_count() or 1
+        self.token = os.environ.get(TOKEN_ENV)
+        self._base = ""
+        if not self.private:
+            parts = urlsplit(url.removeprefix("gateway+"))
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigError(
+                    f"workers {url!r}: expected gateway+http://host:port (or plain 'gateway')"
+                )
+            self.token = dict(parse_qsl(parts.query)).get("token", self.token)
+            self._base = f"{parts.scheme}://{parts.netloc}"
+        self._codec: Codec | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._process: asyncio.subprocess.Process | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> GatewayWorkers:
+        return cls(url)
+
+    async def start(self, store: Store, signer: Signer | None = None) -> None:
+        signer = signer or Signer.from_env()
+        self._codec = Codec(signer)
+        if self.private:
+            await self._start_private(signer)
+        info = await self._request("GET", "/info")
+        self.parallelism = int(info["parallelism"])
+
+    async def _start_private(self, signer: Signer) -> None:
+        listener = socket.create_server(("127.0.0.1", 0), backlog=512)
+        port = listener.getsockname()[1]
+        env = {**os.environ, SECRET_ENV: signer.secret}
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "shoal",
+                "gateway",
+                "--fd",
+                str(listener.fileno()),
+                pass_fds=[listener.fileno()],
+                env=env,
+            )
+        finally:
+            listener.close()  # the gateway has its own copy; requests queue until it accepts
+        self._base = f"http://127.0.0.1:{port}"
+        self.url = f"gateway+{self._base}"
+
+    async def invoke(self, invocation: Invocation) -> None:
+        if self._codec is None:  # inside a worker: hand out with the worker's own secret
+            self._codec = Codec(Signer.from_env())
+        await self._request("POST", "/invoke", content=self._codec.dump_invocation(invocation))
+
+    async def prewarm(self, cpus: float, memory_mb: int, count: int) -> int:
+        """Ask the gateway to start ``count`` idle workers of a size ahead of need."""
+        params = {"cpus": cpus, "memory_mb": memory_mb, "count": count}
+        reply = await self._request("POST", "/prewarm", params=params)
+        return int(reply["started"])
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        if self._http is None:
+            headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
+            self._http = httpx.AsyncClient(base_url=self._base, headers=headers, timeout=30)
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise WorkerLost(f"cannot reach the gateway at {self._base}: {exc!r}") from None
+        if response.status_code == 403:
+            raise BadSignature(f"the gateway at {self._base} refused: {_error(response)}")
+        if response.status_code == 401:
+            raise ConfigError(
+                f"the gateway at {self._base} wants a token: pass ?token=… in the workers "
+                f"URL or set {TOKEN_ENV} ({_error(response)})"
+            )
+        if response.status_code >= 400:
+            raise WorkerLost(
+                f"the gateway at {self._base} answered {response.status_code}: {_error(response)}"
+            )
+        return response.json()
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+        if self._process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.terminate()
+            try:
+                await asyncio.wait_for(self._process.wait(), 10)
+            except TimeoutError:
+                self._process.kill()
+                await self._process.wait()
+            self._process = None
+
+
+def _error(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("error", response.text))
+    except ValueError:
+        return response.text

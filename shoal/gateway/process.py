@@ -1,0 +1,105 @@
+"""A gateway worker process: ``python -m shoal.gateway.process --cpus C --memory-mb M
+--cpu-list 0,1``.
+
+It applies its size before anything else (CPU affinity, and a data-size limit of
+``memory_mb``), then serves invocations one at a time from the gateway over its stdin,
+answering over the stdout it had at birth; whatever user code prints goes to stderr, so it
+cannot corrupt those frames. A frame is a 4-byte length and a JSON header, then a 4-byte
+length and a payload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import resource
+import struct
+import sys
+from typing import Any, BinaryIO
+
+log = logging.getLogger("shoal.gateway.process")
+
+_LENGTH = struct.Struct(">I")
+
+
+def write_frame(out: BinaryIO, header: dict[str, Any], payload: bytes = b"") -> None:
+    data = json.dumps(header).encode()
+    out.write(_LENGTH.pack(len(data)) + data + _LENGTH.pack(len(payload)) + payload)
+    out.flush()
+
+
+def _read_exactly(inp: BinaryIO, n: int) -> bytes:
+    data = inp.read(n)
+    if data is None or len(data) < n:
+        raise EOFError
+    return data
+
+
+def read_frame(inp: BinaryIO) -> tuple[dict[str, Any], bytes]:
+    (n,) = _LENGTH.unpack(_read_exactly(inp, 4))
+    header = json.loads(_read_exactly(inp, n))
+    (n,) = _LENGTH.unpack(_read_exactly(inp, 4))
+    return header, _read_exactly(inp, n) if n else b""
+
+
+async def write_frame_async(
+    out: asyncio.StreamWriter, header: dict[str, Any], payload: bytes = b""
+) -> None:
+    data = json.dumps(header).encode()
+    out.write(_LENGTH.pack(len(data)) + data + _LENGTH.pack(len(payload)) + payload)
+    await out.drain()
+
+
+async def read_frame_async(inp: asyncio.StreamReader) -> tuple[dict[str, Any], bytes]:
+    (n,) = _LENGTH.unpack(await inp.readexactly(4))
+    header = json.loads(await inp.readexactly(n))
+    (n,) = _LENGTH.unpack(await inp.readexactly(4))
+    return header, await inp.readexactly(n) if n else b""
+
+
+def apply_size(memory_mb: int, cpu_list: list[int]) -> None:
+    """Enforce the worker's size on this process: pinned to ``cpu_list``, and at most
+    ``memory_mb`` of data (heap and private mappings: RLIMIT_DATA); beyond it, allocations
+    fail with MemoryError in the task."""
+    if cpu_list and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cpu_list)
+    limit = memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m shoal.gateway.process")
+    p.add_argument("--memory-mb", type=int, required=True)
+    p.add_argument("--cpu-list", default="")
+    p.add_argument("--name", default=None)
+    args = p.parse_args(argv)
+    apply_size(args.memory_mb, [int(c) for c in args.cpu_list.split(",") if c])
+    frames = os.fdopen(os.dup(1), "wb")  # our answers; user prints go to stderr
+    os.dup2(2, 1)
+    logging.basicConfig(level=os.environ.get("SHOAL_LOG_LEVEL", "WARNING"))
+
+    from ..runtime import WorkerRuntime  # after the limits: imports count against them
+
+    with WorkerRuntime(name=args.name) as runtime:
+        write_frame(frames, {"ready": True})
+        inp = sys.stdin.buffer
+        while True:
+            try:
+                header, payload = read_frame(inp)
+            except EOFError:
+                return  # the gateway retired us (or went away)
+            error = None
+            try:
+                invocation = runtime.load(payload)
+                runtime.run(invocation, received=header.get("received"), cold=header.get("cold"))
+            except Exception as exc:  # the worker loop reported it to the run already
+                log.exception("invocation failed")
+                error = f"{type(exc).__name__}: {exc}"
+            write_frame(frames, {"done": True, "error": error})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,352 @@
+"""The gateway: an HTTP front (Starlette on uvicorn) over pools of worker processes.
+
+``POST /invoke`` takes a signed invocation payload and answers 202 at once (an asynchronous
+invoke, as FaaS platforms do); the invocation then runs on a warm worker process of its
+size, or a cold one, or waits for the concurrency cap (:mod:`.policy`). ``POST /prewarm``
+starts idle workers of a size ahead of need; ``GET /info`` tells the cap and the pools.
+Idle workers retire after the keep-warm period. A worker process that dies while it runs
+an invocation is reported to that run's event stream, so the run fails instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import itertools
+import logging
+import os
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from ..backends import Invocation, Size
+from ..backends.gateway import TOKEN_ENV
+from ..codec import Codec
+from ..errors import BadSignature, ConfigError
+from ..events import EventKind, event
+from ..security import Signer
+from ..stores import Store, open_store
+from .policy import Place, ProcessInfo, cpu_set, expired, place
+from .process import read_frame_async, write_frame_async
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 8471
+DEFAULT_KEEP_WARM_S = 60.0
+
+
+@dataclass(slots=True)
+class _Pending:
+    payload: bytes
+    invocation: Invocation
+    received: float  # wall clock: the worker tells how long its start took
+
+
+@dataclass(eq=False)
+class _Worker:
+    info: ProcessInfo
+    name: str
+    proc: asyncio.subprocess.Process | None = None
+    current: _Pending | None = None
+
+
+class Gateway:
+    """Pools of worker processes per size, with a concurrency cap and keep-warm."""
+
+    def __init__(
+        self,
+        signer: Signer,
+        *,
+        max_workers: int | None = None,
+        keep_warm_s: float = DEFAULT_KEEP_WARM_S,
+    ) -> None:
+        self.codec = Codec(signer)
+        self.signer = signer
+        self.cap = max_workers or os.cpu_count() or 1
+        self.limit = 2 * self.cap  # processes alive at most, idle ones included
+        self.keep_warm_s = keep_warm_s
+        self.workers: dict[int, _Worker] = {}
+        self.queue: deque[_Pending] = deque()
+        self.started = {"cold": 0, "warm": 0}
+        self._ids = itertools.count(1)
+        self._cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        self._next_cpu = 0
+        self._lock = asyncio.Lock()
+        self._stores: dict[str, Store] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reaper: asyncio.Task[None] | None = None
+
+    # ----------------------------------------------------------------- requests
+    async def submit(self, payload: bytes) -> Invocation:
+        """Queue a signed invocation; :class:`BadSignature` if it is not ours."""
+        invocation = self.codec.load_invocation(payload)
+        self.queue.append(_Pending(payload, invocation, time.time()))
+        await self._dispatch()
+        return invocation
+
+    async def prewarm(self, size: Size, count: int) -> int:
+        """Start up to ``count`` idle workers of ``size`` (as room allows); how many."""
+        started = 0
+        async with self._lock:
+            for _ in range(count):
+                if len(self.workers) >= self.limit:
+                    break
+                await self._spawn(size)
+                started += 1
+        return started
+
+    def info(self) -> dict[str, Any]:
+        pools: dict[str, dict[str, int]] = {}
+        for w in self.workers.values():
+            pool = pools.setdefault(f"{w.info.size.cpus:g}cpu-{w.info.size.memory_mb}mb", {})
+            key = "busy" if w.info.busy else "idle"
+            pool[key] = pool.get(key, 0) + 1
+        return {
+            "parallelism": self.cap,
+            "limit": self.limit,
+            "keep_warm_s": self.keep_warm_s,
+            "queued": len(self.queue),
+            "pools": pools,
+            "started": dict(self.started),
+        }
+
+    # ----------------------------------------------------------------- placing work
+    async def _dispatch(self) -> None:
+        async with self._lock:
+            while self.queue:
+                pending = self.queue[0]
+                infos = [w.info for w in self.workers.values()]
+                placement = place(pending.invocation.size, infos, self.cap, self.limit)
+                if placement.place is Place.WAIT:
+                    return
+                self.queue.popleft()
+                if placement.retire is not None:
+                    await self._retire(placement.retire)
+                if placement.place is Place.WARM:
+                    assert placement.process is not None
+                    worker = self.workers[placement.process]
+                    cold = False
+                else:
+                    worker = await self._spawn(pending.invocation.size)
+                    cold = True
+                await self._assign(worker, pending, cold)
+
+    async def _assign(self, worker: _Worker, pending: _Pending, cold: bool) -> None:
+        worker.info.busy = True
+        worker.current = pending
+        self.started["cold" if cold else "warm"] += 1
+        assert worker.proc is not None and worker.proc.stdin is not None
+        header = {"received": pending.received, "cold": cold}
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # its reader reports
+            await write_frame_async(worker.proc.stdin, header, pending.payload)
+
+    async def _spawn(self, size: Size) -> _Worker:
+        wid = next(self._ids)
+        cpus = cpu_set(size.cpus, self._cpus, self._next_cpu) if self._cpus else []
+        self._next_cpu += len(cpus)
+        name = f"gw{wid}"
+        worker = _Worker(ProcessInfo(wid, size, False, time.monotonic()), name)
+        self.workers[wid] = worker
+        # -I: the worker's Python path holds installed packages only, as on a FaaS platform.
+        worker.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-I",
+            "-m",
+            "shoal.gateway.process",
+            "--memory-mb",
+            str(size.memory_mb),
+            "--cpu-list",
+            ",".join(map(str, cpus)),
+            "--name",
+            name,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        self._keep(asyncio.create_task(self._listen(worker)))
+        return worker
+
+    async def _listen(self, worker: _Worker) -> None:
+        """Follow one worker process: ready, each invocation done, and its end."""
+        assert worker.proc is not None and worker.proc.stdout is not None
+        try:
+            while True:
+                header, _ = await read_frame_async(worker.proc.stdout)
+                if header.get("done"):
+                    worker.info.busy = False
+                    worker.info.idle_since = time.monotonic()
+                    worker.current = None
+                    await self._dispatch()
+        except (asyncio.IncompleteReadError, ConnectionResetError):
+            pass
+        returncode = await worker.proc.wait()
+        self.workers.pop(worker.info.id, None)
+        if worker.current is not None:
+            await self._report_death(worker, returncode)
+        await self._dispatch()
+
+    async def _report_death(self, worker: _Worker, returncode: int) -> None:
+        pending = worker.current
+        assert pending is not None and worker.proc is not None
+        inv = pending.invocation
+        how = (
+            f"was killed by {signal.Signals(-returncode).name}"
+            if returncode < 0
+            else f"exited with status {returncode}"
+        )
+        error = (
+            f"gateway worker process {worker.name} (pid {worker.proc.pid}, "
+            f"{inv.size.cpus:g} cpu, {inv.size.memory_mb} MB) {how} while it ran tasks "
+            f"{list(inv.tasks)[:10]} of run {inv.run_id}"
+        )
+        log.error("%s", error)
+        try:
+            store = self._stores.get(inv.storage)
+            if store is None:
+                store = self._stores[inv.storage] = open_store(inv.storage, self.signer)
+            await store.emit(
+                inv.run_id, [event(EventKind.WORKER_FAILED, worker.name, data={"error": error})]
+            )
+        except Exception:
+            log.exception("could not report the death of %s to run %s", worker.name, inv.run_id)
+
+    async def _retire(self, wid: int) -> None:
+        worker = self.workers.pop(wid, None)
+        if worker is not None and worker.proc is not None and worker.proc.stdin is not None:
+            worker.proc.stdin.close()  # end of input: the process exits by itself
+
+    async def _reap(self) -> None:
+        """Retire idle workers after the keep-warm period."""
+        while True:
+            await asyncio.sleep(max(0.05, self.keep_warm_s / 4))
+            async with self._lock:
+                infos = [w.info for w in self.workers.values()]
+                for wid in expired(infos, time.monotonic(), self.keep_warm_s):
+                    await self._retire(wid)
+
+    def _keep(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ----------------------------------------------------------------- life
+    async def start(self) -> None:
+        self._reaper = asyncio.create_task(self._reap())
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        procs = [w.proc for w in self.workers.values() if w.proc is not None]
+        self.workers.clear()
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        for proc in procs:
+            await proc.wait()
+        for task in list(self._tasks):
+            task.cancel()
+        for store in self._stores.values():
+            await store.close()
+
+
+def create_app(gateway: Gateway, token: str | None = None) -> Starlette:
+    """The gateway's HTTP API. With a ``token``, every request must carry
+    ``Authorization: Bearer <token>``."""
+
+    def refused(request: Request) -> Response | None:
+        if token is None:
+            return None
+        given = request.headers.get("authorization", "")
+        if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return None
+        return JSONResponse({"error": "missing or wrong gateway token"}, status_code=401)
+
+    async def invoke(request: Request) -> Response:
+        if (denied := refused(request)) is not None:
+            return denied
+        try:
+            invocation = await gateway.submit(await request.body())
+        except BadSignature as exc:
+            return JSONResponse({"error": str(exc)}, status_code=403)
+        except Exception as exc:  # a payload that is signed but broken
+            return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=400)
+        return JSONResponse({"run": invocation.run_id, "queued": len(gateway.queue)}, 202)
+
+    async def prewarm(request: Request) -> Response:
+        if (denied := refused(request)) is not None:
+            return denied
+        q = request.query_params
+        try:
+            size = Size(float(q.get("cpus", 1)), int(q.get("memory_mb", Size().memory_mb)))
+            count = int(q.get("count", 1))
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"started": await gateway.prewarm(size, count)}, 202)
+
+    async def info(request: Request) -> Response:
+        if (denied := refused(request)) is not None:
+            return denied
+        return JSONResponse(gateway.info())
+
+    async def health(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.close()
+
+    return Starlette(
+        routes=[
+            Route("/invoke", invoke, methods=["POST"]),
+            Route("/prewarm", prewarm, methods=["POST"]),
+            Route("/info", info),
+            Route("/health", health),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def check_exposure(host: str, token: str | None) -> None:
+    """Refuse to listen beyond this machine without a token."""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback and not token:
+        raise ConfigError(
+            f"refusing to listen on {host} without a token: anyone who reaches it could run "
+            f"code. Pass --token or set {TOKEN_ENV}, or listen on 127.0.0.1"
+        )
+
+
+def serve(
+    *,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    fd: int | None = None,
+    max_workers: int | None = None,
+    keep_warm_s: float = DEFAULT_KEEP_WARM_S,
+    token: str | None = None,
+) -> None:
+    """Run a gateway until interrupted. ``fd``: an already listening socket to serve on."""
+    import uvicorn
+
+    check_exposure(host, token)
+    gateway = Gateway(Signer.from_env(), max_workers=max_workers, keep_warm_s=keep_warm_s)
+    app = create_app(gateway, token)
+    where: dict[str, Any] = {"fd": fd} if fd is not None else {"host": host, "port": port}
+    config = uvicorn.Config(app, log_level="warning", access_log=False, **where)
+    uvicorn.Server(config).run()

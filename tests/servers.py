@@ -1,0 +1,162 @@
+"""Real servers for the tests: redis-server (alone or as a three-master cluster) and a
+``shoal gateway``, each on a free loopback port in a temporary directory, stopped at the end.
+
+Readiness is waited for by reading what the server says (redis-server's "Ready to accept
+connections"), or made unnecessary (the gateway serves on a socket bound before it starts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+REDIS_SERVER = shutil.which("redis-server")
+REDIS_CLI = shutil.which("redis-cli")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for_line(proc: subprocess.Popen[bytes], marker: bytes, timeout: float) -> None:
+    """Read the process's output until a line holds ``marker``."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    seen = b""
+    while marker not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0 or proc.poll() is not None:
+            raise RuntimeError(f"server did not get ready: {seen.decode(errors='replace')}")
+        ready, _, _ = select.select([proc.stdout], [], [], left)
+        if ready:
+            seen += os.read(proc.stdout.fileno(), 65536)
+
+
+def _drain(proc: subprocess.Popen[bytes]) -> None:
+    """Keep reading the server's output in the background, so it never blocks on a full
+    pipe."""
+    assert proc.stdout is not None
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+@contextlib.contextmanager
+def redis_server(workdir: Path, *extra: str) -> Iterator[int]:
+    """A redis-server on a free port, its files in ``workdir``; yields the port."""
+    if REDIS_SERVER is None:
+        raise RuntimeError("redis-server is not installed (bash scripts/test installs it)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    for _ in range(5):  # another process may take the free port first
+        port = free_port()
+        proc = subprocess.Popen(
+            [
+                REDIS_SERVER,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(workdir),
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_for_line(proc, b"Ready to accept connections", 20)
+        except RuntimeError:
+            _stop(proc)
+            continue
+        _drain(proc)
+        try:
+            yield port
+        finally:
+            _stop(proc)
+        return
+    raise RuntimeError("could not start redis-server")
+
+
+@contextlib.contextmanager
+def redis_cluster(workdir: Path, masters: int = 3) -> Iterator[list[int]]:
+    """A Redis Cluster of ``masters`` masters (no replicas); yields their ports."""
+    with contextlib.ExitStack() as stack:
+        ports = [
+            stack.enter_context(
+                redis_server(
+                    workdir / f"node{i}",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    f"nodes{i}.conf",
+                )
+            )
+            for i in range(masters)
+        ]
+        assert REDIS_CLI is not None
+        subprocess.run(
+            [
+                REDIS_CLI,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        for port in ports:  # every node must agree the cluster is whole before use
+            deadline = time.monotonic() + 30
+            while (
+                b"cluster_state:ok"
+                not in subprocess.run(
+                    [REDIS_CLI, "-p", str(port), "cluster", "info"], capture_output=True
+                ).stdout
+            ):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"cluster node {port} never reported cluster_state:ok")
+                time.sleep(0.05)  # polling the cluster's own state, with a deadline
+        yield ports
+
+
+@contextlib.contextmanager
+def gateway(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """A ``shoal gateway`` serving on a socket bound here first; yields its workers URL."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=512)
+    port = listener.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shoal", "gateway", "--fd", str(listener.fileno()), *args],
+        pass_fds=[listener.fileno()],
+        env={**os.environ, **(env or {})},
+    )
+    listener.close()
+    try:
+        yield f"gateway+http://127.0.0.1:{port}"
+    finally:
+        _stop(proc)
