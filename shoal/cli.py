@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .errors import ConfigError
 from .summary import RunSummary, add_listener
 
 
@@ -95,6 +96,28 @@ def gateway(
     serve(host=host, port=port, fd=fd, max_workers=max_workers, keep_warm_s=keep_warm, token=token)
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, help="Port to listen on.")
+@click.option("--fd", type=int, hidden=True, help="Serve on this already listening socket.")
+@click.option(
+    "--token",
+    envvar="SHOAL_WORKER_TOKEN",
+    help="Require 'Authorization: Bearer TOKEN' (needed to listen beyond 127.0.0.1).",
+)
+def worker(host: str, port: int, fd: int | None, token: str | None) -> None:
+    """Serve Shoal workers over HTTP, for a FaaS or container platform (Knative, OpenFaaS,
+    Cloud Run). Needs SHOAL_SECRET.
+
+    POST /invoke runs one invocation and answers when it is done; one runs at a time, so
+    give the platform a concurrency of 1 per instance. Use it with
+    workers="http(s)://HOST:PORT/invoke", the same SHOAL_SECRET, and the token in
+    ?token=... or SHOAL_WORKER_TOKEN."""
+    from .service import serve_worker
+
+    serve_worker(host, port, token, fd=fd)
+
+
 def _print_summary(runs: list[RunSummary]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -120,7 +143,11 @@ def _print_summary(runs: list[RunSummary]) -> None:
 
 
 def main() -> None:
-    cli()
+    try:
+        cli()
+    except ConfigError as exc:  # a wrong option, URL or environment: the message says it all
+        click.echo(f"shoal: error: {exc}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -32,10 +32,12 @@ class Marks:
 
     ``inputs[child]``: the finished upstream ids of a child with several inputs.
     ``owner[child]``: the upstream id whose completion readied the child (and owns it).
+    ``finished``: the tasks whose completion was taken (a later one is a redelivery).
     """
 
     inputs: dict[int, set[int]] = field(default_factory=dict)
     owner: dict[int, int] = field(default_factory=dict)
+    finished: set[int] = field(default_factory=set)
 
 
 def mark_children(
@@ -107,14 +109,24 @@ class Completion(NamedTuple):
 
 def complete_batch(
     marks: Marks, batch: Sequence[Completion], fanout: int
-) -> tuple[list[list[int]], list[bool]]:
+) -> tuple[list[list[int]], list[bool | None]]:
     """Mark the children of every completion in ``batch``: the children each one readied,
     and whether each output must be stored, judged after the whole batch's marks. A child
     readied here stays on this worker if :func:`split_ready` keeps it; then an input of it
-    made in the same batch needs no store."""
-    readies = [mark_children(marks, c.task, c.children, c.child_deps) for c in batch]
+    made in the same batch needs no store. A redelivered completion (of a task finished
+    before) readies nothing and stores nothing: None, and its event is dropped."""
+    readies: list[list[int]] = []
+    again: list[bool] = []
+    for c in batch:
+        repeat = c.task in marks.finished
+        marks.finished.add(c.task)
+        again.append(repeat)
+        readies.append([] if repeat else mark_children(marks, c.task, c.children, c.child_deps))
     kept = {child for ready in readies for child in split_ready(ready, fanout)[0]}
-    return readies, [must_store(c.upload, c.children, kept) for c in batch]
+    return readies, [
+        None if repeat else must_store(c.upload, c.children, kept)
+        for c, repeat in zip(batch, again, strict=True)
+    ]
 
 
 #: A worker buffers its completions and hands them to the store in one step (a batch)...

@@ -231,8 +231,8 @@ def test_an_input_of_a_child_handed_out_by_a_fan_out_in_the_same_batch_is_stored
 def test_a_redelivered_batch_readies_nothing() -> None:
     marks = Marks()
     batch = [_done(0, (1,), (1,), Upload.NEVER), _done(1, (3,), (2,), Upload.IF_PENDING)]
-    assert complete_batch(marks, batch, 8)[0] == [[1], []]
-    assert complete_batch(marks, batch, 8)[0] == [[], []]
+    assert complete_batch(marks, batch, 8) == ([[1], []], [False, True])
+    assert complete_batch(marks, batch, 8) == ([[], []], [None, None])  # stores nothing
 
 
 def test_a_worker_flushes_when_it_must_and_batches_otherwise() -> None:

@@ -14,6 +14,9 @@ BACKENDS = {
     "gateway": "shoal.backends.gateway:GatewayWorkers",
     "gateway+http": "shoal.backends.gateway:GatewayWorkers",
     "gateway+https": "shoal.backends.gateway:GatewayWorkers",
+    "http": "shoal.backends.http:HttpWorkers",
+    "https": "shoal.backends.http:HttpWorkers",
+    "lambda": "shoal.backends.aws_lambda:LambdaWorkers",
 }
 
 

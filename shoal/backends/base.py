@@ -22,12 +22,13 @@ class Size(NamedTuple):
 
     @classmethod
     def fitting(cls, options: Iterable[TaskOptions]) -> Size:
-        """The smallest size that fits every task (unset options take the default)."""
-        cpus, memory = cls._field_defaults["cpus"], cls._field_defaults["memory_mb"]
-        for o in options:
-            cpus = max(cpus, o.cpus or 0.0)
-            memory = max(memory, o.memory_mb or 0)
-        return cls(cpus, memory)
+        """The smallest size that fits every task; a task that sets no size needs the
+        default one."""
+        default = cls()
+        sizes = [(o.cpus or default.cpus, o.memory_mb or default.memory_mb) for o in options]
+        if not sizes:
+            return default
+        return cls(max(c for c, _ in sizes), max(m for _, m in sizes))
 
 
 @dataclass(frozen=True, slots=True)

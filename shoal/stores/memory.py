@@ -129,12 +129,15 @@ class MemoryStore:
         run = self._runs.get(run_id)
         if run is None:
             return None
-        outputs = run.outputs
+        outputs, finished_before = run.outputs, run.marks.finished
         for c in batch:  # before the marks: a worker they ready may read it at once
-            outputs[c.task] = c.output
+            if c.task not in finished_before:
+                outputs[c.task] = c.output
         readies, stored = complete_batch(run.marks, batch, fanout)
         finished = []
         for c, keep in zip(batch, stored, strict=True):
+            if keep is None:  # a redelivery: the first delivery's output and event stand
+                continue
             if keep:
                 kind, worker, task, end, data, start, _ = c.finished
                 size = approx_nbytes(c.output)

@@ -1,0 +1,286 @@
+"""``shoal gateway`` as a FaaS platform, with real worker processes: warm and cold starts,
+keep-warm, the concurrency cap, pre-warming, sizes, dead workers, signatures and tokens,
+and user code that the workers do not have."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from servers import free_port, gateway
+from signals import wait_for
+
+import shoal
+from shoal.errors import WorkerLost
+
+
+@shoal.task
+def inc(x: int) -> int:
+    return x + 1
+
+
+@shoal.task
+def add(a: Any, b: Any) -> Any:
+    return a + b
+
+
+def _http(url: str) -> str:
+    return url.removeprefix("gateway+")
+
+
+def _info(url: str, **headers: str) -> dict[str, Any]:
+    reply = httpx.get(_http(url) + "/info", headers=headers)
+    reply.raise_for_status()
+    info: dict[str, Any] = reply.json()
+    return info
+
+
+def _idle(url: str) -> int:
+    return sum(pool.get("idle", 0) for pool in _info(url)["pools"].values())
+
+
+@pytest.fixture
+def own_gateway(request: pytest.FixtureRequest, shared_secret: str) -> Iterator[str]:
+    """A gateway of the test's own, with the arguments of ``@pytest.mark.gateway_args``."""
+    marker = request.node.get_closest_marker("gateway_args")
+    with gateway(*(marker.args if marker else ())) as url:
+        yield url
+
+
+def _run(node: shoal.Node, redis_url: str, workers: str) -> Any:
+    return node.compute(storage=redis_url, workers=workers, progress=False)
+
+
+# --------------------------------------------------------------------------- starts
+
+
+def test_a_first_run_starts_cold_and_the_next_one_warm(redis_url: str, own_gateway: str) -> None:
+    assert _run(add(inc(1), inc(2)), redis_url, own_gateway) == 5
+    first = shoal.last_run()
+    assert first is not None and first.workers >= 1 and first.cold_starts == first.workers
+    assert _run(add(inc(1), inc(2)), redis_url, own_gateway) == 5
+    second = shoal.last_run()
+    assert second is not None and second.workers >= 1 and second.cold_starts == 0
+    assert _info(own_gateway)["started"]["warm"] >= second.workers
+
+
+@pytest.mark.gateway_args("--keep-warm", "0.2")
+def test_idle_workers_retire_after_the_keep_warm_period(redis_url: str, own_gateway: str) -> None:
+    assert _run(inc(1), redis_url, own_gateway) == 2
+    deadline = time.monotonic() + 20
+    while _idle(own_gateway) or _info(own_gateway)["pools"]:  # the gateway's own state
+        assert time.monotonic() < deadline, _info(own_gateway)
+        time.sleep(0.05)
+    assert _run(inc(1), redis_url, own_gateway) == 2
+    summary = shoal.last_run()
+    assert summary is not None and summary.cold_starts == summary.workers >= 1
+
+
+@pytest.mark.gateway_args("--keep-warm", "600")
+def test_prewarmed_workers_take_the_first_run_warm(redis_url: str, own_gateway: str) -> None:
+    reply = httpx.post(_http(own_gateway) + "/prewarm", params={"count": 2})
+    assert reply.status_code == 202 and reply.json() == {"started": 2}
+    assert _idle(own_gateway) == 2
+    assert _run(add(inc(1), inc(2)), redis_url, own_gateway) == 5
+    summary = shoal.last_run()
+    assert summary is not None and summary.workers >= 1 and summary.cold_starts == 0
+
+
+@pytest.mark.gateway_args("--max-workers", "1")
+def test_the_concurrency_cap_holds(redis_url: str, own_gateway: str, flags: Path) -> None:
+    @shoal.task
+    def span(i: int) -> tuple[float, float]:
+        start = time.time()
+        (flags / f"started-{i}").touch()
+        wait_for(flags / "never", timeout=0.3)  # stays busy a while
+        return start, time.time()
+
+    assert _info(own_gateway)["parallelism"] == 1
+    (a0, a1), (b0, b1) = shoal.compute(
+        span(1), span(2), storage=redis_url, workers=own_gateway, progress=False
+    )
+    assert a1 <= b0 or b1 <= a0  # one after the other, never both at once
+
+
+def test_a_1024_leaf_reduction_runs_on_about_as_many_workers_as_cores(
+    redis_url: str, gateway_url: str
+) -> None:
+    xs = [inc(i) for i in range(1024)]
+    while len(xs) > 1:
+        xs = [add(xs[i], xs[i + 1]) for i in range(0, len(xs), 2)]
+    assert _run(xs[0], redis_url, gateway_url) == sum(range(1, 1025))
+    summary = shoal.last_run()
+    parallelism = _info(gateway_url)["parallelism"]
+    assert summary is not None and 1 <= summary.workers <= 2 * parallelism
+
+
+# --------------------------------------------------------------------------- sizes
+
+
+def test_a_task_beyond_its_memory_size_fails_with_memory_error(
+    redis_url: str, gateway_url: str
+) -> None:
+    @shoal.task(memory_mb=256)
+    def hog() -> int:
+        return len(bytearray(1024 * 1024 * 1024))  # 1 GB on a 256 MB worker
+
+    with pytest.raises(MemoryError):
+        _run(hog(), redis_url, gateway_url)
+
+
+def test_a_worker_sees_as_many_cpus_as_its_size(redis_url: str, gateway_url: str) -> None:
+    @shoal.task(cpus=1)
+    def one() -> int:
+        return len(os.sched_getaffinity(0))
+
+    @shoal.task(cpus=2)
+    def two() -> int:
+        return len(os.sched_getaffinity(0))
+
+    available = len(os.sched_getaffinity(0))
+    assert shoal.compute(one(), two(), storage=redis_url, workers=gateway_url, progress=False) == (
+        1,
+        min(2, available),
+    )
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def test_a_worker_killed_mid_task_fails_the_run(
+    redis_url: str, gateway_url: str, flags: Path
+) -> None:
+    pid_file = flags / "pid"
+
+    @shoal.task
+    def victim() -> int:
+        pid_file.write_text(str(os.getpid()))
+        wait_for(flags / "never", timeout=60)
+        return 1
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        run = pool.submit(_run, inc(victim()), redis_url, gateway_url)
+        assert wait_for(pid_file, timeout=30)
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        with pytest.raises(WorkerLost, match="SIGKILL"):
+            run.result(timeout=30)
+
+
+def test_a_tampered_payload_is_refused(redis_url: str, gateway_url: str) -> None:
+    from shoal.backends import Invocation
+    from shoal.codec import Codec
+    from shoal.security import Signer
+
+    payload = Codec(Signer.from_env()).dump_invocation(Invocation("r", (0,), 1, None, redis_url))
+    for body in (payload[:-1] + bytes([payload[-1] ^ 1]), payload[16:], b"", b"junk"):
+        reply = httpx.post(_http(gateway_url) + "/invoke", content=body)
+        assert reply.status_code == 403
+        assert "signature does not match" in reply.json()["error"]
+
+
+def test_a_gateway_refuses_to_listen_beyond_loopback_without_a_token(
+    shared_secret: str,
+) -> None:
+    port = str(free_port())
+    done = subprocess.run(
+        [sys.executable, "-m", "shoal", "gateway", "--host", "0.0.0.0", "--port", port],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SHOAL_GATEWAY_TOKEN": ""},
+    )
+    assert done.returncode != 0
+    assert "without a token" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.gateway_args("--token", "let-me-in")
+def test_a_gateway_with_a_token_wants_it(redis_url: str, own_gateway: str) -> None:
+    assert httpx.get(_http(own_gateway) + "/info").status_code == 401
+    assert _info(own_gateway, authorization="Bearer let-me-in")["parallelism"] >= 1
+    with pytest.raises(shoal.ConfigError, match="wants a token"):
+        _run(inc(1), redis_url, own_gateway)
+    assert _run(inc(1), redis_url, own_gateway + "?token=let-me-in") == 2
+
+
+def test_a_private_gateway_lives_for_one_run(redis_url: str) -> None:
+    before = _children()
+    assert _run(add(inc(1), inc(2)), redis_url, "gateway") == 5
+    summary = shoal.last_run()
+    assert summary is not None and summary.ok and summary.workers >= 1
+    assert _children() == before  # the gateway and its workers are gone
+
+
+def _children() -> set[int]:
+    """Living child processes of this process (from /proc)."""
+    me, found = os.getpid(), set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[1]) == me and fields[0] != "Z":
+                found.add(int(entry.name))
+    return found
+
+
+# --------------------------------------------------------------------------- user code
+
+
+PROJECT = {
+    "helpers.py": """
+        class Box:
+            def __init__(self, value):
+                self.value = value
+
+        def double(x):
+            return 2 * x
+    """,
+    "pipeline.py": """
+        import shoal
+        from helpers import Box, double
+
+        @shoal.task
+        def boxed(x):
+            return Box(double(x))
+
+        @shoal.task
+        def unbox(boxes):
+            return sum(b.value for b in boxes)
+    """,
+    "main.py": """
+        from pipeline import boxed, unbox
+
+        print("total", unbox([boxed(i) for i in range(10)]).compute(progress=False))
+    """,
+}
+
+
+@pytest.mark.parametrize("how", ["python", "shoal run"])
+def test_user_code_travels_to_workers_that_do_not_have_it(
+    how: str, redis_url: str, gateway_url: str, tmp_path: Path
+) -> None:
+    """A script calling tasks of a sibling module that use helpers of another: none of them
+    is on the gateway workers' Python path."""
+    for name, text in PROJECT.items():
+        (tmp_path / name).write_text(textwrap.dedent(text))
+    env = {**os.environ, "SHOAL_STORAGE": redis_url, "SHOAL_WORKERS": gateway_url}
+    command = [sys.executable, "main.py"]
+    if how == "shoal run":
+        command = [sys.executable, "-m", "shoal", "run", "main.py"]
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "total 90" in done.stdout

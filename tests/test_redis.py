@@ -1,0 +1,298 @@
+"""The Redis store on a real redis-server: its scripts against the pure decisions, the key
+schema and TTLs, graph shipping, signatures, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from servers import free_port, redis_server
+
+import shoal
+from shoal.decisions import Completion, Marks, Upload, complete_batch
+from shoal.errors import BadSignature, ConfigError
+from shoal.events import Event, EventKind
+from shoal.graph import build
+from shoal.security import Signer
+from shoal.stores.keys import run_keys
+from shoal.stores.redis import RedisStore
+
+
+@shoal.task
+def inc(x: int) -> int:
+    return x + 1
+
+
+@shoal.task
+def add(a: Any, b: Any) -> Any:
+    return a + b
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    with redis.Redis.from_url(redis_url) as c:
+        yield c
+
+
+def _store(url: str, secret: str) -> RedisStore:
+    return RedisStore(url, Signer(secret))
+
+
+# --------------------------------------------------------------------------- the script
+
+
+def _finished(task: int) -> Event:
+    return Event(EventKind.TASK_FINISHED, "w", task, 1.0, None, 0.5)
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> tuple[list[list[Completion]], int]:
+    """Batches of completions over a random DAG of 8 tasks, some delivered twice."""
+    n = 8
+    parents: dict[int, set[int]] = {
+        c: draw(st.sets(st.integers(0, c - 1), max_size=3)) if c else set() for c in range(n)
+    }
+    children = {t: tuple(c for c in range(n) if t in parents[c]) for t in range(n)}
+    order = draw(st.permutations(range(n)))
+    again = draw(st.lists(st.sampled_from(range(n)), max_size=3))
+    deliveries = list(order) + again
+    completions = [
+        Completion(
+            t,
+            f"out{t}",
+            draw(st.sampled_from(list(Upload))),
+            children[t],
+            tuple(len(parents[c]) for c in children[t]),
+            _finished(t),
+        )
+        for t in deliveries
+    ]
+    cuts = sorted(draw(st.sets(st.integers(1, len(completions) - 1), max_size=4)))
+    edges = [0, *cuts, len(completions)]
+    fanout = draw(st.integers(1, 3))
+    return [completions[a:b] for a, b in zip(edges, edges[1:], strict=False)], fanout
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=batches())
+def test_the_completion_script_decides_like_the_pure_function(
+    redis_url: str, shared_secret: str, case: tuple[list[list[Completion]], int]
+) -> None:
+    """The Lua script and shoal.decisions.complete_batch: the same children ready, the same
+    outputs stored, redeliveries ignored."""
+    batch_list, fanout = case
+    store = _store(redis_url, shared_secret)
+    marks = Marks()
+    should_store: set[bytes] = set()
+
+    async def run() -> None:
+        graph = build([inc(1)])
+        await store.create_run("lua", graph.ship(), graph.sinks)
+        try:
+            for batch in batch_list:
+                settled = await store.complete_tasks("lua", batch, fanout)
+                assert settled is not None
+                readies, stored = complete_batch(marks, batch, fanout)
+                assert settled[0] == readies
+                should_store.update(
+                    str(c.task).encode() for c, keep in zip(batch, stored, strict=True) if keep
+                )
+            outputs = set(await store.client.hkeys(run_keys("lua").outputs)) - {b"~"}
+            assert outputs == should_store
+            events, _ = await store.read_events("lua", None, 0)
+            finished = [e.task for e in events if e.kind is EventKind.TASK_FINISHED]
+            assert sorted(finished) == list(range(8))  # redeliveries leave no event
+        finally:
+            await store.delete_run("lua")
+            await store.close()
+
+    asyncio.run(run())
+
+
+def test_a_completion_for_a_run_that_is_gone_writes_nothing(
+    redis_url: str, shared_secret: str, client: redis.Redis
+) -> None:
+    store = _store(redis_url, shared_secret)
+    done = Completion(0, 1, Upload.ALWAYS, (1,), (2,), _finished(0))
+    assert asyncio.run(_complete_on_a_deleted_run(store, done)) is None
+    assert client.keys("shoal:{gone}*") == []
+
+
+async def _complete_on_a_deleted_run(store: RedisStore, done: Completion) -> Any:
+    graph = build([inc(1)])
+    await store.create_run("gone", graph.ship(), graph.sinks)
+    await store.delete_run("gone")
+    try:
+        return await store.complete_tasks("gone", [done], 2)
+    finally:
+        await store.close()
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def test_every_key_of_a_run_carries_the_ttl(
+    redis_url: str, shared_secret: str, client: redis.Redis
+) -> None:
+    store = _store(redis_url + "?ttl=600", shared_secret)
+    graph = build([add(inc(1), inc(2))])
+
+    async def create() -> None:
+        await store.create_run("ttl", graph.ship(), graph.sinks)
+        await store.close()
+
+    asyncio.run(create())
+    try:
+        keys = client.keys("shoal:{ttl}:*")
+        assert len(keys) == 5  # specs, functions, outputs, marks, events
+        for key in keys:
+            assert 0 < client.ttl(key) <= 600, key
+    finally:
+        client.delete(*run_keys("ttl"))
+
+
+def test_two_runs_at_once_on_one_redis(engine: dict[str, Any]) -> None:
+    results: dict[int, Any] = {}
+
+    def run(k: int) -> None:
+        xs = [inc(i * k) for i in range(50)]
+        while len(xs) > 1:
+            xs = [add(xs[i], xs[i + 1]) for i in range(0, len(xs) - 1, 2)] + xs[len(xs) & ~1 :]
+        results[k] = xs[0].compute(**engine)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in (1, 3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {k: sum(i * k + 1 for i in range(50)) for k in (1, 3)}
+
+
+# --------------------------------------------------------------------------- shipping
+
+
+def _hmget_calls(client: redis.Redis) -> int:
+    return int(client.info("commandstats").get("cmdstat_hmget", {}).get("calls", 0))
+
+
+def test_a_small_graph_travels_with_the_invocation(
+    redis_url: str, gateway_url: str, client: redis.Redis
+) -> None:
+    """Inline, the worker reads no spec and no function: the one HMGET is the client's
+    download of the sink. Without inlining, the worker reads them."""
+    chain = inc(inc(inc(0)))
+    client.config_resetstat()
+    assert chain.compute(storage=redis_url, workers=gateway_url, progress=False) == 3
+    assert _hmget_calls(client) == 1
+    client.config_resetstat()
+    chain = inc(inc(inc(0)))
+    no_inline = redis_url + "?inline_bytes=0"
+    assert chain.compute(storage=no_inline, workers=gateway_url, progress=False) == 3
+    assert _hmget_calls(client) >= 2
+
+
+# --------------------------------------------------------------------------- signatures
+
+
+def test_a_tampered_spec_is_refused(
+    redis_url: str, shared_secret: str, client: redis.Redis
+) -> None:
+    store = _store(redis_url, shared_secret)
+    graph = build([inc(1)])
+
+    async def run() -> None:
+        await store.create_run("tamper", graph.ship(), graph.sinks)
+        blob = client.hget(run_keys("tamper").specs, 0)
+        assert blob is not None
+        client.hset(run_keys("tamper").specs, 0, blob[:-1] + bytes([blob[-1] ^ 1]))
+        try:
+            specs = await store.load_specs("tamper", [0])
+            with pytest.raises(BadSignature, match="task spec"):
+                store.codec.decode_spec(specs[0])
+        finally:
+            await store.delete_run("tamper")
+            await store.close()
+
+    asyncio.run(run())
+
+
+def test_a_store_with_another_secret_cannot_read_the_run(
+    redis_url: str, shared_secret: str
+) -> None:
+    graph = build([inc(1)])
+    ours, theirs = _store(redis_url, shared_secret), _store(redis_url, "another secret, 16+")
+
+    async def run() -> None:
+        await ours.create_run("other", graph.ship(), graph.sinks)
+        try:
+            specs = await theirs.load_specs("other", [0])
+            with pytest.raises(BadSignature):
+                theirs.codec.decode_spec(specs[0])
+        finally:
+            await ours.delete_run("other")
+            await ours.close()
+            await theirs.close()
+
+    asyncio.run(run())
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_an_unreachable_redis_fails_naming_the_address() -> None:
+    port = free_port()  # nothing listens there
+    with pytest.raises(ConfigError, match=f"cannot reach Redis at 127.0.0.1:{port}"):
+        inc(1).compute(storage=f"redis://127.0.0.1:{port}/0", workers="local", progress=False)
+
+
+def test_a_wrong_database_fails_naming_the_address(redis_url: str) -> None:
+    base = redis_url.rsplit("/", 1)[0]
+    with pytest.raises(ConfigError, match=f"Redis at {base[8:]} refused the storage URL"):
+        inc(1).compute(storage=base + "/99999", workers="local", progress=False)
+
+
+def test_the_password_comes_from_the_url_and_a_wrong_one_is_named_not_shown(
+    tmp_path: Path,
+) -> None:
+    with redis_server(tmp_path, "--requirepass", "right-password") as port:
+        right = f"redis://:right-password@127.0.0.1:{port}/0"
+        assert inc(1).compute(storage=right, workers="local", progress=False) == 2
+        wrong = f"redis://:s3cret@127.0.0.1:{port}/0"
+        with pytest.raises(ConfigError, match=f"127.0.0.1:{port}") as info:
+            inc(1).compute(storage=wrong, workers="local", progress=False)
+        assert "s3cret" not in str(info.value) and ":***@" in str(info.value)
+
+
+def test_a_bad_storage_option_is_an_error(redis_url: str) -> None:
+    with pytest.raises(ConfigError, match="ttl"):
+        inc(1).compute(storage=redis_url + "?ttl=-1", workers="local", progress=False)
+
+
+def test_an_argument_that_cannot_be_pickled_is_rejected_before_anything_runs(
+    redis_url: str, gateway_url: str, client: redis.Redis
+) -> None:
+    client.config_resetstat()
+    with pytest.raises(TypeError, match=r"argument 0 \(lock\) of task add-0 cannot be pickled"):
+        add(threading.Lock(), 1).compute(storage=redis_url, workers=gateway_url, progress=False)
+    assert client.keys("shoal:{*") == []
+    assert "cmdstat_evalsha" not in client.info("commandstats")  # no task ran
+
+
+def test_the_memory_store_cannot_serve_workers_in_other_processes(gateway_url: str) -> None:
+    with pytest.raises(ConfigError, match="use a shared store"):
+        inc(1).compute(storage="memory://", workers=gateway_url, progress=False)
+
+
+def test_remote_workers_need_the_shared_secret(
+    redis_url: str, gateway_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SHOAL_SECRET")
+    with pytest.raises(ConfigError, match="SHOAL_SECRET is not set"):
+        inc(1).compute(storage=redis_url, workers=gateway_url, progress=False)
