@@ -34,7 +34,6 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from traceback import format_exception
 from typing import TYPE_CHECKING, Any
 
@@ -93,10 +92,18 @@ async def run_graph(
         for group in group_roots(graph.roots, workers.parallelism):  # 4. invoke
             specs = None if inline or encoded is None else {t: encoded.specs[t] for t in group}
             size = Size.fitting({graph.functions[graph.func_of[t]].options for t in group})
-            invocation = Invocation(
-                run_id, tuple(group), workers.parallelism, inline, store.url, workers.url
+            await workers.invoke(
+                Invocation(
+                    run_id,
+                    tuple(group),
+                    workers.parallelism,
+                    graph=inline,
+                    storage=store.url,
+                    workers=workers.url,
+                    specs=specs,
+                    size=size,
+                )
             )
-            await workers.invoke(replace(invocation, specs=specs, size=size))
         await _wait_for_sinks(run_id, store, set(graph.sinks), on_events, timeout)  # 5. observe
         unique = list(dict.fromkeys(graph.sinks))
         values = dict(zip(unique, await store.get_outputs(run_id, unique), strict=True))
@@ -227,6 +234,7 @@ class _Worker:
 
     async def run(self) -> None:
         """Run owned tasks until none is left and every completion is in the store."""
+        await self.read_shared_inputs(self.invocation.tasks)
         owned, batch, specs, functions = self.owned, self.batch, self.specs, self.functions
         last_task_s = ended = 0.0
         while True:
@@ -259,6 +267,21 @@ class _Worker:
             self.finish(
                 task, spec, result, Event(TASK_FINISHED, self.name, task, ended, None, started)
             )
+
+    async def read_shared_inputs(self, tasks: Sequence[int]) -> None:
+        """Read once, and hold, the inputs that several of ``tasks`` share (the parent of a
+        fan-out handed out in a group), instead of once per task."""
+        if len(tasks) < 2:
+            return
+        uses: dict[int, int] = {}
+        for task in tasks:
+            for dep in (await self.source.spec(task)).deps:
+                uses[dep] = uses.get(dep, 0) + 1
+        shared = [dep for dep, n in uses.items() if n > 1 and dep not in self.held]
+        if shared:
+            values = await self.store.get_outputs(self.run_id, shared)
+            for dep, value in zip(shared, values, strict=True):
+                self.held[dep] = [value, uses[dep]]
 
     async def gather(self, deps: Sequence[int]) -> list[Any]:
         """Upstream outputs: held ones from memory, all others in one store read."""
