@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import ipaddress
 import itertools
 import logging
 import os
@@ -33,10 +31,11 @@ from starlette.routing import Route
 from ..backends import Invocation, Size
 from ..backends.gateway import TOKEN_ENV
 from ..codec import Codec
-from ..errors import BadSignature, ConfigError
+from ..errors import BadSignature
 from ..events import EventKind, event
 from ..security import Signer
 from ..stores import Store, open_store
+from ..web import check_exposure, token_refusal
 from .policy import Place, ProcessInfo, cpu_set, expired, place
 from .process import read_frame_async, write_frame_async
 
@@ -263,12 +262,7 @@ def create_app(gateway: Gateway, token: str | None = None) -> Starlette:
     ``Authorization: Bearer <token>``."""
 
     def refused(request: Request) -> Response | None:
-        if token is None:
-            return None
-        given = request.headers.get("authorization", "")
-        if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            return None
-        return JSONResponse({"error": "missing or wrong gateway token"}, status_code=401)
+        return token_refusal(request, token, "gateway")
 
     async def invoke(request: Request) -> Response:
         if (denied := refused(request)) is not None:
@@ -319,19 +313,6 @@ def create_app(gateway: Gateway, token: str | None = None) -> Starlette:
     )
 
 
-def check_exposure(host: str, token: str | None) -> None:
-    """Refuse to listen beyond this machine without a token."""
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback and not token:
-        raise ConfigError(
-            f"refusing to listen on {host} without a token: anyone who reaches it could run "
-            f"code. Pass --token or set {TOKEN_ENV}, or listen on 127.0.0.1"
-        )
-
-
 def serve(
     *,
     host: str = "127.0.0.1",
@@ -344,7 +325,7 @@ def serve(
     """Run a gateway until interrupted. ``fd``: an already listening socket to serve on."""
     import uvicorn
 
-    check_exposure(host, token)
+    check_exposure(host, token, TOKEN_ENV)
     gateway = Gateway(Signer.from_env(), max_workers=max_workers, keep_warm_s=keep_warm_s)
     app = create_app(gateway, token)
     where: dict[str, Any] = {"fd": fd} if fd is not None else {"host": host, "port": port}
