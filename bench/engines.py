@@ -1,9 +1,14 @@
 """Engine adapters. An adapter exposes ``delayed`` (a decorator that makes a function lazy)
-and ``compute(*sinks) -> tuple`` (one run). To add a backend (Shoal on redis + gateway,
-dask.distributed on a LocalCluster, ...) write or parametrize an adapter and register a
-factory in ``ENGINES``; it is then selectable with ``--engines``."""
+and ``compute(*sinks) -> tuple`` (one run). To add a backend write or parametrize an
+adapter and register a factory in ``ENGINES``; it is then selectable with ``--engines``.
+
+Distributed engines: ``shoal-gateway`` (Shoal on a redis-server and a ``shoal gateway`` the
+harness starts, see ``bench/servers.py``), ``dask-distributed`` (a ``LocalCluster`` of one
+single-threaded worker process per core, running the same raw task dict as ``dask-graph``
+through ``Client.get``) and ``dask-distributed-delayed`` (the same cluster, ``delayed``)."""
 
 import functools
+import os
 
 
 class Engine:
@@ -11,6 +16,12 @@ class Engine:
 
     def setup(self):
         """Import libraries / start clusters. May raise: the engine is then skipped."""
+
+    def before_run(self):
+        """Called before each run, outside the timing (e.g. counters snapshot)."""
+
+    def after_run(self):
+        """Called after each run, outside the timing."""
 
     def delayed(self, fn):
         raise NotImplementedError
@@ -99,6 +110,86 @@ class DaskGraphEngine(Engine):
         return tuple(self.get(graph, [s.key for s in sinks]))
 
 
+def cores():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+class ShoalGatewayEngine(ShoalEngine):
+    """Shoal on redis + gateway. Setup starts both servers and one warm worker process per
+    core; each run's Redis commands (``INFO commandstats`` before and after, once the
+    gateway is idle again) land in ``info()``."""
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.servers, self.commands = None, {}
+
+    def setup(self):
+        from .servers import ShoalServers
+
+        super().setup()
+        self.servers = ShoalServers(max_workers=cores())  # set first: close() stops a half start
+        self.servers.start()
+        self.storage, self.workers = self.servers.storage, self.servers.workers
+        self.servers.prewarm(cores())
+
+    def before_run(self):
+        self.servers.wait_idle()
+        self._before = self.servers.command_stats()
+
+    def after_run(self):
+        from .servers import diff_stats
+
+        self.servers.wait_idle()
+        self.commands = diff_stats(self._before, self.servers.command_stats())
+
+    def info(self):
+        calls = sum(self.commands.values())
+        return {**super().info(), "redis_calls": calls, "redis_commands": self.commands}
+
+    def close(self):
+        if self.servers is not None:
+            self.servers.close()
+
+
+class _LocalCluster:
+    """One ``LocalCluster(n_workers=cores, threads_per_worker=1, processes=True)`` + Client."""
+
+    def start_cluster(self):
+        from distributed import Client, LocalCluster
+
+        self.cluster = LocalCluster(
+            n_workers=cores(), threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        self.client = Client(self.cluster)
+
+    def close(self):
+        for part in ("client", "cluster"):
+            if hasattr(self, part):
+                getattr(self, part).close()
+
+
+class DaskDistributedEngine(_LocalCluster, DaskGraphEngine):
+    """``dask.distributed`` computing a raw task dict with ``Client.get``: no ``delayed``
+    graph merging, Dask's fastest path and so the fair baseline (as ``dask-graph`` is for
+    the threaded scheduler)."""
+
+    def setup(self):
+        self.graph = {}
+        self.start_cluster()
+        self.get = self.client.get
+
+
+class DaskDistributedDelayedEngine(_LocalCluster, DaskEngine):
+    """``dask.delayed(pure=False)`` + ``Client.compute``: what most users write."""
+
+    def setup(self):
+        super().setup()
+        self.start_cluster()
+
+    def compute(self, *sinks):
+        return tuple(self.client.gather(self.client.compute(list(sinks))))
+
+
 def _raw(arg):
     if isinstance(arg, _Key):
         return arg.key
@@ -111,6 +202,9 @@ ENGINES = {
     "shoal-local": lambda: ShoalEngine("shoal-local", workers="local", storage="memory://"),
     "dask-threads": lambda: DaskEngine("dask-threads", scheduler="threads"),
     "dask-graph": lambda: DaskGraphEngine("dask-graph"),
+    "shoal-gateway": lambda: ShoalGatewayEngine("shoal-gateway"),
+    "dask-distributed": lambda: DaskDistributedEngine("dask-distributed"),
+    "dask-distributed-delayed": lambda: DaskDistributedDelayedEngine("dask-distributed-delayed"),
     # Dask without graph optimization (skips cull, whose cost grows with the layer count).
     "dask-threads-noopt": lambda: DaskEngine(
         "dask-threads-noopt", scheduler="threads", optimize_graph=False

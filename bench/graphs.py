@@ -51,4 +51,10 @@ def fan(delayed, n):
     return total(children), n, k * (k - 1) // 2
 
 
-SHAPES = {"chain": chain, "tree": tree, "fan": fan}
+def tree1024(delayed, n=None):
+    """``tree`` with 1 024 leaves (2 047 tasks) whatever the size asked for."""
+    return tree(delayed, 2047)
+
+
+SHAPES = {"chain": chain, "tree": tree, "fan": fan, "tree1024": tree1024}
+FIXED_SIZE = {"tree1024"}  # shapes that ignore --size (the warm-up runs them only if alone)
