@@ -71,7 +71,7 @@ def measure_ship(storage, secret, tasks=100_000):
     finally:
         client.unlink(*keys)
         client.close()
-    spec_bytes = sum(map(len, encoded.specs))
+    spec_bytes = sum(map(len, encoded.pages))
     stored = sum(memory[k] for k in PER_TASK_KEYS)
     return {
         "tasks": n,

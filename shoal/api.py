@@ -42,29 +42,33 @@ def compute(
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
     storage = storage or os.environ.get("SHOAL_STORAGE") or DEFAULT_STORAGE
     workers = workers or os.environ.get("SHOAL_WORKERS") or DEFAULT_WORKERS
-    coro = _compute(nodes, storage, workers, progress, timeout)
+    # The values come back beside asyncio.run, not through it: on its way out it formats
+    # the finished task, results and all (a slow repr() of a big result costs seconds).
+    outcome: dict[str, tuple[Any, ...]] = {}
+    coro = _compute(nodes, storage, workers, progress, timeout, outcome)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro)
-    return _run_in_thread(coro)  # called from async code (e.g. a notebook): don't block its loop
+        asyncio.run(coro)
+    else:
+        _run_in_thread(coro)  # called from async code (e.g. a notebook): don't block its loop
+    return outcome["values"]
 
 
-def _run_in_thread(coro: Any) -> Any:
-    outcome: dict[str, Any] = {}
+def _run_in_thread(coro: Any) -> None:
+    failed: list[BaseException] = []
 
     def target() -> None:
         try:
-            outcome["value"] = asyncio.run(coro)
+            asyncio.run(coro)
         except BaseException as exc:
-            outcome["error"] = exc
+            failed.append(exc)
 
     thread = threading.Thread(target=target, name="shoal-compute")
     thread.start()
     thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
+    if failed:
+        raise failed[0]
 
 
 async def _compute(
@@ -73,7 +77,8 @@ async def _compute(
     workers: str,
     progress: bool | None,
     timeout: float | None,
-) -> tuple[Any, ...]:
+    outcome: dict[str, tuple[Any, ...]],
+) -> None:
     started = time.perf_counter()
     graph = build(nodes)
     backend = open_workers(workers)
@@ -98,7 +103,7 @@ async def _compute(
             graph, store, backend, run_id=run_id, on_events=on_events, timeout=timeout
         )
         summary.ok = True
-        return tuple(values)
+        outcome["values"] = tuple(values)
     finally:
         bar.close()
         await backend.close()

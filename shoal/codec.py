@@ -1,5 +1,5 @@
-"""What crosses a process boundary, as signed bytes: the encoded graph (one blob per task
-spec, one per function), task outputs, failures and invocation payloads.
+"""What crosses a process boundary, as signed bytes: the encoded graph (pages of task specs,
+one blob per function), task outputs, failures and invocation payloads.
 
 Specs are pickled as plain tuples (a named tuple would carry its class path in every spec);
 functions and outputs go through cloudpickle, so that code of the user's script or project
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from .graph import EncodedGraph, ShippedGraph, TaskFunction, TaskSpec
+from .graph import PAGE, EncodedGraph, ShippedGraph, TaskFunction, TaskSpec
 from .graph.template import _SCALARS, Ref
 from .usercode import ship_user_code
 
@@ -37,24 +37,28 @@ class Codec:
 
     # ----------------------------------------------------------------- the graph
     def encode_graph(self, graph: ShippedGraph) -> EncodedGraph:
-        """Each spec and each function as a signed blob. An argument that cannot be
+        """Pages of specs and the functions, each a signed blob. An argument that cannot be
         pickled is a :class:`TypeError` naming the task and the argument, raised before
         anything is stored or run."""
         ship_user_code(graph.functions)
-        sign, dumps = self.signer.sign, pickle.dumps
-        specs = []
-        for task, spec in enumerate(graph.specs):
+        sign, specs = self.signer.sign, graph.specs
+        pages = []
+        for lo in range(0, len(specs), PAGE):
+            page = specs[lo : lo + PAGE]
             # Plain pickle is 3x faster, but would send constants of user types by reference.
-            plain = all(type(a) in _PLAIN for a in spec.args) and not spec.kwargs
+            plain = all(not s.kwargs and all(type(a) in _PLAIN for a in s.args) for s in page)
+            dumps = pickle.dumps if plain else cloudpickle.dumps
             try:
-                specs.append(sign((dumps if plain else cloudpickle.dumps)(tuple(spec), PROTOCOL)))
+                pages.append(sign(dumps([tuple(s) for s in page], PROTOCOL)))
             except Exception as exc:
-                raise _unpicklable(graph, task, exc) from exc
+                raise _unpicklable(graph, lo, exc) from exc
         functions = [sign(cloudpickle.dumps(f, PROTOCOL)) for f in graph.functions]
-        return EncodedGraph(specs, functions)
+        return EncodedGraph(pages, functions)
 
-    def decode_spec(self, blob: bytes) -> TaskSpec:
-        return TaskSpec._make(pickle.loads(self.signer.verify(blob, "a task spec")))
+    def decode_page(self, blob: bytes) -> list[TaskSpec]:
+        """The specs of one page, in task order."""
+        rows = pickle.loads(self.signer.verify(blob, "a page of task specs"))
+        return [TaskSpec._make(row) for row in rows]
 
     def decode_function(self, blob: bytes) -> TaskFunction[Any, Any]:
         fn: TaskFunction[Any, Any] = pickle.loads(self.signer.verify(blob, "a task function"))
@@ -87,8 +91,15 @@ class Codec:
         return invocation
 
 
-def _unpicklable(graph: ShippedGraph, task: int, exc: Exception) -> TypeError:
-    """Name the task and the argument that cannot be pickled."""
+def _unpicklable(graph: ShippedGraph, first: int, exc: Exception) -> TypeError:
+    """Name the task, from ``first`` on, and the argument that cannot be pickled."""
+    task = first
+    for task in range(first, min(first + PAGE, len(graph.specs))):
+        spec = graph.specs[task]
+        try:
+            cloudpickle.dumps(tuple(spec), PROTOCOL)
+        except Exception:
+            break
     spec = graph.specs[task]
     name = f"{graph.functions[spec.func].name}-{task}"
     where = "an argument"

@@ -5,7 +5,8 @@ Client side (:func:`run_graph`):
   2. Plan    (optional; not yet).
   3. Ship    the partitioned graph to the store once. Workers in the client's process get
              it by reference; others get it inside their invocation when it is small, else
-             the specs of the tasks they are invoked for (and read the rest from the store).
+             the pages of specs of the tasks they are invoked for (and read the rest from
+             the store, a few pages at a time).
   4. Invoke  one worker per group of roots.
   5. Observe the run's event stream until every sink finished or something failed.
   6. Finish  download the sinks' outputs and delete every key of the run (also on failure).
@@ -49,7 +50,7 @@ from .decisions import (
 from .errors import RunNotFound, RunTimeout, WorkerLost
 from .events import Event, EventKind, event
 from .failures import TaskFailure
-from .graph import EncodedGraph, Graph, ShippedGraph, TaskFunction, TaskSpec
+from .graph import PAGE, EncodedGraph, Graph, ShippedGraph, TaskFunction, TaskSpec, pages_of
 from .stores import Store
 
 if TYPE_CHECKING:
@@ -59,9 +60,9 @@ log = logging.getLogger(__name__)
 
 #: How often the client wakes without events (progress bar, timeout).
 TICK_S = 0.25
-#: A worker that must read a spec reads this many (task ids are topological: a chain's
-#: next tasks follow it).
-SPEC_PREFETCH = 256
+#: A worker that must read a page of specs reads this many (task ids are topological: a
+#: chain's next tasks follow it).
+PAGES_READ = 4
 
 
 # --------------------------------------------------------------------------- client side
@@ -90,7 +91,9 @@ async def run_graph(
         elif encoded is not None and encoded.nbytes <= store.inline_bytes:
             inline = encoded  # small enough to travel with every invocation
         for group in group_roots(graph.roots, workers.parallelism):  # 4. invoke
-            specs = None if inline or encoded is None else {t: encoded.specs[t] for t in group}
+            pages = None
+            if inline is None and encoded is not None:
+                pages = {p: encoded.pages[p] for p in pages_of(group)}
             size = Size.fitting({graph.functions[graph.func_of[t]].options for t in group})
             await workers.invoke(
                 Invocation(
@@ -100,7 +103,7 @@ async def run_graph(
                     graph=inline,
                     storage=store.url,
                     workers=workers.url,
-                    specs=specs,
+                    pages=pages,
                     size=size,
                 )
             )
@@ -149,7 +152,7 @@ async def _wait_for_sinks(
 
 class _TaskSource:
     """The specs and functions this worker needs: from the invocation (as objects or as
-    signed blobs), else from the store; each fetched or decoded once per worker."""
+    signed pages), else from the store; each fetched or decoded once per worker."""
 
     def __init__(self, invocation: Invocation, store: Store) -> None:
         self.run_id = invocation.run_id
@@ -157,7 +160,7 @@ class _TaskSource:
         graph = invocation.graph
         self.in_hand = graph if isinstance(graph, ShippedGraph) else None
         self.encoded = graph if isinstance(graph, EncodedGraph) else None
-        self.blobs: dict[int, bytes] = dict(invocation.specs or {})
+        self.pages: dict[int, bytes] = dict(invocation.pages or {})
         self.codec: Codec | None = getattr(store, "codec", None)
         self.specs: dict[int, TaskSpec] = {}
         self.functions: dict[int, TaskFunction[Any, Any]] = {}
@@ -172,15 +175,18 @@ class _TaskSource:
             return self.in_hand.specs[task]
         spec = self.specs.get(task)
         if spec is None:
-            blob = self.encoded.specs[task] if self.encoded else self.blobs.get(task)
-            if blob is None:  # fetch it and the next ones: nearby tasks are likely next
-                wanted = [t for t in range(task, task + SPEC_PREFETCH) if t not in self.blobs]
-                self.blobs.update(await self.store.load_specs(self.run_id, wanted))
-                blob = self.blobs.get(task)
+            page = task // PAGE
+            blob = self.encoded.pages[page] if self.encoded else self.pages.get(page)
+            if blob is None:  # read it and the next ones: nearby tasks are likely next
+                wanted = [p for p in range(page, page + PAGES_READ) if p not in self.pages]
+                self.pages.update(await self.store.load_pages(self.run_id, wanted))
+                blob = self.pages.get(page)
                 if blob is None:
                     raise LookupError(f"run {self.run_id} has no spec for task {task}")
             assert self.codec is not None, "signed specs need the store's codec"
-            spec = self.specs[task] = self.codec.decode_spec(blob)
+            for i, decoded in enumerate(self.codec.decode_page(blob), page * PAGE):
+                self.specs[i] = decoded
+            spec = self.specs[task]
         return spec
 
     async def function(self, index: int) -> TaskFunction[Any, Any]:
@@ -195,11 +201,11 @@ class _TaskSource:
             self.functions[index] = fn
         return fn
 
-    def blobs_for(self, tasks: Sequence[int]) -> dict[int, bytes] | None:
-        """The signed specs of ``tasks`` to send along when handing them out."""
+    def pages_for(self, tasks: Sequence[int]) -> dict[int, bytes] | None:
+        """The signed pages of ``tasks`` to send along when handing them out."""
         if self.encoded is not None:
             return None  # the whole graph travels anyway
-        return {t: self.blobs[t] for t in tasks if t in self.blobs}
+        return {p: self.pages[p] for p in pages_of(tasks) if p in self.pages}
 
     async def size(self, tasks: Sequence[int]) -> Size:
         """The worker size that fits ``tasks``."""
@@ -337,12 +343,12 @@ class _Worker:
         self.batch.clear()
         self.urgent = False
         settled = await self.store.complete_tasks(
-            self.run_id, batch, self.fanout, want_specs=not self.source.complete
+            self.run_id, batch, self.fanout, want_pages=not self.source.complete
         )
         if settled is None:
             return False
-        readies, blobs = settled
-        self.source.blobs.update(blobs)
+        readies, pages = settled
+        self.source.pages.update(pages)
         held, early = self.held, self.early
         for ready in readies:
             keep, hand_out = split_ready(ready, self.fanout)  # as the store judged uploads
@@ -352,7 +358,7 @@ class _Worker:
                 early.difference_update(ready)
             for group in hand_out:
                 size = await self.source.size(group) if not self.workers.in_process else Size()
-                handed = self.invocation.handing_out(group, self.source.blobs_for(group), size)
+                handed = self.invocation.handing_out(group, self.source.pages_for(group), size)
                 await self.workers.invoke(handed)
             for child in keep:  # its inputs this worker holds are read from memory
                 spec = self.specs[child] if self.specs else await self.source.spec(child)

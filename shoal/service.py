@@ -32,7 +32,6 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -43,7 +42,7 @@ from .backends import Invocation
 from .backends.http import TOKEN_ENV
 from .errors import BadSignature
 from .runtime import WorkerRuntime
-from .web import check_exposure, token_refusal
+from .web import check_exposure, run_server, token_refusal
 
 log = logging.getLogger(__name__)
 
@@ -132,17 +131,8 @@ def serve_worker(
     """Serve workers over HTTP until interrupted. Listening beyond loopback needs a
     ``token``; ``$SHOAL_SECRET`` must be set (checked before listening). ``fd``: an already
     listening socket to serve on."""
-    import uvicorn
-
     token = token or None
     check_exposure(host, token, TOKEN_ENV)
     # In a container the pid is often 1 on every instance; the host name tells them apart.
     runtime = WorkerRuntime(name=f"{socket.gethostname()}-{os.getpid()}")
-    app = create_app(WorkerService(runtime), token)
-    where: dict[str, Any] = {"fd": fd} if fd is not None else {"host": host, "port": port}
-    # Idle connections outlive the clients' keep-alive (httpx: 5 s), so a client never
-    # sends a request on a connection this side is closing.
-    config = uvicorn.Config(
-        app, log_level="warning", access_log=False, timeout_keep_alive=75, **where
-    )
-    uvicorn.Server(config).run()
+    run_server(create_app(WorkerService(runtime), token), host=host, port=port, fd=fd)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import socket
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -35,3 +37,17 @@ def token_refusal(request: Request, token: str | None, what: str) -> Response | 
     if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
         return None
     return JSONResponse({"error": f"missing or wrong {what} token"}, status_code=401)
+
+
+def run_server(app: Any, *, host: str, port: int, fd: int | None = None, **options: Any) -> None:
+    """Serve ``app`` with uvicorn on ``host:port``, or on the listening socket ``fd``.
+    That socket is handed over as the TCP socket it is: given the bare fd, uvicorn would
+    take it for a Unix socket, and its connections, without TCP_NODELAY, would wait out
+    Nagle's algorithm against delayed ACKs (about 40 ms a request)."""
+    import uvicorn
+
+    # Idle connections outlive the clients' keep-alive (httpx: 5 s), so a client never
+    # sends a request on a connection this side is closing.
+    options = {"log_level": "warning", "access_log": False, "timeout_keep_alive": 75, **options}
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, **options))
+    server.run(sockets=None if fd is None else [socket.socket(fileno=fd)])

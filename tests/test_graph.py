@@ -11,9 +11,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import shoal
+from shoal.codec import Codec
 from shoal.graph import Graph, Node, TaskFunction, build
-from shoal.graph.spec import decode_function, decode_spec, encode
+from shoal.graph.spec import PAGE
 from shoal.graph.template import Nested, Ref, fill, scan
+from shoal.security import Signer
+
+CODEC = Codec(Signer("a test secret of 16+ characters"))
+
+
+def _decoded(graph: Graph) -> list[Any]:
+    """Every spec of ``graph`` after encoding and decoding, in task order."""
+    encoded = CODEC.encode_graph(graph.ship())
+    return [spec for page in encoded.pages for spec in CODEC.decode_page(page)]
+
 
 Point = namedtuple("Point", "x y")
 
@@ -447,20 +458,19 @@ def test_the_function_table_is_deduplicated() -> None:
     assert len(g) == 10_000
     shipped = g.ship()
     assert shipped.functions == [src, inc]
-    encoded = encode(shipped)
-    assert len(encoded.functions) == 2 and len(encoded.specs) == 10_000
+    encoded = CODEC.encode_graph(shipped)
+    assert len(encoded.functions) == 2 and len(encoded.pages) == -(-10_000 // PAGE)
     assert {s.func for s in shipped.specs} == {0, 1}
 
 
 def test_encode_round_trips_specs_and_functions() -> None:
     g, _ = _mixed_graph()
     shipped = g.ship()
-    encoded = encode(shipped)
-    assert encoded.nbytes == sum(map(len, encoded.specs)) + sum(map(len, encoded.functions))
-    functions = [decode_function(b) for b in encoded.functions]
+    encoded = CODEC.encode_graph(shipped)
+    assert encoded.nbytes == sum(map(len, encoded.pages)) + sum(map(len, encoded.functions))
+    functions = [CODEC.decode_function(b) for b in encoded.functions]
     assert [f.key for f in functions] == [f.key for f in shipped.functions]
-    for i, (orig, data) in enumerate(zip(shipped.specs, encoded.specs, strict=True)):
-        spec = decode_spec(data)
+    for i, (orig, spec) in enumerate(zip(shipped.specs, _decoded(g), strict=True)):
         assert (spec.func, spec.deps, spec.children, spec.child_deps, spec.sink) == (
             orig.func,
             orig.deps,
@@ -482,7 +492,7 @@ def test_encode_round_trips_named_tuples_and_refs_beyond_256() -> None:
     g = build([n])
     spec = g.ship().specs[-1]
     assert len(spec.deps) == 300
-    decoded = decode_spec(encode(g.ship()).specs[-1])
+    decoded = _decoded(g)[-1]
     values = [g.nodes[d].args[0] for d in spec.deps]  # by slot: the value src() returns
     args, kwargs = decoded.arguments(values)
     assert (args, kwargs) == spec.arguments(values)
@@ -494,10 +504,9 @@ def test_bytes_per_spec_of_a_no_op_chain_is_small() -> None:
     x = noop()
     for _ in range(9_999):
         x = noop(x)
-    encoded = encode(build([x]).ship())
-    per_spec = sum(map(len, encoded.specs)) / len(encoded.specs)
-    assert per_spec < 150, per_spec
-    assert max(map(len, encoded.specs)) < 150
+    encoded = CODEC.encode_graph(build([x]).ship())
+    per_spec = sum(map(len, encoded.pages)) / 10_000
+    assert per_spec < 40, per_spec  # a page pickles once: shared objects are written once
 
 
 # --------------------------------------------------------------------------- templates
@@ -607,8 +616,7 @@ def test_node_arguments_round_trip_through_the_shipped_spec(obj: Any, kw: Any) -
     args, kwargs = spec.arguments(values)
     assert args == (_substitute(obj, by_leaf),)
     assert kwargs == {"kw": _substitute(kw, by_leaf)}
-    encoded = decode_spec(encode(g.ship()).specs[-1])
-    assert encoded.arguments(values) == (args, kwargs)
+    assert _decoded(g)[-1].arguments(values) == (args, kwargs)
 
 
 def test_fill_leaves_constants_and_unknown_objects_alone() -> None:
@@ -634,3 +642,20 @@ def test_task_functions_compare_by_identity_in_the_function_table() -> None:
 def test_wraps_keeps_module_and_qualname() -> None:
     assert add.__module__ == __name__
     assert add.__qualname__ == "add"
+
+
+def test_an_argument_that_cannot_be_pickled_is_named() -> None:
+    import threading
+
+    fine = [src(i) for i in range(70)]  # the culprit sits on the second page
+    g = build([gather(fine, k=gather(1, lock=threading.Lock()))])
+    with pytest.raises(TypeError, match=r"keyword argument 'lock' \(lock\) of task gather-70"):
+        CODEC.encode_graph(g.ship())
+
+
+def test_a_page_from_another_secret_is_refused() -> None:
+    from shoal.errors import BadSignature
+
+    page = Codec(Signer("another secret, 16+ characters")).encode_graph(build([src(1)]).ship())
+    with pytest.raises(BadSignature, match="page of task specs"):
+        CODEC.decode_page(page.pages[0])

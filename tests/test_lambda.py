@@ -173,7 +173,7 @@ def test_invoke_request(stubbed: Stubbed, shared_secret: str) -> None:
     verifies with the shared secret; sent from a thread, not the event loop's."""
     graph = signed_graph(shared_secret, 100)
     small = invocation(graph=graph, size=Size(1.0, 2048))
-    big = invocation(tasks=(7,), specs={7: Signer(shared_secret).sign(b"spec")}, size=Size(2, 4096))
+    big = invocation(tasks=(7,), pages={0: Signer(shared_secret).sign(b"spec")}, size=Size(2, 4096))
     many_cpus = invocation(tasks=(3,), size=Size(cpus=6.0))  # CPUs follow memory on Lambda
     for name in ("shoal-test-2048", "shoal-test-4096", "shoal-test-2048"):
         expected = {**EVENT_INVOKE, "FunctionName": name}
@@ -196,14 +196,14 @@ def test_invoke_request(stubbed: Stubbed, shared_secret: str) -> None:
         decode(stubbed.requests[0]["Payload"], "another secret, 16+ characters")
 
 
-@pytest.mark.parametrize("carried", ["graph", "specs"])
+@pytest.mark.parametrize("carried", ["graph", "pages"])
 def test_an_oversized_invocation_goes_without_its_graph_and_specs(
     stubbed: Stubbed, shared_secret: str, carried: str
 ) -> None:
     sign = Signer(shared_secret).sign
     heavy = {
         "graph": {"graph": signed_graph(shared_secret, 300_000)},
-        "specs": {"specs": {0: sign(b"a" * 150_000), 1: sign(b"b" * 150_000)}},
+        "pages": {"pages": {0: sign(b"a" * 150_000), 1: sign(b"b" * 150_000)}},
     }[carried]
     oversized = invocation(**heavy)
     stubbed.stubber.add_response("invoke", {"StatusCode": 202}, EVENT_INVOKE)
@@ -212,7 +212,7 @@ def test_an_oversized_invocation_goes_without_its_graph_and_specs(
     (request,) = stubbed.requests
     assert len(request["Payload"]) <= ASYNC_PAYLOAD_LIMIT
     sent, _ = decode(request["Payload"], shared_secret)
-    assert sent.graph is None and sent.specs is None  # the worker reads them from the store
+    assert sent.graph is None and sent.pages is None  # the worker reads them from the store
     assert (sent.run_id, sent.tasks, sent.storage, sent.workers) == (
         oversized.run_id,
         oversized.tasks,
@@ -467,6 +467,6 @@ def test_a_graph_too_big_for_an_event_is_read_from_the_store(
     assert result == len(blob) + 9
     assert all(len(r["Payload"]) <= ASYNC_PAYLOAD_LIMIT for r in platform.requests)
     sent = [decode(r["Payload"], shared_secret)[0] for r in platform.requests]
-    assert any(s.graph is None and s.specs is None for s in sent)
+    assert any(s.graph is None and s.pages is None for s in sent)
     platform.drain()
     assert leftover_keys(redis_url) == []

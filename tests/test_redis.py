@@ -213,9 +213,9 @@ def test_a_tampered_spec_is_refused(
         assert blob is not None
         client.hset(run_keys("tamper").specs, 0, blob[:-1] + bytes([blob[-1] ^ 1]))
         try:
-            specs = await store.load_specs("tamper", [0])
-            with pytest.raises(BadSignature, match="task spec"):
-                store.codec.decode_spec(specs[0])
+            pages = await store.load_pages("tamper", [0])
+            with pytest.raises(BadSignature, match="page of task specs"):
+                store.codec.decode_page(pages[0])
         finally:
             await store.delete_run("tamper")
             await store.close()
@@ -232,9 +232,9 @@ def test_a_store_with_another_secret_cannot_read_the_run(
     async def run() -> None:
         await ours.create_run("other", graph.ship(), graph.sinks)
         try:
-            specs = await theirs.load_specs("other", [0])
+            pages = await theirs.load_pages("other", [0])
             with pytest.raises(BadSignature):
-                theirs.codec.decode_spec(specs[0])
+                theirs.codec.decode_page(pages[0])
         finally:
             await ours.delete_run("other")
             await ours.close()

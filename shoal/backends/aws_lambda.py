@@ -172,9 +172,9 @@ class LambdaWorkers:
         if self._codec is None:  # inside a worker: hand out with the worker's own secret
             self._codec = Codec(Signer.from_env())
         body = encode_event(self._codec.dump_invocation(invocation))
-        if len(body) > ASYNC_PAYLOAD_LIMIT and (invocation.graph or invocation.specs):
+        if len(body) > ASYNC_PAYLOAD_LIMIT and (invocation.graph or invocation.pages):
             log.debug("invocation of %d bytes goes without its graph and specs", len(body))
-            light = dataclasses.replace(invocation, graph=None, specs=None)
+            light = dataclasses.replace(invocation, graph=None, pages=None)
             body = encode_event(self._codec.dump_invocation(light))
         if len(body) > ASYNC_PAYLOAD_LIMIT:
             raise WorkerLost(

@@ -3,6 +3,8 @@ started is the one worker loop in :mod:`shoal.protocol`."""
 
 from __future__ import annotations
 
+import functools
+import ssl
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
@@ -43,15 +45,16 @@ class Invocation:
     graph: ShippedGraph | EncodedGraph | None = None
     storage: str = ""  # the store's URL, for workers in other processes
     workers: str = ""  # where a worker hands out work: this backend's URL
-    #: Signed specs of ``tasks`` when the graph does not travel whole (saves store reads).
-    specs: dict[int, bytes] | None = None
+    #: The signed pages of specs holding ``tasks``, when the graph does not travel whole
+    #: (saves store reads).
+    pages: dict[int, bytes] | None = None
     size: Size = Size()  # of the worker to run it on
 
     def handing_out(
-        self, tasks: Sequence[int], specs: dict[int, bytes] | None, size: Size
+        self, tasks: Sequence[int], pages: dict[int, bytes] | None, size: Size
     ) -> Invocation:
         """The invocation a worker of this one sends for ``tasks`` it hands out."""
-        return replace(self, tasks=tuple(tasks), specs=specs, size=size)
+        return replace(self, tasks=tuple(tasks), pages=pages, size=size)
 
 
 class Workers(Protocol):
@@ -71,3 +74,15 @@ class Workers(Protocol):
         """Start a worker on ``invocation`` (asynchronously: do not wait for it to finish)."""
 
     async def close(self) -> None: ...
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The process's one TLS context for HTTP clients. httpx would build one per client,
+    loading the CA bundle each time (about 40 ms a run), even for plain http://."""
+    try:
+        import certifi
+
+        return ssl.create_default_context(cafile=certifi.where())
+    except ImportError:
+        return ssl.create_default_context()

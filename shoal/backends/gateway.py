@@ -24,7 +24,7 @@ from ..codec import Codec
 from ..errors import BadSignature, ConfigError, WorkerLost
 from ..security import SECRET_ENV, Signer
 from ..stores import Store
-from .base import Invocation
+from .base import Invocation, tls_context
 
 TOKEN_ENV = "SHOAL_GATEWAY_TOKEN"
 
@@ -98,7 +98,9 @@ class GatewayWorkers:
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         if self._http is None:
             headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
-            self._http = httpx.AsyncClient(base_url=self._base, headers=headers, timeout=30)
+            self._http = httpx.AsyncClient(
+                base_url=self._base, headers=headers, timeout=30, verify=tls_context()
+            )
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:

@@ -36,7 +36,7 @@ from ..codec import Codec
 from ..errors import BadSignature, ConfigError, WorkerLost
 from ..events import EventKind, event
 from ..security import Signer
-from .base import Invocation
+from .base import Invocation, tls_context
 
 if TYPE_CHECKING:
     from ..stores import Store
@@ -207,7 +207,9 @@ class HttpWorkers:
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
             headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
-            self._http = httpx.AsyncClient(headers=headers, timeout=_TIMEOUT, limits=_LIMITS)
+            self._http = httpx.AsyncClient(
+                headers=headers, timeout=_TIMEOUT, limits=_LIMITS, verify=tls_context()
+            )
         return self._http
 
     async def close(self) -> None:

@@ -35,7 +35,7 @@ from ..errors import BadSignature
 from ..events import EventKind, event
 from ..security import Signer
 from ..stores import Store, open_store
-from ..web import check_exposure, token_refusal
+from ..web import check_exposure, run_server, token_refusal
 from .policy import Place, ProcessInfo, cpu_set, expired, place
 from .process import read_frame_async, write_frame_async
 
@@ -323,11 +323,6 @@ def serve(
     token: str | None = None,
 ) -> None:
     """Run a gateway until interrupted. ``fd``: an already listening socket to serve on."""
-    import uvicorn
-
     check_exposure(host, token, TOKEN_ENV)
     gateway = Gateway(Signer.from_env(), max_workers=max_workers, keep_warm_s=keep_warm_s)
-    app = create_app(gateway, token)
-    where: dict[str, Any] = {"fd": fd} if fd is not None else {"host": host, "port": port}
-    config = uvicorn.Config(app, log_level="warning", access_log=False, **where)
-    uvicorn.Server(config).run()
+    run_server(create_app(gateway, token), host=host, port=port, fd=fd)

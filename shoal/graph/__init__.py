@@ -3,9 +3,10 @@ graph (build.py) and its shipped, partitioned form (spec.py)."""
 
 from .build import Graph, build
 from .node import Node, TaskFunction, TaskOptions, task
-from .spec import EncodedGraph, ShippedGraph, TaskSpec
+from .spec import PAGE, EncodedGraph, ShippedGraph, TaskSpec, pages_of
 
 __all__ = [
+    "PAGE",
     "EncodedGraph",
     "Graph",
     "Node",
@@ -14,5 +15,6 @@ __all__ = [
     "TaskOptions",
     "TaskSpec",
     "build",
+    "pages_of",
     "task",
 ]

@@ -31,9 +31,10 @@ class Store(Protocol):
         Returns the graph as encoded for workers in other processes (None if in-process
         only). Raises before storing anything if some argument cannot travel."""
 
-    async def load_specs(self, run_id: str, tasks: Sequence[int]) -> dict[int, bytes]:
-        """The signed specs of those of ``tasks`` that exist (a worker may ask beyond the
-        graph's end). Raises RunNotFound when the run is gone."""
+    async def load_pages(self, run_id: str, pages: Sequence[int]) -> dict[int, bytes]:
+        """The signed pages of specs (:data:`shoal.graph.PAGE` tasks each) of those of
+        ``pages`` that exist (a worker may ask beyond the graph's end). Raises RunNotFound
+        when the run is gone."""
 
     async def load_functions(
         self, run_id: str, indices: Sequence[int]
@@ -43,13 +44,13 @@ class Store(Protocol):
         """Outputs of finished tasks; raises RunNotFound when the run is gone."""
 
     async def complete_tasks(
-        self, run_id: str, batch: Sequence[Completion], fanout: int, want_specs: bool = False
+        self, run_id: str, batch: Sequence[Completion], fanout: int, want_pages: bool = False
     ) -> tuple[list[list[int]], dict[int, bytes]] | None:
         """In one atomic step, for each completion of ``batch``: mark every child, store the
         output where :func:`~shoal.decisions.complete_batch` says so (for a worker that
         splits what it readied over ``fanout`` workers), append the finished
         event (with the bytes stored). Returns the children each completion made ready
-        (the worker owns them) and, if ``want_specs``, their signed specs; or None when
+        (the worker owns them) and, if ``want_pages``, the pages of their specs; or None when
         the run is gone (finished elsewhere, failed, cancelled): the worker then stops."""
 
     async def fail_task(self, run_id: str, failure: TaskFailure, failed: Event) -> None:

@@ -105,7 +105,7 @@ class MemoryStore:
     def clone(self) -> MemoryStore:
         return self  # threads of this process share it
 
-    async def load_specs(self, run_id: str, tasks: Sequence[int]) -> dict[int, bytes]:
+    async def load_pages(self, run_id: str, pages: Sequence[int]) -> dict[int, bytes]:
         """Nothing: specs are not encoded here, and in-process workers hold the graph."""
         self._run(run_id)
         return {}
@@ -124,7 +124,7 @@ class MemoryStore:
             raise LookupError(f"output of task {missing} is not stored in run {run_id}") from None
 
     async def complete_tasks(
-        self, run_id: str, batch: Sequence[Completion], fanout: int, want_specs: bool = False
+        self, run_id: str, batch: Sequence[Completion], fanout: int, want_pages: bool = False
     ) -> tuple[list[list[int]], dict[int, bytes]] | None:
         run = self._runs.get(run_id)
         if run is None:

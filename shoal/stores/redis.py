@@ -27,7 +27,7 @@ from ..decisions import Completion, Upload
 from ..errors import ConfigError, RunNotFound
 from ..events import Event, EventKind, decode_events, encode_events
 from ..failures import TaskFailure
-from ..graph import EncodedGraph, ShippedGraph, TaskFunction
+from ..graph import PAGE, EncodedGraph, ShippedGraph, TaskFunction
 from ..security import Signer
 from . import scripts
 from .keys import BIRTH_FIELD, run_keys
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TTL_S = 24 * 3600
 DEFAULT_INLINE_BYTES = 64 * 1024
-_SPEC_CHUNK = 10_000  # fields per HSET when a run is created
+_FIELDS_PER_HSET = 1_000  # pages per HSET when a run is created
 _OPTIONS = {"ttl", "inline_bytes"}
 
 
@@ -92,12 +92,12 @@ class RedisStore:
         # tells the scripts that the run exists, comes last. (redis-py's cluster transactions
         # also mix up event loops when clients live in several threads.)
         pipe = self.client.pipeline(transaction=False)
-        specs = encoded.specs
-        for lo in range(0, len(specs), _SPEC_CHUNK):
-            pipe.hset(keys.specs, mapping=dict(enumerate(specs[lo : lo + _SPEC_CHUNK], lo)))
+        pages = encoded.pages
+        for lo in range(0, len(pages), _FIELDS_PER_HSET):
+            pipe.hset(keys.specs, mapping=dict(enumerate(pages[lo : lo + _FIELDS_PER_HSET], lo)))
         pipe.hset(keys.functions, mapping=dict(enumerate(encoded.functions)))
         pipe.hset(keys.outputs, BIRTH_FIELD, b"")
-        pipe.setbit(keys.marks, max(1, len(specs)) * 32 - 1, 0)  # one word per task
+        pipe.setbit(keys.marks, max(1, len(graph.specs)) * 32 - 1, 0)  # one word per task
         for key in (keys.specs, keys.functions, keys.outputs, keys.marks):
             pipe.expire(key, self.ttl)
         pipe.xadd(keys.events, {"e": encode_events([started])})
@@ -133,11 +133,11 @@ class RedisStore:
         await self.client.unlink(*run_keys(run_id))
 
     # ----------------------------------------------------------------- worker side
-    async def load_specs(self, run_id: str, tasks: Sequence[int]) -> dict[int, bytes]:
-        blobs = await self.client.hmget(run_keys(run_id).specs, list(tasks))
+    async def load_pages(self, run_id: str, pages: Sequence[int]) -> dict[int, bytes]:
+        blobs = await self.client.hmget(run_keys(run_id).specs, list(pages))
         if blobs and blobs[0] is None:
-            await self._present(run_id, tasks[:1], blobs[:1])
-        return {t: b for t, b in zip(tasks, blobs, strict=True) if b is not None}
+            await self._present(run_id, pages[:1], blobs[:1])
+        return {p: b for p, b in zip(pages, blobs, strict=True) if b is not None}
 
     async def load_functions(
         self, run_id: str, indices: Sequence[int]
@@ -150,11 +150,11 @@ class RedisStore:
         return [self.codec.load_value(b) for b in await self._present(run_id, tasks, blobs)]
 
     async def complete_tasks(
-        self, run_id: str, batch: Sequence[Completion], fanout: int, want_specs: bool = False
+        self, run_id: str, batch: Sequence[Completion], fanout: int, want_pages: bool = False
     ) -> tuple[list[list[int]], dict[int, bytes]] | None:
         keys = run_keys(run_id)
         events = encode_events([c.finished for c in batch])
-        args: list[Any] = [int(want_specs), fanout, events]
+        args: list[Any] = [PAGE if want_pages else 0, fanout, events]
         dump = self.codec.dump_value
         for c in batch:
             blob = b"" if c.upload is Upload.NEVER else dump(c.output)
@@ -165,8 +165,8 @@ class RedisStore:
         if reply is None:
             return None
         *readies, flat = reply
-        specs = {int(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
-        return [[int(c) for c in ready] for ready in readies], specs
+        pages = {int(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+        return [[int(c) for c in ready] for ready in readies], pages
 
     async def fail_task(self, run_id: str, failure: TaskFailure, failed: Event) -> None:
         keys = run_keys(run_id)

@@ -29,16 +29,16 @@ COMPLETE = (
 -- A batch of tasks finished (protocol step c): mark every child of each, store each output
 -- that a consumer elsewhere may need, append the batch's task-finished events.
 -- KEYS[1] outputs (hash)  KEYS[2] marks (string)  KEYS[3] events (stream)  KEYS[4] specs
--- ARGV[1] 1: also return the specs of the children made ready; 0: don't
+-- ARGV[1] the page size: also return the pages of specs of the children made ready; 0: don't
 -- ARGV[2] the worker's fan-out: it keeps the first of that many even groups of the
 --         children a completion readies (shoal.decisions.split_ready) and hands out the rest
 -- ARGV[3] the batch's task-finished events (a JSON array, in batch order)
 -- ARGV[4 ..] per completion: task id, upload (0 never, 1 unless every child is readied by
 --            the batch and kept, 2 always), the output (signed; '' for upload 0), n (its
 --            number of children), then n children and n needs (each child's inputs)
--- Returns {ready_1, ..., ready_k, specs}: the children each completion made ready (its
--- worker owns them; none for a redelivered completion) and {id, spec, ...} of them if
--- asked. Returns false when the run is gone; nothing is left written then.
+-- Returns {ready_1, ..., ready_k, pages}: the children each completion made ready (its
+-- worker owns them; none for a redelivered completion) and {page, blob, ...} holding their
+-- specs if asked. Returns false when the run is gone; nothing is left written then.
 """
     + _BITFIELD
     + """
@@ -113,17 +113,21 @@ then  -- the run is gone: take back what this script created
   redis.call('DEL', KEYS[1], KEYS[2])
   return false
 end
-local specs = {}
-if ARGV[1] == '1' then
-  local ids = {}
-  for child, _ in pairs(readied) do ids[#ids + 1] = child end
+local pages = {}
+local size = tonumber(ARGV[1])
+if size > 0 then
+  local ids, seen = {}, {}
+  for child, _ in pairs(readied) do
+    local page = math.floor(child / size)
+    if not seen[page] then seen[page] = true; ids[#ids + 1] = page end
+  end
   for s = 1, #ids, 4000 do
     local part = {unpack(ids, s, math.min(s + 3999, #ids))}
     local blobs = redis.call('HMGET', KEYS[4], unpack(part))
-    for i, id in ipairs(part) do specs[#specs + 1] = id; specs[#specs + 1] = blobs[i] end
+    for i, id in ipairs(part) do pages[#pages + 1] = id; pages[#pages + 1] = blobs[i] end
   end
 end
-reply[#comps + 1] = specs
+reply[#comps + 1] = pages
 return reply
 """
 )
