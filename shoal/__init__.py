@@ -14,6 +14,7 @@ import logging
 
 from .api import compute
 from .errors import (
+    BadSignature,
     ConfigError,
     RemoteTraceback,
     RunNotFound,
@@ -29,6 +30,7 @@ from .summary import RunSummary, last_run
 __version__ = "0.1.0"
 
 __all__ = [
+    "BadSignature",
     "ConfigError",
     "Event",
     "EventKind",

@@ -146,17 +146,33 @@ def redis_cluster(workdir: Path, masters: int = 3) -> Iterator[list[int]]:
 
 
 @contextlib.contextmanager
-def gateway(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """A ``shoal gateway`` serving on a socket bound here first; yields its workers URL."""
+def _on_bound_socket(*command: str, env: dict[str, str] | None) -> Iterator[int]:
+    """Run ``python ... --fd N``, serving on a socket bound here first: requests queue until
+    it accepts, so nothing polls for readiness. Yields the port."""
     listener = socket.create_server(("127.0.0.1", 0), backlog=512)
     port = listener.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shoal", "gateway", "--fd", str(listener.fileno()), *args],
+        [sys.executable, *command, "--fd", str(listener.fileno())],
         pass_fds=[listener.fileno()],
         env={**os.environ, **(env or {})},
     )
     listener.close()
     try:
-        yield f"gateway+http://127.0.0.1:{port}"
+        yield port
     finally:
         _stop(proc)
+
+
+@contextlib.contextmanager
+def gateway(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """A ``shoal gateway``; yields its workers URL."""
+    with _on_bound_socket("-m", "shoal", "gateway", *args, env=env) as port:
+        yield f"gateway+http://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def worker_service(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """A ``shoal worker`` service; yields its ``/invoke`` URL. -I: its Python path holds
+    installed packages only, as in a container."""
+    with _on_bound_socket("-I", "-m", "shoal", "worker", *args, env=env) as port:
+        yield f"http://127.0.0.1:{port}/invoke"

@@ -4,9 +4,7 @@ failures, one invocation at a time, warm reuse, signatures and tokens."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,32 +15,13 @@ from typing import Any
 import httpx
 import pytest
 from conftest import leftover_keys
-from servers import _stop, free_port
+from servers import free_port, worker_service
 from signals import wait_for
 
 import shoal
 from shoal.backends import open_workers
 from shoal.backends.http import HttpWorkers
 from shoal.errors import ConfigError, WorkerLost
-
-
-@contextlib.contextmanager
-def worker_service(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """A ``shoal worker`` serving on a socket bound here first (so it needs no readiness
-    polling: requests queue until it accepts); yields its ``/invoke`` URL."""
-    listener = socket.create_server(("127.0.0.1", 0), backlog=512)
-    port = listener.getsockname()[1]
-    # -I: the worker's Python path holds installed packages only, as in a container.
-    proc = subprocess.Popen(
-        [sys.executable, "-I", "-m", "shoal", "worker", "--fd", str(listener.fileno()), *args],
-        pass_fds=[listener.fileno()],
-        env={**os.environ, **(env or {})},
-    )
-    listener.close()
-    try:
-        yield f"http://127.0.0.1:{port}/invoke"
-    finally:
-        _stop(proc)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import pytest
 from rich.console import Console
 
 import shoal
+from shoal.cli import cli
 from shoal.progress import Progress
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_public_names_are_exactly_the_intended_ones() -> None:
     assert sorted(shoal.__all__) == sorted(
         [
+            "BadSignature",
             "ConfigError",
             "Event",
             "EventKind",
@@ -97,7 +99,7 @@ def _shoal(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("command", [[], ["run"]])
+@pytest.mark.parametrize("command", [[], *([name] for name in cli.commands)])
 def test_every_command_has_help(command: list[str]) -> None:
     result = _shoal(*command, "--help")
     assert result.returncode == 0 and "Usage:" in result.stdout
