@@ -117,14 +117,18 @@ def complete_batch(
     before) readies nothing and stores nothing: None, and its event is dropped."""
     readies: list[list[int]] = []
     again: list[bool] = []
+    kept: set[int] = set()
+    finished = marks.finished
     for c in batch:
-        repeat = c.task in marks.finished
-        marks.finished.add(c.task)
+        repeat = c.task in finished
+        finished.add(c.task)
         again.append(repeat)
-        readies.append([] if repeat else mark_children(marks, c.task, c.children, c.child_deps))
-    kept = {child for ready in readies for child in split_ready(ready, fanout)[0]}
+        ready = [] if repeat else mark_children(marks, c.task, c.children, c.child_deps)
+        readies.append(ready)
+        if ready:
+            kept.update(split_ready(ready, fanout)[0])
     return readies, [
-        None if repeat else must_store(c.upload, c.children, kept)
+        None if repeat else c.upload is not NEVER and must_store(c.upload, c.children, kept)
         for c, repeat in zip(batch, again, strict=True)
     ]
 

@@ -351,6 +351,8 @@ class _Worker:
         self.source.pages.update(pages)
         held, early = self.held, self.early
         for ready in readies:
+            if not ready:
+                continue
             keep, hand_out = split_ready(ready, self.fanout)  # as the store judged uploads
             if early and not early.isdisjoint(ready):  # children it ran already
                 keep = [c for c in keep if c not in early]

@@ -21,11 +21,14 @@ from ..errors import RunNotFound
 from ..events import Event, EventKind, event
 from ..failures import TaskFailure
 from ..graph import ShippedGraph, TaskFunction
+from ..graph.template import _SCALARS
 from ..security import Signer
 
 
 def approx_nbytes(value: Any) -> int:
     """A cheap size estimate of a value that was not serialized."""
+    if type(value) in _SCALARS:  # (no failing attribute lookup for the common case)
+        return sys.getsizeof(value)
     nbytes = getattr(value, "nbytes", None)
     if isinstance(nbytes, int):
         return nbytes
