@@ -62,28 +62,26 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def redis_server(workdir: Path, *extra: str) -> Iterator[int]:
-    """A redis-server on a free port, its files in ``workdir``; yields the port."""
+def redis_server(workdir: Path, *extra: str, tls: Path | None = None) -> Iterator[int]:
+    """A redis-server on a free port, its files in ``workdir``; yields the port. With
+    ``tls`` (a folder holding ca.crt, server.crt and server.key), it speaks TLS only."""
     if REDIS_SERVER is None:
         raise RuntimeError("redis-server is not installed (bash scripts/test installs it)")
     workdir.mkdir(parents=True, exist_ok=True)
     for _ in range(5):  # another process may take the free port first
         port = free_port()
+        listen = ["--port", str(port)]
+        if tls is not None:
+            listen = ["--port", "0", "--tls-port", str(port), "--tls-auth-clients", "no"]
+            for option, name in (
+                ("cert", "server.crt"),
+                ("key", "server.key"),
+                ("ca-cert", "ca.crt"),
+            ):
+                listen += [f"--tls-{option}-file", str(tls / name)]
+        common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         proc = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(workdir),
-                *extra,
-            ],
+            [REDIS_SERVER, *listen, *common, "--dir", str(workdir), *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
@@ -176,3 +174,21 @@ def worker_service(*args: str, env: dict[str, str] | None = None) -> Iterator[st
     installed packages only, as in a container."""
     with _on_bound_socket("-I", "-m", "shoal", "worker", *args, env=env) as port:
         yield f"http://127.0.0.1:{port}/invoke"
+
+
+def make_certificates(folder: Path) -> Path:
+    """A CA and a server certificate for 127.0.0.1 it signed (openssl), in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def openssl(command: str, *quoted: str) -> None:
+        args = ["openssl", *command.split(), *quoted]
+        subprocess.run(args, cwd=folder, check=True, capture_output=True)
+
+    openssl("req -x509 -newkey rsa:2048 -nodes -days 2 -keyout ca.key -out ca.crt",
+            "-subj", "/CN=shoal test CA")  # fmt: skip
+    openssl("req -newkey rsa:2048 -nodes -keyout server.key -out server.csr",
+            "-subj", "/CN=127.0.0.1")  # fmt: skip
+    (folder / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 "
+            "-extfile san.cnf -out server.crt")  # fmt: skip
+    return folder

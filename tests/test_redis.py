@@ -13,7 +13,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from servers import free_port, redis_server
+from servers import free_port, make_certificates, redis_server
 
 import shoal
 from shoal.decisions import Completion, Marks, Upload, complete_batch
@@ -268,6 +268,18 @@ def test_the_password_comes_from_the_url_and_a_wrong_one_is_named_not_shown(
         with pytest.raises(ConfigError, match=f"127.0.0.1:{port}") as info:
             inc(1).compute(storage=wrong, workers="local", progress=False)
         assert "s3cret" not in str(info.value) and ":***@" in str(info.value)
+
+
+def test_rediss_speaks_tls_to_the_store_from_the_client_and_the_workers(
+    tmp_path: Path, gateway_url: str
+) -> None:
+    certs = make_certificates(tmp_path / "certs")
+    with redis_server(tmp_path / "redis", tls=certs) as port:
+        url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={certs / 'ca.crt'}"
+        graph = add(inc(1), inc(2))
+        assert graph.compute(storage=url, workers=gateway_url, progress=False) == 5
+        with pytest.raises(ConfigError, match=f"127.0.0.1:{port}"):  # not TLS: refused
+            inc(1).compute(storage=f"redis://127.0.0.1:{port}/0", workers="local")
 
 
 def test_a_bad_storage_option_is_an_error(redis_url: str) -> None:
