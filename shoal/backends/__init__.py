@@ -29,7 +29,14 @@ def open_workers(url: str) -> Workers:
             f"unknown workers {url!r}: expected one of " + ", ".join(sorted(BACKENDS))
         )
     module, _, name = target.partition(":")
-    workers: Workers = getattr(importlib.import_module(module), name).from_url(url)
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except ImportError as exc:  # the backend's extra is not installed
+        extra = "lambda" if scheme == "lambda" else "gateway"
+        raise ConfigError(
+            f"workers {scheme!r} need the {exc.name!r} package: pip install 'shoal[{extra}]'"
+        ) from None
+    workers: Workers = cls.from_url(url)
     return workers
 
 
