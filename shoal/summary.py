@@ -19,6 +19,7 @@ class RunSummary:
     tasks_done: int = 0
     workers: int = 0  # workers started (cold + warm)
     cold_starts: int = 0
+    cold_start_s: float = 0.0  # time workers spent starting cold, from invocation to work
     retries: int = 0
     makespan_s: float = 0.0  # first task start to last task end, from the events
     wall_s: float = 0.0  # compute() call, build and clean-up included
@@ -45,7 +46,9 @@ class RunSummary:
                     self.outputs_stored += 1
             elif kind is EventKind.WORKER_STARTED:
                 self.workers += 1
-                self.cold_starts += bool(ev.data and ev.data.get("cold"))
+                if ev.data and ev.data.get("cold"):
+                    self.cold_starts += 1
+                    self.cold_start_s += float(ev.data.get("start_s", 0.0))
             elif kind is EventKind.TASK_RETRIED:
                 self.retries += 1
         if self._first_start is not None and self._last_end:

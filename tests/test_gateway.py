@@ -4,6 +4,7 @@ and user code that the workers do not have."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import os
 import signal
@@ -21,6 +22,7 @@ from servers import free_port, gateway
 from signals import wait_for
 
 import shoal
+from shoal.backends.gateway import GatewayWorkers
 from shoal.errors import WorkerLost
 
 
@@ -57,6 +59,14 @@ def own_gateway(request: pytest.FixtureRequest, shared_secret: str) -> Iterator[
         yield url
 
 
+async def _prewarm_one_more(url: str) -> int:
+    workers = GatewayWorkers(url)
+    try:
+        return await workers.prewarm(cpus=1, memory_mb=2048, count=1)
+    finally:
+        await workers.close()
+
+
 def _run(node: shoal.Node, redis_url: str, workers: str) -> Any:
     return node.compute(storage=redis_url, workers=workers, progress=False)
 
@@ -68,9 +78,11 @@ def test_a_first_run_starts_cold_and_the_next_one_warm(redis_url: str, own_gatew
     assert _run(add(inc(1), inc(2)), redis_url, own_gateway) == 5
     first = shoal.last_run()
     assert first is not None and first.workers >= 1 and first.cold_starts == first.workers
+    assert first.cold_start_s > 0  # each start reports how long it took
     assert _run(add(inc(1), inc(2)), redis_url, own_gateway) == 5
     second = shoal.last_run()
     assert second is not None and second.workers >= 1 and second.cold_starts == 0
+    assert second.cold_start_s == 0
     assert _info(own_gateway)["started"]["warm"] >= second.workers
 
 
@@ -88,8 +100,9 @@ def test_idle_workers_retire_after_the_keep_warm_period(redis_url: str, own_gate
 
 @pytest.mark.gateway_args("--keep-warm", "600")
 def test_prewarmed_workers_take_the_first_run_warm(redis_url: str, own_gateway: str) -> None:
-    reply = httpx.post(_http(own_gateway) + "/prewarm", params={"count": 2})
-    assert reply.status_code == 202 and reply.json() == {"started": 2}
+    reply = httpx.post(_http(own_gateway) + "/prewarm", params={"count": 1})
+    assert reply.status_code == 202 and reply.json() == {"started": 1}
+    assert asyncio.run(_prewarm_one_more(own_gateway)) == 1  # the client's way to ask
     assert _idle(own_gateway) == 2
     assert _run(add(inc(1), inc(2)), redis_url, own_gateway) == 5
     summary = shoal.last_run()
@@ -211,7 +224,11 @@ def test_a_gateway_with_a_token_wants_it(redis_url: str, own_gateway: str) -> No
     assert _run(inc(1), redis_url, own_gateway + "?token=let-me-in") == 2
 
 
-def test_a_private_gateway_lives_for_one_run(redis_url: str) -> None:
+def test_a_private_gateway_lives_for_one_run(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without SHOAL_SECRET, the run makes up a secret and hands it to its gateway."""
+    monkeypatch.delenv("SHOAL_SECRET")
     before = _children()
     assert _run(add(inc(1), inc(2)), redis_url, "gateway") == 5
     summary = shoal.last_run()

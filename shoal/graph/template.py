@@ -103,9 +103,3 @@ def scan(obj: Any, is_node: Callable[[Any], bool], slot: Callable[[Any], Ref]) -
         if any(type(v) is Ref or type(v) is Nested for v in items):
             return Nested(t, items)
     return obj
-
-
-def signature(template: Any) -> str:
-    """One character per argument for the structure hash: reference, nested, or constant."""
-    t = type(template)
-    return "r" if t is Ref else "n" if t is Nested else "."
