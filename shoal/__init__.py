@@ -23,7 +23,7 @@ from .errors import (
     TaskFailed,
     WorkerLost,
 )
-from .events import Event, EventKind, TaskState
+from .events import Event, EventKind
 from .graph import Node, TaskFunction, task
 from .summary import RunSummary, last_run
 
@@ -42,7 +42,6 @@ __all__ = [
     "ShoalError",
     "TaskFailed",
     "TaskFunction",
-    "TaskState",
     "WorkerLost",
     "__version__",
     "compute",

@@ -1,4 +1,4 @@
-"""What happens in a run, as plain data: task states and the events of the run's stream.
+"""What happens in a run, as plain data: the events of the run's stream.
 
 Every state change is an :class:`Event` appended to the run's event stream. The client waits
 on the stream for its sinks or the first failure; the progress bar, the run summary and the
@@ -12,16 +12,6 @@ import time
 from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any, NamedTuple
-
-
-class TaskState(StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-
-
-TERMINAL = frozenset({TaskState.DONE, TaskState.FAILED})
 
 
 class EventKind(StrEnum):

@@ -32,7 +32,6 @@ def test_public_names_are_exactly_the_intended_ones() -> None:
             "ShoalError",
             "TaskFailed",
             "TaskFunction",
-            "TaskState",
             "WorkerLost",
             "__version__",
             "compute",

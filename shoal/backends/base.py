@@ -58,6 +58,9 @@ class Invocation:
 
 
 class Workers(Protocol):
+    """Everything the engine asks of a worker backend; a new backend is written from this
+    alone and registered by URL scheme in :data:`shoal.backends.BACKENDS`."""
+
     #: Where workers hand out more work (for a private gateway: known once started).
     url: str
     #: How many workers run at once at most; the fan-out hint for handing out work.
@@ -66,6 +69,10 @@ class Workers(Protocol):
     in_process: bool
     #: True when the client starts these workers itself and may make up their secret.
     private: bool
+
+    @classmethod
+    def from_url(cls, url: str) -> Workers:
+        """The backend for ``url``; :class:`~shoal.ConfigError` for a URL it cannot use."""
 
     async def start(self, store: Store, signer: Signer | None) -> None:
         """Get ready to run workers of runs kept in ``store``, signing with ``signer``."""

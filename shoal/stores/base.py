@@ -11,18 +11,31 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from ..codec import Codec
     from ..decisions import Completion
     from ..events import Event
     from ..failures import TaskFailure
     from ..graph import EncodedGraph, ShippedGraph, TaskFunction
+    from ..security import Signer
 
 
 class Store(Protocol):
+    """Everything the engine asks of a store; a new store is written from this alone and
+    registered by URL scheme in :data:`shoal.stores.STORES`."""
+
     url: str
     #: True when values pass by reference: only workers in this process can use the store.
     in_process: bool
     #: An invocation carries the encoded graph when it is at most this many bytes.
     inline_bytes: int
+    #: Signs and checks what the store pickles; None when values pass by reference.
+    codec: Codec | None
+
+    @classmethod
+    def from_url(cls, url: str, signer: Signer | None = None) -> Store:
+        """The store at ``url``; ``signer`` signs what it pickles (default: from
+        ``$SHOAL_SECRET``, asked for only when needed). :class:`~shoal.ConfigError` for a
+        URL it cannot use."""
 
     async def create_run(
         self, run_id: str, graph: ShippedGraph, sinks: Sequence[int]

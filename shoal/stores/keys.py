@@ -39,13 +39,3 @@ class RunKeys(NamedTuple):
 def run_keys(run_id: str) -> RunKeys:
     tag = f"{PREFIX}:{{{run_id}}}:"
     return RunKeys(*(tag + name for name in RunKeys._fields))
-
-
-def done_bit(task: int) -> int:
-    """Bit offset of ``task``'s finished flag in the marks string."""
-    return task * 32
-
-
-def input_count(task: int) -> int:
-    """Bit offset of ``task``'s 31-bit count of finished inputs in the marks string."""
-    return task * 32 + 1

@@ -81,6 +81,7 @@ class MemoryStore:
 
     in_process = True
     inline_bytes = 0
+    codec = None
 
     def __init__(self, url: str = "memory://") -> None:
         self.url = url

@@ -1,220 +1,26 @@
-"""The decentralized protocol, top to bottom (design brief, "How a run flows").
-
-Client side (:func:`run_graph`):
-  1. Build   the graph from the sinks (done by the caller, :func:`shoal.graph.build`).
-  2. Plan    (optional; not yet).
-  3. Ship    the partitioned graph to the store once. Workers in the client's process get
-             it by reference; others get it inside their invocation when it is small, else
-             the pages of specs of the tasks they are invoked for (and read the rest from
-             the store, a few pages at a time).
-  4. Invoke  one worker per group of roots.
-  5. Observe the run's event stream until every sink finished or something failed.
-  6. Finish  download the sinks' outputs and delete every key of the run (also on failure).
-
-Worker side (:func:`run_worker`), for each task it owns:
-  a. gather the inputs: held in memory when this worker made them, else one store read;
-  b. run the function, retrying with backoff;
-  c. complete: in one atomic store step, mark every child (idempotently), store the output
-     only if a consumer may live elsewhere, append the task's event (start and end). A
-     worker buffers its completions and takes this step for a whole batch at once, as soon
-     as it has nothing else to run, another worker waits on it, or a few milliseconds
-     passed (:func:`shoal.decisions.should_flush`): one round trip for many small tasks;
-  d. own the children the marks made ready: keep one group, hand each other group to a
-     new worker. No central queue: whoever completes a child's last input owns it. A child
-     whose only input is the task just run is owned for sure, so it runs at once, before
-     the batch reaches the store.
-
-The decisions inside these steps are pure functions in :mod:`shoal.decisions`.
-"""
+"""The one worker loop, shared by every backend (:func:`run_worker`): run the tasks of an
+invocation and every task their completions make this worker own (protocol steps a-d)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from traceback import format_exception
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .backends import Invocation, Size, Workers
-from .decisions import (
-    Completion,
-    backoff_delays,
-    group_roots,
-    should_flush,
-    split_ready,
-    upload_mode,
-)
-from .errors import RunNotFound, RunTimeout, WorkerLost
-from .events import Event, EventKind, event
-from .failures import TaskFailure
-from .graph import PAGE, EncodedGraph, Graph, ShippedGraph, TaskFunction, TaskSpec, pages_of
-from .stores import Store
-
-if TYPE_CHECKING:
-    from .codec import Codec
+from ..backends import Invocation, Size, Workers
+from ..decisions import Completion, backoff_delays, should_flush, split_ready, upload_mode
+from ..errors import RunNotFound
+from ..events import Event, EventKind, event
+from ..failures import TaskFailure
+from ..graph import TaskFunction, TaskSpec
+from ..stores import Store
+from .source import TaskSource
 
 log = logging.getLogger(__name__)
-
-#: How often the client wakes without events (progress bar, timeout).
-TICK_S = 0.25
-#: A worker that must read a page of specs reads this many (task ids are topological: a
-#: chain's next tasks follow it).
-PAGES_READ = 4
-
-
-# --------------------------------------------------------------------------- client side
-
-
-def new_run_id() -> str:
-    return secrets.token_hex(6)
-
-
-async def run_graph(
-    graph: Graph,
-    store: Store,
-    workers: Workers,
-    *,
-    run_id: str,
-    on_events: Callable[[list[Event]], None],
-    timeout: float | None = None,
-) -> list[Any]:
-    """Run ``graph`` and return the value of each sink, in ``graph.sinks`` order."""
-    shipped = graph.ship()  # 3. ship
-    encoded = await store.create_run(run_id, shipped, graph.sinks)
-    try:
-        inline: ShippedGraph | EncodedGraph | None = None
-        if workers.in_process:
-            inline = shipped  # by reference
-        elif encoded is not None and encoded.nbytes <= store.inline_bytes:
-            inline = encoded  # small enough to travel with every invocation
-        for group in group_roots(graph.roots, workers.parallelism):  # 4. invoke
-            pages = None
-            if inline is None and encoded is not None:
-                pages = {p: encoded.pages[p] for p in pages_of(group)}
-            size = Size.fitting({graph.functions[graph.func_of[t]].options for t in group})
-            await workers.invoke(
-                Invocation(
-                    run_id,
-                    tuple(group),
-                    workers.parallelism,
-                    graph=inline,
-                    storage=store.url,
-                    workers=workers.url,
-                    pages=pages,
-                    size=size,
-                )
-            )
-        await _wait_for_sinks(run_id, store, set(graph.sinks), on_events, timeout)  # 5. observe
-        unique = list(dict.fromkeys(graph.sinks))
-        values = dict(zip(unique, await store.get_outputs(run_id, unique), strict=True))
-        return [values[s] for s in graph.sinks]  # 6. finish
-    finally:
-        await store.delete_run(run_id)
-
-
-async def _wait_for_sinks(
-    run_id: str,
-    store: Store,
-    remaining: set[int],
-    on_events: Callable[[list[Event]], None],
-    timeout: float | None,
-) -> None:
-    deadline = None if timeout is None else time.monotonic() + timeout
-    cursor = None
-    while remaining:
-        wait = TICK_S if deadline is None else max(0.0, min(TICK_S, deadline - time.monotonic()))
-        events, cursor = await store.read_events(run_id, cursor, wait)
-        on_events(events)
-        for ev in events:
-            kind = ev.kind
-            if kind is EventKind.TASK_FINISHED:
-                remaining.discard(ev.task)  # type: ignore[arg-type]
-            elif kind is EventKind.TASK_FAILED:
-                failure = await store.get_failure(run_id, ev.task)  # type: ignore[arg-type]
-                if failure is None:
-                    raise WorkerLost(f"task {ev.task} failed but its error record is missing")
-                raise failure.exception()
-            elif kind is EventKind.WORKER_FAILED:
-                detail = (ev.data or {}).get("error", "no details")
-                raise WorkerLost(f"worker {ev.worker} crashed outside user code:\n{detail}")
-        if deadline is not None and remaining and time.monotonic() >= deadline:
-            raise RunTimeout(
-                f"run {run_id} did not finish within {timeout} s "
-                f"({len(remaining)} requested result(s) still missing)"
-            )
-
-
-# --------------------------------------------------------------------------- worker side
-
-
-class _TaskSource:
-    """The specs and functions this worker needs: from the invocation (as objects or as
-    signed pages), else from the store; each fetched or decoded once per worker."""
-
-    def __init__(self, invocation: Invocation, store: Store) -> None:
-        self.run_id = invocation.run_id
-        self.store = store
-        graph = invocation.graph
-        self.in_hand = graph if isinstance(graph, ShippedGraph) else None
-        self.encoded = graph if isinstance(graph, EncodedGraph) else None
-        self.pages: dict[int, bytes] = dict(invocation.pages or {})
-        self.codec: Codec | None = getattr(store, "codec", None)
-        self.specs: dict[int, TaskSpec] = {}
-        self.functions: dict[int, TaskFunction[Any, Any]] = {}
-
-    @property
-    def complete(self) -> bool:
-        """Whether every spec is at hand (no need to have the store send them)."""
-        return self.encoded is not None or self.in_hand is not None
-
-    async def spec(self, task: int) -> TaskSpec:
-        if self.in_hand is not None:
-            return self.in_hand.specs[task]
-        spec = self.specs.get(task)
-        if spec is None:
-            page = task // PAGE
-            blob = self.encoded.pages[page] if self.encoded else self.pages.get(page)
-            if blob is None:  # read it and the next ones: nearby tasks are likely next
-                wanted = [p for p in range(page, page + PAGES_READ) if p not in self.pages]
-                self.pages.update(await self.store.load_pages(self.run_id, wanted))
-                blob = self.pages.get(page)
-                if blob is None:
-                    raise LookupError(f"run {self.run_id} has no spec for task {task}")
-            assert self.codec is not None, "signed specs need the store's codec"
-            for i, decoded in enumerate(self.codec.decode_page(blob), page * PAGE):
-                self.specs[i] = decoded
-            spec = self.specs[task]
-        return spec
-
-    async def function(self, index: int) -> TaskFunction[Any, Any]:
-        if self.in_hand is not None:
-            return self.in_hand.functions[index]
-        fn = self.functions.get(index)
-        if fn is None:
-            if self.encoded is not None and self.codec is not None:
-                fn = self.codec.decode_function(self.encoded.functions[index])
-            else:
-                (fn,) = await self.store.load_functions(self.run_id, [index])
-            self.functions[index] = fn
-        return fn
-
-    def pages_for(self, tasks: Sequence[int]) -> dict[int, bytes] | None:
-        """The signed pages of ``tasks`` to send along when handing them out."""
-        if self.encoded is not None:
-            return None  # the whole graph travels anyway
-        return {p: self.pages[p] for p in pages_of(tasks) if p in self.pages}
-
-    async def size(self, tasks: Sequence[int]) -> Size:
-        """The worker size that fits ``tasks``."""
-        funcs = {(await self.spec(t)).func for t in tasks}
-        return Size.fitting([(await self.function(f)).options for f in funcs])
-
-    async def name(self, task: int) -> str:
-        fn = await self.function((await self.spec(task)).func)
-        return f"{fn.name}-{task}"
 
 
 class _Worker:
@@ -227,7 +33,7 @@ class _Worker:
         self.workers = workers
         self.name = name
         self.fanout = invocation.fanout
-        self.source = _TaskSource(invocation, store)
+        self.source = TaskSource(invocation, store)
         in_hand = self.source.in_hand  # the fast path: the graph's objects
         self.specs = in_hand.specs if in_hand else None
         self.functions = in_hand.functions if in_hand else None

@@ -1,0 +1,34 @@
+"""The decentralized protocol, top to bottom (design brief, "How a run flows").
+
+Client side (:func:`run_graph`, in :mod:`.client`):
+  1. Build   the graph from the sinks (done by the caller, :func:`shoal.graph.build`).
+  2. Plan    (by the caller, :mod:`shoal.planning`): a size and a group per task, carried
+             in the task specs; without a plan, workers split work as they go.
+  3. Ship    the partitioned graph to the store once. Workers in the client's process get
+             it by reference; others get it inside their invocation when it is small, else
+             the pages of specs of the tasks they are invoked for (and read the rest from
+             the store, a few pages at a time: :mod:`.source`).
+  4. Invoke  one worker per group of roots.
+  5. Observe the run's event stream until every sink finished or something failed.
+  6. Finish  download the sinks' outputs and delete every key of the run (also on failure).
+
+Worker side (:func:`run_worker`, in :mod:`.worker`), for each task it owns:
+  a. gather the inputs: held in memory when this worker made them, else one store read;
+  b. run the function, retrying with backoff;
+  c. complete: in one atomic store step, mark every child (idempotently), store the output
+     only if a consumer may live elsewhere, append the task's event (start and end). A
+     worker buffers its completions and takes this step for a whole batch at once, as soon
+     as it has nothing else to run, another worker waits on it, or a few milliseconds
+     passed (:func:`shoal.decisions.should_flush`): one round trip for many small tasks;
+  d. own the children the marks made ready: keep one group, hand each other group to a
+     new worker. No central queue: whoever completes a child's last input owns it. A child
+     whose only input is the task just run is owned for sure, so it runs at once, before
+     the batch reaches the store.
+
+The decisions inside these steps are pure functions in :mod:`shoal.decisions`.
+"""
+
+from .client import new_run_id, run_graph
+from .worker import run_worker
+
+__all__ = ["new_run_id", "run_graph", "run_worker"]

@@ -1,0 +1,83 @@
+"""Where a worker finds the specs and functions of the tasks it runs: in its invocation (as
+objects for workers in the client's process, as signed pages for others), else in the
+store, a few pages at a time; each fetched or decoded once per worker."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..backends import Invocation, Size
+from ..graph import PAGE, EncodedGraph, ShippedGraph, TaskFunction, TaskSpec, pages_of
+from ..stores import Store
+
+#: A worker that must read a page of specs reads this many (task ids are topological: a
+#: chain's next tasks follow it).
+PAGES_READ = 4
+
+
+class TaskSource:
+    """The specs and functions this worker needs: from the invocation (as objects or as
+    signed pages), else from the store; each fetched or decoded once per worker."""
+
+    def __init__(self, invocation: Invocation, store: Store) -> None:
+        self.run_id = invocation.run_id
+        self.store = store
+        graph = invocation.graph
+        self.in_hand = graph if isinstance(graph, ShippedGraph) else None
+        self.encoded = graph if isinstance(graph, EncodedGraph) else None
+        self.pages: dict[int, bytes] = dict(invocation.pages or {})
+        self.codec = store.codec
+        self.specs: dict[int, TaskSpec] = {}
+        self.functions: dict[int, TaskFunction[Any, Any]] = {}
+
+    @property
+    def complete(self) -> bool:
+        """Whether every spec is at hand (no need to have the store send them)."""
+        return self.encoded is not None or self.in_hand is not None
+
+    async def spec(self, task: int) -> TaskSpec:
+        if self.in_hand is not None:
+            return self.in_hand.specs[task]
+        spec = self.specs.get(task)
+        if spec is None:
+            page = task // PAGE
+            blob = self.encoded.pages[page] if self.encoded else self.pages.get(page)
+            if blob is None:  # read it and the next ones: nearby tasks are likely next
+                wanted = [p for p in range(page, page + PAGES_READ) if p not in self.pages]
+                self.pages.update(await self.store.load_pages(self.run_id, wanted))
+                blob = self.pages.get(page)
+                if blob is None:
+                    raise LookupError(f"run {self.run_id} has no spec for task {task}")
+            assert self.codec is not None, "signed specs need the store's codec"
+            for i, decoded in enumerate(self.codec.decode_page(blob), page * PAGE):
+                self.specs[i] = decoded
+            spec = self.specs[task]
+        return spec
+
+    async def function(self, index: int) -> TaskFunction[Any, Any]:
+        if self.in_hand is not None:
+            return self.in_hand.functions[index]
+        fn = self.functions.get(index)
+        if fn is None:
+            if self.encoded is not None and self.codec is not None:
+                fn = self.codec.decode_function(self.encoded.functions[index])
+            else:
+                (fn,) = await self.store.load_functions(self.run_id, [index])
+            self.functions[index] = fn
+        return fn
+
+    def pages_for(self, tasks: Sequence[int]) -> dict[int, bytes] | None:
+        """The signed pages of ``tasks`` to send along when handing them out."""
+        if self.encoded is not None:
+            return None  # the whole graph travels anyway
+        return {p: self.pages[p] for p in pages_of(tasks) if p in self.pages}
+
+    async def size(self, tasks: Sequence[int]) -> Size:
+        """The worker size that fits ``tasks``."""
+        funcs = {(await self.spec(t)).func for t in tasks}
+        return Size.fitting([(await self.function(f)).options for f in funcs])
+
+    async def name(self, task: int) -> str:
+        fn = await self.function((await self.spec(task)).func)
+        return f"{fn.name}-{task}"
