@@ -25,6 +25,7 @@ from .errors import (
 )
 from .events import Event, EventKind
 from .graph import Node, TaskFunction, task
+from .history import history
 from .summary import RunSummary, last_run
 
 __version__ = "0.1.0"
@@ -45,6 +46,7 @@ __all__ = [
     "WorkerLost",
     "__version__",
     "compute",
+    "history",
     "last_run",
     "task",
 ]

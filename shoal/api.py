@@ -1,24 +1,41 @@
-"""``shoal.compute``: choose the store and the workers, run, report."""
+"""``shoal.compute``: choose the store, the workers and the history; run; record."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from .backends import open_workers
 from .errors import ConfigError
-from .graph import Node, build
+from .graph import Graph, Node, build
+from .history import History, RunRecord, RunTrace, open_history
+from .metrics import DEFAULT_POLICY, parse_policy
 from .progress import Progress
 from .protocol import new_run_id, run_graph
 from .security import client_signer
 from .stores import open_store
 from .summary import RunSummary, record
 
+log = logging.getLogger(__name__)
+
 DEFAULT_STORAGE = "memory://"
 DEFAULT_WORKERS = "local"
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    storage: str
+    workers: str
+    progress: bool | None
+    timeout: float | None
+    metrics: str
+    history: History
 
 
 def compute(
@@ -27,6 +44,8 @@ def compute(
     workers: str | None = None,
     progress: bool | None = None,
     timeout: float | None = None,
+    history: str | None = None,
+    metrics: str | None = None,
 ) -> tuple[Any, ...]:
     """Run the graph ending in ``nodes`` (one run) and return their values as a tuple.
 
@@ -34,25 +53,44 @@ def compute(
     ``workers``: worker backend (``local`` by default, or ``$SHOAL_WORKERS``).
     ``progress``: progress bar; None shows it on a terminal for runs longer than a second.
     ``timeout``: seconds before the run is abandoned with :class:`shoal.RunTimeout`.
+    ``history``: where the run is recorded and plans learn from (``$SHOAL_HISTORY``, else
+    a SQLite file in the user's data directory; ``"none"`` for nowhere; see
+    :mod:`shoal.history`).
+    ``metrics``: when workers send their task metrics (``batch`` by default, or
+    ``$SHOAL_METRICS``; see :mod:`shoal.metrics`); ``off`` for never (the default
+    without a history).
 
     A task that raises makes this raise the task's own exception. The run's summary is
-    then available from :func:`shoal.last_run`.
+    then available from :func:`shoal.last_run`, and its record from the history.
     """
     if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    storage = storage or os.environ.get("SHOAL_STORAGE") or DEFAULT_STORAGE
-    workers = workers or os.environ.get("SHOAL_WORKERS") or DEFAULT_WORKERS
-    # The values come back beside asyncio.run, not through it: on its way out it formats
-    # the finished task, results and all (a slow repr() of a big result costs seconds).
-    outcome: dict[str, tuple[Any, ...]] = {}
-    coro = _compute(nodes, storage, workers, progress, timeout, outcome)
+    kept = open_history(history)
     try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        asyncio.run(coro)
-    else:
-        _run_in_thread(coro)  # called from async code (e.g. a notebook): don't block its loop
-    return outcome["values"]
+        policy = metrics or os.environ.get("SHOAL_METRICS")
+        if policy is None:
+            policy = DEFAULT_POLICY if kept.url != "none" else "off"
+        options = _Options(
+            storage=storage or os.environ.get("SHOAL_STORAGE") or DEFAULT_STORAGE,
+            workers=workers or os.environ.get("SHOAL_WORKERS") or DEFAULT_WORKERS,
+            progress=progress,
+            timeout=timeout,
+            metrics=str(parse_policy(policy)),
+            history=kept,
+        )
+        # The values come back beside asyncio.run, not through it: on its way out it formats
+        # the finished task, results and all (a slow repr() of a big result costs seconds).
+        outcome: dict[str, tuple[Any, ...]] = {}
+        coro = _compute(nodes, options, outcome)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(coro)
+        else:
+            _run_in_thread(coro)  # called from async code (e.g. a notebook): don't block it
+        return outcome["values"]
+    finally:
+        kept.close()
 
 
 def _run_in_thread(coro: Any) -> None:
@@ -72,41 +110,92 @@ def _run_in_thread(coro: Any) -> None:
 
 
 async def _compute(
-    nodes: tuple[Node, ...],
-    storage: str,
-    workers: str,
-    progress: bool | None,
-    timeout: float | None,
-    outcome: dict[str, tuple[Any, ...]],
+    nodes: tuple[Node, ...], options: _Options, outcome: dict[str, tuple[Any, ...]]
 ) -> None:
+    started_at = time.time()
     started = time.perf_counter()
     graph = build(nodes)
-    backend = open_workers(workers)
+    backend = open_workers(options.workers)
     signer = client_signer(backend.private)
-    store = open_store(storage, signer)
+    store = open_store(options.storage, signer)
     if store.in_process and not backend.in_process:
         raise ConfigError(
-            f"storage {storage!r} lives in this process, so workers {workers!r} cannot reach "
-            "it: use a shared store such as redis://"
+            f"storage {options.storage!r} lives in this process, so workers "
+            f"{options.workers!r} cannot reach it: use a shared store such as redis://"
         )
     run_id = new_run_id()
-    summary = RunSummary(run_id, graph.structure_hash, len(graph), storage=storage, backend=workers)
-    bar = Progress(len(graph), progress)
+    summary = RunSummary(
+        run_id, graph.structure_hash, len(graph), storage=options.storage, backend=options.workers
+    )
+    bar = Progress(len(graph), options.progress)
+    trace = RunTrace() if options.history.url != "none" else None
 
     def on_events(events: list[Any]) -> None:
         summary.add(events)
+        if trace is not None:
+            trace.add(events)
         bar.update(summary.tasks_done)
 
+    error: BaseException | None = None
     try:
         await backend.start(store, signer)
         values = await run_graph(
-            graph, store, backend, run_id=run_id, on_events=on_events, timeout=timeout
+            graph,
+            store,
+            backend,
+            run_id=run_id,
+            on_events=on_events,
+            timeout=options.timeout,
+            metrics=options.metrics,
         )
         summary.ok = True
         outcome["values"] = tuple(values)
+    except BaseException as exc:
+        error = exc
+        raise
     finally:
         bar.close()
         await backend.close()
         await store.close()
         summary.wall_s = time.perf_counter() - started
         record(summary)
+        if trace is not None:
+            _keep(options.history, trace, graph, summary, backend.kind, started_at, error)
+
+
+def _keep(
+    history: History,
+    trace: RunTrace,
+    graph: Graph,
+    summary: RunSummary,
+    backend: str,
+    started_at: float,
+    error: BaseException | None,
+) -> None:
+    """Record the run in the history. A history that fails costs the run nothing: the
+    user has the results (or the task's error); the failure is logged with its cause."""
+    run = RunRecord(
+        run_id=summary.run_id,
+        workflow=graph.structure_hash,
+        name=workflow_name(graph),
+        started=started_at,
+        backend=backend,
+        storage=urlsplit(summary.storage).scheme or summary.storage,
+        ok=summary.ok,
+        error=None if error is None else f"{type(error).__name__}: {error}",
+        tasks_total=summary.tasks,
+        tasks_done=summary.tasks_done,
+        makespan_s=summary.makespan_s,
+        wall_s=summary.wall_s,
+    )
+    try:
+        stats, backend_stats = trace.fold(graph, run)
+        history.record(run, stats, backend_stats)
+    except Exception:
+        log.warning("run %s was not recorded in %s", summary.run_id, history.url, exc_info=True)
+
+
+def workflow_name(graph: Graph) -> str:
+    """A workflow's name: its sinks' functions (its identity is the structure hash)."""
+    names = dict.fromkeys(graph.nodes[s].fn.name for s in graph.sinks)
+    return "+".join(names)

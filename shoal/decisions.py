@@ -185,7 +185,8 @@ def backoff_delays(
 
 
 def wakes_client(events: Iterable[Event], sinks: frozenset[int]) -> bool:
-    """Whether the waiting client must wake now: a sink finished or something failed.
+    """Whether the waiting client must wake now: a sink finished, something failed, or a
+    worker stopped (after the sinks, the client waits for the workers' last metrics).
     Anything else it reads at its next tick, so a busy run costs it a few wake-ups a
     second, not one per event."""
     for ev in events:
@@ -193,6 +194,9 @@ def wakes_client(events: Iterable[Event], sinks: frozenset[int]) -> bool:
         if kind is EventKind.TASK_FINISHED:
             if ev.task in sinks:
                 return True
-        elif kind is EventKind.TASK_FAILED or kind is EventKind.WORKER_FAILED:
+        elif kind in _WAKING:
             return True
     return False
+
+
+_WAKING = frozenset({EventKind.TASK_FAILED, EventKind.WORKER_FAILED, EventKind.WORKER_STOPPED})

@@ -20,6 +20,7 @@ class EventKind(StrEnum):
     TASK_RETRIED = "task-retried"
     TASK_FINISHED = "task-finished"
     TASK_FAILED = "task-failed"
+    TASK_METRICS = "task-metrics"
     WORKER_STARTED = "worker-started"
     WORKER_STOPPED = "worker-stopped"
     WORKER_FAILED = "worker-failed"

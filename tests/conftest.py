@@ -34,6 +34,19 @@ def shared_secret() -> Iterator[str]:
         del os.environ["SHOAL_SECRET"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def history_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every run of the session is recorded here, not in the user's data directory."""
+    path = tmp_path_factory.mktemp("history") / "history.sqlite3"
+    old = os.environ.get("SHOAL_HISTORY")
+    os.environ["SHOAL_HISTORY"] = str(path)
+    yield path
+    if old is None:
+        del os.environ["SHOAL_HISTORY"]
+    else:
+        os.environ["SHOAL_HISTORY"] = old
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with redis_server(tmp_path_factory.mktemp("redis")) as port:

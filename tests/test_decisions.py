@@ -364,8 +364,11 @@ def test_a_finished_non_sink_does_not_wake_the_client() -> None:
     assert wakes_client([_ev(EventKind.TASK_FINISHED, 4)], frozenset({3})) is False
 
 
-@pytest.mark.parametrize("kind", [EventKind.TASK_FAILED, EventKind.WORKER_FAILED])
-def test_failures_wake_the_client(kind: EventKind) -> None:
+@pytest.mark.parametrize(
+    "kind", [EventKind.TASK_FAILED, EventKind.WORKER_FAILED, EventKind.WORKER_STOPPED]
+)
+def test_failures_and_stopping_workers_wake_the_client(kind: EventKind) -> None:
+    # after the sinks, the client waits for each worker's stop (its last metrics)
     task = 1 if kind is EventKind.TASK_FAILED else None
     assert wakes_client([_ev(kind, task)], frozenset({99})) is True
 
@@ -376,7 +379,7 @@ def test_failures_wake_the_client(kind: EventKind) -> None:
         EventKind.TASK_STARTED,
         EventKind.TASK_RETRIED,
         EventKind.WORKER_STARTED,
-        EventKind.WORKER_STOPPED,
+        EventKind.TASK_METRICS,
     ],
 )
 def test_other_events_do_not_wake_the_client(kind: EventKind) -> None:

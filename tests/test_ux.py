@@ -35,6 +35,7 @@ def test_public_names_are_exactly_the_intended_ones() -> None:
             "WorkerLost",
             "__version__",
             "compute",
+            "history",
             "last_run",
             "task",
         ]

@@ -106,6 +106,7 @@ def new_client(region: str | None) -> Any:
 class LambdaWorkers:
     """Starts each worker as an asynchronous invocation of a Lambda function."""
 
+    kind = "lambda"
     in_process = False
     private = False  # the functions exist beforehand, with a secret of their own
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import ssl
+import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
@@ -49,12 +50,14 @@ class Invocation:
     #: (saves store reads).
     pages: dict[int, bytes] | None = None
     size: Size = Size()  # of the worker to run it on
+    metrics: str = "batch"  # the upload policy of task metrics (shoal.metrics)
+    sent: float = 0.0  # wall clock when it was handed to the backend
 
     def handing_out(
         self, tasks: Sequence[int], pages: dict[int, bytes] | None, size: Size
     ) -> Invocation:
-        """The invocation a worker of this one sends for ``tasks`` it hands out."""
-        return replace(self, tasks=tuple(tasks), pages=pages, size=size)
+        """The invocation a worker of this one sends for ``tasks`` it hands out, now."""
+        return replace(self, tasks=tuple(tasks), pages=pages, size=size, sent=time.time())
 
 
 class Workers(Protocol):
@@ -69,6 +72,9 @@ class Workers(Protocol):
     in_process: bool
     #: True when the client starts these workers itself and may make up their secret.
     private: bool
+    #: The kind of platform ("local", "gateway", "http", "lambda"): history and plans are
+    #: kept per kind, as timings on one say nothing of another.
+    kind: str
 
     @classmethod
     def from_url(cls, url: str) -> Workers:

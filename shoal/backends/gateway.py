@@ -32,6 +32,7 @@ TOKEN_ENV = "SHOAL_GATEWAY_TOKEN"
 class GatewayWorkers:
     """Invokes workers through a gateway's HTTP API."""
 
+    kind = "gateway"
     in_process = False
 
     def __init__(self, url: str) -> None:

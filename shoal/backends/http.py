@@ -71,6 +71,7 @@ class HttpWorkers:
     """Invokes workers by POSTing signed invocation payloads to a ``shoal worker``
     endpoint."""
 
+    kind = "http"
     in_process = False
     private = False
 

@@ -29,6 +29,7 @@ _STOP = None
 class LocalWorkers:
     """A pool of worker threads in this process."""
 
+    kind = "local"
     in_process = True
     private = True
 

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from time import perf_counter
 from traceback import format_exception
 from typing import Any
 
@@ -17,6 +18,7 @@ from ..errors import RunNotFound
 from ..events import Event, EventKind, event
 from ..failures import TaskFailure
 from ..graph import TaskFunction, TaskSpec
+from ..metrics import MetricsBuffer, approx_nbytes, parse_policy, process_probe
 from ..stores import Store
 from .source import TaskSource
 
@@ -26,7 +28,14 @@ log = logging.getLogger(__name__)
 class _Worker:
     """One worker's state while it runs an invocation: what it owns, holds and buffers."""
 
-    def __init__(self, invocation: Invocation, store: Store, workers: Workers, name: str):
+    def __init__(
+        self,
+        invocation: Invocation,
+        store: Store,
+        workers: Workers,
+        name: str,
+        metrics: MetricsBuffer | None,
+    ) -> None:
         self.invocation = invocation
         self.run_id = invocation.run_id
         self.store = store
@@ -43,12 +52,17 @@ class _Worker:
         self.early: set[int] = set()  # children run before their parent's batch was stored
         self.urgent = False  # the batch holds a sink or children for other workers
         self.ran = 0
+        self.metrics = metrics
+        # CPU time and peak memory are the task's only when the process is the worker's own.
+        self.probe = process_probe() if metrics and not workers.in_process else None
+        self.read_bytes = 0  # by the last gather()
 
     async def run(self) -> None:
         """Run owned tasks until none is left and every completion is in the store."""
         await self.read_shared_inputs(self.invocation.tasks)
         owned, batch, specs, functions = self.owned, self.batch, self.specs, self.functions
-        last_task_s = ended = 0.0
+        metrics, probe = self.metrics, self.probe
+        last_task_s = ended = cpu_started = 0.0
         while True:
             due = batch and (
                 not owned
@@ -62,20 +76,30 @@ class _Worker:
                 return
             task = owned.pop()
             spec = specs[task] if specs else await self.source.spec(task)
+            read_at = perf_counter()
             values = await self.gather(spec.deps)  # a.
+            read_s = perf_counter() - read_at
             fn = functions[spec.func] if functions else await self.source.function(spec.func)
+            if probe:
+                cpu_started = probe.start()
             started = time.time()
             try:  # b.
                 args, kwargs = spec.arguments(values)
                 result = fn.func(*args, **kwargs)
             except Exception as exc:
                 await self.store.emit(self.run_id, [Event(TASK_STARTED, self.name, task, started)])
-                ok, result = await _retry(fn, spec, values, exc, self, task)
+                ok, result, started = await _retry(fn, spec, values, exc, self, task)
                 if not ok:
                     await self.fail(task, fn, result)
                     return
             ended = time.time()
             last_task_s = ended - started
+            if metrics:
+                cpu_s, peak_mb = probe.stop(cpu_started) if probe else (None, None)
+                metrics.measured.append(  # TaskMetrics' fields, as a plain tuple
+                    (task, read_s, self.read_bytes, last_task_s, cpu_s, peak_mb,
+                     approx_nbytes(result), 0.0)
+                )  # fmt: skip
             self.finish(
                 task, spec, result, Event(TASK_FINISHED, self.name, task, ended, None, started)
             )
@@ -91,12 +115,13 @@ class _Worker:
                 uses[dep] = uses.get(dep, 0) + 1
         shared = [dep for dep, n in uses.items() if n > 1 and dep not in self.held]
         if shared:
-            values = await self.store.get_outputs(self.run_id, shared)
+            values, _ = await self.store.get_outputs(self.run_id, shared)
             for dep, value in zip(shared, values, strict=True):
                 self.held[dep] = [value, uses[dep]]
 
     async def gather(self, deps: Sequence[int]) -> list[Any]:
         """Upstream outputs: held ones from memory, all others in one store read."""
+        self.read_bytes = 0
         if not deps:
             return []
         held = self.held
@@ -118,7 +143,8 @@ class _Worker:
             if entry[1] <= 0:
                 del held[dep]
         if missing:
-            fetched = await self.store.get_outputs(self.run_id, [deps[i] for i in missing])
+            wanted = [deps[i] for i in missing]
+            fetched, self.read_bytes = await self.store.get_outputs(self.run_id, wanted)
             for i, value in zip(missing, fetched, strict=True):
                 values[i] = value
         return values
@@ -148,15 +174,23 @@ class _Worker:
         batch = self.batch[:]
         self.batch.clear()
         self.urgent = False
+        metrics = self.metrics
+        extra: tuple[Event, ...] = ()
+        if metrics and metrics.policy.mode == "batch":  # the records ride along
+            extra = self.metrics_events()
+        step_started = perf_counter()
         settled = await self.store.complete_tasks(
-            self.run_id, batch, self.fanout, want_pages=not self.source.complete
+            self.run_id, batch, self.fanout, want_pages=not self.source.complete, extra=extra
         )
         if settled is None:
             return False
-        readies, pages = settled
-        self.source.pages.update(pages)
+        if metrics:
+            metrics.stored(settled.stored, perf_counter() - step_started)
+            if metrics.due():
+                await self.store.emit(self.run_id, self.metrics_events())
+        self.source.pages.update(settled.pages)
         held, early = self.held, self.early
-        for ready in readies:
+        for ready in settled.readies:
             if not ready:
                 continue
             keep, hand_out = split_ready(ready, self.fanout)  # as the store judged uploads
@@ -179,6 +213,11 @@ class _Worker:
             if entry is not None and entry[1] <= 0:
                 del held[completion.task]
         return True
+
+    def metrics_events(self) -> tuple[Event, ...]:
+        """The waiting task metrics as an event, if there are any."""
+        data = self.metrics.take() if self.metrics else None
+        return () if data is None else (event(EventKind.TASK_METRICS, self.name, data=data),)
 
     async def fail(self, task: int, fn: TaskFunction[Any, Any], error: BaseException) -> None:
         """Record the task's failure (after the batch, so finished work is on record)."""
@@ -205,9 +244,24 @@ async def run_worker(
     task their completions make this worker own. ``cold``/``start_s``: whether the worker
     had to start from nothing, and how long it took from the invocation to here."""
     run_id = invocation.run_id
-    started = event(EventKind.WORKER_STARTED, worker, data={"cold": cold, "start_s": start_s})
+    handout_s = max(0.0, time.time() - invocation.sent) if invocation.sent else None
+    size = invocation.size
+    started = event(
+        EventKind.WORKER_STARTED,
+        worker,
+        data={
+            "cold": cold,
+            "start_s": start_s,
+            "handout_s": handout_s,
+            "size": [size.cpus, size.memory_mb],
+            "kind": workers.kind,
+        },
+    )
     await store.emit(run_id, [started])
-    state = _Worker(invocation, store, workers, worker)
+    policy = parse_policy(invocation.metrics)
+    state = _Worker(
+        invocation, store, workers, worker, MetricsBuffer(policy) if policy.on else None
+    )
     try:
         await state.run()
     except RunNotFound:
@@ -224,7 +278,7 @@ async def run_worker(
     finally:
         stopped = event(EventKind.WORKER_STOPPED, worker, data={"tasks": state.ran})
         with contextlib.suppress(Exception):
-            await store.emit(run_id, [stopped])
+            await store.emit(run_id, [*state.metrics_events(), stopped])
 
 
 TASK_STARTED, TASK_FINISHED = EventKind.TASK_STARTED, EventKind.TASK_FINISHED
@@ -237,18 +291,20 @@ async def _retry(
     error: Exception,
     worker: _Worker,
     task: int,
-) -> tuple[bool, Any]:
-    """After a first failure, retry with exponential backoff and jitter.
-    Returns (True, output) or (False, the last exception)."""
+) -> tuple[bool, Any, float]:
+    """After a first failure, retry with exponential backoff and jitter. Returns (True,
+    output) or (False, the last exception), and when the last attempt started."""
     retries = fn.options.retries
+    started = time.time()
     for attempt, delay in enumerate(backoff_delays(retries, fn.options.retry_delay), 1):
         info = {"attempt": attempt, "error": f"{type(error).__name__}: {error}"}
         retried = event(EventKind.TASK_RETRIED, worker.name, task, info)
         await worker.store.emit(worker.run_id, [retried])
         await asyncio.sleep(delay)
+        started = time.time()
         try:
             args, kwargs = spec.arguments(values)
-            return True, fn.func(*args, **kwargs)
+            return True, fn.func(*args, **kwargs), started
         except Exception as exc:
             error = exc
-    return False, error
+    return False, error, started

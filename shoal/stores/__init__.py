@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
-from .base import Store
+from .base import Settled, Store
 
 if TYPE_CHECKING:
     from ..security import Signer
@@ -43,4 +43,4 @@ def open_store(url: str, signer: Signer | None = None) -> Store:
     return store
 
 
-__all__ = ["STORES", "Store", "open_store"]
+__all__ = ["STORES", "Settled", "Store", "open_store"]

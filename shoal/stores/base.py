@@ -8,7 +8,7 @@ step come from :mod:`shoal.decisions`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from ..codec import Codec
@@ -17,6 +17,16 @@ if TYPE_CHECKING:
     from ..failures import TaskFailure
     from ..graph import EncodedGraph, ShippedGraph, TaskFunction
     from ..security import Signer
+
+
+class Settled(NamedTuple):
+    """What a completion step did: per completion of the batch, the children it made ready
+    (its worker owns them) and the bytes of its output stored (0: kept on the worker; -1: a
+    redelivered completion, ignored); and the pages of the ready children's specs, if asked."""
+
+    readies: list[list[int]]
+    stored: list[int]
+    pages: dict[int, bytes]
 
 
 class Store(Protocol):
@@ -53,18 +63,25 @@ class Store(Protocol):
         self, run_id: str, indices: Sequence[int]
     ) -> list[TaskFunction[Any, Any]]: ...
 
-    async def get_outputs(self, run_id: str, tasks: Sequence[int]) -> list[Any]:
-        """Outputs of finished tasks; raises RunNotFound when the run is gone."""
+    async def get_outputs(self, run_id: str, tasks: Sequence[int]) -> tuple[list[Any], int]:
+        """Outputs of finished tasks, and the bytes read to get them (0 when they pass by
+        reference); raises RunNotFound when the run is gone."""
 
     async def complete_tasks(
-        self, run_id: str, batch: Sequence[Completion], fanout: int, want_pages: bool = False
-    ) -> tuple[list[list[int]], dict[int, bytes]] | None:
+        self,
+        run_id: str,
+        batch: Sequence[Completion],
+        fanout: int,
+        want_pages: bool = False,
+        extra: Sequence[Event] = (),
+    ) -> Settled | None:
         """In one atomic step, for each completion of ``batch``: mark every child, store the
         output where :func:`~shoal.decisions.complete_batch` says so (for a worker that
         splits what it readied over ``fanout`` workers), append the finished
-        event (with the bytes stored). Returns the children each completion made ready
-        (the worker owns them) and, if ``want_pages``, the pages of their specs; or None when
-        the run is gone (finished elsewhere, failed, cancelled): the worker then stops."""
+        event (with the bytes stored); and append the ``extra`` events. Returns what the
+        step did (with the pages of the ready children's specs if ``want_pages``), or None
+        when the run is gone (finished elsewhere, failed, cancelled): the worker then
+        stops."""
 
     async def fail_task(self, run_id: str, failure: TaskFailure, failed: Event) -> None:
         """Record the failure and append its ``failed`` event in one atomic step."""

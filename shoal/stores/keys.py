@@ -13,7 +13,18 @@ scripts check that the run still exists before they write).
                                      bit 0 (the first) set when the task finished,
                                      bits 1-31 count its finished inputs
     shoal:{<run>}:failures   hash    task id -> signed TaskFailure
-    shoal:{<run>}:events     stream  field "e": an Event as JSON; "b": bytes stored
+    shoal:{<run>}:events     stream  field "e": events as JSON; "b": bytes stored per event;
+                                     "x": more events of the same step (metrics)
+
+A shared history (``history="redis://…"``) lives beside the runs, never under their tag and
+with no TTL; each workflow's keys share its own tag, so each merge is one atomic script:
+
+    shoal:history:{<workflow>}:stats    hash  "function|cpus|memory_mb|backend" -> JSON
+                                              statistics; "~v" counts the merges
+    shoal:history:{<workflow>}:runs     zset  run id, scored by its start (wall clock)
+    shoal:history:{<workflow>}:records  hash  run id -> the run's record (zlib JSON)
+    shoal:history:{backends}:stats      hash  backend kind -> JSON statistics; "~v"
+    shoal:history:{index}:workflows     hash  workflow -> JSON {"name", "last"}
 """
 
 from __future__ import annotations
@@ -39,3 +50,23 @@ class RunKeys(NamedTuple):
 def run_keys(run_id: str) -> RunKeys:
     tag = f"{PREFIX}:{{{run_id}}}:"
     return RunKeys(*(tag + name for name in RunKeys._fields))
+
+
+HISTORY = PREFIX + ":history"
+#: The field of a statistics hash that counts its merges (optimistic concurrency).
+VERSION_FIELD = "~v"
+
+
+class WorkflowKeys(NamedTuple):
+    stats: str
+    runs: str
+    records: str
+
+
+def workflow_keys(workflow: str) -> WorkflowKeys:
+    tag = f"{HISTORY}:{{{workflow}}}:"
+    return WorkflowKeys(*(tag + name for name in WorkflowKeys._fields))
+
+
+BACKEND_STATS = HISTORY + ":{backends}:stats"
+WORKFLOW_INDEX = HISTORY + ":{index}:workflows"

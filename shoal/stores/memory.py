@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -21,18 +20,9 @@ from ..errors import RunNotFound
 from ..events import Event, EventKind, event
 from ..failures import TaskFailure
 from ..graph import ShippedGraph, TaskFunction
-from ..graph.template import _SCALARS
+from ..metrics import approx_nbytes
 from ..security import Signer
-
-
-def approx_nbytes(value: Any) -> int:
-    """A cheap size estimate of a value that was not serialized."""
-    if type(value) in _SCALARS:  # (no failing attribute lookup for the common case)
-        return sys.getsizeof(value)
-    nbytes = getattr(value, "nbytes", None)
-    if isinstance(nbytes, int):
-        return nbytes
-    return sys.getsizeof(value)
+from .base import Settled
 
 
 class _Run:
@@ -120,16 +110,21 @@ class MemoryStore:
         functions = self._run(run_id).graph.functions
         return [functions[i] for i in indices]
 
-    async def get_outputs(self, run_id: str, tasks: Sequence[int]) -> list[Any]:
+    async def get_outputs(self, run_id: str, tasks: Sequence[int]) -> tuple[list[Any], int]:
         outputs = self._run(run_id).outputs
         try:
-            return [outputs[t] for t in tasks]
+            return [outputs[t] for t in tasks], 0
         except KeyError as missing:
             raise LookupError(f"output of task {missing} is not stored in run {run_id}") from None
 
     async def complete_tasks(
-        self, run_id: str, batch: Sequence[Completion], fanout: int, want_pages: bool = False
-    ) -> tuple[list[list[int]], dict[int, bytes]] | None:
+        self,
+        run_id: str,
+        batch: Sequence[Completion],
+        fanout: int,
+        want_pages: bool = False,
+        extra: Sequence[Event] = (),
+    ) -> Settled | None:
         run = self._runs.get(run_id)
         if run is None:
             return None
@@ -137,20 +132,26 @@ class MemoryStore:
         for c in batch:  # before the marks: a worker they ready may read it at once
             if c.task not in finished_before:
                 outputs[c.task] = c.output
-        readies, stored = complete_batch(run.marks, batch, fanout)
+        readies, keeps = complete_batch(run.marks, batch, fanout)
         finished = []
-        for c, keep in zip(batch, stored, strict=True):
+        stored = []
+        for c, keep in zip(batch, keeps, strict=True):
             if keep is None:  # a redelivery: the first delivery's output and event stand
+                stored.append(-1)
                 continue
             if keep:
                 kind, worker, task, end, data, start, _ = c.finished
                 size = approx_nbytes(c.output)
                 finished.append(Event(kind, worker, task, end, data, start, size))
+                stored.append(size)
             else:
                 del outputs[c.task]  # every consumer is the caller's: it stays local
                 finished.append(c.finished)
+                stored.append(0)
+        if extra:
+            finished.extend(extra)
         run.append(finished, any(c.task in run.sinks for c in batch))
-        return readies, {}
+        return Settled(readies, stored, {})
 
     async def fail_task(self, run_id: str, failure: TaskFailure, failed: Event) -> None:
         run = self._runs.get(run_id)

@@ -30,6 +30,7 @@ from ..failures import TaskFailure
 from ..graph import PAGE, EncodedGraph, ShippedGraph, TaskFunction
 from ..security import Signer
 from . import scripts
+from .base import Settled
 from .keys import BIRTH_FIELD, run_keys
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,8 @@ class RedisStore:
             for entry_id, fields in entries:
                 cursor = entry_id
                 events += decode_events(fields[b"e"], fields.get(b"b"))
+                if b"x" in fields:
+                    events += decode_events(fields[b"x"])
         return events, cursor
 
     async def get_failure(self, run_id: str, task: int) -> TaskFailure | None:
@@ -145,16 +148,23 @@ class RedisStore:
         blobs = await self.client.hmget(run_keys(run_id).functions, list(indices))
         return [self.codec.decode_function(b) for b in await self._present(run_id, indices, blobs)]
 
-    async def get_outputs(self, run_id: str, tasks: Sequence[int]) -> list[Any]:
+    async def get_outputs(self, run_id: str, tasks: Sequence[int]) -> tuple[list[Any], int]:
         blobs = await self.client.hmget(run_keys(run_id).outputs, list(tasks))
-        return [self.codec.load_value(b) for b in await self._present(run_id, tasks, blobs)]
+        blobs = await self._present(run_id, tasks, blobs)
+        return [self.codec.load_value(b) for b in blobs], sum(map(len, blobs))
 
     async def complete_tasks(
-        self, run_id: str, batch: Sequence[Completion], fanout: int, want_pages: bool = False
-    ) -> tuple[list[list[int]], dict[int, bytes]] | None:
+        self,
+        run_id: str,
+        batch: Sequence[Completion],
+        fanout: int,
+        want_pages: bool = False,
+        extra: Sequence[Event] = (),
+    ) -> Settled | None:
         keys = run_keys(run_id)
         events = encode_events([c.finished for c in batch])
-        args: list[Any] = [PAGE if want_pages else 0, fanout, events]
+        others = encode_events(extra) if extra else ""
+        args: list[Any] = [PAGE if want_pages else 0, fanout, events, others]
         dump = self.codec.dump_value
         for c in batch:
             blob = b"" if c.upload is Upload.NEVER else dump(c.output)
@@ -164,9 +174,9 @@ class RedisStore:
         )
         if reply is None:
             return None
-        *readies, flat = reply
+        *readies, flat, stored = reply
         pages = {int(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
-        return [[int(c) for c in ready] for ready in readies], pages
+        return Settled([[int(c) for c in ready] for ready in readies], stored, pages)
 
     async def fail_task(self, run_id: str, failure: TaskFailure, failed: Event) -> None:
         keys = run_keys(run_id)

@@ -33,18 +33,20 @@ COMPLETE = (
 -- ARGV[2] the worker's fan-out: it keeps the first of that many even groups of the
 --         children a completion readies (shoal.decisions.split_ready) and hands out the rest
 -- ARGV[3] the batch's task-finished events (a JSON array, in batch order)
--- ARGV[4 ..] per completion: task id, upload (0 never, 1 unless every child is readied by
+-- ARGV[4] other events to append in the same stream entry (a JSON array; '' for none)
+-- ARGV[5 ..] per completion: task id, upload (0 never, 1 unless every child is readied by
 --            the batch and kept, 2 always), the output (signed; '' for upload 0), n (its
 --            number of children), then n children and n needs (each child's inputs)
--- Returns {ready_1, ..., ready_k, pages}: the children each completion made ready (its
--- worker owns them; none for a redelivered completion) and {page, blob, ...} holding their
--- specs if asked. Returns false when the run is gone; nothing is left written then.
+-- Returns {ready_1, ..., ready_k, pages, stored}: the children each completion made ready
+-- (its worker owns them; none for a redelivered completion), {page, blob, ...} holding
+-- their specs if asked, and the bytes of each output stored (-1 for a redelivery).
+-- Returns false when the run is gone; nothing is left written then.
 """
     + _BITFIELD
     + """
 local fanout = tonumber(ARGV[2])
 local comps, ops = {}, {}
-local pos = 4
+local pos = 5
 while pos <= #ARGV do
   local c = {task = tonumber(ARGV[pos]), upload = ARGV[pos + 1], out = pos + 2,
              n = tonumber(ARGV[pos + 3]), kids = pos + 4, counted = {}}
@@ -108,7 +110,9 @@ end
 for s = 1, #fields, 2000 do
   redis.call('HSET', KEYS[1], unpack(fields, s, math.min(s + 1999, #fields)))
 end
-if not redis.call('XADD', KEYS[3], 'NOMKSTREAM', '*', 'e', ARGV[3], 'b', cjson.encode(stored))
+local entry = {'e', ARGV[3], 'b', cjson.encode(stored)}
+if ARGV[4] ~= '' then entry[5] = 'x'; entry[6] = ARGV[4] end
+if not redis.call('XADD', KEYS[3], 'NOMKSTREAM', '*', unpack(entry))
 then  -- the run is gone: take back what this script created
   redis.call('DEL', KEYS[1], KEYS[2])
   return false
@@ -128,6 +132,7 @@ if size > 0 then
   end
 end
 reply[#comps + 1] = pages
+reply[#comps + 2] = stored
 return reply
 """
 )
@@ -142,4 +147,32 @@ if not redis.call('XADD', KEYS[2], 'NOMKSTREAM', '*', 'e', ARGV[3]) then return 
 redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
+"""
+
+MERGE_STATS = """
+-- Write merged statistics if nobody merged since they were read (optimistic concurrency:
+-- the caller reads, merges in Python, and retries when this answers 0).
+-- KEYS[1] a statistics hash (its "~v" field counts merges)
+-- ARGV[1] the "~v" the caller read ('' when there was none)
+-- ARGV[2 ..] field, JSON value pairs
+-- Returns 1 when written, 0 when someone merged first (nothing written).
+if (redis.call('HGET', KEYS[1], '~v') or '') ~= ARGV[1] then return 0 end
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HINCRBY', KEYS[1], '~v', 1)
+return 1
+"""
+
+ADD_RUN = """
+-- Keep a run's record, and only the newest ARGV[2] runs of its workflow.
+-- KEYS[1] the workflow's runs (zset)   KEYS[2] its records (hash)
+-- ARGV[1] run id   ARGV[2] runs to keep   ARGV[3] its start (wall clock)   ARGV[4] record
+-- Returns how many older runs were dropped.
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+local extra = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[2])
+if extra <= 0 then return 0 end
+local old = redis.call('ZRANGE', KEYS[1], 0, extra - 1)
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, extra - 1)
+redis.call('HDEL', KEYS[2], unpack(old))
+return extra
 """

@@ -1,0 +1,128 @@
+"""The history of runs: what planners learn from, and what ``shoal history`` and the
+dashboard show. Chosen by URL (``compute(history=…)``, ``$SHOAL_HISTORY``):
+
+    (unset)                         a SQLite file in the user's data directory
+    sqlite:///path/to/file.db       a SQLite file (a bare path works too)
+    redis://host:port/db, rediss://…, redis+cluster://…   a Redis a team shares
+    none                            no history: nothing recorded, nothing to plan from
+
+``?keep=N`` keeps the newest N runs per workflow (default 100); statistics are summaries
+(:mod:`.stats`), so the history stays bounded however many runs it sees.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+from ..errors import ConfigError
+from .base import DEFAULT_KEEP, History, Workflow
+from .records import BackendStats, Cost, FunctionStats, RunRecord, StatsKey, TaskRecord
+from .trace import RunTrace
+
+HISTORY_ENV = "SHOAL_HISTORY"
+_REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
+
+
+def default_path() -> Path:
+    """The default history file, in the user's data directory (platformdirs)."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("shoal", appauthor=False)) / "history.sqlite3"
+
+
+class NoHistory:
+    """``none``: records nothing, knows nothing."""
+
+    url = "none"
+    keep = 0
+
+    def record(
+        self,
+        run: RunRecord,
+        stats: Mapping[StatsKey, FunctionStats],
+        backend: BackendStats,
+    ) -> None:
+        return None
+
+    def function_stats(self, workflow: str, backend: str) -> dict[StatsKey, FunctionStats]:
+        return {}
+
+    def backend_stats(self, backend: str) -> BackendStats:
+        return BackendStats()
+
+    def runs(self, workflow: str | None = None, limit: int = 100) -> list[RunRecord]:
+        return []
+
+    def run(self, run_id: str) -> RunRecord | None:
+        return None
+
+    def workflows(self) -> list[Workflow]:
+        return []
+
+    def close(self) -> None:
+        return None
+
+
+def open_history(url: str | None = None) -> History:
+    """The history at ``url`` (default: ``$SHOAL_HISTORY``, else the default SQLite file).
+    :class:`~shoal.ConfigError` for a URL it cannot use."""
+    url = url or os.environ.get(HISTORY_ENV) or ""
+    if url.strip().lower() == "none":
+        return NoHistory()
+    if not url:
+        from .sqlite import SqliteHistory
+
+        return SqliteHistory(default_path())
+    parts = urlsplit(url) if "://" in url else None
+    options = dict(parse_qsl(parts.query)) if parts else {}
+    unknown = sorted(set(options) - {"keep"})
+    if unknown:
+        raise ConfigError(f"history {url!r}: unknown option(s) {', '.join(unknown)}; expected keep")
+    try:
+        keep = int(options.get("keep", DEFAULT_KEEP))
+    except ValueError:
+        keep = 0
+    if keep < 1:
+        raise ConfigError(f"history {url!r}: keep must be a whole number >= 1")
+    if parts is None or parts.scheme == "sqlite":
+        from .sqlite import SqliteHistory
+
+        path = Path(parts.netloc + parts.path if parts else url).expanduser()
+        return SqliteHistory(path, url=url, keep=keep)
+    if parts.scheme in _REDIS_SCHEMES:
+        try:
+            from .redis import RedisHistory
+        except ImportError:
+            raise ConfigError(
+                f"history {parts.scheme}:// needs the 'redis' package: pip install 'shoal[redis]'"
+            ) from None
+        return RedisHistory(urlunsplit(parts._replace(query="")), keep=keep)
+    raise ConfigError(
+        f"unknown history URL {url!r}: expected sqlite:///PATH, a file path, "
+        "redis://HOST:PORT/DB (rediss://, redis+cluster://) or none"
+    )
+
+
+def history(url: str | None = None) -> History:
+    """The run history at ``url`` (see :func:`open_history`), to read runs from:
+    ``shoal.history().runs(workflow=None, limit=100)``, newest first."""
+    return open_history(url)
+
+
+__all__ = [
+    "BackendStats",
+    "Cost",
+    "FunctionStats",
+    "History",
+    "NoHistory",
+    "RunRecord",
+    "RunTrace",
+    "StatsKey",
+    "TaskRecord",
+    "Workflow",
+    "history",
+    "open_history",
+]

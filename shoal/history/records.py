@@ -1,0 +1,202 @@
+"""What the history keeps, as plain data: run records with their tasks (planned vs real),
+per-function statistics, and per-backend statistics. Everything here is JSON-able, and
+merging statistics is adding them up (see :mod:`.stats`).
+
+    FunctionStats  per (workflow, function, size, backend kind): the task's duration, CPU
+                   time, output bytes and peak memory, and fits of duration and output
+                   bytes against input bytes
+    BackendStats   per backend kind: worker starts (cold and warm), the delay from a
+                   hand-out to a worker's start, the worker loop's gap between tasks, and
+                   fits of store reads and writes (seconds against bytes)
+    RunRecord      one run: what was planned, what happened, what it cost; with a
+                   TaskRecord per task
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, NamedTuple
+
+from .stats import Fit, Summary
+
+
+class StatsKey(NamedTuple):
+    """Which tasks a :class:`FunctionStats` describes (within one workflow)."""
+
+    function: str
+    cpus: float
+    memory_mb: int
+    backend: str
+
+    def text(self) -> str:
+        return f"{self.function}|{self.cpus:g}|{self.memory_mb}|{self.backend}"
+
+    @classmethod
+    def parse(cls, text: str) -> StatsKey:
+        function, cpus, memory_mb, backend = text.rsplit("|", 3)
+        return cls(function, float(cpus), int(memory_mb), backend)
+
+
+@dataclass
+class FunctionStats:
+    duration: Summary = field(default_factory=Summary)  # seconds the function ran
+    cpu: Summary = field(default_factory=Summary)  # CPU seconds of its process meanwhile
+    output: Summary = field(default_factory=Summary)  # bytes
+    peak_mb: Summary = field(default_factory=Summary)  # resident memory of its process
+    input: Summary = field(default_factory=Summary)  # bytes of its inputs
+    duration_fit: Fit = field(default_factory=Fit)  # duration against input bytes
+    output_fit: Fit = field(default_factory=Fit)  # output bytes against input bytes
+
+    def merge(self, other: FunctionStats) -> None:
+        for f in fields(self):
+            getattr(self, f.name).merge(getattr(other, f.name))
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name).to_json() for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FunctionStats:
+        return _load(cls(), data)
+
+
+@dataclass
+class BackendStats:
+    cold_start: Summary = field(default_factory=Summary)  # platform start, cold (seconds)
+    warm_start: Summary = field(default_factory=Summary)
+    handout_cold: Summary = field(default_factory=Summary)  # hand-out to worker start
+    handout_warm: Summary = field(default_factory=Summary)
+    gap: Summary = field(default_factory=Summary)  # a task's end to the worker's next start
+    read_fit: Fit = field(default_factory=Fit)  # store read seconds against bytes
+    write_fit: Fit = field(default_factory=Fit)  # completion step seconds against bytes
+
+    merge = FunctionStats.merge
+    to_json = FunctionStats.to_json
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BackendStats:
+        return _load(cls(), data)
+
+
+def _load(out: Any, data: dict[str, Any]) -> Any:
+    """Fill the summaries and fits of ``out`` from JSON (fields it lacks stay empty)."""
+    for f in fields(out):
+        if f.name in data:
+            kind = Fit if f.name.endswith("_fit") else Summary
+            setattr(out, f.name, kind.from_json(data[f.name]))
+    return out
+
+
+@dataclass(slots=True)
+class TaskRecord:
+    """One task of a run: where it ran, when (seconds from the run's first task start),
+    what it cost in time and bytes, and what the plan predicted (None when unplanned)."""
+
+    task: int
+    name: str
+    function: str
+    cpus: float = 0.0
+    memory_mb: int = 0
+    worker: str = ""
+    group: int | None = None
+    start: float | None = None
+    end: float | None = None
+    predicted_start: float | None = None
+    predicted_end: float | None = None
+    run_s: float | None = None
+    read_s: float | None = None
+    read_bytes: int | None = None
+    in_bytes: int | None = None
+    out_bytes: int | None = None
+    stored_bytes: int | None = None
+    upload_s: float | None = None
+    cpu_s: float | None = None
+    peak_mb: float | None = None
+
+    @property
+    def error_s(self) -> float | None:
+        """Predicted minus real duration (None unless both are known)."""
+        if None in (self.start, self.end, self.predicted_start, self.predicted_end):
+            return None
+        predicted = self.predicted_end - self.predicted_start  # type: ignore[operator]
+        return predicted - (self.end - self.start)  # type: ignore[operator]
+
+
+#: The columns of a run's task table, in :class:`TaskRecord`'s field order.
+TASK_COLUMNS = tuple(f.name for f in fields(TaskRecord))
+
+
+@dataclass
+class Cost:
+    """What a run's workers cost: memory- and CPU-seconds, invocations, and money."""
+
+    gb_s: float = 0.0
+    vcpu_s: float = 0.0
+    requests: int = 0
+    usd: float = 0.0
+
+
+@dataclass
+class RunRecord:
+    """One run as the history keeps it. ``makespan_s`` is the one makespan of Shoal: the
+    first task's start to the last task's end, from the run's events; ``wall_s`` is the
+    client's whole ``compute()`` call, shown beside it."""
+
+    run_id: str
+    workflow: str
+    name: str
+    started: float  # wall clock of the compute() call
+    backend: str
+    storage: str
+    planner: str = "none"
+    sla: str = "mean"
+    ok: bool = False
+    error: str | None = None
+    tasks_total: int = 0
+    tasks_done: int = 0
+    workers: int = 0
+    cold_starts: int = 0
+    makespan_s: float = 0.0
+    wall_s: float = 0.0
+    predicted_makespan_s: float | None = None
+    cost: Cost = field(default_factory=Cost)
+    predicted_cost: Cost | None = None
+    deadline_s: float | None = None
+    #: One row per task, in :data:`TASK_COLUMNS` order (a run of 100 000 tasks stays cheap
+    #: to record); :attr:`tasks` makes them records.
+    rows: list[list[Any]] = field(default_factory=list, repr=False)
+
+    @property
+    def tasks(self) -> list[TaskRecord]:
+        """Each task, planned vs real."""
+        return [TaskRecord(*row) for row in self.rows]
+
+    @property
+    def prediction_error(self) -> float | None:
+        """(predicted - real) / real makespan, or None when unplanned."""
+        if self.predicted_makespan_s is None or self.makespan_s <= 0:
+            return None
+        return (self.predicted_makespan_s - self.makespan_s) / self.makespan_s
+
+    def to_json(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "rows"}
+        data["cost"] = asdict(self.cost)
+        data["predicted_cost"] = asdict(self.predicted_cost) if self.predicted_cost else None
+        data["tasks"] = {"columns": TASK_COLUMNS, "rows": self.rows}
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunRecord:
+        data = dict(data)
+        table = data.pop("tasks", None) or {"columns": [], "rows": []}
+        known = {f.name for f in fields(cls)} - {"rows"}
+        record = cls(**{k: v for k, v in data.items() if k in known})
+        record.cost = Cost(**data.get("cost") or {})
+        predicted = data.get("predicted_cost")
+        record.predicted_cost = Cost(**predicted) if predicted else None
+        columns = list(table["columns"])
+        if columns == list(TASK_COLUMNS):
+            record.rows = table["rows"]
+        else:  # written by another version: match the columns by name
+            where = [columns.index(c) if c in columns else None for c in TASK_COLUMNS]
+            record.rows = [[None if i is None else row[i] for i in where] for row in table["rows"]]
+        return record

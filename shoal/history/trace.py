@@ -1,0 +1,216 @@
+"""A run's events folded into what the history keeps: the run's record (each task planned
+vs real) and the statistics it adds. :class:`RunTrace` collects the events as the client
+reads them; :meth:`RunTrace.fold` is a pure function of them, the graph and the plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..events import Event, EventKind
+from ..metrics import TaskMetrics
+from .records import BackendStats, Cost, FunctionStats, RunRecord, StatsKey
+from .stats import Fit, Summary
+
+if TYPE_CHECKING:
+    from ..graph import Graph
+    from ..planning import Plan
+
+
+@dataclass
+class _Worker:
+    name: str
+    started: float
+    stopped: float | None = None
+    cold: bool = False
+    start_s: float = 0.0
+    handout_s: float | None = None
+    cpus: float = 1.0
+    memory_mb: int = 2048
+    tasks: list[int] = field(default_factory=list)
+
+
+class RunTrace:
+    """The events of one run that the history needs, collected as they are read."""
+
+    def __init__(self) -> None:
+        self.finished: dict[int, Event] = {}
+        self.metrics: dict[int, TaskMetrics] = {}
+        self.flushes: list[tuple[int, int, float]] = []
+        self.workers: dict[str, _Worker] = {}
+
+    def add(self, events: Iterable[Event]) -> None:
+        finished, workers = self.finished, self.workers
+        for ev in events:
+            kind = ev.kind
+            if kind is EventKind.TASK_FINISHED:
+                finished[ev.task] = ev  # type: ignore[index]
+            elif kind is EventKind.TASK_METRICS:
+                data = ev.data or {}
+                for row in data.get("tasks", ()):
+                    self.metrics[row[0]] = TaskMetrics._make(row)
+                self.flushes.extend(tuple(f) for f in data.get("flushes", ()))
+            elif kind is EventKind.WORKER_STARTED:
+                data = ev.data or {}
+                cpus, memory_mb = data.get("size") or (1.0, 2048)
+                workers[ev.worker] = _Worker(
+                    ev.worker,
+                    ev.time,
+                    cold=bool(data.get("cold")),
+                    start_s=float(data.get("start_s") or 0.0),
+                    handout_s=data.get("handout_s"),
+                    cpus=float(cpus),
+                    memory_mb=int(memory_mb),
+                )
+            elif kind is EventKind.WORKER_STOPPED:
+                worker = workers.get(ev.worker)
+                if worker is not None:
+                    worker.stopped = ev.time
+
+    def fold(
+        self, graph: Graph, record: RunRecord, plan: Plan | None = None
+    ) -> tuple[dict[StatsKey, FunctionStats], BackendStats]:
+        """Fill ``record``'s tasks, workers and cost from the events (and the plan's
+        predictions); return the statistics the run adds to the history."""
+        from ..planning.cost import price_of
+
+        finished, metrics, workers = self.finished, self.metrics, self.workers
+        for task, done in finished.items():
+            if (ran_on := workers.get(done.worker)) is not None:
+                ran_on.tasks.append(task)
+        origin = min((ev.start for ev in finished.values()), default=0.0)
+        n = len(graph)
+        out_bytes = [_output_bytes(finished.get(t), metrics.get(t)) for t in range(n)]
+        samples: dict[StatsKey, _Samples] = {}
+        rows = []
+        functions, func_of, deps, backend = (
+            graph.functions,
+            graph.func_of,
+            graph.deps,
+            record.backend,
+        )
+        for task in range(n):
+            fn = functions[func_of[task]]
+            in_bytes = sum([out_bytes[d] or 0 for d in deps[task]])
+            group = start = end = p_start = p_end = None
+            if plan is not None:
+                group = plan.groups[task]
+                p_start, p_end = plan.times[task]
+            ev = finished.get(task)
+            if ev is None:
+                rows.append(_row(task, graph.name(task), fn.key, in_bytes, group, p_start, p_end))
+                continue
+            worker = workers.get(ev.worker)
+            cpus, memory_mb = (worker.cpus, worker.memory_mb) if worker else (0.0, 0)
+            start, end = ev.start - origin, ev.time - origin
+            m = metrics.get(task)
+            if m is None:
+                measured: tuple[Any, ...] = (None,) * 6
+            else:
+                measured = (m.run_s, m.read_s, m.read_bytes, m.upload_s, m.cpu_s, m.peak_mb)
+                if worker is not None:
+                    key = StatsKey(fn.key, cpus, memory_mb, backend)
+                    if (kept := samples.get(key)) is None:
+                        kept = samples[key] = _Samples()
+                    kept.add(m, in_bytes, out_bytes[task])
+            run_s, read_s, read_bytes, upload_s, cpu_s, peak_mb = measured
+            rows.append([  # TaskRecord's fields, in order
+                task, graph.name(task), fn.key, cpus, memory_mb, ev.worker, group, start, end,
+                p_start, p_end, run_s, read_s, read_bytes, in_bytes, out_bytes[task],
+                ev.stored, upload_s, cpu_s, peak_mb,
+            ])  # fmt: skip
+        record.rows = rows
+        record.workers = len(workers)
+        record.cold_starts = sum(w.cold for w in workers.values())
+        record.cost = _cost(workers.values(), price_of(backend))
+        return {k: v.stats() for k, v in samples.items()}, self._backend_stats()
+
+    def _backend_stats(self) -> BackendStats:
+        finished, metrics = self.finished, self.metrics
+        starts: dict[str, list[float]] = {"cold": [], "warm": [], "hand_cold": [], "hand_warm": []}
+        gaps: list[float] = []
+        for worker in self.workers.values():
+            temp = "cold" if worker.cold else "warm"
+            starts[temp].append(worker.start_s)
+            if worker.handout_s is not None:
+                starts["hand_" + temp].append(worker.handout_s)
+            ran = sorted(worker.tasks, key=lambda t: finished[t].start)
+            for before, after in zip(ran, ran[1:], strict=False):
+                read_s = metrics[after].read_s if after in metrics else 0.0
+                gaps.append(finished[after].start - finished[before].time - read_s)
+        reads = [(m.read_bytes, m.read_s) for m in metrics.values() if m.read_bytes > 0]
+        return BackendStats(
+            cold_start=Summary.of(starts["cold"]),
+            warm_start=Summary.of(starts["warm"]),
+            handout_cold=Summary.of(starts["hand_cold"]),
+            handout_warm=Summary.of(starts["hand_warm"]),
+            gap=Summary.of(gaps),
+            read_fit=Fit.of([b for b, _ in reads], [s for _, s in reads]),
+            write_fit=Fit.of([f[1] for f in self.flushes], [f[2] for f in self.flushes]),
+        )
+
+
+def _output_bytes(ev: Event | None, m: TaskMetrics | None) -> int | None:
+    if m is not None:
+        return m.out_bytes
+    if ev is not None and ev.stored > 0:
+        return ev.stored
+    return None
+
+
+def _row(
+    task: int, name: str, function: str, in_bytes: int, group: Any, p_start: Any, p_end: Any
+) -> list[Any]:
+    """The row of a task that did not finish."""
+    return [task, name, function, 0.0, 0, "", group, None, None, p_start, p_end,
+            None, None, None, in_bytes, None, None, None, None, None]  # fmt: skip
+
+
+class _Samples:
+    """One function's samples of one run, summarized once at the end (see Summary.of)."""
+
+    __slots__ = ("duration", "cpu", "peak_mb", "output", "input", "output_input")
+
+    def __init__(self) -> None:
+        self.duration: list[float] = []
+        self.cpu: list[float] = []
+        self.peak_mb: list[float] = []
+        self.output: list[float] = []
+        self.input: list[float] = []
+        self.output_input: list[float] = []  # the input bytes of each output sample
+
+    def add(self, m: TaskMetrics, in_bytes: int, out_bytes: int | None) -> None:
+        self.duration.append(m.run_s)
+        self.input.append(in_bytes)
+        if m.cpu_s is not None:
+            self.cpu.append(m.cpu_s)
+        if m.peak_mb is not None:
+            self.peak_mb.append(m.peak_mb)
+        if out_bytes is not None:
+            self.output.append(out_bytes)
+            self.output_input.append(in_bytes)
+
+    def stats(self) -> FunctionStats:
+        return FunctionStats(
+            duration=Summary.of(self.duration),
+            cpu=Summary.of(self.cpu),
+            output=Summary.of(self.output),
+            peak_mb=Summary.of(self.peak_mb),
+            input=Summary.of(self.input),
+            duration_fit=Fit.of(self.input, self.duration),
+            output_fit=Fit.of(self.output_input, self.output),
+        )
+
+
+def _cost(workers: Iterable[_Worker], price: Any) -> Cost:
+    """Each worker billed from its start to its stop, at its size."""
+    cost = Cost()
+    for w in workers:
+        seconds = max(0.0, (w.stopped if w.stopped is not None else w.started) - w.started)
+        cost.gb_s += seconds * w.memory_mb / 1024
+        cost.vcpu_s += seconds * w.cpus
+        cost.requests += 1
+    cost.usd = price.usd(cost.gb_s, cost.requests)
+    return cost

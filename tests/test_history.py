@@ -1,0 +1,264 @@
+"""The history: bounded statistics, run records, the fold of a run's events, and the SQLite
+and Redis stores (also written by several processes at once)."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+import shoal
+from shoal.events import Event, EventKind
+from shoal.graph import build
+from shoal.history import (
+    BackendStats,
+    FunctionStats,
+    RunRecord,
+    RunTrace,
+    StatsKey,
+    open_history,
+)
+from shoal.history.stats import SKETCH_SAMPLES, Fit, Summary
+
+# --------------------------------------------------------------------------- statistics
+
+
+def test_a_summary_reads_back_count_mean_extremes_and_quantiles() -> None:
+    values = [random.Random(1).lognormvariate(0, 1) for _ in range(5000)]
+    s = Summary.of(values, random.Random(2))
+    assert s.n == 5000 and s.mean == pytest.approx(sum(values) / 5000)
+    assert (s.low, s.high) == (min(values), max(values))
+    exact = sorted(values)
+    for q in (0.5, 0.9):
+        # sampled down to SKETCH_SAMPLES, so within a sampling error, not only 2 %
+        assert s.quantile(q) == pytest.approx(exact[int(q * 5000)], rel=0.15)
+    assert s.at("mean") == s.mean and s.at("p90") == s.quantile(0.9)
+
+
+def test_small_summaries_are_exact_within_the_sketch_accuracy() -> None:
+    values = [float(v) for v in range(1, SKETCH_SAMPLES)]
+    s = Summary.of(values)
+    assert s.quantile(0.5) == pytest.approx(128, rel=0.03)
+
+
+def test_summaries_merge_like_their_samples_and_survive_json() -> None:
+    a, b = Summary.of([1.0, 2.0, 3.0]), Summary.of([10.0, 20.0])
+    a.merge(Summary.from_json(b.to_json()))
+    again = Summary.from_json(a.to_json())
+    assert (again.n, again.total, again.low, again.high) == (5, 36.0, 1.0, 20.0)
+    assert again.quantile(1.0) == pytest.approx(20.0, rel=0.03)
+    assert Summary.from_json(Summary().to_json()).n == 0
+
+
+def test_a_fit_finds_a_line_and_merges_by_adding() -> None:
+    fit = Fit.of([0.0, 1.0], [1.0, 3.0])
+    fit.merge(Fit.from_json(Fit.of([2.0, 3.0], [5.0, 7.0]).to_json()))
+    intercept, slope = fit.line()  # type: ignore[misc]
+    assert (intercept, slope) == pytest.approx((1.0, 2.0))
+    assert Fit.of([5.0, 5.0], [1.0, 2.0]).line() is None  # x never varied
+
+
+def test_a_run_record_survives_json() -> None:
+    run = RunRecord("r1", "wf", "total", 1.5, "gateway", "redis", makespan_s=2.0)
+    run.rows = [[0, "f-0", "m.f", 1.0, 2048, "w", 3, 0.0, 1.0, 0.0, 1.2] + [None] * 9]
+    back = RunRecord.from_json(run.to_json())
+    assert back == run and back.tasks[0].group == 3 and back.tasks[0].error_s == pytest.approx(0.2)
+
+
+# --------------------------------------------------------------------------- the fold
+
+
+@shoal.task
+def leaf(i: int) -> int:
+    return i
+
+
+@shoal.task
+def total(xs: list[int]) -> int:
+    return sum(xs)
+
+
+def _started(worker: str, t: float, cold: bool, size: tuple[float, int]) -> Event:
+    data = {"cold": cold, "start_s": 0.3 if cold else 0.01, "handout_s": 0.4 if cold else 0.02}
+    return Event(EventKind.WORKER_STARTED, worker, None, t, {**data, "size": list(size)})
+
+
+def test_a_runs_events_fold_into_its_record_statistics_and_cost() -> None:
+    graph = build([total([leaf(0), leaf(1)])])  # tasks 0, 1 (leaves) and 2 (total)
+    events = [
+        _started("a", 100.0, True, (1.0, 1024)),
+        _started("b", 100.1, False, (2.0, 2048)),
+        Event(EventKind.TASK_FINISHED, "a", 0, 101.0, None, 100.5, 0),
+        Event(EventKind.TASK_FINISHED, "b", 1, 101.2, None, 100.6, 50),
+        Event(EventKind.TASK_FINISHED, "a", 2, 102.0, None, 101.5, 30),
+        Event(
+            EventKind.TASK_METRICS,
+            "a",
+            data={
+                "tasks": [
+                    [0, 0.0, 0, 0.5, 0.5, 40.0, 20, 0.0],
+                    [2, 0.01, 50, 0.5, 0.4, 45.0, 30, 0.001],
+                ],
+                "flushes": [[1, 0, 0.001], [1, 30, 0.002]],
+            },
+        ),
+        Event(
+            EventKind.TASK_METRICS, "b", data={"tasks": [[1, 0.0, 0, 0.6, 1.1, 80.0, 50, 0.003]]}
+        ),
+        Event(EventKind.WORKER_STOPPED, "a", None, 102.1),
+        Event(EventKind.WORKER_STOPPED, "b", None, 101.3),
+    ]
+    trace = RunTrace()
+    trace.add(events[:4])
+    trace.add(events[4:])
+    run = RunRecord("r", graph.structure_hash, "total", 99.0, "gateway", "redis")
+    stats, backend = trace.fold(graph, run)
+    rows = {t.task: t for t in run.tasks}
+    assert (rows[0].start, rows[0].end) == (0.0, pytest.approx(0.5))  # from the first start
+    assert rows[2].in_bytes == 20 + 50 and rows[2].read_bytes == 50
+    assert (rows[1].cpus, rows[1].memory_mb, rows[1].worker) == (2.0, 2048, "b")
+    assert rows[2].stored_bytes == 30 and rows[1].upload_s == 0.003
+    leaf_key = next(k for k in stats if k.function.endswith("leaf"))
+    assert {k.cpus for k in stats if k.function.endswith("leaf")} == {1.0, 2.0}
+    assert stats[leaf_key].duration.n == 1
+    assert sum(s.duration.n for s in stats.values()) == 3
+    total_key = StatsKey(graph.functions[graph.func_of[2]].key, 1.0, 1024, "gateway")
+    assert stats[total_key].input.total == 70 and stats[total_key].peak_mb.high == 45.0
+    assert (run.workers, run.cold_starts) == (2, 1)
+    assert run.cost.gb_s == pytest.approx(2.1 * 1 + 1.2 * 2)  # worker spans times GB
+    assert run.cost.vcpu_s == pytest.approx(2.1 * 1 + 1.2 * 2) and run.cost.requests == 2
+    assert backend.cold_start.n == 1 and backend.handout_warm.mean == pytest.approx(0.02)
+    assert backend.gap.n == 1 and backend.gap.total == pytest.approx(0.49)  # 101.5-101.0-0.01
+    assert backend.read_fit.n == 1 and backend.write_fit.n == 2
+
+
+# --------------------------------------------------------------------------- stores
+
+
+def _record(i: int, workflow: str = "wf") -> tuple[RunRecord, dict[StatsKey, FunctionStats]]:
+    run = RunRecord(f"run{i:04d}", workflow, "total", float(i), "local", "memory", ok=True)
+    stats = FunctionStats(duration=Summary.of([0.5]))
+    return run, {StatsKey("m.f", 1.0, 2048, "local"): stats}
+
+
+@pytest.fixture(params=["sqlite", "redis", "cluster"])
+def history_url(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    if request.param == "sqlite":
+        yield f"sqlite://{tmp_path}/h.db"
+        return
+    url = request.getfixturevalue("redis_url" if request.param == "redis" else "cluster_url")
+    yield url
+    client = (
+        redis.RedisCluster.from_url(url.replace("+cluster", ""))
+        if "+cluster" in url
+        else redis.Redis.from_url(url)
+    )
+    with client:
+        nodes = {"target_nodes": redis.RedisCluster.ALL_NODES} if "+cluster" in url else {}
+        for key in list(client.scan_iter(match="shoal:history:*", **nodes)):
+            client.delete(key)
+
+
+def test_a_store_keeps_the_newest_runs_and_every_statistic(history_url: str) -> None:
+    history = open_history(history_url + ("&" if "?" in history_url else "?") + "keep=3")
+    for i in range(5):
+        run, stats = _record(i)
+        history.record(run, stats, BackendStats(gap=Summary.of([0.001])))
+    assert [r.run_id for r in history.runs("wf")] == ["run0004", "run0003", "run0002"]
+    assert [r.run_id for r in history.runs(limit=2)] == ["run0004", "run0003"]
+    (stats,) = history.function_stats("wf", "local").values()
+    assert stats.duration.n == 5  # statistics outlive the runs they came from
+    assert history.function_stats("wf", "gateway") == {}
+    assert history.backend_stats("local").gap.n == 5
+    assert history.run("run0003").run_id == "run0003"  # type: ignore[union-attr]
+    assert history.run("run000") is None  # ambiguous
+    assert history.run("nope") is None
+    (wf,) = history.workflows()
+    assert (wf.workflow, wf.name, wf.runs, wf.last_started) == ("wf", "total", 3, 4.0)
+    history.close()
+
+
+_WRITER = """
+import sys
+import shoal
+
+@shoal.task
+def inc(x):
+    return x + 1
+
+for _ in range(3):
+    assert inc(inc(1)).compute(history=sys.argv[1], progress=False) == 3
+"""
+
+
+def test_several_processes_record_at_once_and_every_run_counts(history_url: str) -> None:
+    writers = [
+        subprocess.Popen([sys.executable, "-c", textwrap.dedent(_WRITER), history_url])
+        for _ in range(4)
+    ]
+    assert [w.wait(timeout=120) for w in writers] == [0] * 4
+    history = open_history(history_url)
+    (wf,) = history.workflows()
+    assert len(history.runs(wf.workflow)) == 12
+    (stats,) = history.function_stats(wf.workflow, "local").values()
+    assert stats.duration.n == 24  # two tasks per run, every merge kept
+    history.close()
+
+
+def test_runs_land_in_the_history_they_name(redis_url: str, tmp_path: Path) -> None:
+    url = redis_url.rsplit("/", 1)[0] + "/3"
+    try:
+        assert leaf(7).compute(history=url, progress=False) == 7
+        (run,) = shoal.history(url).runs()
+        assert run.ok and run.backend == "local" and [t.name for t in run.tasks] == ["leaf-0"]
+    finally:
+        with redis.Redis.from_url(url) as client:
+            client.flushdb()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://x", "unknown history URL"),
+        ("sqlite:///tmp/x.db?keep=0", "keep must be"),
+        ("sqlite:///tmp/x.db?kept=3", "unknown option"),
+        ("redis://127.0.0.1:1/0", "cannot reach the Redis history"),
+        ("sqlite:///proc/nope/h.db", "cannot open the SQLite file"),
+    ],
+)
+def test_a_bad_history_is_a_clear_error_before_anything_runs(
+    url: str, message: str, tmp_path: Path
+) -> None:
+    ran = tmp_path / "ran"
+
+    @shoal.task
+    def touch() -> None:
+        ran.touch()
+
+    with pytest.raises(shoal.ConfigError, match=message):
+        touch().compute(history=url)
+    assert not ran.exists()
+
+
+def test_history_none_records_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    where = tmp_path / "h.db"
+    monkeypatch.setenv("SHOAL_HISTORY", str(where))
+    assert leaf(1).compute(history="none") == 1
+    assert not where.exists()
+    assert shoal.history("none").runs() == []
+
+
+def test_the_default_history_is_a_file_in_the_users_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SHOAL_HISTORY")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert leaf(2).compute() == 2
+    assert (tmp_path / "shoal" / "history.sqlite3").exists()
+    assert shoal.history().runs()[0].tasks[0].name == "leaf-0"
