@@ -16,6 +16,7 @@ from .errors import ConfigError
 from .graph import Graph, Node, build
 from .history import History, RunRecord, RunTrace, open_history
 from .metrics import DEFAULT_POLICY, parse_policy
+from .planning import Plan, check_options, make_plan
 from .progress import Progress
 from .protocol import new_run_id, run_graph
 from .security import client_signer
@@ -36,6 +37,9 @@ class _Options:
     timeout: float | None
     metrics: str
     history: History
+    planner: str
+    sla: str
+    deadline: float | None
 
 
 def compute(
@@ -46,6 +50,9 @@ def compute(
     timeout: float | None = None,
     history: str | None = None,
     metrics: str | None = None,
+    planner: str = "none",
+    sla: str = "mean",
+    deadline: float | None = None,
 ) -> tuple[Any, ...]:
     """Run the graph ending in ``nodes`` (one run) and return their values as a tuple.
 
@@ -59,12 +66,19 @@ def compute(
     ``metrics``: when workers send their task metrics (``batch`` by default, or
     ``$SHOAL_METRICS``; see :mod:`shoal.metrics`); ``off`` for never (the default
     without a history).
+    ``planner``: how each task's worker size and group are chosen from the history:
+    ``none`` (workers split work as they go), ``uniform``, ``critical-path`` or
+    ``deadline`` (see :mod:`shoal.planning.planners`); without an earlier run of the
+    workflow on this backend, a planner says so in the log and runs ``none``.
+    ``sla``: the statistic predictions use, ``mean`` or a percentile ``p1``…``p99``.
+    ``deadline``: seconds the run's makespan must meet (only with ``planner="deadline"``).
 
     A task that raises makes this raise the task's own exception. The run's summary is
     then available from :func:`shoal.last_run`, and its record from the history.
     """
     if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    check_options(planner, sla, deadline)
     kept = open_history(history)
     try:
         policy = metrics or os.environ.get("SHOAL_METRICS")
@@ -77,6 +91,9 @@ def compute(
             timeout=timeout,
             metrics=str(parse_policy(policy)),
             history=kept,
+            planner=planner,
+            sla=sla,
+            deadline=deadline,
         )
         # The values come back beside asyncio.run, not through it: on its way out it formats
         # the finished task, results and all (a slow repr() of a big result costs seconds).
@@ -137,8 +154,21 @@ async def _compute(
         bar.update(summary.tasks_done)
 
     error: BaseException | None = None
+    plan: Plan | None = None
     try:
         await backend.start(store, signer)
+        if options.planner != "none":
+            plan = make_plan(
+                graph,
+                options.history,
+                planner=options.planner,
+                sla=options.sla,
+                deadline=options.deadline,
+                backend=backend.kind,
+                platform=await backend.platform(),
+                cap=backend.parallelism,
+            )
+            summary.planned(plan, options.planner, options.sla)
         values = await run_graph(
             graph,
             store,
@@ -147,6 +177,7 @@ async def _compute(
             on_events=on_events,
             timeout=options.timeout,
             metrics=options.metrics,
+            plan=plan,
         )
         summary.ok = True
         outcome["values"] = tuple(values)
@@ -160,39 +191,49 @@ async def _compute(
         summary.wall_s = time.perf_counter() - started
         record(summary)
         if trace is not None:
-            _keep(options.history, trace, graph, summary, backend.kind, started_at, error)
+            run = _record(summary, graph, backend.kind, started_at, error, plan)
+            _keep(options.history, trace, graph, run, plan)
 
 
-def _keep(
-    history: History,
-    trace: RunTrace,
-    graph: Graph,
+def _record(
     summary: RunSummary,
+    graph: Graph,
     backend: str,
     started_at: float,
     error: BaseException | None,
-) -> None:
-    """Record the run in the history. A history that fails costs the run nothing: the
-    user has the results (or the task's error); the failure is logged with its cause."""
-    run = RunRecord(
+    plan: Plan | None,
+) -> RunRecord:
+    return RunRecord(
         run_id=summary.run_id,
         workflow=graph.structure_hash,
         name=workflow_name(graph),
         started=started_at,
         backend=backend,
         storage=urlsplit(summary.storage).scheme or summary.storage,
+        planner=summary.planner,
+        sla=summary.sla,
         ok=summary.ok,
         error=None if error is None else f"{type(error).__name__}: {error}",
         tasks_total=summary.tasks,
         tasks_done=summary.tasks_done,
         makespan_s=summary.makespan_s,
         wall_s=summary.wall_s,
+        predicted_makespan_s=None if plan is None else plan.makespan_s,
+        predicted_cost=None if plan is None else plan.cost,
+        deadline_s=None if plan is None else plan.deadline_s,
     )
+
+
+def _keep(
+    history: History, trace: RunTrace, graph: Graph, run: RunRecord, plan: Plan | None
+) -> None:
+    """Record the run in the history. A history that fails costs the run nothing: the
+    user has the results (or the task's error); the failure is logged with its cause."""
     try:
-        stats, backend_stats = trace.fold(graph, run)
+        stats, backend_stats = trace.fold(graph, run, plan)
         history.record(run, stats, backend_stats)
     except Exception:
-        log.warning("run %s was not recorded in %s", summary.run_id, history.url, exc_info=True)
+        log.warning("run %s was not recorded in %s", run.run_id, history.url, exc_info=True)
 
 
 def workflow_name(graph: Graph) -> str:

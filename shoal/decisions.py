@@ -70,17 +70,28 @@ def mark_children(
     return ready
 
 
-def upload_mode(is_sink: bool, child_deps: Sequence[int], fanout: int) -> Upload:
+def upload_mode(
+    is_sink: bool,
+    child_deps: Sequence[int],
+    fanout: int,
+    stay: Sequence[bool] | None = None,
+) -> Upload:
     """Decide, before marking, when the output must be stored.
 
-    A sink's output is downloaded by the client. With two or more children and room to
-    hand work out, some child either stays pending (another worker will read the output)
-    or is handed to another worker: store it. When this task is every child's only input,
-    the marks ready them all and this worker keeps them: never store (nor send) it.
-    Otherwise the output is needed elsewhere only if a child is still pending after the
-    marks.
+    A sink's output is downloaded by the client. With a plan (``stay``: whether each child
+    is planned on this worker), a child planned elsewhere will read it: store it. Without
+    one, with two or more children and room to hand work out, some child either stays
+    pending (another worker will read the output) or is handed to another worker: store
+    it. When this task is every child's only input, the marks ready them all and this
+    worker keeps them: never store (nor send) it. Otherwise the output is needed elsewhere
+    only if a child is still pending after the marks.
     """
-    if is_sink or (len(child_deps) >= 2 and fanout >= 2):
+    if is_sink:
+        return ALWAYS
+    if stay is not None:
+        if not all(stay):
+            return ALWAYS
+    elif len(child_deps) >= 2 and fanout >= 2:
         return ALWAYS
     for need in child_deps:
         if need != 1:
@@ -97,7 +108,8 @@ def must_store(mode: Upload, children: Sequence[int], kept: Container[int]) -> b
 
 
 class Completion(NamedTuple):
-    """A finished task as its worker hands it to the store, one of a batch."""
+    """A finished task as its worker hands it to the store, one of a batch. ``stay``:
+    with a plan, whether each child is planned on this worker (see :func:`keeps`)."""
 
     task: int
     output: Any
@@ -105,6 +117,17 @@ class Completion(NamedTuple):
     children: tuple[int, ...]
     child_deps: tuple[int, ...]
     finished: Event
+    stay: tuple[bool, ...] | None = None
+
+
+def keeps(completion: Completion, ready: list[int], fanout: int) -> list[int]:
+    """The children of ``ready`` (made ready by ``completion``) that its worker keeps:
+    without a plan, :func:`split_ready`'s first group; with one, those planned on this
+    worker."""
+    if completion.stay is None:
+        return split_ready(ready, fanout)[0]
+    stays = {c for c, s in zip(completion.children, completion.stay, strict=True) if s}
+    return [c for c in ready if c in stays]
 
 
 def complete_batch(
@@ -112,7 +135,7 @@ def complete_batch(
 ) -> tuple[list[list[int]], list[bool | None]]:
     """Mark the children of every completion in ``batch``: the children each one readied,
     and whether each output must be stored, judged after the whole batch's marks. A child
-    readied here stays on this worker if :func:`split_ready` keeps it; then an input of it
+    readied here stays on this worker if :func:`keeps` says so; then an input of it
     made in the same batch needs no store. A redelivered completion (of a task finished
     before) readies nothing and stores nothing: None, and its event is dropped."""
     readies: list[list[int]] = []
@@ -126,7 +149,7 @@ def complete_batch(
         ready = [] if repeat else mark_children(marks, c.task, c.children, c.child_deps)
         readies.append(ready)
         if ready:
-            kept.update(split_ready(ready, fanout)[0])
+            kept.update(keeps(c, ready, fanout))
     return readies, [
         None if repeat else c.upload is not NEVER and must_store(c.upload, c.children, kept)
         for c, repeat in zip(batch, again, strict=True)

@@ -44,25 +44,50 @@ class WorkerRuntime:
         return self.codec.load_invocation(payload)
 
     def run(
-        self, invocation: Invocation, *, received: float | None = None, cold: bool | None = None
+        self,
+        invocation: Invocation,
+        *,
+        received: float | None = None,
+        dispatched: float | None = None,
+        cold: bool | None = None,
     ) -> None:
-        """Run ``invocation`` to the end. ``received``: when the platform got the request
-        (wall clock), so the worker-started event tells how long the start took; ``cold``:
-        whether the platform started this process for it (default: its first invocation)."""
-        start_s = 0.0 if received is None else max(0.0, time.time() - received)
+        """Run ``invocation`` to the end. ``received``: when the platform got the request,
+        and ``dispatched``: when it gave it to this process (wall clock), so the
+        worker-started event tells how long the start took and how long the invocation
+        queued; ``cold``: whether the platform started this process for it (default: its
+        first invocation)."""
+        now = time.time()
+        began = dispatched if dispatched is not None else received
+        start_s = 0.0 if began is None else max(0.0, now - began)
+        queued_s = 0.0
+        if dispatched is not None and received is not None:
+            queued_s = max(0.0, dispatched - received)
         worker = f"{self.name}-{next(self._count)}"
         first, self._cold = self._cold, False
         cold = first if cold is None else cold
-        self.runner.run(self._run(invocation, worker, cold, start_s))
+        self.runner.run(
+            run_worker(
+                invocation,
+                self._store(invocation.storage),
+                self._workers(invocation.workers),
+                worker,
+                cold=cold,
+                start_s=start_s,
+                queued_s=queued_s,
+            )
+        )
 
-    async def _run(self, invocation: Invocation, worker: str, cold: bool, start_s: float) -> None:
-        store = self.stores.get(invocation.storage)
+    def _store(self, url: str) -> Store:
+        store = self.stores.get(url)
         if store is None:
-            store = self.stores[invocation.storage] = open_store(invocation.storage, self.signer)
-        workers = self.backends.get(invocation.workers)
+            store = self.stores[url] = open_store(url, self.signer)
+        return store
+
+    def _workers(self, url: str) -> Workers:
+        workers = self.backends.get(url)
         if workers is None:
-            workers = self.backends[invocation.workers] = open_workers(invocation.workers)
-        await run_worker(invocation, store, workers, worker, cold=cold, start_s=start_s)
+            workers = self.backends[url] = open_workers(url)
+        return workers
 
     def close(self) -> None:
         async def close_all() -> None:

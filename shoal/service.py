@@ -68,9 +68,10 @@ class WorkerService:
         request arrived (wall clock), for the start time its worker reports."""
         loop = asyncio.get_running_loop()
         async with self._lock:
-            await loop.run_in_executor(
-                self._thread, functools.partial(self.runtime.run, invocation, received=received)
+            run = functools.partial(
+                self.runtime.run, invocation, received=received, dispatched=time.time()
             )
+            await loop.run_in_executor(self._thread, run)
 
     async def close(self) -> None:
         """Close the runtime (its stores and backends) once no invocation runs."""

@@ -5,8 +5,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .events import Event, EventKind
+
+if TYPE_CHECKING:
+    from .planning import Plan
 
 
 @dataclass
@@ -27,6 +31,9 @@ class RunSummary:
     outputs_stored: int = 0  # outputs written to the store (the others stayed on their worker)
     storage: str = ""
     backend: str = ""
+    planner: str = "none"
+    sla: str = "mean"
+    predicted_makespan_s: float | None = None  # by the plan (None without one)
     ok: bool = False
     _first_start: float | None = field(default=None, repr=False)
     _last_end: float = field(default=0.0, repr=False)
@@ -54,11 +61,31 @@ class RunSummary:
         if self._first_start is not None and self._last_end:
             self.makespan_s = max(0.0, self._last_end - self._first_start)
 
+    def planned(self, plan: Plan | None, planner: str, sla: str) -> None:
+        """Note which planner ran (``none`` when it fell back) and what it predicted."""
+        self.planner = planner if plan is not None else "none"
+        self.sla = sla
+        self.predicted_makespan_s = None if plan is None else plan.makespan_s
+
+    @property
+    def prediction_error(self) -> float | None:
+        """(predicted - real) / real makespan; None without a plan."""
+        if self.predicted_makespan_s is None or self.makespan_s <= 0:
+            return None
+        return (self.predicted_makespan_s - self.makespan_s) / self.makespan_s
+
     def __str__(self) -> str:
         status = "ok" if self.ok else "failed"
+        predicted = ""
+        if self.predicted_makespan_s is not None and self.prediction_error is not None:
+            predicted = (
+                f", planned {self.predicted_makespan_s:.3f} s by {self.planner} "
+                f"({self.prediction_error:+.0%})"
+            )
         return (
             f"run {self.run_id} {status}: {self.tasks_done:,}/{self.tasks:,} tasks on "
-            f"{self.workers} workers, makespan {self.makespan_s:.3f} s (wall {self.wall_s:.3f} s), "
+            f"{self.workers} workers, makespan {self.makespan_s:.3f} s{predicted} "
+            f"(wall {self.wall_s:.3f} s), "
             f"{_human_bytes(self.bytes_moved)} moved in {self.outputs_stored:,} stored outputs"
         )
 

@@ -62,7 +62,7 @@ from urllib.parse import parse_qsl, urlsplit
 from ..codec import Codec
 from ..errors import ConfigError, WorkerLost
 from ..security import Signer
-from .base import Invocation, Size
+from .base import Invocation, Platform, Size
 
 if TYPE_CHECKING:
     from ..runtime import WorkerRuntime
@@ -73,8 +73,9 @@ log = logging.getLogger(__name__)
 #: Lambda's limit on an asynchronous invocation's event, in bytes.
 ASYNC_PAYLOAD_LIMIT = 256 * 1024
 DEFAULT_CONCURRENCY = 64
-#: The memory sizes Lambda offers, in MB.
+#: The memory sizes Lambda offers, in MB, and the memory that buys one vCPU.
 MIN_MEMORY_MB, MAX_MEMORY_MB = 128, 10_240
+MB_PER_VCPU = 1769
 #: Lambda function names: letters, digits, hyphens and underscores, at most 64 characters.
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _MAX_NAME = 64
@@ -189,6 +190,11 @@ class LambdaWorkers:
     async def invoke(self, invocation: Invocation) -> None:
         name = self.function_name(invocation.size)
         await asyncio.to_thread(self._invoke, name, self.event(invocation))
+
+    async def platform(self) -> Platform:
+        """Lambda: each worker its own CPUs, one vCPU per 1 769 MB; idle containers stay
+        warm for minutes (AWS does not promise how long), none is assumed warm."""
+        return Platform(None, 300.0, {}, cpu_per_mb=1 / MB_PER_VCPU)
 
     def _invoke(self, name: str, body: bytes) -> None:
         client = self._lambda_client()  # first: a clear error if boto3 is missing

@@ -34,6 +34,19 @@ class Size(NamedTuple):
         return cls(max(c for c, _ in sizes), max(m for _, m in sizes))
 
 
+class Platform(NamedTuple):
+    """What a backend tells the planners of where its workers run."""
+
+    #: CPUs its workers share (one machine), or None when each worker has its own.
+    cpus: float | None
+    #: How long an idle worker stays warm.
+    keep_warm_s: float
+    #: Warm idle workers now, per size.
+    idle: dict[Size, int]
+    #: CPUs per MB of memory when the platform sells CPU by memory (Lambda), else None.
+    cpu_per_mb: float | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Invocation:
     """One request to start a worker on some ready tasks of a run."""
@@ -86,7 +99,16 @@ class Workers(Protocol):
     async def invoke(self, invocation: Invocation) -> None:
         """Start a worker on ``invocation`` (asynchronously: do not wait for it to finish)."""
 
+    async def platform(self) -> Platform:
+        """Where workers run, for the planners: shared CPUs, keep-warm, idle workers."""
+
     async def close(self) -> None: ...
+
+
+def verify_for(url: str) -> ssl.SSLContext | bool:
+    """What an HTTP client to ``url`` verifies: the shared TLS context for https, nothing
+    for plain http (building a context costs a cold worker tens of milliseconds)."""
+    return tls_context() if url.startswith("https") else False
 
 
 @functools.cache

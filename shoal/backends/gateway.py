@@ -24,7 +24,7 @@ from ..codec import Codec
 from ..errors import BadSignature, ConfigError, WorkerLost
 from ..security import SECRET_ENV, Signer
 from ..stores import Store
-from .base import Invocation, tls_context
+from .base import Invocation, Platform, Size, verify_for
 
 TOKEN_ENV = "SHOAL_GATEWAY_TOKEN"
 
@@ -90,6 +90,12 @@ class GatewayWorkers:
             self._codec = Codec(Signer.from_env())
         await self._request("POST", "/invoke", content=self._codec.dump_invocation(invocation))
 
+    async def platform(self) -> Platform:
+        """The gateway's machine: its CPUs, its keep-warm period and its idle workers."""
+        info = await self._request("GET", "/info")
+        idle = {Size(float(c), int(m)): int(n) for c, m, n in info.get("idle", ())}
+        return Platform(float(info["cpus"]), float(info["keep_warm_s"]), idle)
+
     async def prewarm(self, cpus: float, memory_mb: int, count: int) -> int:
         """Ask the gateway to start ``count`` idle workers of a size ahead of need."""
         params = {"cpus": cpus, "memory_mb": memory_mb, "count": count}
@@ -100,7 +106,7 @@ class GatewayWorkers:
         if self._http is None:
             headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
             self._http = httpx.AsyncClient(
-                base_url=self._base, headers=headers, timeout=30, verify=tls_context()
+                base_url=self._base, headers=headers, timeout=30, verify=verify_for(self._base)
             )
         try:
             response = await self._http.request(method, path, **kwargs)

@@ -36,7 +36,7 @@ from ..codec import Codec
 from ..errors import BadSignature, ConfigError, WorkerLost
 from ..events import EventKind, event
 from ..security import Signer
-from .base import Invocation, tls_context
+from .base import Invocation, Platform, verify_for
 
 if TYPE_CHECKING:
     from ..stores import Store
@@ -141,6 +141,11 @@ class HttpWorkers:
         if not post.sent.is_set():  # so the request ended first: raise what ended it
             request.result()
 
+    async def platform(self) -> Platform:
+        """The platform behind the endpoint is not known from here: a FaaS default (each
+        worker its own CPUs, a minute of keep-warm, none warm)."""
+        return Platform(None, 60.0, {})
+
     async def _send(self, invocation: Invocation, payload: bytes, post: _Post) -> None:
         """The request, to its end. Raises what goes wrong before the body is out (the
         caller is still waiting then); logs and reports to the run what goes wrong after."""
@@ -209,7 +214,10 @@ class HttpWorkers:
         if self._http is None:
             headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
             self._http = httpx.AsyncClient(
-                headers=headers, timeout=_TIMEOUT, limits=_LIMITS, verify=tls_context()
+                headers=headers,
+                timeout=_TIMEOUT,
+                limits=_LIMITS,
+                verify=verify_for(self.endpoint),
             )
         return self._http
 

@@ -13,13 +13,15 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import os
 import queue
 import threading
+import time
 
 from ..security import Signer
 from ..stores import Store
-from .base import Invocation
+from .base import Invocation, Platform, Size
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +77,23 @@ class LocalWorkers:
             try:
                 while (invocation := self._next()) is not _STOP:
                     worker = f"local-{next(self._ids)}"
+                    queued_s = max(0.0, time.time() - invocation.sent) if invocation.sent else 0
                     with contextlib.suppress(Exception):  # reported by run_worker
-                        runner.run(run_worker(invocation, store, self, worker, cold=cold))
+                        runner.run(
+                            run_worker(
+                                invocation, store, self, worker, cold=cold, queued_s=queued_s
+                            )
+                        )
                     cold = False
             finally:
                 if store is not self._store:
                     runner.run(store.close())
+
+    async def platform(self) -> Platform:
+        """Threads of this process: its CPUs, always warm; any idle thread takes any size."""
+        with self._lock:
+            idle = self._idle + self.parallelism - len(self._threads)
+        return Platform(float(os.cpu_count() or 1), math.inf, {Size(): idle})
 
     def _next(self) -> Invocation | None:
         """The next invocation: one waiting unclaimed, else one that invoke() claims for this

@@ -81,7 +81,12 @@ def main(argv: list[str] | None = None) -> None:
     os.dup2(2, 1)
     logging.basicConfig(level=os.environ.get("SHOAL_LOG_LEVEL", "WARNING"))
 
-    from ..runtime import WorkerRuntime  # after the limits: imports count against them
+    # After the limits, imports count against them. What a gateway worker uses on its
+    # first invocation (a Redis store, hand-outs to the gateway) is imported now too: part
+    # of its cold start, not of its first task's hand-outs.
+    from ..backends import gateway as _gateway  # noqa: F401
+    from ..runtime import WorkerRuntime
+    from ..stores import redis as _redis  # noqa: F401
 
     with WorkerRuntime(name=args.name) as runtime:
         write_frame(frames, {"ready": True})
@@ -94,7 +99,12 @@ def main(argv: list[str] | None = None) -> None:
             error = None
             try:
                 invocation = runtime.load(payload)
-                runtime.run(invocation, received=header.get("received"), cold=header.get("cold"))
+                runtime.run(
+                    invocation,
+                    received=header.get("received"),
+                    dispatched=header.get("dispatched"),
+                    cold=header.get("cold"),
+                )
             except Exception as exc:  # the worker loop reported it to the run already
                 log.exception("invocation failed")
                 error = f"{type(exc).__name__}: {exc}"

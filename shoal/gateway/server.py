@@ -111,8 +111,14 @@ class Gateway:
             pool = pools.setdefault(f"{w.info.size.cpus:g}cpu-{w.info.size.memory_mb}mb", {})
             key = "busy" if w.info.busy else "idle"
             pool[key] = pool.get(key, 0) + 1
+        idle: dict[Size, int] = {}
+        for w in self.workers.values():
+            if not w.info.busy:
+                idle[w.info.size] = idle.get(w.info.size, 0) + 1
         return {
             "parallelism": self.cap,
+            "cpus": len(self._cpus) or os.cpu_count() or 1,
+            "idle": [[size.cpus, size.memory_mb, n] for size, n in idle.items()],
             "limit": self.limit,
             "keep_warm_s": self.keep_warm_s,
             "queued": len(self.queue),
@@ -146,7 +152,7 @@ class Gateway:
         worker.current = pending
         self.started["cold" if cold else "warm"] += 1
         assert worker.proc is not None and worker.proc.stdin is not None
-        header = {"received": pending.received, "cold": cold}
+        header = {"received": pending.received, "dispatched": time.time(), "cold": cold}
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # its reader reports
             await write_frame_async(worker.proc.stdin, header, pending.payload)
 

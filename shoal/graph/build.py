@@ -16,10 +16,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .node import Node, TaskFunction
 from .spec import ShippedGraph, TaskSpec
+
+if TYPE_CHECKING:
+    from ..planning import Plan
 
 
 @dataclass(eq=False)
@@ -53,10 +56,20 @@ class Graph:
         data = pickle.dumps((keys, self.func_of, edges, self.sinks), pickle.HIGHEST_PROTOCOL)
         return hashlib.blake2b(data, digest_size=8).hexdigest()
 
-    def ship(self) -> ShippedGraph:
-        """The partitioned form: one spec per task and the function table."""
+    def ship(self, plan: Plan | None = None) -> ShippedGraph:
+        """The partitioned form: one spec per task and the function table; with a plan,
+        each spec carries its task's group and size, and which children stay with it."""
         with _no_gc():
-            return self._ship()
+            shipped = self._ship()
+        if plan is not None:
+            groups, specs = plan.groups, shipped.specs
+            for t, (spec, size) in enumerate(zip(specs, plan.sizes, strict=True)):
+                specs[t] = spec._replace(
+                    group=groups[t],
+                    size=(size.cpus, size.memory_mb),
+                    stay=tuple(groups[c] == groups[t] for c in spec.children),
+                )
+        return shipped
 
     def _ship(self) -> ShippedGraph:
         need = [len(d) for d in self.deps].__getitem__
@@ -64,7 +77,18 @@ class Graph:
         specs = [
             new(
                 TaskSpec,
-                (f, node.args, node.kwargs, deps, tuple(kids), tuple(map(need, kids)), False),
+                (
+                    f,
+                    node.args,
+                    node.kwargs,
+                    deps,
+                    tuple(kids),
+                    tuple(map(need, kids)),
+                    False,
+                    None,
+                    None,
+                    None,
+                ),  # fmt: skip
             )
             for f, node, deps, kids in zip(
                 self.func_of, self.nodes, self.deps, self.children, strict=True

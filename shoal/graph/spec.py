@@ -28,6 +28,11 @@ class TaskSpec(NamedTuple):
     children: tuple[int, ...]  # downstream task ids
     child_deps: tuple[int, ...]  # upstream count of each child, for the marks
     sink: bool = False  # the client downloads its output
+    # A plan's decisions (all None without one): the task's worker group and size, and
+    # for each child whether the plan puts it in this task's group (on this worker).
+    group: int | None = None
+    size: tuple[float, int] | None = None  # (cpus, memory_mb)
+    stay: tuple[bool, ...] | None = None
 
     def arguments(self, values: list[Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The call's positional and keyword arguments, given the upstream ``values``."""

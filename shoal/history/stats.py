@@ -41,14 +41,6 @@ class Summary:
     high: float = -math.inf
     sketch: BaseDDSketch = field(default_factory=_new_sketch, repr=False)
 
-    def add(self, value: float) -> None:
-        value = max(0.0, float(value))
-        self.n += 1
-        self.total += value
-        self.low = min(self.low, value)
-        self.high = max(self.high, value)
-        self.sketch.add(value)
-
     @classmethod
     def of(cls, values: list[float], rng: random.Random | None = None) -> Summary:
         """The summary of ``values``: count, sum and extremes exact; the sketch from at
@@ -128,13 +120,7 @@ class Fit:
     sy: float = 0.0
     sxx: float = 0.0
     sxy: float = 0.0
-
-    def add(self, x: float, y: float) -> None:
-        self.n += 1
-        self.sx += x
-        self.sy += y
-        self.sxx += x * x
-        self.sxy += x * y
+    syy: float = 0.0
 
     @classmethod
     def of(cls, xs: list[float], ys: list[float]) -> Fit:
@@ -144,6 +130,7 @@ class Fit:
             sum(ys),
             sum(x * x for x in xs),
             sum(x * y for x, y in zip(xs, ys, strict=True)),
+            sum(y * y for y in ys),
         )
 
     def merge(self, other: Fit) -> None:
@@ -152,6 +139,7 @@ class Fit:
         self.sy += other.sy
         self.sxx += other.sxx
         self.sxy += other.sxy
+        self.syy += other.syy
 
     def line(self) -> tuple[float, float] | None:
         """(intercept, slope), or None while ``x`` has not varied (nothing to fit)."""
@@ -163,10 +151,21 @@ class Fit:
         slope = (self.n * self.sxy - self.sx * self.sy) / spread
         return (self.sy - slope * self.sx) / self.n, slope
 
+    def r2(self) -> float:
+        """How much of ``y``'s variance the line explains (0 when there is no line)."""
+        if self.line() is None:
+            return 0.0
+        var_x = self.n * self.sxx - self.sx * self.sx
+        var_y = self.n * self.syy - self.sy * self.sy
+        if var_y <= 1e-12 * max(1.0, self.syy * self.n):
+            return 0.0
+        cov = self.n * self.sxy - self.sx * self.sy
+        return min(1.0, cov * cov / (var_x * var_y))
+
     def to_json(self) -> list[float]:
-        return [self.n, self.sx, self.sy, self.sxx, self.sxy]
+        return [self.n, self.sx, self.sy, self.sxx, self.sxy, self.syy]
 
     @classmethod
     def from_json(cls, data: list[float]) -> Fit:
-        n, sx, sy, sxx, sxy = data
-        return cls(int(n), sx, sy, sxx, sxy)
+        n, sx, sy, sxx, sxy, syy = data
+        return cls(int(n), sx, sy, sxx, sxy, syy)

@@ -26,7 +26,7 @@ class _Worker:
     stopped: float | None = None
     cold: bool = False
     start_s: float = 0.0
-    handout_s: float | None = None
+    handout_s: float | None = None  # from the hand-out to the start, queueing left out
     cpus: float = 1.0
     memory_mb: int = 2048
     tasks: list[int] = field(default_factory=list)
@@ -60,7 +60,7 @@ class RunTrace:
                     ev.time,
                     cold=bool(data.get("cold")),
                     start_s=float(data.get("start_s") or 0.0),
-                    handout_s=data.get("handout_s"),
+                    handout_s=_unqueued(data.get("handout_s"), data.get("queued_s")),
                     cpus=float(cpus),
                     memory_mb=int(memory_mb),
                 )
@@ -150,6 +150,14 @@ class RunTrace:
             read_fit=Fit.of([b for b, _ in reads], [s for _, s in reads]),
             write_fit=Fit.of([f[1] for f in self.flushes], [f[2] for f in self.flushes]),
         )
+
+
+def _unqueued(handout_s: float | None, queued_s: float | None) -> float | None:
+    """The hand-out delay without the wait for the concurrency cap (the simulator adds its
+    own queueing)."""
+    if handout_s is None:
+        return None
+    return max(0.0, handout_s - (queued_s or 0.0))
 
 
 def _output_bytes(ev: Event | None, m: TaskMetrics | None) -> int | None:

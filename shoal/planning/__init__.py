@@ -1,12 +1,39 @@
 """Planning: from the history of a workflow, a size and a worker group per task, with the
-predicted start and finish of every task, the makespan and the cost."""
+predicted start and end of every task, the makespan and the cost.
+
+    predict.py    per task at the SLA: duration on any size (a scaling law), CPU, output
+                  bytes, memory
+    model.py      the backend: starts, store costs, concurrency, sizes, shared CPUs, price
+    simulate.py   plan + predictions + backend -> the schedule, as the protocol runs it
+    planners.py   none, uniform, critical-path, deadline (pure functions, by name)
+    cost.py       the price table
+
+``compute(planner=…, sla=…, deadline=…)`` asks :func:`make_plan` before shipping the graph;
+the protocol then runs each task on a worker of its planned size and group.
+"""
 
 from __future__ import annotations
 
+import logging
+import re
+import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..backends import Size
+from ..backends import Platform, Size
+from ..errors import ConfigError
 from ..history.records import Cost
+
+if TYPE_CHECKING:
+    from ..graph import Graph
+    from ..history import History
+
+log = logging.getLogger(__name__)
+
+PLANNER_NAMES = ("none", "uniform", "critical-path", "deadline")
+#: The newest runs of a workflow whose tasks the predictions learn from one by one.
+RECENT_RUNS = 10
+_SLA = re.compile(r"mean|p([1-9]|[1-9][0-9])")
 
 
 @dataclass
@@ -22,3 +49,102 @@ class Plan:
     makespan_s: float
     cost: Cost
     deadline_s: float | None = None
+    planning_s: float = 0.0  # how long planning took
+
+
+def check_options(planner: str, sla: str, deadline: float | None) -> None:
+    """Refuse, before anything runs, a planner, SLA or deadline that cannot be honoured."""
+    if planner not in PLANNER_NAMES:
+        raise ConfigError(
+            f"unknown planner {planner!r}: expected one of {', '.join(PLANNER_NAMES)}"
+        )
+    if not isinstance(sla, str) or not _SLA.fullmatch(sla):
+        raise ConfigError(f"sla must be 'mean' or a percentile 'p1' to 'p99', got {sla!r}")
+    if deadline is not None and planner != "deadline":
+        raise ConfigError(
+            f"a deadline needs planner='deadline' (got planner={planner!r}): the other "
+            "planners do not aim at one"
+        )
+    if planner == "deadline":
+        if deadline is None:
+            raise ConfigError("planner='deadline' needs deadline=SECONDS")
+        if isinstance(deadline, bool) or not isinstance(deadline, int | float) or deadline <= 0:
+            raise ConfigError(f"deadline must be a positive number of seconds, got {deadline!r}")
+
+
+def make_plan(
+    graph: Graph,
+    history: History,
+    *,
+    planner: str,
+    sla: str,
+    deadline: float | None,
+    backend: str,
+    platform: Platform,
+    cap: int,
+) -> Plan | None:
+    """The plan ``planner`` makes for ``graph`` on ``backend`` from ``history``; None for
+    ``none``, and (saying so in the log) when the history holds no earlier run of this
+    workflow on this backend kind."""
+    from .model import BackendModel
+    from .planners import PLANNERS, Problem
+    from .predict import Predictor
+    from .simulate import Shape
+
+    chosen = PLANNERS[planner]
+    if chosen is None:
+        return None
+    started = time.perf_counter()
+    stats = history.function_stats(graph.structure_hash, backend)
+    if not stats:
+        log.info(
+            "planner %s: no earlier run of workflow %s on %s in the history %s; running "
+            "without a plan (planner none)",
+            planner,
+            graph.structure_hash,
+            backend,
+            history.url,
+        )
+        return None
+    model = BackendModel.learn(backend, history.backend_stats(backend), sla, platform, cap)
+    recent = [
+        run
+        for run in history.runs(graph.structure_hash, limit=RECENT_RUNS)
+        if run.backend == backend and run.ok
+    ]
+    predictor = Predictor(stats, sla, model, recent)
+    functions = [graph.functions[f].key for f in graph.func_of]
+    unseen = sorted({f for f in functions if not predictor.known(f)})
+    if unseen:
+        log.info("planner %s: never saw %s; predicted with defaults", planner, ", ".join(unseen))
+    declared = []
+    for f in graph.func_of:
+        options = graph.functions[f].options
+        wanted = options.cpus is not None or options.memory_mb is not None
+        declared.append(Size.fitting([options]) if wanted else None)
+    problem = Problem(Shape.of(graph), functions, declared, predictor, model, sla, deadline)
+    decided = chosen(problem)
+    schedule = decided.schedule
+    plan = Plan(
+        planner=planner,
+        sla=sla,
+        sizes=decided.sizes,
+        groups=decided.groups,
+        times=list(zip(schedule.start, schedule.end, strict=True)),
+        makespan_s=schedule.makespan_s,
+        cost=schedule.cost,
+        deadline_s=deadline,
+        planning_s=time.perf_counter() - started,
+    )
+    log.info(
+        "planner %s: %d tasks in %d groups, predicted makespan %.3f s at %s, cost %.6f USD "
+        "(planned in %.3f s)",
+        planner,
+        len(graph),
+        len(set(plan.groups)),
+        plan.makespan_s,
+        sla,
+        plan.cost.usd,
+        plan.planning_s,
+    )
+    return plan

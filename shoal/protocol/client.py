@@ -7,7 +7,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..backends import Invocation, Size, Workers
 from ..decisions import group_roots
@@ -15,6 +15,9 @@ from ..errors import RunTimeout, WorkerLost
 from ..events import Event, EventKind
 from ..graph import EncodedGraph, Graph, ShippedGraph, pages_of
 from ..stores import Store
+
+if TYPE_CHECKING:
+    from ..planning import Plan
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +40,13 @@ async def run_graph(
     on_events: Callable[[list[Event]], None],
     timeout: float | None = None,
     metrics: str = "batch",
+    plan: Plan | None = None,
 ) -> list[Any]:
     """Run ``graph`` and return the value of each sink, in ``graph.sinks`` order.
     ``metrics``: the workers' upload policy of task metrics (:mod:`shoal.metrics`); unless
     it is ``off``, the client waits (at most :data:`SETTLE_S`) after the sinks for every
-    worker's last records."""
-    shipped = graph.ship()  # 3. ship
+    worker's last records. ``plan``: each task's group and size (2.)."""
+    shipped = graph.ship(plan)  # 3. ship
     encoded = await store.create_run(run_id, shipped, graph.sinks)
     try:
         inline: ShippedGraph | EncodedGraph | None = None
@@ -50,11 +54,10 @@ async def run_graph(
             inline = shipped  # by reference
         elif encoded is not None and encoded.nbytes <= store.inline_bytes:
             inline = encoded  # small enough to travel with every invocation
-        for group in group_roots(graph.roots, workers.parallelism):  # 4. invoke
+        for group, size in _root_groups(graph, workers.parallelism, plan):  # 4. invoke
             pages = None
             if inline is None and encoded is not None:
                 pages = {p: encoded.pages[p] for p in pages_of(group)}
-            size = Size.fitting({graph.functions[graph.func_of[t]].options for t in group})
             await workers.invoke(
                 Invocation(
                     run_id,
@@ -79,6 +82,21 @@ async def run_graph(
         return [values[s] for s in graph.sinks]  # 6. finish
     finally:
         await store.delete_run(run_id)
+
+
+def _root_groups(graph: Graph, fanout: int, plan: Plan | None) -> list[tuple[list[int], Size]]:
+    """The first invocations: the roots in at most ``fanout`` groups, each on the size
+    that fits its tasks; with a plan, by planned group, on the planned size."""
+    if plan is None:
+        options = [f.options for f in graph.functions]
+        return [
+            (group, Size.fitting({options[graph.func_of[t]] for t in group}))
+            for group in group_roots(graph.roots, fanout)
+        ]
+    groups: dict[int, list[int]] = {}
+    for root in graph.roots:
+        groups.setdefault(plan.groups[root], []).append(root)
+    return [(group, plan.sizes[group[0]]) for group in groups.values()]
 
 
 class _Watch:

@@ -74,9 +74,20 @@ class TaskSource:
         return {p: self.pages[p] for p in pages_of(tasks) if p in self.pages}
 
     async def size(self, tasks: Sequence[int]) -> Size:
-        """The worker size that fits ``tasks``."""
+        """The worker size for ``tasks``: the plan's, else the smallest that fits their
+        options."""
+        first = await self.spec(tasks[0])
+        if first.size is not None:
+            return Size(*first.size)
         funcs = {(await self.spec(t)).func for t in tasks}
         return Size.fitting([(await self.function(f)).options for f in funcs])
+
+    async def planned_groups(self, tasks: Sequence[int]) -> list[list[int]]:
+        """``tasks`` by their planned group, one invocation each."""
+        groups: dict[int | None, list[int]] = {}
+        for task in tasks:
+            groups.setdefault((await self.spec(task)).group, []).append(task)
+        return list(groups.values())
 
     async def name(self, task: int) -> str:
         fn = await self.function((await self.spec(task)).func)

@@ -13,7 +13,14 @@ from traceback import format_exception
 from typing import Any
 
 from ..backends import Invocation, Size, Workers
-from ..decisions import Completion, backoff_delays, should_flush, split_ready, upload_mode
+from ..decisions import (
+    Completion,
+    backoff_delays,
+    keeps,
+    should_flush,
+    split_ready,
+    upload_mode,
+)
 from ..errors import RunNotFound
 from ..events import Event, EventKind, event
 from ..failures import TaskFailure
@@ -153,14 +160,19 @@ class _Worker:
         """Buffer the completion (c.); run at once the children that are surely this
         worker's (d.), unless they must be spread over other workers."""
         self.ran += 1
-        children, needs = spec.children, spec.child_deps
-        mode = upload_mode(spec.sink, needs, self.fanout)
-        self.batch.append(Completion(task, result, mode, children, needs, finished))
-        if len(children) == 1:  # the common case, quickly
+        children, needs, stay = spec.children, spec.child_deps, spec.stay
+        mode = upload_mode(spec.sink, needs, self.fanout, stay)
+        self.batch.append(Completion(task, result, mode, children, needs, finished, stay))
+        if len(children) == 1 and stay is None:  # the common case, quickly
             sure: Sequence[int] = children if needs[0] == 1 else ()
         else:
             sure = [c for c, need in zip(children, needs) if need == 1]  # noqa: B905
-        if spec.sink or len(sure) > 1 and self.fanout > 1:
+        if stay is not None:  # a plan: only children planned here are this worker's
+            mine = {c for c, s in zip(children, stay) if s}  # noqa: B905
+            if spec.sink or not mine.issuperset(sure):
+                self.urgent = True  # another worker waits on this step
+            sure = [c for c in sure if c in mine]
+        elif spec.sink or len(sure) > 1 and self.fanout > 1:
             self.urgent = True
             sure = ()
         if sure:
@@ -190,17 +202,22 @@ class _Worker:
                 await self.store.emit(self.run_id, self.metrics_events())
         self.source.pages.update(settled.pages)
         held, early = self.held, self.early
-        for ready in settled.readies:
+        for completion, ready in zip(batch, settled.readies, strict=True):
             if not ready:
                 continue
-            keep, hand_out = split_ready(ready, self.fanout)  # as the store judged uploads
+            if completion.stay is None:  # as the store judged the uploads
+                keep, hand_out = split_ready(ready, self.fanout)
+            else:
+                keep = keeps(completion, ready, self.fanout)
+                hand_out = await self.source.planned_groups([c for c in ready if c not in keep])
             if early and not early.isdisjoint(ready):  # children it ran already
                 keep = [c for c in keep if c not in early]
                 hand_out = [g for g in ([c for c in g if c not in early] for g in hand_out) if g]
                 early.difference_update(ready)
-            for group in hand_out:
-                size = await self.source.size(group) if not self.workers.in_process else Size()
-                handed = self.invocation.handing_out(group, self.source.pages_for(group), size)
+            sized = completion.stay is not None or not self.workers.in_process
+            for tasks in hand_out:
+                size = await self.source.size(tasks) if sized else Size()
+                handed = self.invocation.handing_out(tasks, self.source.pages_for(tasks), size)
                 await self.workers.invoke(handed)
             for child in keep:  # its inputs this worker holds are read from memory
                 spec = self.specs[child] if self.specs else await self.source.spec(child)
@@ -239,10 +256,12 @@ async def run_worker(
     *,
     cold: bool = False,
     start_s: float = 0.0,
+    queued_s: float = 0.0,
 ) -> None:
     """The one worker loop, shared by every backend: run the invocation's tasks and every
     task their completions make this worker own. ``cold``/``start_s``: whether the worker
-    had to start from nothing, and how long it took from the invocation to here."""
+    had to start from nothing, and how long its start took; ``queued_s``: how long the
+    invocation waited for the platform's concurrency cap before that."""
     run_id = invocation.run_id
     handout_s = max(0.0, time.time() - invocation.sent) if invocation.sent else None
     size = invocation.size
@@ -252,6 +271,7 @@ async def run_worker(
         data={
             "cold": cold,
             "start_s": start_s,
+            "queued_s": queued_s,
             "handout_s": handout_s,
             "size": [size.cpus, size.memory_mb],
             "kind": workers.kind,

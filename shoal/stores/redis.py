@@ -168,7 +168,9 @@ class RedisStore:
         dump = self.codec.dump_value
         for c in batch:
             blob = b"" if c.upload is Upload.NEVER else dump(c.output)
-            args += (c.task, int(c.upload), blob, len(c.children), *c.children, *c.child_deps)
+            mask = "" if c.stay is None else "".join("1" if s else "0" for s in c.stay)
+            args += (c.task, int(c.upload), blob, len(c.children), mask)
+            args += (*c.children, *c.child_deps)
         reply = await self._complete(
             keys=(keys.outputs, keys.marks, keys.events, keys.specs), args=args
         )

@@ -36,7 +36,9 @@ COMPLETE = (
 -- ARGV[4] other events to append in the same stream entry (a JSON array; '' for none)
 -- ARGV[5 ..] per completion: task id, upload (0 never, 1 unless every child is readied by
 --            the batch and kept, 2 always), the output (signed; '' for upload 0), n (its
---            number of children), then n children and n needs (each child's inputs)
+--            number of children), the plan's mask ('' without a plan; else n characters,
+--            '1' where the child is planned on this worker: shoal.decisions.keeps), then n
+--            children and n needs (each child's inputs)
 -- Returns {ready_1, ..., ready_k, pages, stored}: the children each completion made ready
 -- (its worker owns them; none for a redelivered completion), {page, blob, ...} holding
 -- their specs if asked, and the bytes of each output stored (-1 for a redelivery).
@@ -49,7 +51,7 @@ local comps, ops = {}, {}
 local pos = 5
 while pos <= #ARGV do
   local c = {task = tonumber(ARGV[pos]), upload = ARGV[pos + 1], out = pos + 2,
-             n = tonumber(ARGV[pos + 3]), kids = pos + 4, counted = {}}
+             n = tonumber(ARGV[pos + 3]), mask = ARGV[pos + 4], kids = pos + 5, counted = {}}
   pos = c.kids + 2 * c.n
   ops[#ops + 1] = 'SET'; ops[#ops + 1] = 'u1'; ops[#ops + 1] = c.task * 32; ops[#ops + 1] = 1
   c.done = #ops / 4
@@ -79,16 +81,19 @@ for j, c in ipairs(comps) do
         local child = tonumber(ARGV[c.kids + i])
         ready[#ready + 1] = child
         readied[child] = true
+        if c.mask ~= '' and string.byte(c.mask, i + 1) == 49 then kept[child] = true end
       end
     end
   end
   reply[j] = ready
-  local first = #ready  -- the group split_ready keeps
-  if first > 1 and fanout > 1 then
-    local groups = math.min(first, fanout)
-    first = math.floor(first / groups) + ((first % groups > 0) and 1 or 0)
+  if c.mask == '' then
+    local first = #ready  -- the group split_ready keeps
+    if first > 1 and fanout > 1 then
+      local groups = math.min(first, fanout)
+      first = math.floor(first / groups) + ((first % groups > 0) and 1 or 0)
+    end
+    for i = 1, first do kept[ready[i]] = true end
   end
-  for i = 1, first do kept[ready[i]] = true end
 end
 if #undo > 0 then bitfield(undo) end
 local fields, stored = {}, {}

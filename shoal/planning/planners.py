@@ -1,0 +1,352 @@
+"""The planners: pure functions from a :class:`Problem` (the graph as plain data, the
+predictions, the backend model) to a :class:`~shoal.planning.Plan`, registered by name.
+
+    none            no plan: every worker splits what it readies on its own (the default)
+    uniform         one size for every task: the cheapest whose predicted makespan is
+                    within 10 % of the fastest one size's
+    critical-path   every task at the largest size, then tasks off the critical path
+                    shrunk to the smallest size that keeps the predicted makespan
+    deadline        the least-cost plan whose predicted makespan meets ``deadline``; when
+                    none can, the fastest, with a warning that says by how much it misses
+
+Every planner groups tasks for locality the way the protocol would without a plan: a
+task joins the group of the input that finishes last (the worker that readies it), one
+child continues its parent's group, and the other children of a fan-out are split into
+even groups over the workers that may run at once; only tasks of one size share a group.
+Sizes are chosen against a critical-path schedule (earliest starts and latest finishes,
+with each task's slack), then the simulator (:mod:`.simulate`), which plays the protocol
+with starts, the concurrency cap and shared CPUs, checks the plan and tightens it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ..backends import Size
+from .model import BackendModel, memory_for
+from .predict import Predictor
+from .simulate import Schedule, Shape, Work, simulate
+
+log = logging.getLogger(__name__)
+
+#: uniform: the cheapest size whose makespan is within this of the fastest size's.
+UNIFORM_SLACK = 0.10
+#: critical-path: how much the makespan may grow while tasks shrink.
+CRITICAL_PATH_SLACK = 0.02
+#: How many times a planner tightens its target when the simulator finds it too slow.
+TIGHTEN_STEPS = 7
+
+
+@dataclass
+class Problem:
+    """What a planner plans: the graph's shape, each task's function, its declared size,
+    the predictions and the backend model, at the run's SLA."""
+
+    shape: Shape
+    functions: list[str]  # function key per task
+    declared: list[Size | None]  # the size a task's options ask for, if any
+    predictor: Predictor
+    model: BackendModel
+    sla: str
+    deadline_s: float | None = None
+
+
+@dataclass
+class Decided:
+    """A planner's answer: per task its size and group, and the simulated schedule."""
+
+    sizes: list[Size]
+    groups: list[int]
+    schedule: Schedule
+
+
+Planner = Callable[[Problem], Decided]
+
+
+class _Costs:
+    """Per task: its candidate sizes (smallest first) and its predicted seconds, CPU
+    demand and cost on each; and its predicted output bytes."""
+
+    def __init__(self, problem: Problem) -> None:
+        p, model = problem.predictor, problem.model
+        shape, functions = problem.shape, problem.functions
+        n = len(functions)
+        self.out = [0.0] * n
+        self.in_bytes = in_bytes = [0.0] * n
+        for t in range(n):  # ids are topological: inputs first
+            in_bytes[t] = sum(self.out[d] for d in shape.deps[t])
+            self.out[t] = p.task_output(t, functions[t], in_bytes[t])
+        self.sizes: list[list[Size]] = []
+        self.seconds: list[list[float]] = []
+        self.demand: list[list[float]] = []
+        self.usd: list[list[float]] = []
+        per_gb_s = model.price.gb_s
+        for t in range(n):
+            declared = problem.declared[t]
+            floor = memory_for(p.peak_mb(functions[t]), declared.memory_mb if declared else None)
+            sizes = model.sizes(floor) or [Size(model.max_cpus, floor)]
+            secs = [p.task_duration(t, functions[t], s, in_bytes[t]) for s in sizes]
+            self.sizes.append(sizes)
+            self.seconds.append(secs)
+            self.demand.append([p.demand(functions[t], s) for s in sizes])
+            self.usd.append([
+                d * (s.memory_mb / 1024) * per_gb_s + d * model.cpus_of(s) * 1e-9
+                for s, d in zip(sizes, secs, strict=True)
+            ])  # fmt: skip
+
+    def fastest(self, t: int) -> int:
+        """The index of the size that runs task ``t`` fastest (the smallest such)."""
+        secs = self.seconds[t]
+        best = min(secs)
+        return next(i for i, s in enumerate(secs) if s <= best * (1 + 1e-9))
+
+
+# --------------------------------------------------------------------------- shared steps
+
+
+def _work(costs: _Costs, problem: Problem, sizes: Sequence[Size]) -> Work:
+    """The simulator's view of each task at the size it was given."""
+    p, functions = problem.predictor, problem.functions
+    duration, demand = [], []
+    for t, size in enumerate(sizes):
+        try:  # the common case: a size among its candidates
+            i = costs.sizes[t].index(size)
+            duration.append(costs.seconds[t][i])
+            demand.append(costs.demand[t][i])
+        except ValueError:  # its group's size, chosen for another task
+            duration.append(p.task_duration(t, functions[t], size, costs.in_bytes[t]))
+            demand.append(p.demand(functions[t], size))
+    return Work(duration, demand, costs.out, list(sizes))
+
+
+def _edge_s(model: BackendModel, nbytes: float) -> float:
+    """What moving an output to another worker adds between two tasks: its upload and
+    download, and a warm hand-out."""
+    return model.write_s(nbytes) + model.read_s(nbytes) + model.handout_warm_s + model.gap_s
+
+
+def _earliest(
+    shape: Shape, seconds: Sequence[float], costs: _Costs, model: BackendModel
+) -> list[float]:
+    """Earliest finish of every task, resources left out, each input moved between
+    workers."""
+    finish = [0.0] * len(seconds)
+    for t, deps in enumerate(shape.deps):
+        ready = max((finish[d] + _edge_s(model, costs.out[d]) for d in deps), default=0.0)
+        finish[t] = ready + seconds[t]
+    return finish
+
+
+def _bottom_levels(shape: Shape, seconds: Sequence[float]) -> list[float]:
+    """Longest path from each task to the end of the graph, itself included."""
+    level = list(seconds)
+    for t in range(len(seconds) - 1, -1, -1):
+        below = max((level[c] for c in shape.children[t]), default=0.0)
+        level[t] = seconds[t] + below
+    return level
+
+
+def make_groups(
+    shape: Shape,
+    finish: Sequence[float],
+    level: Sequence[float],
+    sizes: Sequence[Size],
+    fanout: int,
+) -> list[int]:
+    """Worker groups for locality: a task joins the group of its input that finishes last
+    (whose worker readies it). Of the children a task readies, the most critical continues
+    its group; when there are more than ``fanout`` workers can run at once, the children
+    are dealt into ``fanout`` shares that take about as long each (the longest first to
+    the share with the least so far), one of which stays in the parent's group. The roots
+    are dealt out the same way. Only tasks of one size share a group."""
+    n = len(shape.deps)
+    readier = [-1] * n  # the input whose completion readies each task
+    for t, deps in enumerate(shape.deps):
+        if deps:
+            readier[t] = max(deps, key=lambda d: finish[d])
+    group = list(range(n))
+
+    def share_out(tasks: list[int], parent: int | None) -> None:
+        shares = _deal(sorted(tasks, key=lambda c: -level[c]), level, fanout)
+        for k, share in enumerate(shares):
+            head = parent if (k == 0 and parent is not None) else share[0]
+            for c in share:
+                if sizes[c] == sizes[head]:
+                    group[c] = group[head]
+
+    share_out([t for t in range(n) if not shape.deps[t]], None)
+    for t in range(n):
+        owned = [c for c in shape.children[t] if readier[c] == t]
+        if owned:
+            share_out(owned, t)
+    return _renumber(group)
+
+
+def _deal(tasks: list[int], level: Sequence[float], shares: int) -> list[list[int]]:
+    """``tasks`` (longest first) dealt into at most ``shares`` lists of about equal total
+    ``level``, the longest task in the first."""
+    if len(tasks) <= shares:
+        return [[t] for t in tasks]
+    dealt: list[list[int]] = [[] for _ in range(shares)]
+    load = [0.0] * shares
+    for t in tasks:
+        k = min(range(shares), key=load.__getitem__)
+        dealt[k].append(t)
+        load[k] += level[t]
+    return [d for d in dealt if d]
+
+
+def _renumber(group: list[int]) -> list[int]:
+    seen: dict[int, int] = {}
+    return [seen.setdefault(g, len(seen)) for g in group]
+
+
+def _group_sizes(sizes: Sequence[Size], groups: Sequence[int]) -> list[Size]:
+    """Each task's size raised to its group's largest (a worker has one size)."""
+    largest: dict[int, Size] = {}
+    for size, g in zip(sizes, groups, strict=True):
+        best = largest.get(g)
+        largest[g] = (
+            size
+            if best is None
+            else Size(max(best.cpus, size.cpus), max(best.memory_mb, size.memory_mb))
+        )
+    return [largest[g] for g in groups]
+
+
+def _plan(problem: Problem, costs: _Costs, choice: Sequence[int]) -> Decided:
+    """Group the tasks at the sizes ``choice`` picks, raise each to its group's, simulate."""
+    return _plan_sized(problem, costs, [costs.sizes[t][i] for t, i in enumerate(choice)])
+
+
+def _plan_sized(problem: Problem, costs: _Costs, sizes: list[Size]) -> Decided:
+    shape, model = problem.shape, problem.model
+    seconds = _work(costs, problem, sizes).duration
+    finish = _earliest(shape, seconds, costs, model)
+    groups = make_groups(shape, finish, _bottom_levels(shape, seconds), sizes, model.cap)
+    sized = _group_sizes(sizes, groups)
+    schedule = simulate(shape, _work(costs, problem, sized), model, groups)
+    return Decided(sized, groups, schedule)
+
+
+def _fit_into(
+    problem: Problem, costs: _Costs, start: Sequence[int], target: float, pick: str
+) -> list[int]:
+    """A size per task such that, on the critical-path schedule of the ``start`` sizes,
+    every task still ends by its latest finish for a makespan of ``target``: sinks end by
+    ``target``, and a task ends before its children's latest starts. Tasks are visited
+    last first; each takes the ``pick`` (``smallest`` or ``cheapest``) size that fits,
+    else keeps its ``start`` size."""
+    shape, model = problem.shape, problem.model
+    n = len(start)
+    seconds = [costs.seconds[t][i] for t, i in enumerate(start)]
+    finish = _earliest(shape, seconds, costs, model)
+    ready = [finish[t] - seconds[t] for t in range(n)]
+    latest_start = [math.inf] * n
+    choice = list(start)
+    for t in range(n - 1, -1, -1):
+        children = shape.children[t]
+        edge = _edge_s(model, costs.out[t])
+        latest_end = min((latest_start[c] - edge for c in children), default=target)
+        window = latest_end - ready[t]
+        options = [i for i, s in enumerate(costs.seconds[t]) if s <= window + 1e-9]
+        if options:
+            if pick == "smallest":
+                choice[t] = min(options, key=lambda i: (costs.sizes[t][i], costs.seconds[t][i]))
+            else:
+                choice[t] = min(options, key=lambda i: (costs.usd[t][i], costs.seconds[t][i]))
+        latest_start[t] = latest_end - costs.seconds[t][choice[t]]
+    return choice
+
+
+def _tightened(
+    problem: Problem, costs: _Costs, start: list[int], limit: float, target: float, pick: str
+) -> Decided | None:
+    """The plan of :func:`_fit_into` for the loosest target whose simulated makespan is at
+    most ``limit``: ``target`` first, then bisecting towards the ``start`` plan's own
+    critical path; None if even that is too slow."""
+    tight = _critical_path(problem, costs, start)
+    best: Decided | None = None
+    low, high = tight, max(tight, target)
+    candidate = high
+    for _ in range(TIGHTEN_STEPS):
+        decided = _plan(problem, costs, _fit_into(problem, costs, start, candidate, pick))
+        if decided.schedule.makespan_s <= limit * (1 + 1e-9):
+            if best is None or decided.schedule.cost.usd < best.schedule.cost.usd:
+                best = decided
+            low = candidate
+            if candidate == high:
+                break
+        else:
+            high = candidate
+        candidate = (low + high) / 2
+    return best
+
+
+# --------------------------------------------------------------------------- planners
+
+
+def _uniform(problem: Problem, costs: _Costs) -> list[Decided]:
+    """A plan per size, every task on that size (with the memory the hungriest needs)."""
+    floor = max((s[0].memory_mb for s in costs.sizes), default=Size().memory_mb)
+    n = len(costs.sizes)
+    return [_plan_sized(problem, costs, [size] * n) for size in problem.model.sizes(floor)]
+
+
+def plan_uniform(problem: Problem) -> Decided:
+    plans = _uniform(problem, _Costs(problem))
+    fastest = min(p.schedule.makespan_s for p in plans)
+    good = [p for p in plans if p.schedule.makespan_s <= fastest * (1 + UNIFORM_SLACK)]
+    return min(good, key=lambda p: (p.schedule.cost.usd, p.schedule.makespan_s))
+
+
+def plan_critical_path(problem: Problem) -> Decided:
+    costs = _Costs(problem)
+    largest = [len(s) - 1 for s in costs.sizes]
+    reference = _plan(problem, costs, largest)
+    limit = reference.schedule.makespan_s * (1 + CRITICAL_PATH_SLACK)
+    target = _critical_path(problem, costs, largest) * (1 + CRITICAL_PATH_SLACK)
+    shrunk = _tightened(problem, costs, largest, limit, target, "smallest")
+    return shrunk or reference
+
+
+def plan_deadline(problem: Problem) -> Decided:
+    deadline = problem.deadline_s
+    assert deadline is not None, "the deadline planner needs a deadline"
+    costs = _Costs(problem)
+    fastest = [costs.fastest(t) for t in range(len(costs.sizes))]
+    candidates = [_plan(problem, costs, fastest), _uniform(problem, costs)[-1]]
+    quickest = min(candidates, key=lambda p: p.schedule.makespan_s)
+    makespan = quickest.schedule.makespan_s
+    if makespan > deadline:
+        log.warning(
+            "planner deadline: no plan meets the deadline of %.3f s; the fastest is predicted "
+            "at %.3f s, %.3f s (%.0f %%) over it",
+            deadline,
+            makespan,
+            makespan - deadline,
+            100 * (makespan - deadline) / deadline,
+        )
+        return quickest
+    target = _critical_path(problem, costs, fastest) * deadline / makespan
+    cheapest = _tightened(problem, costs, fastest, deadline, target, "cheapest")
+    if cheapest is not None:
+        candidates.append(cheapest)
+    feasible = [p for p in candidates if p.schedule.makespan_s <= deadline * (1 + 1e-9)]
+    return min(feasible, key=lambda p: (p.schedule.cost.usd, p.schedule.makespan_s))
+
+
+def _critical_path(problem: Problem, costs: _Costs, choice: Sequence[int]) -> float:
+    seconds = [costs.seconds[t][i] for t, i in enumerate(choice)]
+    return max(_earliest(problem.shape, seconds, costs, problem.model), default=0.0)
+
+
+PLANNERS: dict[str, Planner | None] = {
+    "none": None,
+    "uniform": plan_uniform,
+    "critical-path": plan_critical_path,
+    "deadline": plan_deadline,
+}

@@ -1,0 +1,243 @@
+"""Predictions per task at the run's SLA: how long a task runs on a size, how much CPU it
+keeps busy, how many bytes it outputs and how much memory it needs.
+
+Durations on a size never seen follow a scaling law fitted to what was seen. From the
+run time ``D`` and the CPU time ``W`` measured on ``c`` CPUs, a task splits into time
+that CPUs do not shorten (``i``: waiting, I/O), serial work ``s`` and parallel work
+``q``, and on ``c'`` CPUs it takes ``i + s / min(c', 1) + q / c'``. A task that kept at
+most one CPU busy is serial (``q = 0``, ``i = D - W``); one that kept more busy gives
+``q = (W - D) c / (c - 1)`` and ``s = W - q``. On Lambda ``c'`` is the share of a vCPU its
+memory buys. The prediction is the statistic the SLA names (the mean, or a percentile)
+on the nearest size seen, scaled by the law; where a function's run time (or output)
+follows its input bytes (a fit explaining most of the variance), the line gives the
+mean, scaled the same way. A function never seen is predicted at :data:`UNSEEN`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from ..backends import Size
+from ..history.records import TASK_COLUMNS, FunctionStats, RunRecord, StatsKey
+from .model import BackendModel
+
+#: A fit of duration or output against input bytes is used when it explains this much.
+FIT_R2 = 0.6
+
+
+class Unseen(NamedTuple):
+    duration_s: float
+    output_bytes: float
+    peak_mb: float | None
+
+
+#: What a function never seen in this workflow on this backend is predicted to take.
+UNSEEN = Unseen(duration_s=0.1, output_bytes=1024.0, peak_mb=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Law:
+    """A task's time on ``c`` CPUs: ``idle + serial / min(c, 1) + parallel / c``."""
+
+    idle: float
+    serial: float
+    parallel: float
+
+    def time(self, cpus: float) -> float:
+        return self.idle + self.serial / min(cpus, 1.0) + self.parallel / cpus
+
+    def demand(self, cpus: float) -> float:
+        """CPUs kept busy on average while it runs on ``cpus``."""
+        t = self.time(cpus)
+        return min(cpus, (self.serial + self.parallel) / t) if t > 0 else 0.0
+
+    @classmethod
+    def measured(cls, run_s: float, cpu_s: float | None, cpus: float) -> Law:
+        """The law of a task that ran ``run_s`` seconds using ``cpu_s`` CPU seconds on
+        ``cpus`` CPUs (CPU time unknown: all serial work)."""
+        share = min(cpus, 1.0)
+        if cpu_s is None:
+            return cls(0.0, run_s * share, 0.0)
+        if cpu_s <= run_s * share * 1.1 or cpus <= 1.0:
+            serial = min(cpu_s, run_s * share)
+            return cls(max(0.0, run_s - serial / share), serial, 0.0)
+        parallel = min(cpu_s, (cpu_s - run_s) * cpus / (cpus - 1.0))
+        serial = max(0.0, cpu_s - parallel)
+        return cls(max(0.0, run_s - serial - parallel / cpus), serial, parallel)
+
+
+@dataclass(slots=True)
+class _TaskSeen:
+    function: str
+    seconds: list[float] = field(default_factory=list)  # on one CPU
+    outputs: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    cpus: float
+    stats: FunctionStats
+    law: Law
+
+
+class Predictor:
+    """Predictions for the tasks of one workflow on one backend, at one SLA. Cheap to ask
+    many times (a planner asks per task and size): what depends only on the function and
+    the CPUs is worked out once.
+
+    The statistics of a function speak for all its tasks; the recent runs of the same
+    workflow (``recent``: a bounded few, from the history's run records) speak for each
+    task: the same task of the same program. Where a task ran before, its own durations
+    and output bytes are used (their SLA statistic from three runs on; before that their
+    mean, widened by the function's spread between mean and SLA), moved to the size asked
+    for by the function's law."""
+
+    def __init__(
+        self,
+        stats: Mapping[StatsKey, FunctionStats],
+        sla: str,
+        model: BackendModel,
+        recent: Sequence[RunRecord] = (),
+    ) -> None:
+        self.sla = sla
+        self.model = model
+        by_function: dict[str, dict[float, FunctionStats]] = {}
+        for key, s in stats.items():
+            cpus = model.cpus_of(Size(key.cpus, key.memory_mb))
+            merged = by_function.setdefault(key.function, {}).setdefault(cpus, FunctionStats())
+            merged.merge(s)
+        self._seen: dict[str, list[_Seen]] = {}
+        self._all: dict[str, FunctionStats] = {}  # every size merged
+        for function, sizes in by_function.items():
+            seen, every = [], FunctionStats()
+            for cpus, s in sizes.items():
+                every.merge(s)
+                if s.duration.n:
+                    cpu_s = s.cpu.mean if s.cpu.n else None
+                    seen.append(_Seen(cpus, s, Law.measured(s.duration.mean, cpu_s, cpus)))
+            if seen:
+                self._seen[function] = seen
+                self._all[function] = every
+        self._base: dict[tuple[str, float], tuple[float, float]] = {}
+        self._tasks: dict[int, _TaskSeen] = {}
+        for run in recent:
+            self._learn_tasks(run)
+
+    def _learn_tasks(self, run: RunRecord) -> None:
+        """Each task's duration (moved to one CPU by its function's law) and output."""
+        col = {name: i for i, name in enumerate(TASK_COLUMNS)}
+        task_i, fn_i, cpus_i, mem_i = col["task"], col["function"], col["cpus"], col["memory_mb"]
+        run_i, out_i = col["run_s"], col["out_bytes"]
+        for row in run.rows:
+            run_s = row[run_i]
+            if run_s is None:
+                continue
+            function = row[fn_i]
+            seen = self._tasks.get(row[task_i])
+            if seen is None or seen.function != function:
+                seen = self._tasks[row[task_i]] = _TaskSeen(function)
+            cpus = self.model.cpus_of(Size(row[cpus_i] or 1.0, row[mem_i] or 2048))
+            law = self._law(function, cpus)
+            seen.seconds.append(run_s * law.time(1.0) / law.time(cpus) if law else run_s)
+            if row[out_i] is not None:
+                seen.outputs.append(row[out_i])
+
+    def _law(self, function: str, cpus: float) -> Law | None:
+        seen = self._seen.get(function)
+        if not seen:
+            return None
+        return min(seen, key=lambda s: (abs(math.log(s.cpus / cpus)), -s.stats.duration.n)).law
+
+    def task_duration(
+        self, task: int, function: str, size: Size, in_bytes: float | None = None
+    ) -> float:
+        """Seconds task ``task`` (of ``function``) runs on ``size``: from its own earlier
+        runs where there are any, else from its function's."""
+        seen = self._tasks.get(task)
+        if seen is None or seen.function != function or not seen.seconds:
+            return self.duration(function, size, in_bytes)
+        cpus = self.model.cpus_of(size)
+        law = self._law(function, cpus)
+        scale = law.time(cpus) / law.time(1.0) if law else 1.0
+        return self._own(function, seen.seconds, "duration") * scale
+
+    def task_output(self, task: int, function: str, in_bytes: float | None = None) -> float:
+        """Bytes of task ``task``'s output: its own earlier outputs where there are any."""
+        seen = self._tasks.get(task)
+        if seen is None or seen.function != function or not seen.outputs:
+            return self.output(function, in_bytes)
+        return self._own(function, seen.outputs, "output")
+
+    def _own(self, function: str, samples: list[float], kind: str) -> float:
+        """The SLA statistic of a task's own samples (three or more), else their mean
+        widened by its function's spread."""
+        mean = sum(samples) / len(samples)
+        if self.sla == "mean":
+            return mean
+        if len(samples) >= 3:
+            ordered = sorted(samples)
+            rank = math.ceil(int(self.sla[1:]) / 100 * len(ordered)) - 1
+            return ordered[max(0, rank)]
+        every = self._all.get(function)
+        summary = getattr(every, kind) if every is not None else None
+        if summary is None or not summary.n or summary.mean <= 0:
+            return mean
+        return mean * summary.at(self.sla) / summary.mean
+
+    def known(self, function: str) -> bool:
+        return function in self._seen
+
+    def _on(self, function: str, cpus: float) -> tuple[float, float]:
+        """(seconds at the SLA, CPUs kept busy) of ``function`` on ``cpus`` CPUs."""
+        key = (function, cpus)
+        found = self._base.get(key)
+        if found is None:
+            seen = self._seen.get(function)
+            if not seen:
+                found = (UNSEEN.duration_s, min(1.0, cpus))
+            else:
+                near = min(seen, key=lambda s: (abs(math.log(s.cpus / cpus)), -s.stats.duration.n))
+                scale = near.law.time(cpus) / near.law.time(near.cpus)
+                found = (near.stats.duration.at(self.sla) * scale, near.law.demand(cpus))
+            self._base[key] = found
+        return found
+
+    def duration(self, function: str, size: Size, in_bytes: float | None = None) -> float:
+        """Seconds a task of ``function`` runs on ``size`` (given its input bytes)."""
+        seconds = self._on(function, self.model.cpus_of(size))[0]
+        return seconds * self.input_factor(function, in_bytes)
+
+    def input_factor(self, function: str, in_bytes: float | None) -> float:
+        """How much longer than usual a task runs on ``in_bytes`` of input: its function's
+        fit of duration against input bytes, where that explains most of the variance."""
+        every = self._all.get(function)
+        if in_bytes is None or every is None or every.duration.mean <= 0:
+            return 1.0
+        if every.duration_fit.r2() < FIT_R2:
+            return 1.0
+        intercept, slope = every.duration_fit.line()  # type: ignore[misc]
+        return max(0.0, intercept + slope * in_bytes) / every.duration.mean
+
+    def demand(self, function: str, size: Size) -> float:
+        """CPUs a task of ``function`` keeps busy on ``size`` (for machines they share)."""
+        return self._on(function, self.model.cpus_of(size))[1]
+
+    def output(self, function: str, in_bytes: float | None = None) -> float:
+        """Bytes of a task's output."""
+        every = self._all.get(function)
+        if every is None or not every.output.n:
+            return UNSEEN.output_bytes
+        if in_bytes is not None and every.output_fit.r2() >= FIT_R2:
+            intercept, slope = every.output_fit.line()  # type: ignore[misc]
+            return max(0.0, intercept + slope * in_bytes)
+        return every.output.at(self.sla)
+
+    def peak_mb(self, function: str) -> float | None:
+        """Resident MB a task's process reaches (None where it was never measured)."""
+        every = self._all.get(function)
+        if every is None or not every.peak_mb.n:
+            return UNSEEN.peak_mb
+        return every.peak_mb.at(self.sla)

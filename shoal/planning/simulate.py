@@ -1,0 +1,327 @@
+"""The simulator: a pure function from a graph, a plan, the predictions and a backend model
+to every task's predicted start and end, the worker it runs on, the makespan and the cost.
+
+It plays Shoal's own protocol (:mod:`shoal.protocol`) forward in time, step by step:
+
+- the client invokes one worker per group of roots;
+- an invocation waits while ``cap`` workers are busy; it then starts on an idle warm
+  worker of its size (after the warm hand-out delay) or a new one (the cold delay); a
+  worker that stops stays warm for ``keep_warm_s``;
+- a worker runs the tasks it owns one at a time, depth first (a stack), as the worker
+  loop does: it reads the inputs it does not hold (the inputs its invocation's tasks
+  share, once, when it starts), runs the task, and takes the completion step (the loop's
+  gap plus the bytes it stores);
+- the completion readies the children whose last input it was: without a plan the
+  worker keeps one even group of them (:func:`shoal.decisions.split_ready`) and hands the
+  others out; with a plan it keeps those of its own group and hands out the rest, one
+  invocation per group, at the group's size. A child whose only input it was, and that
+  it keeps, it runs at once. Outputs are stored as :func:`shoal.decisions.upload_mode`
+  and :func:`shoal.decisions.must_store` say;
+- where workers share a machine's CPUs (``capacity``), tasks that together want more
+  CPUs than it has slow down alike (processor sharing).
+
+Makespan is the one Shoal measures: the first task's start to the last task's end.
+Cost is each worker's time from its start to its stop, at its size (GB-s, vCPU-s) and
+one request per worker, priced by the model.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from ..backends import Size
+from ..decisions import IF_PENDING, NEVER, group_roots, must_store, split_ready, upload_mode
+from ..history.records import Cost
+from .model import BackendModel
+
+
+class Shape(NamedTuple):
+    """A graph as plain data: each task's inputs and children, and the sinks."""
+
+    deps: Sequence[Sequence[int]]
+    children: Sequence[Sequence[int]]
+    sinks: frozenset[int]
+
+    @classmethod
+    def of(cls, graph: object) -> Shape:
+        return cls(graph.deps, graph.children, frozenset(graph.sinks))  # type: ignore[attr-defined]
+
+    @property
+    def roots(self) -> list[int]:
+        return [t for t, d in enumerate(self.deps) if not d]
+
+
+@dataclass
+class Work:
+    """What each task does, as predicted: seconds on its size, CPUs it keeps busy, output
+    bytes, and the size of the worker it wants."""
+
+    duration: list[float]
+    demand: list[float]
+    out_bytes: list[float]
+    size: list[Size]
+
+
+@dataclass
+class Schedule:
+    start: list[float]  # seconds from the first task start
+    end: list[float]
+    worker: list[int]
+    makespan_s: float
+    cost: Cost
+    workers: int
+
+
+@dataclass(eq=False)
+class _Worker:
+    id: int
+    size: Size
+    group: int | None
+    started: float = 0.0
+    stack: list[int] = field(default_factory=list)
+    held: set[int] = field(default_factory=set)
+
+
+# Event kinds, in the order they are handled when simultaneous.
+_INVOKE, _START, _NEXT, _COMPUTE, _DONE = range(5)
+
+
+def simulate(
+    shape: Shape,
+    work: Work,
+    model: BackendModel,
+    groups: Sequence[int] | None = None,
+    fanout: int | None = None,
+) -> Schedule:
+    """The predicted schedule of one run: without ``groups`` as workers split work on
+    their own (over ``fanout`` workers, default the model's cap), with them as the plan
+    says."""
+    return _Simulation(shape, work, model, groups, fanout or model.cap).run()
+
+
+class _Simulation:
+    def __init__(
+        self,
+        shape: Shape,
+        work: Work,
+        model: BackendModel,
+        groups: Sequence[int] | None,
+        fanout: int,
+    ) -> None:
+        n = len(shape.deps)
+        self.shape, self.work, self.model = shape, work, model
+        self.groups, self.fanout = groups, fanout
+        self.remaining = [len(d) for d in shape.deps]
+        self.needs = [len(d) for d in shape.deps]
+        self.start = [math.nan] * n
+        self.end = [math.nan] * n
+        self.ran_on = [-1] * n
+        self.events: list[tuple[float, int, int, Any]] = []
+        self.seq = itertools.count()
+        self.ids = itertools.count()
+        self.busy = 0
+        self.waiting: deque[tuple[tuple[int, ...], Size, int | None]] = deque()
+        self.local = model.kind == "local"  # any idle thread takes any size
+        self.idle: dict[Size, list[float]] = {}  # warm idle workers: when they stopped
+        for size, count in model.idle.items():
+            self.idle.setdefault(self._pool(size), []).extend([-math.inf] * count)
+        self.cost = Cost()
+        self.workers = 0
+        # Processor sharing on a machine of `capacity` CPUs.
+        self.running: dict[int, list[float]] = {}  # task -> [work left, demand]
+        self.rate = 1.0
+        self.since = 0.0
+        self.version = 0
+        self.owner: dict[int, _Worker] = {}
+
+    def _pool(self, size: Size) -> Size:
+        return Size() if self.local else size
+
+    def _push(self, time: float, kind: int, data: Any) -> None:
+        heapq.heappush(self.events, (time, kind, next(self.seq), data))
+
+    # ----------------------------------------------------------------- the run
+    def run(self) -> Schedule:
+        shape, groups = self.shape, self.groups
+        roots = shape.roots
+        if groups is None:
+            root_groups = group_roots(roots, self.fanout)
+        else:
+            by_group: dict[int, list[int]] = {}
+            for r in roots:
+                by_group.setdefault(groups[r], []).append(r)
+            root_groups = list(by_group.values())
+        for tasks in root_groups:
+            self._invoke(0.0, tuple(tasks))
+        while self.events:
+            time, kind, _, data = heapq.heappop(self.events)
+            if kind == _INVOKE:
+                self._dispatch(time, *data)
+            elif kind == _START:
+                self._started(time, data)
+            elif kind == _NEXT:
+                self._next(time, data)
+            elif kind == _COMPUTE:
+                self._compute(time, *data)
+            elif data[1] == self.version or self.model.capacity is None:  # not superseded
+                self._done(time, data[0])
+        first = min(self.start) if self.start else 0.0
+        return Schedule(
+            start=[s - first for s in self.start],
+            end=[e - first for e in self.end],
+            worker=self.ran_on,
+            makespan_s=max(self.end, default=0.0) - first if self.start else 0.0,
+            cost=self.cost,
+            workers=self.workers,
+        )
+
+    def _invoke(self, time: float, tasks: tuple[int, ...]) -> None:
+        sizes = self.work.size
+        size = Size(max(sizes[t].cpus for t in tasks), max(sizes[t].memory_mb for t in tasks))
+        group = None if self.groups is None else self.groups[tasks[0]]
+        self._push(time, _INVOKE, (tasks, size, group))
+
+    def _dispatch(self, time: float, tasks: tuple[int, ...], size: Size, group: int | None) -> None:
+        if self.busy >= self.model.cap:
+            self.waiting.append((tasks, size, group))
+            return
+        self.busy += 1
+        idle = self.idle.get(self._pool(size))
+        keep_warm = self.model.keep_warm_s
+        while idle and time - idle[-1] > keep_warm:  # the most recent is the warmest
+            idle.pop()
+        if idle:
+            idle.pop()
+            delay = self.model.handout_warm_s
+        else:
+            delay = self.model.handout_cold_s
+        worker = _Worker(next(self.ids), size, group)
+        worker.stack = list(reversed(tasks))
+        self.workers += 1
+        self._push(time + delay, _START, worker)
+
+    def _started(self, time: float, worker: _Worker) -> None:
+        worker.started = time
+        uses: dict[int, int] = {}
+        for task in worker.stack:
+            for dep in self.shape.deps[task]:
+                uses[dep] = uses.get(dep, 0) + 1
+        shared = [dep for dep, n in uses.items() if n > 1] if len(worker.stack) > 1 else []
+        worker.held.update(shared)
+        nbytes = sum(self.work.out_bytes[d] for d in shared)
+        self._push(time + self.model.read_s(nbytes), _NEXT, worker)
+
+    def _next(self, time: float, worker: _Worker) -> None:
+        if not worker.stack:
+            self._stop(time, worker)
+            return
+        task = worker.stack.pop()
+        held, out = worker.held, self.work.out_bytes
+        missing = sum(out[d] for d in self.shape.deps[task] if d not in held)
+        self._push(time + self.model.read_s(missing), _COMPUTE, (worker, task))
+
+    def _compute(self, time: float, worker: _Worker, task: int) -> None:
+        self.start[task] = time
+        self.ran_on[task] = worker.id
+        self.owner[task] = worker
+        duration = self.work.duration[task]
+        if self.model.capacity is None:
+            self._push(time + duration, _DONE, (task, 0))
+            return
+        self._advance(time)
+        self.running[task] = [duration, self.work.demand[task]]
+        self._reschedule(time)
+
+    def _advance(self, time: float) -> None:
+        elapsed = (time - self.since) * self.rate
+        for entry in self.running.values():
+            entry[0] -= elapsed
+        self.since = time
+
+    def _reschedule(self, time: float) -> None:
+        demand = sum(e[1] for e in self.running.values())
+        capacity = self.model.capacity or math.inf
+        self.rate = min(1.0, capacity / demand) if demand > 0 else 1.0
+        self.version += 1
+        for task, entry in self.running.items():
+            self._push(time + max(0.0, entry[0]) / self.rate, _DONE, (task, self.version))
+
+    def _done(self, time: float, task: int) -> None:
+        if self.model.capacity is not None:
+            self._advance(time)
+            del self.running[task]
+            self._reschedule(time)
+        self.end[task] = time
+        worker = self.owner.pop(task)
+        worker.held.add(task)
+        early, keep, hand_out, stored = self._decide(worker, task)
+        done_at = time + self.model.gap_s
+        if stored:
+            done_at += self.model.write_s(self.work.out_bytes[task])
+        worker.stack.extend(reversed(early))
+        worker.stack.extend(reversed(keep))
+        for tasks in hand_out:
+            self._invoke(done_at, tuple(tasks))
+        self._push(done_at, _NEXT, worker)
+
+    def _decide(
+        self, worker: _Worker, task: int
+    ) -> tuple[list[int], list[int], list[list[int]], bool]:
+        """What the completion of ``task`` does, as the worker loop and the store decide
+        it: the children it runs at once, those it keeps, the groups it hands out, and
+        whether the output is stored."""
+        children = self.shape.children[task]
+        needs = [self.needs[c] for c in children]
+        remaining = self.remaining
+        ready = []
+        for c in children:
+            remaining[c] -= 1
+            if remaining[c] == 0:
+                ready.append(c)
+        sink = task in self.shape.sinks
+        groups = self.groups
+        if groups is None:
+            sure = [c for c, need in zip(children, needs, strict=True) if need == 1]
+            if sink or (len(sure) > 1 and self.fanout > 1):
+                sure = []
+            mode = upload_mode(sink, needs, self.fanout)
+            kept, handed = split_ready(ready, self.fanout)
+            stored = mode is not NEVER and must_store(mode, children, set(kept))
+            early = set(sure)
+            keep = [c for c in kept if c not in early]
+            hand_out = [g for g in ([c for c in h if c not in early] for h in handed) if g]
+            return sure, keep, hand_out, stored
+        mine = groups[task]
+        sure = [
+            c for c, need in zip(children, needs, strict=True) if need == 1 and groups[c] == mine
+        ]
+        keep = [c for c in ready if groups[c] == mine and c not in sure]
+        by_group: dict[int, list[int]] = {}
+        for c in ready:
+            if groups[c] != mine:
+                by_group.setdefault(groups[c], []).append(c)
+        if sink or any(groups[c] != mine for c in children):
+            stored = True
+        elif all(need == 1 for need in needs):
+            stored = False
+        else:
+            stored = must_store(IF_PENDING, children, set(ready))
+        return sure, keep, list(by_group.values()), stored
+
+    def _stop(self, time: float, worker: _Worker) -> None:
+        span = time - worker.started
+        self.cost.gb_s += span * worker.size.memory_mb / 1024
+        self.cost.vcpu_s += span * self.model.cpus_of(worker.size)
+        self.cost.requests += 1
+        self.cost.usd = self.model.price.usd(self.cost.gb_s, self.cost.requests)
+        self.idle.setdefault(self._pool(worker.size), []).append(time)
+        self.busy -= 1
+        if self.waiting:
+            tasks, size, group = self.waiting.popleft()
+            self._dispatch(time, tasks, size, group)

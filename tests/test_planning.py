@@ -1,0 +1,361 @@
+"""Planning, pure: the scaling law, predictions at an SLA, the backend model, the simulator
+(hand-checked timelines and hypothesis properties) and the planners."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shoal.backends import Platform, Size
+from shoal.history import BackendStats, FunctionStats, StatsKey
+from shoal.history.stats import Fit, Summary
+from shoal.planning.model import BackendModel, memory_for
+from shoal.planning.planners import (
+    Problem,
+    _Costs,
+    _uniform,
+    make_groups,
+    plan_critical_path,
+    plan_deadline,
+    plan_uniform,
+)
+from shoal.planning.predict import UNSEEN, Law, Predictor
+from shoal.planning.simulate import Shape, Work, simulate
+
+# --------------------------------------------------------------------------- the law
+
+
+def test_a_serial_task_gains_nothing_from_more_cpus_and_slows_on_a_fraction() -> None:
+    law = Law.measured(run_s=2.0, cpu_s=2.0, cpus=1.0)
+    assert (law.idle, law.serial, law.parallel) == (0.0, 2.0, 0.0)
+    assert law.time(4.0) == 2.0 and law.time(0.5) == 4.0
+    assert law.demand(4.0) == pytest.approx(1.0)
+
+
+def test_waiting_does_not_shrink_with_cpus() -> None:
+    law = Law.measured(run_s=3.0, cpu_s=1.0, cpus=1.0)  # 2 s of I/O
+    assert law.idle == pytest.approx(2.0) and law.time(0.5) == pytest.approx(4.0)
+
+
+def test_a_parallel_task_is_split_into_its_serial_and_parallel_work() -> None:
+    # 1 s serial + 4 s parallel on 2 CPUs: 3 s of wall time, 5 s of CPU time
+    law = Law.measured(run_s=3.0, cpu_s=5.0, cpus=2.0)
+    assert (law.serial, law.parallel) == pytest.approx((1.0, 4.0))
+    assert law.time(1.0) == pytest.approx(5.0) and law.time(4.0) == pytest.approx(2.0)
+
+
+def test_without_cpu_time_a_task_counts_as_serial() -> None:
+    assert Law.measured(run_s=1.0, cpu_s=None, cpus=1.0).time(2.0) == 1.0
+
+
+# --------------------------------------------------------------------------- predictions
+
+
+def _model(kind: str = "gateway", **changes: Any) -> BackendModel:
+    platform = Platform(changes.pop("capacity", None), 60.0, {}, changes.pop("cpu_per_mb", None))
+    model = BackendModel.learn(kind, BackendStats(), "mean", platform, changes.pop("cap", 4))
+    for name, value in changes.items():
+        setattr(model, name, value)
+    return model
+
+
+def _stats(
+    durations: list[float],
+    cpu: list[float] | None = None,
+    output: float = 100.0,
+    peak: float | None = None,
+) -> FunctionStats:
+    return FunctionStats(
+        duration=Summary.of(durations),
+        cpu=Summary.of(cpu or []),
+        output=Summary.of([output] * len(durations)),
+        peak_mb=Summary.of([] if peak is None else [peak]),
+    )
+
+
+def test_predictions_read_the_sla_and_scale_to_sizes_never_seen() -> None:
+    durations = [1.0] * 90 + [3.0] * 10
+    stats = {
+        StatsKey("m.serial", 1.0, 2048, "gateway"): _stats(durations, durations),
+        StatsKey("m.numpy", 2.0, 2048, "gateway"): _stats([3.0] * 5, [5.0] * 5),
+    }
+    mean = Predictor(stats, "mean", _model())
+    p95 = Predictor(stats, "p95", _model())
+    assert mean.duration("m.serial", Size(1, 2048)) == pytest.approx(1.2)
+    assert p95.duration("m.serial", Size(1, 2048)) == pytest.approx(3.0, rel=0.03)
+    assert mean.duration("m.serial", Size(4, 2048)) == pytest.approx(1.2)  # serial
+    assert mean.duration("m.numpy", Size(1, 2048)) == pytest.approx(5.0)  # the law
+    assert mean.demand("m.numpy", Size(2, 2048)) == pytest.approx(5 / 3)
+    assert mean.output("m.serial") == 100.0 and mean.peak_mb("m.serial") is None
+    assert not mean.known("m.other")
+    assert mean.duration("m.other", Size()) == UNSEEN.duration_s
+
+
+def test_on_lambda_cpu_follows_memory() -> None:
+    model = _model("lambda", cpu_per_mb=1 / 1769)
+    stats = {StatsKey("m.f", 1.0, 1769, "lambda"): _stats([2.0], [2.0])}
+    p = Predictor(stats, "mean", model)
+    assert p.duration("m.f", Size(0.5, 1769 // 2)) == pytest.approx(4.0, rel=0.01)
+    assert p.duration("m.f", Size(2, 3538)) == pytest.approx(2.0)
+
+
+def test_a_fit_on_input_bytes_predicts_runs_on_other_inputs() -> None:
+    xs, ys = [1e6, 2e6, 3e6, 4e6], [1.0, 2.0, 3.0, 4.0]
+    stats = FunctionStats(
+        duration=Summary.of(ys),
+        cpu=Summary.of(ys),
+        output=Summary.of([y * 10 for y in ys]),
+        duration_fit=Fit.of(xs, ys),
+        output_fit=Fit.of(xs, [y * 10 for y in ys]),
+    )
+    p = Predictor({StatsKey("m.f", 1.0, 2048, "gateway"): stats}, "mean", _model())
+    assert p.duration("m.f", Size(), in_bytes=8e6) == pytest.approx(8.0)
+    assert p.output("m.f", in_bytes=8e6) == pytest.approx(80.0)
+
+
+def test_memory_steps_cover_the_peak_with_headroom() -> None:
+    assert memory_for(None, None) == 2048 and memory_for(None, 512) == 512
+    assert memory_for(100.0, None) == 256  # 100 * 1.2 + 32 = 152 -> 256
+    assert memory_for(100.0, 1024) == 1024
+
+
+def test_the_model_learns_from_history_and_falls_back_on_defaults() -> None:
+    stats = BackendStats(
+        handout_cold=Summary.of([0.2, 0.2]),
+        read_fit=Fit.of([0.0, 1e6], [0.001, 0.011]),
+    )
+    model = BackendModel.learn("gateway", stats, "mean", Platform(2.0, 60.0, {}), 2)
+    assert model.handout_cold_s == pytest.approx(0.2)
+    assert model.handout_warm_s == 0.004  # a default: never measured
+    assert model.read_s(2e6) == pytest.approx(0.021)
+    assert model.capacity == 2.0 and [s.cpus for s in model.sizes(512)] == [1.0, 2.0]
+
+
+# --------------------------------------------------------------------------- simulator
+
+
+def _free(
+    kind: str = "lambda",
+    cap: int = 100,
+    capacity: float | None = None,
+    cpu_per_mb: float | None = None,
+) -> BackendModel:
+    """A backend where nothing but the tasks takes time."""
+    return _model(
+        kind,
+        cap=cap,
+        capacity=capacity,
+        cpu_per_mb=cpu_per_mb,
+        handout_cold_s=0.0,
+        handout_warm_s=0.0,
+        gap_s=0.0,
+        read_latency_s=0.0,
+        read_s_per_byte=0.0,
+        write_latency_s=0.0,
+        write_s_per_byte=0.0,
+    )
+
+
+def _shape(deps: list[tuple[int, ...]]) -> Shape:
+    children: list[list[int]] = [[] for _ in deps]
+    for t, ds in enumerate(deps):
+        for d in ds:
+            children[d].append(t)
+    sinks = frozenset(t for t in range(len(deps)) if not children[t])
+    return Shape(deps, children, sinks)
+
+
+def _work(durations: list[float], demand: float = 1.0) -> Work:
+    n = len(durations)
+    return Work(list(durations), [demand] * n, [1000.0] * n, [Size()] * n)
+
+
+def test_a_chain_runs_on_one_worker_with_its_gaps() -> None:
+    model = _free(cap=4)
+    model.gap_s, model.handout_cold_s = 0.01, 0.5
+    schedule = simulate(_shape([(), (0,), (1,)]), _work([1.0, 2.0, 3.0]), model)
+    assert schedule.workers == 1 and len(set(schedule.worker)) == 1
+    assert schedule.start == pytest.approx([0.0, 1.01, 3.02])
+    assert schedule.makespan_s == pytest.approx(6.02)  # from the first start: no cold start
+    assert schedule.cost.requests == 1
+    assert schedule.cost.gb_s == pytest.approx(6.03 * 2)  # 2048 MB until its last step
+
+
+def test_a_fan_out_is_shared_over_the_cap_and_waits_for_it() -> None:
+    # one root, four children of 1 s, a fan-in; two workers at most
+    deps = [(), (0,), (0,), (0,), (0,), (1, 2, 3, 4)]
+    model = _free(cap=2)
+    model.handout_cold_s = 0.1
+    schedule = simulate(_shape(deps), _work([1.0, 1.0, 1.0, 1.0, 1.0, 1.0]), model)
+    # the root's worker keeps two children; the other two go to one new worker, 0.1 s later
+    assert sorted(schedule.start[1:5]) == pytest.approx([1.0, 1.1, 2.0, 2.1])
+    assert schedule.start[5] == pytest.approx(3.1) and schedule.workers == 2
+
+
+def test_shared_cpus_slow_tasks_down_alike() -> None:
+    deps = [(), ()]
+    alone = simulate(_shape(deps), _work([2.0, 2.0]), _free("gateway", cap=2, capacity=2.0))
+    shared = simulate(_shape(deps), _work([2.0, 2.0]), _free("gateway", cap=2, capacity=1.0))
+    assert alone.makespan_s == pytest.approx(2.0) and shared.makespan_s == pytest.approx(4.0)
+
+
+def test_a_plan_runs_each_group_on_its_own_worker_and_size() -> None:
+    deps = [(), (0,), (0,), (1, 2)]
+    groups = [0, 0, 1, 0]
+    big, small = Size(2, 4096), Size(1, 1024)
+    work = Work([1.0, 1.0, 0.5, 1.0], [1.0] * 4, [10.0] * 4, [big, big, small, big])
+    schedule = simulate(_shape(deps), work, _free(), groups)
+    assert schedule.worker[0] == schedule.worker[1] == schedule.worker[3] != schedule.worker[2]
+    assert schedule.cost.requests == 2
+    assert schedule.cost.gb_s == pytest.approx(3 * 4 + 0.5 * 1)
+    # when the other group's task ends last, it readies the join and hands it out
+    work.duration[2] = 1.5
+    late = simulate(_shape(deps), work, _free(), groups)
+    assert len({late.worker[0], late.worker[2], late.worker[3]}) == 3
+
+
+@st.composite
+def dags(draw: st.DrawFn) -> tuple[list[tuple[int, ...]], list[float]]:
+    n = draw(st.integers(1, 25))
+    deps = [
+        tuple(sorted(set(draw(st.lists(st.integers(0, t - 1), max_size=3))))) if t else ()
+        for t in range(n)
+    ]
+    durations = draw(st.lists(st.floats(0.01, 5.0), min_size=n, max_size=n))
+    return deps, durations
+
+
+def _critical_path(deps: list[tuple[int, ...]], durations: list[float]) -> float:
+    finish = [0.0] * len(deps)
+    for t, ds in enumerate(deps):
+        finish[t] = max((finish[d] for d in ds), default=0.0) + durations[t]
+    return max(finish)
+
+
+@settings(max_examples=150, deadline=None)
+@given(dags(), st.integers(1, 8), st.sampled_from([None, 1.0, 2.0]))
+def test_a_makespan_lies_between_the_critical_path_and_the_serial_sum(
+    dag: tuple[list[tuple[int, ...]], list[float]], cap: int, capacity: float | None
+) -> None:
+    deps, durations = dag
+    schedule = simulate(_shape(deps), _work(durations), _free("gateway", cap, capacity))
+    assert schedule.makespan_s >= _critical_path(deps, durations) - 1e-9
+    assert schedule.makespan_s <= sum(durations) + 1e-9
+    assert all(not math.isnan(s) for s in schedule.start)  # every task ran
+
+
+@settings(max_examples=60, deadline=None)
+@given(dags(), st.integers(1, 8))
+def test_overheads_only_lengthen_a_schedule(
+    dag: tuple[list[tuple[int, ...]], list[float]], cap: int
+) -> None:
+    deps, durations = dag
+    slow = simulate(_shape(deps), _work(durations), _model("gateway", cap=cap))
+    assert slow.makespan_s >= _critical_path(deps, durations) - 1e-9
+
+
+# --------------------------------------------------------------------------- planners
+
+
+def _problem(
+    deps: list[tuple[int, ...]],
+    functions: list[str],
+    stats: dict[StatsKey, FunctionStats],
+    model: BackendModel,
+    deadline: float | None = None,
+) -> Problem:
+    predictor = Predictor(stats, "mean", model)
+    return Problem(_shape(deps), functions, [None] * len(deps), predictor, model, "mean", deadline)
+
+
+def _lambda_problem(deadline: float | None = None) -> Problem:
+    """A root, a long parallel branch and a short serial one, then a join; on Lambda."""
+    model = _free("lambda", cpu_per_mb=1 / 1769)
+    model.price = model.price._replace(request=0.0)
+    at = 1769
+    stats = {
+        StatsKey("m.root", 1.0, at, "lambda"): _stats([1.0], [1.0], peak=100),
+        StatsKey("m.long", 6.0, at * 6, "lambda"): _stats([2.0], [11.0], peak=100),
+        StatsKey("m.short", 1.0, at, "lambda"): _stats([1.0], [1.0], peak=100),
+        StatsKey("m.join", 1.0, at, "lambda"): _stats([0.5], [0.5], peak=100),
+    }
+    deps = [(), (0,), (0,), (1, 2)]
+    functions = ["m.root", "m.long", "m.short", "m.join"]
+    return _problem(deps, functions, stats, model, deadline)
+
+
+def test_uniform_takes_the_cheapest_size_near_the_fastest() -> None:
+    problem = _lambda_problem()
+    decided = plan_uniform(problem)
+    assert len(set(decided.sizes)) == 1
+    every = _uniform(problem, _Costs(problem))  # one plan per size
+    fastest = min(p.schedule.makespan_s for p in every)
+    assert decided.schedule.makespan_s <= fastest * 1.1
+    for other in every:
+        if other.schedule.makespan_s <= fastest * 1.1:
+            assert other.schedule.cost.usd >= decided.schedule.cost.usd
+
+
+def test_critical_path_shrinks_only_what_has_slack() -> None:
+    problem = _lambda_problem()
+    decided = plan_critical_path(problem)
+    largest = max(problem.model.sizes(128), key=lambda s: s.memory_mb)
+    sizes = dict(zip(problem.functions, decided.sizes, strict=True))
+    assert sizes["m.long"] == largest  # on the critical path: kept large
+    assert sizes["m.short"].memory_mb < largest.memory_mb  # slack: shrunk
+    reference = plan_uniform(problem)
+    assert decided.schedule.makespan_s <= reference.schedule.makespan_s * 1.02 + 1e-9
+
+
+def test_deadline_meets_the_deadline_at_less_cost_than_one_large_size() -> None:
+    loose = plan_deadline(_lambda_problem(deadline=6.0))
+    assert loose.schedule.makespan_s <= 6.0
+    tight = plan_deadline(_lambda_problem(deadline=3.6))
+    assert tight.schedule.makespan_s <= 3.6
+    assert loose.schedule.cost.gb_s < tight.schedule.cost.gb_s
+
+
+def test_an_impossible_deadline_gives_the_fastest_plan_and_says_by_how_much(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="shoal.planning"):
+        decided = plan_deadline(_lambda_problem(deadline=0.5))
+    assert decided.schedule.makespan_s > 0.5
+    assert "no plan meets the deadline of 0.500 s" in caplog.text and "over it" in caplog.text
+
+
+@settings(max_examples=40, deadline=None)
+@given(dags(), st.floats(1.0, 3.0))
+def test_a_deadline_plan_meets_its_deadline_whenever_uniform_largest_does(
+    dag: tuple[list[tuple[int, ...]], list[float]], slack: float
+) -> None:
+    deps, durations = dag
+    model = _model("lambda", cpu_per_mb=1 / 1769, cap=8)
+    functions = [f"m.f{t}" for t in range(len(deps))]
+    stats = {
+        StatsKey(f, 1.0, 1769, "lambda"): _stats([d], [d], peak=200)
+        for f, d in zip(functions, durations, strict=True)
+    }
+    problem = _problem(deps, functions, stats, model)
+    reference = _uniform(problem, _Costs(problem))[-1]  # every task on the largest size
+    problem.deadline_s = reference.schedule.makespan_s * slack
+    decided = plan_deadline(problem)
+    assert decided.schedule.makespan_s <= problem.deadline_s * (1 + 1e-9)
+    assert decided.schedule.cost.usd <= reference.schedule.cost.usd * (1 + 1e-9)
+
+
+def test_groups_follow_chains_and_the_input_that_finishes_last() -> None:
+    # 0 -> 1 -> 3 and 2 -> 3, where 2 ends last: 3 joins 2's group
+    shape = _shape([(), (0,), (), (1, 2)])
+    finish = [1.0, 2.0, 5.0, 6.0]
+    level = [3.0, 2.0, 2.0, 1.0]
+    groups = make_groups(shape, finish, level, [Size()] * 4, fanout=4)
+    assert groups[0] == groups[1] and groups[2] == groups[3] and groups[0] != groups[2]
+    # a different size starts a group of its own
+    mixed = make_groups(shape, finish, level, [Size(), Size(2, 2048), Size(), Size()], 4)
+    assert mixed[0] != mixed[1]
