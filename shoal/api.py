@@ -50,8 +50,8 @@ def compute(
     timeout: float | None = None,
     history: str | None = None,
     metrics: str | None = None,
-    planner: str = "none",
-    sla: str = "mean",
+    planner: str | None = None,
+    sla: str | None = None,
     deadline: float | None = None,
 ) -> tuple[Any, ...]:
     """Run the graph ending in ``nodes`` (one run) and return their values as a tuple.
@@ -67,17 +67,24 @@ def compute(
     ``$SHOAL_METRICS``; see :mod:`shoal.metrics`); ``off`` for never (the default
     without a history).
     ``planner``: how each task's worker size and group are chosen from the history:
-    ``none`` (workers split work as they go), ``uniform``, ``critical-path`` or
-    ``deadline`` (see :mod:`shoal.planning.planners`); without an earlier run of the
-    workflow on this backend, a planner says so in the log and runs ``none``.
-    ``sla``: the statistic predictions use, ``mean`` or a percentile ``p1``…``p99``.
-    ``deadline``: seconds the run's makespan must meet (only with ``planner="deadline"``).
+    ``none`` (the default, or ``$SHOAL_PLANNER``: workers split work as they go),
+    ``uniform``, ``critical-path`` or ``deadline`` (see :mod:`shoal.planning.planners`);
+    without an earlier run of the workflow on this backend, a planner says so in the log
+    and runs ``none``.
+    ``sla``: the statistic predictions use, ``mean`` (the default, or ``$SHOAL_SLA``) or a
+    percentile ``p1``…``p99``.
+    ``deadline``: seconds the run's makespan must meet (only with ``planner="deadline"``;
+    or ``$SHOAL_DEADLINE``).
 
     A task that raises makes this raise the task's own exception. The run's summary is
     then available from :func:`shoal.last_run`, and its record from the history.
     """
     if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    planner = planner or os.environ.get("SHOAL_PLANNER") or "none"
+    sla = sla or os.environ.get("SHOAL_SLA") or "mean"
+    if deadline is None and os.environ.get("SHOAL_DEADLINE"):
+        deadline = _seconds("SHOAL_DEADLINE", os.environ["SHOAL_DEADLINE"])
     check_options(planner, sla, deadline)
     kept = open_history(history)
     try:
@@ -108,6 +115,13 @@ def compute(
         return outcome["values"]
     finally:
         kept.close()
+
+
+def _seconds(name: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"${name} must be a number of seconds, got {text!r}") from None
 
 
 def _run_in_thread(coro: Any) -> None:

@@ -12,6 +12,7 @@ import click
 
 from . import __version__
 from .errors import ConfigError
+from .planning import PLANNER_NAMES
 from .summary import RunSummary, add_listener
 
 
@@ -35,16 +36,31 @@ def cli(log_level: str) -> None:
 @click.option("--storage", help="Store URL for every run of the script (sets SHOAL_STORAGE).")
 @click.option("--workers", help="Worker backend for every run (sets SHOAL_WORKERS).")
 @click.option(
+    "--planner",
+    type=click.Choice(PLANNER_NAMES),
+    help="Planner for every run (sets SHOAL_PLANNER) [default: none].",
+)
+@click.option("--sla", help="mean or a percentile p1..p99 for predictions (sets SHOAL_SLA).")
+@click.option(
+    "--deadline", type=float, help="Seconds, with --planner deadline (sets SHOAL_DEADLINE)."
+)
+@click.option("--history", help="History URL, or none (sets SHOAL_HISTORY).")
+@click.option(
+    "--metrics", help="Upload policy of task metrics, e.g. batch, off (sets SHOAL_METRICS)."
+)
+@click.option(
     "--summary/--no-summary", default=True, show_default=True, help="Print a run summary."
 )
 def run(
-    script: Path, args: tuple[str, ...], storage: str | None, workers: str | None, summary: bool
+    script: Path,
+    args: tuple[str, ...],
+    summary: bool,
+    **settings: str | float | None,
 ) -> None:
     """Run a Python SCRIPT that computes Shoal graphs, then summarize its runs."""
-    if storage:
-        os.environ["SHOAL_STORAGE"] = storage
-    if workers:
-        os.environ["SHOAL_WORKERS"] = workers
+    for name, value in settings.items():
+        if value is not None:
+            os.environ[f"SHOAL_{name.upper()}"] = str(value)
     runs: list[RunSummary] = []
     remove = add_listener(runs.append)
     sys.argv = [str(script), *args]
@@ -55,6 +71,81 @@ def run(
         remove()
         if summary:
             _print_summary(runs)
+
+
+@cli.group(invoke_without_command=True)
+@click.option(
+    "--history",
+    "url",
+    envvar="SHOAL_HISTORY",
+    help="History URL [default: $SHOAL_HISTORY, else the SQLite file in the user data dir].",
+)
+@click.pass_context
+def history(ctx: click.Context, url: str | None) -> None:
+    """Show the history of runs: the workflows (with no command), their runs, and one
+    run's tasks planned against real."""
+    ctx.obj = url
+    if ctx.invoked_subcommand is None:
+        from .history import open_history
+        from .history.report import WORKFLOW_COLUMNS, workflow_rows
+
+        kept = open_history(url)
+        try:
+            _table("Workflows", WORKFLOW_COLUMNS, workflow_rows(kept.workflows()))
+        finally:
+            kept.close()
+
+
+@history.command("runs")
+@click.option("--workflow", help="Only this workflow (its structure hash).")
+@click.option("--limit", default=20, show_default=True, help="Newest runs to show.")
+@click.pass_obj
+def history_runs(url: str | None, workflow: str | None, limit: int) -> None:
+    """The newest runs, with their makespan, the planned one and its error, and cost."""
+    from .history import open_history
+    from .history.report import RUN_COLUMNS, run_rows
+
+    kept = open_history(url)
+    try:
+        _table("Runs", RUN_COLUMNS, run_rows(kept.runs(workflow, limit)))
+    finally:
+        kept.close()
+
+
+@history.command("show")
+@click.argument("run_id")
+@click.option("--limit", default=25, show_default=True, help="Tasks to show, worst first.")
+@click.pass_obj
+def history_show(url: str | None, run_id: str, limit: int) -> None:
+    """One run (RUN_ID or a unique prefix): each task planned against real, the worst
+    predictions first."""
+    from .history import open_history
+    from .history.report import TASK_COLUMNS, run_heading, task_rows
+
+    kept = open_history(url)
+    try:
+        record = kept.run(run_id)
+    finally:
+        kept.close()
+    if record is None:
+        raise click.ClickException(f"no run {run_id!r} (or more than one) in the history")
+    click.echo(run_heading(record))
+    _table("Tasks, worst predictions first", TASK_COLUMNS, task_rows(record, limit))
+
+
+def _table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # a file or a pipe: no need to squeeze
+    table = Table(title=title, title_justify="left")
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i < 2 else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table if rows else f"[dim]{title}: none[/]")
 
 
 @cli.command()
@@ -127,15 +218,20 @@ def _print_summary(runs: list[RunSummary]) -> None:
         console.print("[dim]shoal: the script started no run[/]")
         return
     table = Table(title="Shoal runs", title_justify="left")
-    for column in ("run", "status", "tasks", "workers", "makespan", "wall", "moved"):
+    columns = ("run", "status", "tasks", "workers", "makespan", "planned", "wall", "moved")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("run", "status") else "right")
     for r in runs:
+        planned = "-"
+        if r.predicted_makespan_s is not None:
+            planned = f"{r.predicted_makespan_s:.3f} s ({r.prediction_error:+.0%}, {r.planner})"
         table.add_row(
             r.run_id,
             "[green]ok[/]" if r.ok else "[red]failed[/]",
             f"{r.tasks_done:,}/{r.tasks:,}",
             str(r.workers),
             f"{r.makespan_s:.3f} s",
+            planned,
             f"{r.wall_s:.3f} s",
             f"{r.bytes_moved:,} B",
         )

@@ -6,6 +6,7 @@ import io
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -99,10 +100,47 @@ def _shoal(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("command", [[], *([name] for name in cli.commands)])
+def _commands(group: Any, path: list[str]) -> list[list[str]]:
+    found = [path]
+    for name, command in getattr(group, "commands", {}).items():
+        found += _commands(command, [*path, name])
+    return found
+
+
+@pytest.mark.parametrize("command", _commands(cli, []))
 def test_every_command_has_help(command: list[str]) -> None:
     result = _shoal(*command, "--help")
     assert result.returncode == 0 and "Usage:" in result.stdout
+
+
+def test_shoal_run_plans_from_the_history_and_shoal_history_shows_it(tmp_path: Path) -> None:
+    where = str(tmp_path / "h.db")
+    first = _shoal("run", "--history", where, "examples/fanout_fanin.py")
+    assert first.returncode == 0, first.stderr
+    planned = _shoal(
+        "run", "--history", where, "--planner", "critical-path", "--sla", "p90",
+        "examples/fanout_fanin.py",
+    )  # fmt: skip
+    assert planned.returncode == 0, planned.stderr
+    assert "critical-path" in planned.stdout  # the summary shows the planned makespan
+    workflows = _shoal("history", "--history", where)
+    assert workflows.returncode == 0 and "report" in workflows.stdout  # its sink
+    runs = _shoal("history", "--history", where, "runs")
+    assert "critical-path (p90)" in runs.stdout and "none" in runs.stdout
+    run_id = shoal.history(where).runs(limit=1)[0].run_id
+    shown = _shoal("history", "--history", where, "show", run_id[:6])
+    assert shown.returncode == 0, shown.stderr
+    assert f"run {run_id}" in shown.stdout and "worst predictions first" in shown.stdout
+    assert "plan end" in shown.stdout
+    missing = _shoal("history", "--history", where, "show", "nope")
+    assert missing.returncode == 1 and "no run 'nope'" in missing.stderr
+
+
+def test_bad_planner_options_on_the_command_line_are_clear() -> None:
+    result = _shoal("run", "--planner", "fastest", "examples/tree_reduction.py")
+    assert result.returncode == 2 and "fastest" in result.stderr
+    result = _shoal("run", "--sla", "p0", "examples/tree_reduction.py")
+    assert result.returncode != 0 and "sla must be" in result.stderr
 
 
 def test_shoal_run_prints_the_scripts_output_and_a_summary_table() -> None:
