@@ -127,16 +127,21 @@ def approx_nbytes(value: Any) -> int:
 
 
 class ProcessProbe:
-    """CPU time and peak resident memory of this process over one task.
+    """CPU time and peak resident memory of a task, in this process.
 
     Linux keeps a process's resident high-water mark and lets the process reset it
-    (``/proc/self/clear_refs``, value 5); ``getrusage`` then reads the peak since the reset.
-    About 1 µs per task. Where the reset is not allowed, the peak is not measured (a
-    lifetime high-water mark would charge a task for its predecessors).
+    (``/proc/self/clear_refs``, value 5); ``getrusage`` then reads the peak since the
+    reset, which right after it is the resident size. A task's peak is what a fresh worker
+    would need for it: the worker's own size when it first ran a task, plus how far the
+    task took the process above where it started (memory an earlier task left resident is
+    not charged to it). About 2 µs per task. Where the reset is not allowed, the peak is
+    not measured (a lifetime high-water mark would charge a task for its predecessors).
     """
 
     def __init__(self) -> None:
         self._clear: int | None = None
+        self._baseline: float | None = None  # resident MB before the first task
+        self._at_start = 0.0
         try:
             self._clear = os.open("/proc/self/clear_refs", os.O_WRONLY)
         except OSError as exc:
@@ -149,14 +154,22 @@ class ProcessProbe:
                 os.write(self._clear, b"5")
             except OSError:
                 self._clear = None
+            else:
+                self._at_start = _resident_peak_mb()
+                if self._baseline is None:
+                    self._baseline = self._at_start
         return time.process_time()
 
     def stop(self, cpu_started: float) -> tuple[float, float | None]:
-        """CPU seconds since :meth:`start` and the peak resident MB since then."""
+        """CPU seconds since :meth:`start`, and the task's peak resident MB."""
         cpu = time.process_time() - cpu_started
-        if self._clear is None:
+        if self._clear is None or self._baseline is None:
             return cpu, None
-        return cpu, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return cpu, self._baseline + max(0.0, _resident_peak_mb() - self._at_start)
+
+
+def _resident_peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 _probe: ProcessProbe | None = None

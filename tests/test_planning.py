@@ -18,7 +18,7 @@ from shoal.planning.model import BackendModel, memory_for
 from shoal.planning.planners import (
     Problem,
     _Costs,
-    _uniform,
+    _OneSize,
     make_groups,
     plan_critical_path,
     plan_deadline,
@@ -293,7 +293,8 @@ def test_uniform_takes_the_cheapest_size_near_the_fastest() -> None:
     problem = _lambda_problem()
     decided = plan_uniform(problem)
     assert len(set(decided.sizes)) == 1
-    every = _uniform(problem, _Costs(problem))  # one plan per size
+    one_size = _OneSize(problem, _Costs(problem))
+    every = [one_size.plan(size) for size in one_size.sizes]  # one plan per size
     fastest = min(p.schedule.makespan_s for p in every)
     assert decided.schedule.makespan_s <= fastest * 1.1
     for other in every:
@@ -342,7 +343,7 @@ def test_a_deadline_plan_meets_its_deadline_whenever_uniform_largest_does(
         for f, d in zip(functions, durations, strict=True)
     }
     problem = _problem(deps, functions, stats, model)
-    reference = _uniform(problem, _Costs(problem))[-1]  # every task on the largest size
+    reference = _OneSize(problem, _Costs(problem)).largest  # every task on the largest size
     problem.deadline_s = reference.schedule.makespan_s * slack
     decided = plan_deadline(problem)
     assert decided.schedule.makespan_s <= problem.deadline_s * (1 + 1e-9)

@@ -6,7 +6,7 @@ import importlib
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
-from .base import Invocation, Platform, Size, Workers
+from .base import Invocation, Platform, Size, Workers, invoke_all
 
 #: scheme (or bare name) -> "module:Class"; each class has ``from_url(url)``.
 BACKENDS = {
@@ -40,4 +40,12 @@ def open_workers(url: str) -> Workers:
     return workers
 
 
-__all__ = ["BACKENDS", "Invocation", "Platform", "Size", "Workers", "open_workers"]
+__all__ = [
+    "BACKENDS",
+    "Invocation",
+    "Platform",
+    "Size",
+    "Workers",
+    "invoke_all",
+    "open_workers",
+]

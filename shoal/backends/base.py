@@ -3,6 +3,7 @@ started is the one worker loop in :mod:`shoal.protocol`."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ssl
 import time
@@ -103,6 +104,16 @@ class Workers(Protocol):
         """Where workers run, for the planners: shared CPUs, keep-warm, idle workers."""
 
     async def close(self) -> None: ...
+
+
+async def invoke_all(workers: Workers, invocations: Sequence[Invocation]) -> None:
+    """Start a worker on each of ``invocations`` at once (they do not wait on each other:
+    with a platform's invoke latency, N invocations one after another would start the last
+    worker N latencies late)."""
+    if len(invocations) == 1:
+        await workers.invoke(invocations[0])
+    elif invocations:
+        await asyncio.gather(*(workers.invoke(i) for i in invocations))
 
 
 def verify_for(url: str) -> ssl.SSLContext | bool:

@@ -20,10 +20,12 @@ with starts, the concurrency cap and shared CPUs, checks the plan and tightens i
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..backends import Size
 from .model import BackendModel, memory_for
@@ -36,8 +38,10 @@ log = logging.getLogger(__name__)
 UNIFORM_SLACK = 0.10
 #: critical-path: how much the makespan may grow while tasks shrink.
 CRITICAL_PATH_SLACK = 0.02
-#: How many times a planner tightens its target when the simulator finds it too slow.
-TIGHTEN_STEPS = 7
+#: How many plans a planner simulates at most while it looks for the loosest that holds,
+#: and how far beyond a stretch that held it looks next.
+TIGHTEN_STEPS = 4
+TIGHTEN_BEYOND = 0.15
 
 
 @dataclass
@@ -79,23 +83,35 @@ class _Costs:
         for t in range(n):  # ids are topological: inputs first
             in_bytes[t] = sum(self.out[d] for d in shape.deps[t])
             self.out[t] = p.task_output(t, functions[t], in_bytes[t])
+        self.edge = [_edge_s(model, nbytes) for nbytes in self.out]
         self.sizes: list[list[Size]] = []
         self.seconds: list[list[float]] = []
         self.demand: list[list[float]] = []
         self.usd: list[list[float]] = []
         per_gb_s = model.price.gb_s
+        # Per function: its memory floor, sizes, and each size's (time factor, demand, GB).
+        by_function: dict[tuple[str, int | None], Any] = {}
         for t in range(n):
-            declared = problem.declared[t]
-            floor = memory_for(p.peak_mb(functions[t]), declared.memory_mb if declared else None)
-            sizes = model.sizes(floor) or [Size(model.max_cpus, floor)]
-            secs = [p.task_duration(t, functions[t], s, in_bytes[t]) for s in sizes]
+            fn, declared = functions[t], problem.declared[t]
+            key = (fn, declared.memory_mb if declared else None)
+            table = by_function.get(key)
+            if table is None:
+                floor = memory_for(p.peak_mb(fn), key[1])
+                sizes = model.sizes(floor) or [Size(model.max_cpus, floor)]
+                cpus = [model.cpus_of(s) for s in sizes]
+                table = by_function[key] = (
+                    sizes,
+                    [p.scale(fn, c) for c in cpus],
+                    [p.demand_on(fn, c) for c in cpus],
+                    [s.memory_mb / 1024 * per_gb_s + c * 1e-9 for s, c in zip(sizes, cpus)],  # noqa: B905
+                )
+            sizes, scales, demands, rates = table
+            base = p.task_base(t, fn, in_bytes[t])
+            secs = [base * k for k in scales]
             self.sizes.append(sizes)
             self.seconds.append(secs)
-            self.demand.append([p.demand(functions[t], s) for s in sizes])
-            self.usd.append([
-                d * (s.memory_mb / 1024) * per_gb_s + d * model.cpus_of(s) * 1e-9
-                for s, d in zip(sizes, secs, strict=True)
-            ])  # fmt: skip
+            self.demand.append(demands)
+            self.usd.append([d * r for d, r in zip(secs, rates)])  # noqa: B905
 
     def fastest(self, t: int) -> int:
         """The index of the size that runs task ``t`` fastest (the smallest such)."""
@@ -128,15 +144,16 @@ def _edge_s(model: BackendModel, nbytes: float) -> float:
     return model.write_s(nbytes) + model.read_s(nbytes) + model.handout_warm_s + model.gap_s
 
 
-def _earliest(
-    shape: Shape, seconds: Sequence[float], costs: _Costs, model: BackendModel
-) -> list[float]:
+def _earliest(shape: Shape, seconds: Sequence[float], costs: _Costs) -> list[float]:
     """Earliest finish of every task, resources left out, each input moved between
     workers."""
     finish = [0.0] * len(seconds)
+    edge = costs.edge
     for t, deps in enumerate(shape.deps):
-        ready = max((finish[d] + _edge_s(model, costs.out[d]) for d in deps), default=0.0)
-        finish[t] = ready + seconds[t]
+        if deps:
+            finish[t] = max([finish[d] + edge[d] for d in deps]) + seconds[t]
+        else:
+            finish[t] = seconds[t]
     return finish
 
 
@@ -191,11 +208,11 @@ def _deal(tasks: list[int], level: Sequence[float], shares: int) -> list[list[in
     if len(tasks) <= shares:
         return [[t] for t in tasks]
     dealt: list[list[int]] = [[] for _ in range(shares)]
-    load = [0.0] * shares
+    least = [(0.0, k) for k in range(shares)]  # a heap of (load, share)
     for t in tasks:
-        k = min(range(shares), key=load.__getitem__)
+        load, k = least[0]
         dealt[k].append(t)
-        load[k] += level[t]
+        heapq.heapreplace(least, (load + level[t], k))
     return [d for d in dealt if d]
 
 
@@ -225,7 +242,7 @@ def _plan(problem: Problem, costs: _Costs, choice: Sequence[int]) -> Decided:
 def _plan_sized(problem: Problem, costs: _Costs, sizes: list[Size]) -> Decided:
     shape, model = problem.shape, problem.model
     seconds = _work(costs, problem, sizes).duration
-    finish = _earliest(shape, seconds, costs, model)
+    finish = _earliest(shape, seconds, costs)
     groups = make_groups(shape, finish, _bottom_levels(shape, seconds), sizes, model.cap)
     sized = _group_sizes(sizes, groups)
     schedule = simulate(shape, _work(costs, problem, sized), model, groups)
@@ -233,23 +250,24 @@ def _plan_sized(problem: Problem, costs: _Costs, sizes: list[Size]) -> Decided:
 
 
 def _fit_into(
-    problem: Problem, costs: _Costs, start: Sequence[int], target: float, pick: str
+    problem: Problem, costs: _Costs, start: Sequence[int], stretch: float, pick: str
 ) -> list[int]:
-    """A size per task such that, on the critical-path schedule of the ``start`` sizes,
-    every task still ends by its latest finish for a makespan of ``target``: sinks end by
-    ``target``, and a task ends before its children's latest starts. Tasks are visited
-    last first; each takes the ``pick`` (``smallest`` or ``cheapest``) size that fits,
-    else keeps its ``start`` size."""
-    shape, model = problem.shape, problem.model
+    """A size per task such that the critical-path schedule of the ``start`` sizes, with
+    every task allowed ``stretch`` times its time there, still holds: each task gets its
+    stretched share of the time plus whatever slack the paths through it leave, and ends
+    before its children's latest starts. Tasks are visited last first; each takes the
+    ``pick`` (``smallest`` or ``cheapest``) size that fits, else keeps its ``start`` size."""
+    shape = problem.shape
     n = len(start)
-    seconds = [costs.seconds[t][i] for t, i in enumerate(start)]
-    finish = _earliest(shape, seconds, costs, model)
-    ready = [finish[t] - seconds[t] for t in range(n)]
+    allowed = [costs.seconds[t][i] * stretch for t, i in enumerate(start)]
+    finish = _earliest(shape, allowed, costs)
+    target = max(finish, default=0.0)
+    ready = [finish[t] - allowed[t] for t in range(n)]
     latest_start = [math.inf] * n
     choice = list(start)
     for t in range(n - 1, -1, -1):
         children = shape.children[t]
-        edge = _edge_s(model, costs.out[t])
+        edge = costs.edge[t]
         latest_end = min((latest_start[c] - edge for c in children), default=target)
         window = latest_end - ready[t]
         options = [i for i, s in enumerate(costs.seconds[t]) if s <= window + 1e-9]
@@ -263,44 +281,91 @@ def _fit_into(
 
 
 def _tightened(
-    problem: Problem, costs: _Costs, start: list[int], limit: float, target: float, pick: str
+    problem: Problem, costs: _Costs, start: list[int], limit: float, stretch: float, pick: str
 ) -> Decided | None:
-    """The plan of :func:`_fit_into` for the loosest target whose simulated makespan is at
-    most ``limit``: ``target`` first, then bisecting towards the ``start`` plan's own
-    critical path; None if even that is too slow."""
-    tight = _critical_path(problem, costs, start)
+    """The cheapest plan of :func:`_fit_into` whose simulated makespan is at most
+    ``limit``: at ``stretch``, and a little beyond it while that holds (tasks off the
+    critical path stretch the makespan less than themselves); else bisecting towards 1 (no
+    task slower than on the ``start`` sizes, but those with slack). None if even that is
+    too slow."""
     best: Decided | None = None
-    low, high = tight, max(tight, target)
+    low, high = 1.0, max(1.0, stretch)
     candidate = high
     for _ in range(TIGHTEN_STEPS):
         decided = _plan(problem, costs, _fit_into(problem, costs, start, candidate, pick))
         if decided.schedule.makespan_s <= limit * (1 + 1e-9):
-            if best is None or decided.schedule.cost.usd < best.schedule.cost.usd:
-                best = decided
+            if best is not None and decided.schedule.cost.usd >= best.schedule.cost.usd:
+                break  # looser, and no cheaper
+            best = decided
             low = candidate
-            if candidate == high:
-                break
+            if candidate >= high:  # it held: try beyond it
+                high = candidate = candidate * (1 + TIGHTEN_BEYOND)
+                continue
         else:
             high = candidate
+        if high - low < 0.005 * low:
+            break
         candidate = (low + high) / 2
     return best
+
+
+class _OneSize:
+    """Plans that put every task on one size (with the memory the hungriest needs). A
+    size's makespan is first estimated from its critical path (scaled by how far the
+    largest size's simulation lies from its own) and its cost from its tasks' costs;
+    only the sizes worth it are simulated. A larger size is never slower, so the sizes
+    that meet a limit are found by bisection."""
+
+    def __init__(self, problem: Problem, costs: _Costs) -> None:
+        self.problem, self.costs = problem, costs
+        floor = max((s[0].memory_mb for s in costs.sizes), default=Size().memory_mb)
+        self.sizes = problem.model.sizes(floor)
+        self.n = len(costs.sizes)
+        self.largest = self.plan(self.sizes[-1])
+        self._estimates: dict[int, tuple[float, float]] = {}
+        cpm = self._critical_path(len(self.sizes) - 1)[0]
+        self.ratio = self.largest.schedule.makespan_s / cpm if cpm > 0 else 1.0
+
+    def plan(self, size: Size) -> Decided:
+        return _plan_sized(self.problem, self.costs, [size] * self.n)
+
+    def _critical_path(self, i: int) -> tuple[float, float]:
+        size = self.sizes[i]
+        seconds = _work(self.costs, self.problem, [size] * self.n).duration
+        cpm = max(_earliest(self.problem.shape, seconds, self.costs), default=0.0)
+        return cpm, sum(seconds) * size.memory_mb / 1024 * self.problem.model.price.gb_s
+
+    def estimate(self, i: int) -> tuple[float, float]:
+        """(makespan, USD) of size ``i``, estimated."""
+        found = self._estimates.get(i)
+        if found is None:
+            cpm, usd = self._critical_path(i)
+            found = self._estimates[i] = (cpm * self.ratio, usd)
+        return found
+
+    def cheapest(self, limit: float, tries: int = 2) -> Decided | None:
+        """The cheapest single size that meets ``limit`` when simulated, among the
+        smallest (at most ``tries``) estimated to meet it, and the largest."""
+        low, high = 0, len(self.sizes) - 1
+        while low < high:  # the smallest estimated to meet the limit
+            mid = (low + high) // 2
+            if self.estimate(mid)[0] <= limit * (1 + 1e-9):
+                high = mid
+            else:
+                low = mid + 1
+        found = [self.largest]
+        for i in range(low, min(low + tries, len(self.sizes) - 1)):
+            found.append(self.plan(self.sizes[i]))
+        meeting = [p for p in found if p.schedule.makespan_s <= limit * (1 + 1e-9)]
+        return min(meeting, key=lambda p: p.schedule.cost.usd) if meeting else None
 
 
 # --------------------------------------------------------------------------- planners
 
 
-def _uniform(problem: Problem, costs: _Costs) -> list[Decided]:
-    """A plan per size, every task on that size (with the memory the hungriest needs)."""
-    floor = max((s[0].memory_mb for s in costs.sizes), default=Size().memory_mb)
-    n = len(costs.sizes)
-    return [_plan_sized(problem, costs, [size] * n) for size in problem.model.sizes(floor)]
-
-
 def plan_uniform(problem: Problem) -> Decided:
-    plans = _uniform(problem, _Costs(problem))
-    fastest = min(p.schedule.makespan_s for p in plans)
-    good = [p for p in plans if p.schedule.makespan_s <= fastest * (1 + UNIFORM_SLACK)]
-    return min(good, key=lambda p: (p.schedule.cost.usd, p.schedule.makespan_s))
+    sizes = _OneSize(problem, _Costs(problem))
+    return sizes.cheapest(sizes.largest.schedule.makespan_s * (1 + UNIFORM_SLACK)) or sizes.largest
 
 
 def plan_critical_path(problem: Problem) -> Decided:
@@ -308,8 +373,7 @@ def plan_critical_path(problem: Problem) -> Decided:
     largest = [len(s) - 1 for s in costs.sizes]
     reference = _plan(problem, costs, largest)
     limit = reference.schedule.makespan_s * (1 + CRITICAL_PATH_SLACK)
-    target = _critical_path(problem, costs, largest) * (1 + CRITICAL_PATH_SLACK)
-    shrunk = _tightened(problem, costs, largest, limit, target, "smallest")
+    shrunk = _tightened(problem, costs, largest, limit, 1 + CRITICAL_PATH_SLACK, "smallest")
     return shrunk or reference
 
 
@@ -318,7 +382,8 @@ def plan_deadline(problem: Problem) -> Decided:
     assert deadline is not None, "the deadline planner needs a deadline"
     costs = _Costs(problem)
     fastest = [costs.fastest(t) for t in range(len(costs.sizes))]
-    candidates = [_plan(problem, costs, fastest), _uniform(problem, costs)[-1]]
+    one_size = _OneSize(problem, costs)
+    candidates = [_plan(problem, costs, fastest), one_size.largest]
     quickest = min(candidates, key=lambda p: p.schedule.makespan_s)
     makespan = quickest.schedule.makespan_s
     if makespan > deadline:
@@ -331,17 +396,20 @@ def plan_deadline(problem: Problem) -> Decided:
             100 * (makespan - deadline) / deadline,
         )
         return quickest
-    target = _critical_path(problem, costs, fastest) * deadline / makespan
-    cheapest = _tightened(problem, costs, fastest, deadline, target, "cheapest")
-    if cheapest is not None:
-        candidates.append(cheapest)
+    stretch = deadline / candidates[0].schedule.makespan_s if makespan > 0 else 1.0
+    for plan in (
+        _tightened(problem, costs, fastest, deadline, stretch, "cheapest"),
+        one_size.cheapest(deadline, tries=2),
+    ):
+        if plan is not None:
+            candidates.append(plan)
     feasible = [p for p in candidates if p.schedule.makespan_s <= deadline * (1 + 1e-9)]
     return min(feasible, key=lambda p: (p.schedule.cost.usd, p.schedule.makespan_s))
 
 
 def _critical_path(problem: Problem, costs: _Costs, choice: Sequence[int]) -> float:
     seconds = [costs.seconds[t][i] for t, i in enumerate(choice)]
-    return max(_earliest(problem.shape, seconds, costs, problem.model), default=0.0)
+    return max(_earliest(problem.shape, seconds, costs), default=0.0)
 
 
 PLANNERS: dict[str, Planner | None] = {

@@ -7,8 +7,9 @@ that CPUs do not shorten (``i``: waiting, I/O), serial work ``s`` and parallel w
 ``q``, and on ``c'`` CPUs it takes ``i + s / min(c', 1) + q / c'``. A task that kept at
 most one CPU busy is serial (``q = 0``, ``i = D - W``); one that kept more busy gives
 ``q = (W - D) c / (c - 1)`` and ``s = W - q``. On Lambda ``c'`` is the share of a vCPU its
-memory buys. The prediction is the statistic the SLA names (the mean, or a percentile)
-on the nearest size seen, scaled by the law; where a function's run time (or output)
+memory buys. The law of a function is the one measured on the most CPUs it ran on (only there can
+parallel work show). The prediction is the statistic the SLA names (the mean, or a
+percentile) on the nearest size seen, scaled by the law; where a function's run time (or output)
 follows its input bytes (a fit explaining most of the variance), the line gives the
 mean, scaled the same way. A function never seen is predicted at :data:`UNSEEN`.
 """
@@ -16,6 +17,7 @@ mean, scaled the same way. A function never seen is predicted at :data:`UNSEEN`.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -91,9 +93,8 @@ class Predictor:
     The statistics of a function speak for all its tasks; the recent runs of the same
     workflow (``recent``: a bounded few, from the history's run records) speak for each
     task: the same task of the same program. Where a task ran before, its own durations
-    and output bytes are used (their SLA statistic from three runs on; before that their
-    mean, widened by the function's spread between mean and SLA), moved to the size asked
-    for by the function's law."""
+    and output bytes are used (see :meth:`_own`), moved to the size asked for by the
+    function's law."""
 
     def __init__(
         self,
@@ -111,6 +112,7 @@ class Predictor:
             merged.merge(s)
         self._seen: dict[str, list[_Seen]] = {}
         self._all: dict[str, FunctionStats] = {}  # every size merged
+        self._laws: dict[str, Law] = {}
         for function, sizes in by_function.items():
             seen, every = [], FunctionStats()
             for cpus, s in sizes.items():
@@ -121,7 +123,10 @@ class Predictor:
             if seen:
                 self._seen[function] = seen
                 self._all[function] = every
-        self._base: dict[tuple[str, float], tuple[float, float]] = {}
+                # The law comes from the most CPUs seen: only there can parallel work show.
+                self._laws[function] = max(seen, key=lambda s: (s.cpus, s.stats.duration.n)).law
+        self._bases: dict[str, float] = {}  # seconds on one CPU, per function
+        self._scales: dict[tuple[str, float], float] = {}
         self._tasks: dict[int, _TaskSeen] = {}
         for run in recent:
             self._learn_tasks(run)
@@ -140,75 +145,80 @@ class Predictor:
             if seen is None or seen.function != function:
                 seen = self._tasks[row[task_i]] = _TaskSeen(function)
             cpus = self.model.cpus_of(Size(row[cpus_i] or 1.0, row[mem_i] or 2048))
-            law = self._law(function, cpus)
+            law = self._law(function)
             seen.seconds.append(run_s * law.time(1.0) / law.time(cpus) if law else run_s)
             if row[out_i] is not None:
                 seen.outputs.append(row[out_i])
 
-    def _law(self, function: str, cpus: float) -> Law | None:
-        seen = self._seen.get(function)
-        if not seen:
-            return None
-        return min(seen, key=lambda s: (abs(math.log(s.cpus / cpus)), -s.stats.duration.n)).law
+    def _law(self, function: str) -> Law | None:
+        return self._laws.get(function)
 
     def task_duration(
         self, task: int, function: str, size: Size, in_bytes: float | None = None
     ) -> float:
         """Seconds task ``task`` (of ``function``) runs on ``size``: from its own earlier
         runs where there are any, else from its function's."""
+        base = self.task_base(task, function, in_bytes)
+        return base * self.scale(function, self.model.cpus_of(size))
+
+    def task_base(self, task: int, function: str, in_bytes: float | None = None) -> float:
+        """Seconds task ``task`` runs on one CPU (see :meth:`scale` for other sizes)."""
         seen = self._tasks.get(task)
         if seen is None or seen.function != function or not seen.seconds:
-            return self.duration(function, size, in_bytes)
-        cpus = self.model.cpus_of(size)
-        law = self._law(function, cpus)
-        scale = law.time(cpus) / law.time(1.0) if law else 1.0
-        return self._own(function, seen.seconds, "duration") * scale
+            return self._function_base(function) * self.input_factor(function, in_bytes)
+        return self._own(seen.seconds)
+
+    def scale(self, function: str, cpus: float) -> float:
+        """How much longer a task of ``function`` runs on ``cpus`` CPUs than on one."""
+        key = (function, cpus)
+        found = self._scales.get(key)
+        if found is None:
+            law = self._laws.get(function)
+            found = self._scales[key] = law.time(cpus) / law.time(1.0) if law else 1.0
+        return found
 
     def task_output(self, task: int, function: str, in_bytes: float | None = None) -> float:
         """Bytes of task ``task``'s output: its own earlier outputs where there are any."""
         seen = self._tasks.get(task)
         if seen is None or seen.function != function or not seen.outputs:
             return self.output(function, in_bytes)
-        return self._own(function, seen.outputs, "output")
+        return self._own(seen.outputs)
 
-    def _own(self, function: str, samples: list[float], kind: str) -> float:
-        """The SLA statistic of a task's own samples (three or more), else their mean
-        widened by its function's spread."""
-        mean = sum(samples) / len(samples)
+    def _own(self, samples: list[float]) -> float:
+        """The SLA statistic of a task's own runs: for ``mean`` their median (one slow run,
+        a collection pause, must not stick to one task for the next ten runs), for a
+        percentile that percentile (nearest rank; the slowest of fewer than three)."""
+        ordered = sorted(samples)
         if self.sla == "mean":
-            return mean
-        if len(samples) >= 3:
-            ordered = sorted(samples)
-            rank = math.ceil(int(self.sla[1:]) / 100 * len(ordered)) - 1
-            return ordered[max(0, rank)]
-        every = self._all.get(function)
-        summary = getattr(every, kind) if every is not None else None
-        if summary is None or not summary.n or summary.mean <= 0:
-            return mean
-        return mean * summary.at(self.sla) / summary.mean
+            return statistics.median(ordered)
+        if len(ordered) < 3:
+            return ordered[-1]
+        rank = math.ceil(int(self.sla[1:]) / 100 * len(ordered)) - 1
+        return ordered[max(0, rank)]
 
     def known(self, function: str) -> bool:
         return function in self._seen
 
-    def _on(self, function: str, cpus: float) -> tuple[float, float]:
-        """(seconds at the SLA, CPUs kept busy) of ``function`` on ``cpus`` CPUs."""
-        key = (function, cpus)
-        found = self._base.get(key)
+    def _function_base(self, function: str) -> float:
+        """Seconds a task of ``function`` runs on one CPU: the SLA statistic on the size
+        seen nearest to one CPU, moved there by the law."""
+        found = self._bases.get(function)
         if found is None:
             seen = self._seen.get(function)
             if not seen:
-                found = (UNSEEN.duration_s, min(1.0, cpus))
+                found = UNSEEN.duration_s
             else:
-                near = min(seen, key=lambda s: (abs(math.log(s.cpus / cpus)), -s.stats.duration.n))
-                scale = near.law.time(cpus) / near.law.time(near.cpus)
-                found = (near.stats.duration.at(self.sla) * scale, near.law.demand(cpus))
-            self._base[key] = found
+                near = min(seen, key=lambda s: (abs(math.log(s.cpus)), -s.stats.duration.n))
+                law = self._laws[function]
+                found = near.stats.duration.at(self.sla) * law.time(1.0) / law.time(near.cpus)
+            self._bases[function] = found
         return found
 
     def duration(self, function: str, size: Size, in_bytes: float | None = None) -> float:
         """Seconds a task of ``function`` runs on ``size`` (given its input bytes)."""
-        seconds = self._on(function, self.model.cpus_of(size))[0]
-        return seconds * self.input_factor(function, in_bytes)
+        cpus = self.model.cpus_of(size)
+        base = self._function_base(function) * self.input_factor(function, in_bytes)
+        return base * self.scale(function, cpus)
 
     def input_factor(self, function: str, in_bytes: float | None) -> float:
         """How much longer than usual a task runs on ``in_bytes`` of input: its function's
@@ -223,7 +233,11 @@ class Predictor:
 
     def demand(self, function: str, size: Size) -> float:
         """CPUs a task of ``function`` keeps busy on ``size`` (for machines they share)."""
-        return self._on(function, self.model.cpus_of(size))[1]
+        return self.demand_on(function, self.model.cpus_of(size))
+
+    def demand_on(self, function: str, cpus: float) -> float:
+        law = self._laws.get(function)
+        return law.demand(cpus) if law else min(1.0, cpus)
 
     def output(self, function: str, in_bytes: float | None = None) -> float:
         """Bytes of a task's output."""

@@ -32,7 +32,7 @@ import itertools
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ..backends import Size
@@ -78,18 +78,17 @@ class Schedule:
     workers: int
 
 
-@dataclass(eq=False)
 class _Worker:
-    id: int
-    size: Size
-    group: int | None
-    started: float = 0.0
-    stack: list[int] = field(default_factory=list)
-    held: set[int] = field(default_factory=set)
+    __slots__ = ("id", "size", "group", "started", "stack", "held")
+
+    def __init__(self, id: int, size: Size, group: int | None, stack: list[int]) -> None:
+        self.id, self.size, self.group, self.stack = id, size, group, stack
+        self.started = 0.0
+        self.held: set[int] = set()
 
 
 # Event kinds, in the order they are handled when simultaneous.
-_INVOKE, _START, _NEXT, _COMPUTE, _DONE = range(5)
+_INVOKE, _STOP, _COMPUTE, _DONE = range(4)
 
 
 def simulate(
@@ -159,18 +158,21 @@ class _Simulation:
             root_groups = list(by_group.values())
         for tasks in root_groups:
             self._invoke(0.0, tuple(tasks))
-        while self.events:
-            time, kind, _, data = heapq.heappop(self.events)
-            if kind == _INVOKE:
+        # Only what other workers may see goes through the queue of events: invocations
+        # (the cap), task ends (the marks), stops (a freed slot) and, where CPUs are
+        # shared, compute starts. The rest of a worker's timeline is its own.
+        events, pop, shared = self.events, heapq.heappop, self.model.capacity is not None
+        while events:
+            time, kind, _, data = pop(events)
+            if kind == _DONE:
+                if not shared or data[1] == self.version:  # not superseded
+                    self._done(time, data[0])
+            elif kind == _INVOKE:
                 self._dispatch(time, *data)
-            elif kind == _START:
-                self._started(time, data)
-            elif kind == _NEXT:
-                self._next(time, data)
-            elif kind == _COMPUTE:
+            elif kind == _STOP:
+                self._stop(time, data)
+            else:
                 self._compute(time, *data)
-            elif data[1] == self.version or self.model.capacity is None:  # not superseded
-                self._done(time, data[0])
         first = min(self.start) if self.start else 0.0
         return Schedule(
             start=[s - first for s in self.start],
@@ -183,7 +185,10 @@ class _Simulation:
 
     def _invoke(self, time: float, tasks: tuple[int, ...]) -> None:
         sizes = self.work.size
-        size = Size(max(sizes[t].cpus for t in tasks), max(sizes[t].memory_mb for t in tasks))
+        if len(tasks) == 1:
+            size = sizes[tasks[0]]
+        else:
+            size = Size(max(sizes[t].cpus for t in tasks), max(sizes[t].memory_mb for t in tasks))
         group = None if self.groups is None else self.groups[tasks[0]]
         self._push(time, _INVOKE, (tasks, size, group))
 
@@ -201,30 +206,40 @@ class _Simulation:
             delay = self.model.handout_warm_s
         else:
             delay = self.model.handout_cold_s
-        worker = _Worker(next(self.ids), size, group)
-        worker.stack = list(reversed(tasks))
+        worker = _Worker(next(self.ids), size, group, list(reversed(tasks)))
         self.workers += 1
-        self._push(time + delay, _START, worker)
+        self._start(time + delay, worker)
 
-    def _started(self, time: float, worker: _Worker) -> None:
+    def _start(self, time: float, worker: _Worker) -> None:
         worker.started = time
-        uses: dict[int, int] = {}
-        for task in worker.stack:
-            for dep in self.shape.deps[task]:
-                uses[dep] = uses.get(dep, 0) + 1
-        shared = [dep for dep, n in uses.items() if n > 1] if len(worker.stack) > 1 else []
-        worker.held.update(shared)
-        nbytes = sum(self.work.out_bytes[d] for d in shared)
-        self._push(time + self.model.read_s(nbytes), _NEXT, worker)
+        nbytes = 0.0
+        if len(worker.stack) > 1:  # the inputs its tasks share, read once
+            uses: dict[int, int] = {}
+            for task in worker.stack:
+                for dep in self.shape.deps[task]:
+                    uses[dep] = uses.get(dep, 0) + 1
+            shared = [dep for dep, n in uses.items() if n > 1]
+            worker.held.update(shared)
+            nbytes = sum(self.work.out_bytes[d] for d in shared)
+        self._next(time + self.model.read_s(nbytes), worker)
 
     def _next(self, time: float, worker: _Worker) -> None:
-        if not worker.stack:
-            self._stop(time, worker)
+        stack = worker.stack
+        if not stack:
+            heapq.heappush(self.events, (time, _STOP, next(self.seq), worker))
             return
-        task = worker.stack.pop()
+        task = stack.pop()
         held, out = worker.held, self.work.out_bytes
-        missing = sum(out[d] for d in self.shape.deps[task] if d not in held)
-        self._push(time + self.model.read_s(missing), _COMPUTE, (worker, task))
+        missing = 0.0
+        for d in self.shape.deps[task]:
+            if d not in held:
+                missing += out[d]
+        if missing:
+            time += self.model.read_latency_s + missing * self.model.read_s_per_byte
+        if self.model.capacity is None:
+            self._compute(time, worker, task)
+        else:
+            self._push(time, _COMPUTE, (worker, task))
 
     def _compute(self, time: float, worker: _Worker, task: int) -> None:
         self.start[task] = time
@@ -232,7 +247,7 @@ class _Simulation:
         self.owner[task] = worker
         duration = self.work.duration[task]
         if self.model.capacity is None:
-            self._push(time + duration, _DONE, (task, 0))
+            heapq.heappush(self.events, (time + duration, _DONE, next(self.seq), (task, 0)))
             return
         self._advance(time)
         self.running[task] = [duration, self.work.demand[task]]
@@ -268,7 +283,7 @@ class _Simulation:
         worker.stack.extend(reversed(keep))
         for tasks in hand_out:
             self._invoke(done_at, tuple(tasks))
-        self._push(done_at, _NEXT, worker)
+        self._next(done_at, worker)
 
     def _decide(
         self, worker: _Worker, task: int
@@ -277,8 +292,8 @@ class _Simulation:
         it: the children it runs at once, those it keeps, the groups it hands out, and
         whether the output is stored."""
         children = self.shape.children[task]
-        needs = [self.needs[c] for c in children]
-        remaining = self.remaining
+        remaining, needs_of = self.remaining, self.needs
+        needs = [needs_of[c] for c in children]
         ready = []
         for c in children:
             remaining[c] -= 1
@@ -286,6 +301,8 @@ class _Simulation:
                 ready.append(c)
         sink = task in self.shape.sinks
         groups = self.groups
+        if not children:
+            return [], [], [], sink
         if groups is None:
             sure = [c for c, need in zip(children, needs, strict=True) if need == 1]
             if sink or (len(sure) > 1 and self.fanout > 1):
@@ -298,15 +315,21 @@ class _Simulation:
             hand_out = [g for g in ([c for c in h if c not in early] for h in handed) if g]
             return sure, keep, hand_out, stored
         mine = groups[task]
-        sure = [
-            c for c, need in zip(children, needs, strict=True) if need == 1 and groups[c] == mine
-        ]
-        keep = [c for c in ready if groups[c] == mine and c not in sure]
+        sure, keep = [], []
         by_group: dict[int, list[int]] = {}
-        for c in ready:
+        elsewhere = False
+        for c, need in zip(children, needs):  # noqa: B905 (equal lengths)
             if groups[c] != mine:
-                by_group.setdefault(groups[c], []).append(c)
-        if sink or any(groups[c] != mine for c in children):
+                elsewhere = True
+            elif need == 1:
+                sure.append(c)
+        for c in ready:
+            g = groups[c]
+            if g != mine:
+                by_group.setdefault(g, []).append(c)
+            elif needs_of[c] != 1:
+                keep.append(c)
+        if sink or elsewhere:
             stored = True
         elif all(need == 1 for need in needs):
             stored = False

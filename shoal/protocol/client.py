@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..backends import Invocation, Size, Workers
+from ..backends import Invocation, Size, Workers, invoke_all
 from ..decisions import group_roots
 from ..errors import RunTimeout, WorkerLost
 from ..events import Event, EventKind
@@ -54,11 +54,12 @@ async def run_graph(
             inline = shipped  # by reference
         elif encoded is not None and encoded.nbytes <= store.inline_bytes:
             inline = encoded  # small enough to travel with every invocation
+        invocations = []
         for group, size in _root_groups(graph, workers.parallelism, plan):  # 4. invoke
             pages = None
             if inline is None and encoded is not None:
                 pages = {p: encoded.pages[p] for p in pages_of(group)}
-            await workers.invoke(
+            invocations.append(
                 Invocation(
                     run_id,
                     tuple(group),
@@ -72,6 +73,7 @@ async def run_graph(
                     sent=time.time(),
                 )
             )
+        await invoke_all(workers, invocations)
         watch = _Watch(run_id, store, on_events, timeout)
         await watch.until_finished(set(graph.sinks))  # 5. observe
         unique = list(dict.fromkeys(graph.sinks))

@@ -12,7 +12,7 @@ from time import perf_counter
 from traceback import format_exception
 from typing import Any
 
-from ..backends import Invocation, Size, Workers
+from ..backends import Invocation, Size, Workers, invoke_all
 from ..decisions import (
     Completion,
     backoff_delays,
@@ -202,6 +202,7 @@ class _Worker:
                 await self.store.emit(self.run_id, self.metrics_events())
         self.source.pages.update(settled.pages)
         held, early = self.held, self.early
+        handing: list[Invocation] = []
         for completion, ready in zip(batch, settled.readies, strict=True):
             if not ready:
                 continue
@@ -217,14 +218,16 @@ class _Worker:
             sized = completion.stay is not None or not self.workers.in_process
             for tasks in hand_out:
                 size = await self.source.size(tasks) if sized else Size()
-                handed = self.invocation.handing_out(tasks, self.source.pages_for(tasks), size)
-                await self.workers.invoke(handed)
+                handing.append(
+                    self.invocation.handing_out(tasks, self.source.pages_for(tasks), size)
+                )
             for child in keep:  # its inputs this worker holds are read from memory
                 spec = self.specs[child] if self.specs else await self.source.spec(child)
                 for dep in spec.deps:
                     if (entry := held.get(dep)) is not None:
                         entry[1] += 1
             self.owned.extend(reversed(keep))
+        await invoke_all(self.workers, handing)
         for completion in batch:
             entry = held.get(completion.task)
             if entry is not None and entry[1] <= 0:

@@ -1,0 +1,154 @@
+"""The planning benchmarks that run for real (see ``bench/planning.py`` for the command):
+prediction accuracy, sizing on the gateway, metrics policies, and the history's size.
+
+Everything runs on a redis-server and a ``shoal gateway`` this module starts itself
+(``bench/servers.py``), but ``history`` (the embedded engine), and records into a
+throw-away history.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import shoal
+
+from .examples import load
+from .servers import ShoalServers
+from .wfcommons import WfTask, workflow
+
+# --------------------------------------------------------------------------- workloads
+
+
+def _spin(seconds: float, nbytes: int, *inputs: Any) -> bytes:
+    """Compute for ``seconds`` of this thread's CPU time (so a task that shares its CPU
+    takes longer, as real work does), then return ``nbytes`` bytes."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+    return b"x" * nbytes
+
+
+def wf_graph(tasks: Sequence[WfTask], scale: float, bytes_scale: float) -> shoal.Node:
+    """A Shoal graph of a WfCommons-shaped workflow whose tasks really compute: one task
+    function per category (so history keeps them apart), each task busy for its trace
+    runtime times ``scale`` and returning its trace output size times ``bytes_scale``."""
+    functions = {c: shoal.task(name=c)(_spin) for c in sorted({t.category for t in tasks})}
+    nodes: list[shoal.Node] = []
+    children = {t.id: 0 for t in tasks}
+    for t in tasks:
+        for p in t.parents:
+            children[p] += 1
+    for t in tasks:
+        nbytes = min(200_000, int(t.output_bytes * bytes_scale))
+        inputs = (nodes[p] for p in t.parents)
+        nodes.append(functions[t.category](t.runtime_s * scale, nbytes, *inputs))
+    sinks = [nodes[t.id] for t in tasks if not children[t.id]]
+    if len(sinks) == 1:
+        return sinks[0]
+    return shoal.task(name="wf-sinks")(lambda *xs: len(xs))(*sinks)
+
+
+def scaled(tasks: Sequence[WfTask], seconds: float, cores: int) -> float:
+    """The runtime scale at which ``tasks`` take about ``seconds`` on ``cores``."""
+    work = sum(t.runtime_s for t in tasks)
+    longest = _critical_path(tasks)
+    return seconds / max(work / cores, longest)
+
+
+def _critical_path(tasks: Sequence[WfTask]) -> float:
+    finish: dict[int, float] = {}
+    for t in tasks:
+        finish[t.id] = max((finish[p] for p in t.parents), default=0.0) + t.runtime_s
+    return max(finish.values())
+
+
+# --------------------------------------------------------------------------- accuracy
+
+
+def accuracy(
+    recipes: Sequence[str], size: int, runs: int, seconds: float, planner: str = "uniform"
+) -> list[dict[str, Any]]:
+    """Each workload ``runs`` times with ``planner`` on Redis + gateway; the prediction
+    error of every run (the first has no history, so no plan)."""
+    cores = os.cpu_count() or 1
+    servers = ShoalServers(max_workers=cores).start()
+    rows = []
+    try:
+        servers.prewarm(cores)
+        with tempfile.TemporaryDirectory() as tmp:
+            history = str(Path(tmp) / "history.db")
+            options = {"storage": servers.storage, "workers": servers.workers,
+                       "history": history, "progress": False}  # fmt: skip
+            workloads: list[tuple[str, Callable[[], shoal.Node]]] = []
+            for recipe in recipes:
+                tasks = workflow(recipe, size, 0)
+                scale = scaled(tasks, seconds, cores)
+                workloads.append(
+                    (f"{recipe}-{len(tasks)}", lambda ts=tasks, s=scale: wf_graph(ts, s, 0.001))
+                )
+            text = load("text_pipeline")
+            workloads.append(("text_pipeline", lambda: text.build()))
+            for name, build in workloads:
+                row: dict[str, Any] = {"workload": name, "runs": []}
+                for _ in range(runs):
+                    shoal.compute(build(), planner=planner, **options)
+                    servers.wait_idle()
+                    last = shoal.last_run()
+                    assert last is not None
+                    record = shoal.history(history).runs(limit=1)[0]
+                    row["runs"].append(_accuracy_of(last, record))
+                rows.append(row)
+    finally:
+        servers.close()
+    return rows
+
+
+def _accuracy_of(summary: Any, record: Any) -> dict[str, Any]:
+    errors = []
+    for t in record.tasks:
+        if t.error_s is not None and t.end is not None and t.end - t.start > 0.005:
+            errors.append(abs(t.error_s) / (t.end - t.start))
+    return {
+        "makespan_s": summary.makespan_s,
+        "predicted_s": summary.predicted_makespan_s,
+        "error": summary.prediction_error,
+        "task_error_median": statistics.median(errors) if errors else None,
+        "wall_s": summary.wall_s,
+    }
+
+
+def print_accuracy(rows: list[dict[str, Any]], after: int) -> None:
+    every = []
+    print(f"{'workload':22} {'runs':>4} {'makespan':>9} {'median |err|':>13} {'p90 |err|':>10} "
+          f"{'task |err| (median)':>20}")  # fmt: skip
+    for row in rows:
+        later = [r for r in row["runs"][after:] if r["error"] is not None]
+        errs = sorted(abs(r["error"]) for r in later)
+        every += errs
+        tasks = [r["task_error_median"] for r in later if r["task_error_median"] is not None]
+        makespan = statistics.median(r["makespan_s"] for r in row["runs"])
+        print(
+            f"{row['workload']:22} {len(later):4d} {makespan:8.3f}s "
+            f"{_pct(statistics.median(errs)) if errs else '-':>13} {_pct(_p90(errs)):>10} "
+            f"{_pct(statistics.median(tasks)) if tasks else '-':>20}"
+        )
+    every.sort()
+    if every:
+        print(f"{'all':22} {len(every):4d} {'':9} {_pct(statistics.median(every)):>13} "
+              f"{_pct(_p90(every)):>10}")  # fmt: skip
+
+
+def _p90(values: list[float]) -> float | None:
+    if not values:
+        return None
+    return values[min(len(values) - 1, int(0.9 * len(values)))]
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %"
