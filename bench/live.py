@@ -152,3 +152,78 @@ def _p90(values: list[float]) -> float | None:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f} %"
+
+
+# --------------------------------------------------------------------------- sizing
+
+
+def _numpy_step(seed: int, *inputs: Any) -> float:
+    """Multi-threaded work: BLAS matrix products (they use every CPU the worker has)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((900, 900))
+    for _ in range(6):
+        a = a @ a
+        a /= np.abs(a).max()
+    return float(a[0, 0])
+
+
+def _python_step(n: int, *inputs: Any) -> int:
+    """Single-threaded work: a pure-Python loop (one CPU, whatever the worker has)."""
+    total = 0
+    for i in range(n):
+        total += i % 7
+    return total
+
+
+def mixed_graph(cpus: float | None) -> shoal.Node:
+    """A chain of NumPy steps beside a fan of pure-Python steps, joined. ``cpus``: the
+    size every task declares (None: none; the planner decides)."""
+    opts: dict[str, Any] = {} if cpus is None else {"cpus": cpus}
+    numpy_step = shoal.task(name="numpy_step", **opts)(_numpy_step)
+    python_step = shoal.task(name="python_step", **opts)(_python_step)
+    join = shoal.task(name="join", **opts)(lambda *xs: len(xs))
+    chain = numpy_step(0)
+    for i in range(1, 4):
+        chain = numpy_step(i, chain)
+    fan = [python_step(3_000_000 + i) for i in range(16)]
+    return join(chain, *fan)
+
+
+def sizing(runs: int) -> dict[str, Any]:
+    """uniform 2-CPU (every task declares 2 CPUs, no planner) against critical-path (the
+    planner sizes each task), on Redis + gateway: median makespan and vCPU-s of ``runs``
+    runs each, after runs at 1 and 2 CPUs that give the planner its history."""
+    cores = os.cpu_count() or 1
+    servers = ShoalServers(max_workers=cores).start()
+    out: dict[str, Any] = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            history = str(Path(tmp) / "history.db")
+            options = {"storage": servers.storage, "workers": servers.workers,
+                       "history": history, "progress": False}  # fmt: skip
+
+            def measure(build: Callable[[], shoal.Node], planner: str) -> dict[str, float]:
+                spans, costs = [], []
+                for _ in range(runs):
+                    shoal.compute(build(), planner=planner, **options)
+                    servers.wait_idle()
+                    record = shoal.history(history).runs(limit=1)[0]
+                    spans.append(record.makespan_s)
+                    costs.append(record.cost.vcpu_s)
+                return {"makespan_s": statistics.median(spans), "vcpu_s": statistics.median(costs)}
+
+            for cpus in (1, 2):  # history at both sizes; also warms both pools
+                for _ in range(2):
+                    shoal.compute(mixed_graph(cpus), **options)
+                    servers.wait_idle()
+            out["uniform-2cpu"] = measure(lambda: mixed_graph(2), "none")
+            out["critical-path"] = measure(lambda: mixed_graph(None), "critical-path")
+            plan = shoal.history(history).runs(limit=1)[0]
+            out["sizes"] = sorted({(t.function, t.cpus) for t in plan.tasks})
+    finally:
+        servers.close()
+    out["makespan_ratio"] = out["critical-path"]["makespan_s"] / out["uniform-2cpu"]["makespan_s"]
+    out["vcpu_ratio"] = out["critical-path"]["vcpu_s"] / out["uniform-2cpu"]["vcpu_s"]
+    return out

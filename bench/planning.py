@@ -188,7 +188,7 @@ def plan_time(size: int, seed: int) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.planning", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("bench", choices=("cost", "plan-time", "accuracy"))
+    p.add_argument("bench", choices=("cost", "plan-time", "accuracy", "sizing"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=None, help="tasks per workflow")
     p.add_argument("--runs", type=int, default=10, help="accuracy: runs per workload")
@@ -209,6 +209,15 @@ def main(argv: list[str] | None = None) -> None:
         recipes = args.recipes.split(",") if args.recipes else ("montage", "epigenomics", "cycles")
         rows = accuracy(recipes, args.size or 250, args.runs, args.seconds)
         print_accuracy(rows, args.after)
+    elif args.bench == "sizing":
+        from .live import sizing
+
+        result = sizing(args.runs if args.runs != 10 else 3)
+        for name in ("uniform-2cpu", "critical-path"):
+            r = result[name]
+            print(f"{name:14} makespan {r['makespan_s']:.3f} s  vCPU-s {r['vcpu_s']:.3f}")
+        print(f"critical-path / uniform-2cpu: makespan {result['makespan_ratio']:.2f}x, "
+              f"vCPU-s {result['vcpu_ratio']:.2f}x; sizes {result['sizes']}")  # fmt: skip
 
 
 if __name__ == "__main__":

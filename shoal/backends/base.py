@@ -46,6 +46,8 @@ class Platform(NamedTuple):
     idle: dict[Size, int]
     #: CPUs per MB of memory when the platform sells CPU by memory (Lambda), else None.
     cpu_per_mb: float | None = None
+    #: Workers alive at most, idle ones included (a new one retires the idlest), if any.
+    alive: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

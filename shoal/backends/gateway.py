@@ -94,7 +94,9 @@ class GatewayWorkers:
         """The gateway's machine: its CPUs, its keep-warm period and its idle workers."""
         info = await self._request("GET", "/info")
         idle = {Size(float(c), int(m)): int(n) for c, m, n in info.get("idle", ())}
-        return Platform(float(info["cpus"]), float(info["keep_warm_s"]), idle)
+        return Platform(
+            float(info["cpus"]), float(info["keep_warm_s"]), idle, alive=int(info["limit"])
+        )
 
     async def prewarm(self, cpus: float, memory_mb: int, count: int) -> int:
         """Ask the gateway to start ``count`` idle workers of a size ahead of need."""

@@ -44,6 +44,7 @@ class BackendModel:
     capacity: float | None  # CPUs the busy workers share (None: each has its own)
     keep_warm_s: float
     idle: dict[Size, int]  # warm idle workers when the run starts
+    alive: int | None  # workers alive at most, idle ones included (None: no limit)
     handout_cold_s: float  # a hand-out to the worker's start, when it starts cold
     handout_warm_s: float
     gap_s: float  # the worker loop's own time between two tasks
@@ -98,6 +99,7 @@ class BackendModel:
             capacity=capacity,
             keep_warm_s=platform.keep_warm_s,
             idle=dict(platform.idle),
+            alive=platform.alive,
             handout_cold_s=_at(stats.handout_cold, sla, cold),
             handout_warm_s=_at(stats.handout_warm, sla, warm),
             gap_s=_at(stats.gap, sla, gap),

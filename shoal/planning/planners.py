@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 
 #: uniform: the cheapest size whose makespan is within this of the fastest size's.
 UNIFORM_SLACK = 0.10
-#: critical-path: how much the makespan may grow while tasks shrink.
-CRITICAL_PATH_SLACK = 0.02
+#: critical-path: how much the predicted makespan may grow while tasks shrink (within the
+#: predictions' own noise: it "holds").
+CRITICAL_PATH_SLACK = 0.05
 #: How many plans a planner simulates at most while it looks for the loosest that holds,
 #: and how far beyond a stretch that held it looks next.
 TIGHTEN_STEPS = 4
@@ -170,7 +171,7 @@ def make_groups(
     shape: Shape,
     finish: Sequence[float],
     level: Sequence[float],
-    sizes: Sequence[Size],
+    sizes: Sequence[Size] | None,
     fanout: int,
 ) -> list[int]:
     """Worker groups for locality: a task joins the group of its input that finishes last
@@ -178,7 +179,8 @@ def make_groups(
     its group; when there are more than ``fanout`` workers can run at once, the children
     are dealt into ``fanout`` shares that take about as long each (the longest first to
     the share with the least so far), one of which stays in the parent's group. The roots
-    are dealt out the same way. Only tasks of one size share a group."""
+    are dealt out the same way. With ``sizes``, only tasks of one size share a group (a
+    share of several sizes makes a group per size)."""
     n = len(shape.deps)
     readier = [-1] * n  # the input whose completion readies each task
     for t, deps in enumerate(shape.deps):
@@ -189,10 +191,14 @@ def make_groups(
     def share_out(tasks: list[int], parent: int | None) -> None:
         shares = _deal(sorted(tasks, key=lambda c: -level[c]), level, fanout)
         for k, share in enumerate(shares):
-            head = parent if (k == 0 and parent is not None) else share[0]
+            # A share is one group, or with sizes one group per size (the parent's size
+            # joins the parent's group).
+            heads: dict[Size | None, int] = {}
+            if k == 0 and parent is not None:
+                heads[sizes[parent] if sizes else None] = parent
             for c in share:
-                if sizes[c] == sizes[head]:
-                    group[c] = group[head]
+                head = heads.setdefault(sizes[c] if sizes else None, c)
+                group[c] = group[head]
 
     share_out([t for t in range(n) if not shape.deps[t]], None)
     for t in range(n):
@@ -234,16 +240,21 @@ def _group_sizes(sizes: Sequence[Size], groups: Sequence[int]) -> list[Size]:
     return [largest[g] for g in groups]
 
 
-def _plan(problem: Problem, costs: _Costs, choice: Sequence[int]) -> Decided:
-    """Group the tasks at the sizes ``choice`` picks, raise each to its group's, simulate."""
-    return _plan_sized(problem, costs, [costs.sizes[t][i] for t, i in enumerate(choice)])
+def _plan(problem: Problem, costs: _Costs, choice: Sequence[int], by_size: bool = True) -> Decided:
+    """Group the tasks at the sizes ``choice`` picks, raise each to its group's, simulate.
+    ``by_size``: tasks of other sizes go in groups of their own (see :func:`make_groups`)."""
+    sizes = [costs.sizes[t][i] for t, i in enumerate(choice)]
+    return _plan_sized(problem, costs, sizes, by_size)
 
 
-def _plan_sized(problem: Problem, costs: _Costs, sizes: list[Size]) -> Decided:
+def _plan_sized(
+    problem: Problem, costs: _Costs, sizes: list[Size], by_size: bool = True
+) -> Decided:
     shape, model = problem.shape, problem.model
     seconds = _work(costs, problem, sizes).duration
     finish = _earliest(shape, seconds, costs)
-    groups = make_groups(shape, finish, _bottom_levels(shape, seconds), sizes, model.cap)
+    level = _bottom_levels(shape, seconds)
+    groups = make_groups(shape, finish, level, sizes if by_size else None, model.cap)
     sized = _group_sizes(sizes, groups)
     schedule = simulate(shape, _work(costs, problem, sized), model, groups)
     return Decided(sized, groups, schedule)
@@ -281,32 +292,43 @@ def _fit_into(
 
 
 def _tightened(
-    problem: Problem, costs: _Costs, start: list[int], limit: float, stretch: float, pick: str
+    problem: Problem,
+    costs: _Costs,
+    start: list[int],
+    limit: float,
+    stretch: float,
+    pick: str,
+    better: Callable[[Decided], Any],
 ) -> Decided | None:
-    """The cheapest plan of :func:`_fit_into` whose simulated makespan is at most
+    """The ``better`` plan of :func:`_fit_into` whose simulated makespan is at most
     ``limit``: at ``stretch``, and a little beyond it while that holds (tasks off the
     critical path stretch the makespan less than themselves); else bisecting towards 1 (no
-    task slower than on the ``start`` sizes, but those with slack). None if even that is
-    too slow."""
-    best: Decided | None = None
-    low, high = 1.0, max(1.0, stretch)
-    candidate = high
-    for _ in range(TIGHTEN_STEPS):
-        decided = _plan(problem, costs, _fit_into(problem, costs, start, candidate, pick))
-        if decided.schedule.makespan_s <= limit * (1 + 1e-9):
-            if best is not None and decided.schedule.cost.usd >= best.schedule.cost.usd:
-                break  # looser, and no cheaper
-            best = decided
-            low = candidate
-            if candidate >= high:  # it held: try beyond it
-                high = candidate = candidate * (1 + TIGHTEN_BEYOND)
-                continue
-        else:
-            high = candidate
-        if high - low < 0.005 * low:
-            break
-        candidate = (low + high) / 2
-    return best
+    task slower than on the ``start`` sizes, but those with slack). Tasks of other sizes
+    go in groups of their own; where no such plan holds (the extra workers cost too much,
+    say under a small concurrency cap), they stay with the tasks they are near, at their
+    group's size. None if even that is too slow."""
+    for by_size in (True, False):
+        best: Decided | None = None
+        low, high = 1.0, max(1.0, stretch)
+        candidate = high
+        for _ in range(TIGHTEN_STEPS):
+            choice = _fit_into(problem, costs, start, candidate, pick)
+            decided = _plan(problem, costs, choice, by_size)
+            if decided.schedule.makespan_s <= limit * (1 + 1e-9):
+                if best is None or better(decided) < better(best):
+                    best = decided
+                low = candidate
+                if candidate >= high:  # it held: try beyond it
+                    high = candidate = candidate * (1 + TIGHTEN_BEYOND)
+                    continue
+            else:
+                high = candidate
+            if high - low < 0.005 * low:
+                break
+            candidate = (low + high) / 2
+        if best is not None:
+            return best
+    return None
 
 
 class _OneSize:
@@ -373,8 +395,15 @@ def plan_critical_path(problem: Problem) -> Decided:
     largest = [len(s) - 1 for s in costs.sizes]
     reference = _plan(problem, costs, largest)
     limit = reference.schedule.makespan_s * (1 + CRITICAL_PATH_SLACK)
-    shrunk = _tightened(problem, costs, largest, limit, 1 + CRITICAL_PATH_SLACK, "smallest")
+    shrunk = _tightened(
+        problem, costs, largest, limit, 1 + CRITICAL_PATH_SLACK, "smallest", _resources
+    )
     return shrunk or reference
+
+
+def _resources(plan: Decided) -> tuple[float, float]:
+    """What critical-path saves: CPU-seconds, then memory-seconds."""
+    return plan.schedule.cost.vcpu_s, plan.schedule.cost.gb_s
 
 
 def plan_deadline(problem: Problem) -> Decided:
@@ -398,13 +427,17 @@ def plan_deadline(problem: Problem) -> Decided:
         return quickest
     stretch = deadline / candidates[0].schedule.makespan_s if makespan > 0 else 1.0
     for plan in (
-        _tightened(problem, costs, fastest, deadline, stretch, "cheapest"),
+        _tightened(problem, costs, fastest, deadline, stretch, "cheapest", _usd),
         one_size.cheapest(deadline, tries=2),
     ):
         if plan is not None:
             candidates.append(plan)
     feasible = [p for p in candidates if p.schedule.makespan_s <= deadline * (1 + 1e-9)]
     return min(feasible, key=lambda p: (p.schedule.cost.usd, p.schedule.makespan_s))
+
+
+def _usd(plan: Decided) -> float:
+    return plan.schedule.cost.usd
 
 
 def _critical_path(problem: Problem, costs: _Costs, choice: Sequence[int]) -> float:

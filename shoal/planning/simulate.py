@@ -127,9 +127,10 @@ class _Simulation:
         self.busy = 0
         self.waiting: deque[tuple[tuple[int, ...], Size, int | None]] = deque()
         self.local = model.kind == "local"  # any idle thread takes any size
-        self.idle: dict[Size, list[float]] = {}  # warm idle workers: when they stopped
+        # Warm idle workers per size: when each stopped, oldest first.
+        self.idle: dict[Size, deque[float]] = {}
         for size, count in model.idle.items():
-            self.idle.setdefault(self._pool(size), []).extend([-math.inf] * count)
+            self.idle.setdefault(self._pool(size), deque()).extend([-math.inf] * count)
         self.cost = Cost()
         self.workers = 0
         # Processor sharing on a machine of `capacity` CPUs.
@@ -198,17 +199,28 @@ class _Simulation:
             return
         self.busy += 1
         idle = self.idle.get(self._pool(size))
-        keep_warm = self.model.keep_warm_s
-        while idle and time - idle[-1] > keep_warm:  # the most recent is the warmest
-            idle.pop()
-        if idle:
+        if idle and time - idle[-1] <= self.model.keep_warm_s:  # the most recent: warmest
             idle.pop()
             delay = self.model.handout_warm_s
         else:
             delay = self.model.handout_cold_s
+            self._make_room(time)
         worker = _Worker(next(self.ids), size, group, list(reversed(tasks)))
         self.workers += 1
         self._start(time + delay, worker)
+
+    def _make_room(self, time: float) -> None:
+        """Before a new worker starts: forget the idle ones whose keep-warm ran out, and
+        where the platform keeps only so many alive, retire the one idle longest."""
+        keep_warm, idle = self.model.keep_warm_s, self.idle
+        for pool in idle.values():
+            while pool and time - pool[0] > keep_warm:
+                pool.popleft()
+        alive = self.model.alive
+        if alive is not None and self.busy + sum(map(len, idle.values())) > alive:
+            oldest = min((p for p in idle.values() if p), key=lambda p: p[0], default=None)
+            if oldest is not None:
+                oldest.popleft()
 
     def _start(self, time: float, worker: _Worker) -> None:
         worker.started = time
@@ -343,7 +355,7 @@ class _Simulation:
         self.cost.vcpu_s += span * self.model.cpus_of(worker.size)
         self.cost.requests += 1
         self.cost.usd = self.model.price.usd(self.cost.gb_s, self.cost.requests)
-        self.idle.setdefault(self._pool(worker.size), []).append(time)
+        self.idle.setdefault(self._pool(worker.size), deque()).append(time)
         self.busy -= 1
         if self.waiting:
             tasks, size, group = self.waiting.popleft()
