@@ -227,3 +227,78 @@ def sizing(runs: int) -> dict[str, Any]:
     out["makespan_ratio"] = out["critical-path"]["makespan_s"] / out["uniform-2cpu"]["makespan_s"]
     out["vcpu_ratio"] = out["critical-path"]["vcpu_s"] / out["uniform-2cpu"]["vcpu_s"]
     return out
+
+
+# --------------------------------------------------------------------------- metrics policies
+
+POLICIES = ("off", "batch", "task", "periodic:1", "buffer:100", "shutdown")
+
+
+def policies(shapes: Sequence[str], size: int, repeat: int) -> list[dict[str, Any]]:
+    """The cost per task of each metrics upload policy on Redis + gateway: no-op graphs
+    (``bench/graphs.py``), median of ``repeat`` runs, graph building and the history's
+    record included (what a user pays)."""
+    from .graphs import SHAPES
+
+    cores = os.cpu_count() or 1
+    servers = ShoalServers(max_workers=cores).start()
+    rows = []
+    try:
+        servers.prewarm(cores)
+        with tempfile.TemporaryDirectory() as tmp:
+            history = str(Path(tmp) / "history.db")
+            options = {"storage": servers.storage, "workers": servers.workers,
+                       "history": history, "progress": False}  # fmt: skip
+            for shape in shapes:
+                for policy in POLICIES:
+                    times = []
+                    for i in range(repeat + 1):  # the first warms up
+                        started = time.perf_counter()
+                        sink, n, _ = SHAPES[shape](shoal.task, size)
+                        shoal.compute(sink, metrics=policy, **options)
+                        if i:
+                            times.append((time.perf_counter() - started) / n)
+                        servers.wait_idle()
+                    rows.append({"shape": shape, "policy": policy, "tasks": n,
+                                 "us_per_task": 1e6 * statistics.median(times)})  # fmt: skip
+    finally:
+        servers.close()
+    return rows
+
+
+def print_policies(rows: list[dict[str, Any]]) -> None:
+    off = {r["shape"]: r["us_per_task"] for r in rows if r["policy"] == "off"}
+    print(f"{'shape':8} {'policy':12} {'tasks':>6} {'us/task':>8} {'vs off':>8}")
+    for r in rows:
+        extra = r["us_per_task"] - off[r["shape"]]
+        print(f"{r['shape']:8} {r['policy']:12} {r['tasks']:6d} {r['us_per_task']:8.1f} "
+              f"{extra:+8.1f}")  # fmt: skip
+
+
+# --------------------------------------------------------------------------- history size
+
+
+def history_size(runs: int, tasks: int) -> dict[str, Any]:
+    """``runs`` runs of one workflow of about ``tasks`` tasks on the embedded engine, into
+    a fresh SQLite history (it keeps the newest 100 runs): the file's size at the end,
+    and what a run's recording costs."""
+    from .graphs import SHAPES
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "history.db"
+        sizes = []
+        started = time.perf_counter()
+        for i in range(runs):
+            sink, n, _ = SHAPES["tree"](shoal.task, tasks)
+            shoal.compute(sink, history=str(path), progress=False)
+            if (i + 1) % max(1, runs // 10) == 0:
+                sizes.append((i + 1, _bytes_on_disk(path)))
+        took = time.perf_counter() - started
+        kept = len(shoal.history(str(path)).runs(limit=10_000))
+        return {"runs": runs, "tasks": n, "kept": kept, "sizes": sizes,
+                "seconds_per_run": took / runs}  # fmt: skip
+
+
+def _bytes_on_disk(path: Path) -> int:
+    """The database and its write-ahead log."""
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))

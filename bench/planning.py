@@ -188,7 +188,9 @@ def plan_time(size: int, seed: int) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.planning", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("bench", choices=("cost", "plan-time", "accuracy", "sizing"))
+    p.add_argument(
+        "bench", choices=("cost", "plan-time", "accuracy", "sizing", "policies", "history")
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=None, help="tasks per workflow")
     p.add_argument("--runs", type=int, default=10, help="accuracy: runs per workload")
@@ -218,6 +220,18 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name:14} makespan {r['makespan_s']:.3f} s  vCPU-s {r['vcpu_s']:.3f}")
         print(f"critical-path / uniform-2cpu: makespan {result['makespan_ratio']:.2f}x, "
               f"vCPU-s {result['vcpu_ratio']:.2f}x; sizes {result['sizes']}")  # fmt: skip
+    elif args.bench == "policies":
+        from .live import policies, print_policies
+
+        print_policies(policies(("chain", "tree", "fan"), args.size or 2000, 3))
+    elif args.bench == "history":
+        from .live import history_size
+
+        result = history_size(args.runs if args.runs != 10 else 1000, args.size or 20)
+        for runs, nbytes in result["sizes"]:
+            print(f"after {runs:5d} runs: {nbytes / 1e6:6.2f} MB")
+        print(f"{result['kept']} runs kept of {result['runs']} ({result['tasks']} tasks each); "
+              f"{1000 * result['seconds_per_run']:.1f} ms a run, recording included")  # fmt: skip
 
 
 if __name__ == "__main__":

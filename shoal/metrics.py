@@ -14,7 +14,7 @@ upload policy (origin-todo's ``MetricsStorage``), ``compute(metrics=…)`` or
 ``$SHOAL_METRICS``:
 
     batch        with the worker's next completion step, in the same round trip (default)
-    task         one event after each task
+    task         one event per task, after the step that completed it
     periodic:N   every N seconds at most
     buffer:N     once N records are waiting
     shutdown     all at once when the worker stops
@@ -216,12 +216,14 @@ class MetricsBuffer:
     def due(self) -> bool:
         return send_now(self.policy, len(self.waiting), time.monotonic() - self.sent_at)
 
-    def take(self) -> dict[str, Any] | None:
-        """The waiting records and steps as a ``task-metrics`` event's data (None if none)."""
+    def take(self, count: int | None = None) -> dict[str, Any] | None:
+        """The waiting records (the first ``count`` of them) and steps as a
+        ``task-metrics`` event's data; None if nothing waits."""
         if not self.waiting and not self.flushes:
             return None
-        data = {"tasks": self.waiting, "flushes": self.flushes}
-        self.waiting = []
+        taken = self.waiting if count is None else self.waiting[:count]
+        data = {"tasks": taken, "flushes": self.flushes}
+        self.waiting = [] if count is None else self.waiting[count:]
         self.flushes = []
         self.sent_at = time.monotonic()
         return data

@@ -162,3 +162,39 @@ def test_the_metrics_travel_as_json(tmp_path: Path) -> None:
     buffer.measured.append((1, 0.001, 10, 0.5, 0.4, 55.5, 8, 0.0))
     buffer.stored([8], 0.01)
     assert json.loads(json.dumps(buffer.take()))["tasks"][0][0] == 1
+
+
+def _metric_events(policy: str) -> list[Any]:
+    """The task-metrics events of a 6-task run on the embedded engine under ``policy``."""
+    import asyncio
+
+    from shoal.backends.local import LocalWorkers
+    from shoal.events import EventKind
+    from shoal.graph import build
+    from shoal.protocol import new_run_id, run_graph
+    from shoal.stores.memory import MemoryStore
+
+    seen: list[Any] = []
+
+    async def run() -> None:
+        store, workers = MemoryStore(), LocalWorkers()
+        await workers.start(store)
+        graph = build([_lengths([make(i) for i in range(5)])])
+        try:
+            await run_graph(
+                graph, store, workers, run_id=new_run_id(), on_events=seen.extend, metrics=policy
+            )
+        finally:
+            await workers.close()
+
+    asyncio.run(run())
+    return [e for e in seen if e.kind is EventKind.TASK_METRICS]
+
+
+def test_the_task_policy_sends_one_event_per_task_and_batch_rides_along() -> None:
+    per_task = _metric_events("task")
+    assert sorted(len(e.data["tasks"]) for e in per_task if e.data["tasks"]) == [1] * 6
+    batched = _metric_events("batch")
+    assert sum(len(e.data["tasks"]) for e in batched) == 6
+    assert len(batched) < len(per_task)
+    assert _metric_events("off") == []

@@ -198,7 +198,10 @@ class _Worker:
             return False
         if metrics:
             metrics.stored(settled.stored, perf_counter() - step_started)
-            if metrics.due():
+            if metrics.policy.mode == "task":  # one upload per task, as asked
+                while metrics.waiting:
+                    await self.store.emit(self.run_id, self.metrics_events(1))
+            elif metrics.due():
                 await self.store.emit(self.run_id, self.metrics_events())
         self.source.pages.update(settled.pages)
         held, early = self.held, self.early
@@ -234,9 +237,9 @@ class _Worker:
                 del held[completion.task]
         return True
 
-    def metrics_events(self) -> tuple[Event, ...]:
-        """The waiting task metrics as an event, if there are any."""
-        data = self.metrics.take() if self.metrics else None
+    def metrics_events(self, count: int | None = None) -> tuple[Event, ...]:
+        """The waiting task metrics (the first ``count``) as an event, if there are any."""
+        data = self.metrics.take(count) if self.metrics else None
         return () if data is None else (event(EventKind.TASK_METRICS, self.name, data=data),)
 
     async def fail(self, task: int, fn: TaskFunction[Any, Any], error: BaseException) -> None:
