@@ -28,8 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from shoal.backends import Platform, Size
-from shoal.history import BackendStats, FunctionStats, RunRecord, StatsKey
-from shoal.history.records import TASK_COLUMNS
+from shoal.history import BackendStats, FunctionStats, RunRecord, StatsKey, TaskRecord
 from shoal.history.stats import Summary
 from shoal.planning.model import BackendModel
 from shoal.planning.planners import (
@@ -102,13 +101,11 @@ def wf_problem(
                 peak_mb=Summary.of([peak]),
             )
     recent = RunRecord("seen", "wf", "wf", 0.0, "lambda", "s3", ok=True)
-    col = {name: i for i, name in enumerate(TASK_COLUMNS)}
-    for t in tasks:
-        row: list[Any] = [None] * len(TASK_COLUMNS)
-        row[col["task"]], row[col["function"]] = t.id, t.category
-        row[col["cpus"]], row[col["memory_mb"]] = 1.0, LAMBDA_MB_PER_VCPU
-        row[col["run_s"]], row[col["out_bytes"]] = t.runtime_s, t.output_bytes
-        recent.rows.append(row)
+    recent.set_tasks([
+        TaskRecord(t.id, f"{t.category}-{t.id}", t.category, 1.0, LAMBDA_MB_PER_VCPU,
+                   run_s=t.runtime_s, out_bytes=t.output_bytes)
+        for t in tasks
+    ])  # fmt: skip
     predictor = Predictor(stats, "mean", model, [recent])
     functions = [t.category for t in tasks]
     return Problem(shape, functions, [None] * n, predictor, model, "mean", deadline)

@@ -3,6 +3,7 @@ and Redis stores (also written by several processes at once)."""
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from shoal.history import (
     RunRecord,
     RunTrace,
     StatsKey,
+    TaskRecord,
     open_history,
 )
 from shoal.history.stats import SKETCH_SAMPLES, Fit, Summary
@@ -66,9 +68,11 @@ def test_a_fit_finds_a_line_and_merges_by_adding() -> None:
 
 def test_a_run_record_survives_json() -> None:
     run = RunRecord("r1", "wf", "total", 1.5, "gateway", "redis", makespan_s=2.0)
-    run.rows = [[0, "f-0", "m.f", 1.0, 2048, "w", 3, 0.0, 1.0, 0.0, 1.2] + [None] * 9]
-    back = RunRecord.from_json(run.to_json())
-    assert back == run and back.tasks[0].group == 3 and back.tasks[0].error_s == pytest.approx(0.2)
+    task = TaskRecord(0, "f-0", "m.f", 1.0, 2048, "w", 3, 0.0, 1.0, 0.0, 1.2, run_s=1.0)
+    run.set_tasks([task, TaskRecord(1, "g-1", "m.g")])
+    back = RunRecord.from_json(json.loads(json.dumps(run.to_json())))
+    assert back == run and back.tasks[0] == task and back.tasks[1].worker == ""
+    assert back.tasks[0].error_s == pytest.approx(0.2)
 
 
 # --------------------------------------------------------------------------- the fold

@@ -56,7 +56,7 @@ class History(Protocol):
 
 
 def encode_record(run: RunRecord) -> bytes:
-    return zlib.compress(json.dumps(run.to_json(), separators=(",", ":")).encode(), 6)
+    return zlib.compress(json.dumps(run.to_json(), separators=(",", ":")).encode(), 1)
 
 
 def decode_record(blob: bytes) -> RunRecord:

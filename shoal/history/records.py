@@ -121,8 +121,27 @@ class TaskRecord:
         return predicted - (self.end - self.start)  # type: ignore[operator]
 
 
-#: The columns of a run's task table, in :class:`TaskRecord`'s field order.
-TASK_COLUMNS = tuple(f.name for f in fields(TaskRecord))
+#: The columns of a run's task table, as stored: :class:`TaskRecord`'s fields, but the
+#: name (made of the function's and the task id), and the function and the worker as
+#: indices into the run's tables of them (a run of 100 000 tasks stays cheap to record).
+ROW_COLUMNS = (
+    "task", "function", "cpus", "memory_mb", "worker", "group", "start", "end",
+    "predicted_start", "predicted_end", "run_s", "read_s", "read_bytes", "in_bytes",
+    "out_bytes", "stored_bytes", "upload_s", "cpu_s", "peak_mb",
+)  # fmt: skip
+COLUMN = {name: i for i, name in enumerate(ROW_COLUMNS)}
+#: Columns of seconds, stored as whole microseconds (JSON writes an int five times faster
+#: than a float, and shorter).
+MICROSECONDS = frozenset(
+    COLUMN[c]
+    for c in ("start", "end", "predicted_start", "predicted_end", "run_s", "read_s",
+              "upload_s", "cpu_s")
+)  # fmt: skip
+
+
+def us(seconds: float | None) -> int | None:
+    """Seconds as whole microseconds (None stays None)."""
+    return None if seconds is None else round(seconds * 1e6)
 
 
 @dataclass
@@ -161,14 +180,48 @@ class RunRecord:
     cost: Cost = field(default_factory=Cost)
     predicted_cost: Cost | None = None
     deadline_s: float | None = None
-    #: One row per task, in :data:`TASK_COLUMNS` order (a run of 100 000 tasks stays cheap
-    #: to record); :attr:`tasks` makes them records.
+    #: One row per task, in :data:`ROW_COLUMNS` order (seconds in microseconds), and the
+    #: tables its function and worker columns index: (key, display name) per function, a
+    #: name per worker.
     rows: list[list[Any]] = field(default_factory=list, repr=False)
+    functions: list[list[str]] = field(default_factory=list, repr=False)
+    worker_names: list[str] = field(default_factory=list, repr=False)
 
     @property
     def tasks(self) -> list[TaskRecord]:
         """Each task, planned vs real."""
-        return [TaskRecord(*row) for row in self.rows]
+        functions, workers = self.functions, self.worker_names
+        out = []
+        for stored in self.rows:
+            row = [v / 1e6 if i in MICROSECONDS and v is not None else v
+                   for i, v in enumerate(stored)]  # fmt: skip
+            task, f, cpus, memory_mb, w, *rest = row
+            key, name = functions[f]
+            worker = "" if w is None else workers[w]
+            out.append(TaskRecord(task, f"{name}-{task}", key, cpus, memory_mb, worker, *rest))
+        return out
+
+    def set_tasks(self, tasks: list[TaskRecord]) -> None:
+        """Make the task table of ``tasks`` (the fold writes rows directly: this is for
+        records made by hand)."""
+        functions: dict[str, int] = {}
+        workers: dict[str, int] = {}
+        self.rows = []
+        for t in tasks:
+            name = t.name.rsplit("-", 1)[0]
+            f = functions.setdefault(t.function, len(functions))
+            if f == len(self.functions):
+                self.functions.append([t.function, name])
+            w = None
+            if t.worker:
+                w = workers.setdefault(t.worker, len(workers))
+                if w == len(self.worker_names):
+                    self.worker_names.append(t.worker)
+            values = [getattr(t, c) for c in ROW_COLUMNS]
+            values[COLUMN["function"]], values[COLUMN["worker"]] = f, w
+            for i in MICROSECONDS:
+                values[i] = us(values[i])
+            self.rows.append(values)
 
     @property
     def prediction_error(self) -> float | None:
@@ -178,25 +231,33 @@ class RunRecord:
         return (self.predicted_makespan_s - self.makespan_s) / self.makespan_s
 
     def to_json(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "rows"}
+        table = ("rows", "functions", "worker_names")
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in table}
         data["cost"] = asdict(self.cost)
         data["predicted_cost"] = asdict(self.predicted_cost) if self.predicted_cost else None
-        data["tasks"] = {"columns": TASK_COLUMNS, "rows": self.rows}
+        data["tasks"] = {
+            "columns": ROW_COLUMNS,
+            "rows": self.rows,
+            "functions": self.functions,
+            "workers": self.worker_names,
+        }
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunRecord:
         data = dict(data)
-        table = data.pop("tasks", None) or {"columns": [], "rows": []}
-        known = {f.name for f in fields(cls)} - {"rows"}
+        table = data.pop("tasks", None) or {}
+        known = {f.name for f in fields(cls)} - {"rows", "functions", "worker_names"}
         record = cls(**{k: v for k, v in data.items() if k in known})
         record.cost = Cost(**data.get("cost") or {})
         predicted = data.get("predicted_cost")
         record.predicted_cost = Cost(**predicted) if predicted else None
-        columns = list(table["columns"])
-        if columns == list(TASK_COLUMNS):
-            record.rows = table["rows"]
+        record.functions = table.get("functions", [])
+        record.worker_names = table.get("workers", [])
+        columns, rows = list(table.get("columns", ROW_COLUMNS)), table.get("rows", [])
+        if columns == list(ROW_COLUMNS):
+            record.rows = rows
         else:  # written by another version: match the columns by name
-            where = [columns.index(c) if c in columns else None for c in TASK_COLUMNS]
-            record.rows = [[None if i is None else row[i] for i in where] for row in table["rows"]]
+            where = [columns.index(c) if c in columns else None for c in ROW_COLUMNS]
+            record.rows = [[None if i is None else row[i] for i in where] for row in rows]
         return record

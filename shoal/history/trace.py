@@ -5,18 +5,25 @@ reads them; :meth:`RunTrace.fold` is a pure function of them, the graph and the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..events import Event, EventKind
 from ..metrics import TaskMetrics
-from .records import BackendStats, Cost, FunctionStats, RunRecord, StatsKey
+from .records import BackendStats, Cost, FunctionStats, RunRecord, StatsKey, us
 from .stats import Fit, Summary
 
 if TYPE_CHECKING:
     from ..graph import Graph
     from ..planning import Plan
+
+# A record's fields, by position: records stay the plain sequences they arrived as (a named
+# tuple per task would cost the fold a microsecond each).
+TASK, READ_S, READ_BYTES, RUN_S, CPU_S, PEAK_MB, OUT_BYTES, UPLOAD_S = range(
+    len(TaskMetrics._fields)
+)
+Metrics = Sequence[Any]  # a TaskMetrics' fields
 
 
 @dataclass
@@ -37,7 +44,7 @@ class RunTrace:
 
     def __init__(self) -> None:
         self.finished: dict[int, Event] = {}
-        self.metrics: dict[int, TaskMetrics] = {}
+        self.metrics: dict[int, Metrics] = {}
         self.flushes: list[tuple[int, int, float]] = []
         self.workers: dict[str, _Worker] = {}
 
@@ -50,7 +57,7 @@ class RunTrace:
             elif kind is EventKind.TASK_METRICS:
                 data = ev.data or {}
                 for row in data.get("tasks", ()):
-                    self.metrics[row[0]] = TaskMetrics._make(row)
+                    self.metrics[row[TASK]] = row
                 self.flushes.extend(tuple(f) for f in data.get("flushes", ()))
             elif kind is EventKind.WORKER_STARTED:
                 data = ev.data or {}
@@ -91,33 +98,44 @@ class RunTrace:
             graph.deps,
             record.backend,
         )
+        record.functions = [[fn.key, fn.name] for fn in functions]
+        record.worker_names = list(workers)
+        worker_index = {name: i for i, name in enumerate(workers)}
         for task in range(n):
-            fn = functions[func_of[task]]
+            f = func_of[task]
+            fn = functions[f]
             in_bytes = sum([out_bytes[d] or 0 for d in deps[task]])
-            group = start = end = p_start = p_end = None
+            group = p_start = p_end = None
             if plan is not None:
                 group = plan.groups[task]
-                p_start, p_end = plan.times[task]
+                p_start, p_end = (round(x * 1e6) for x in plan.times[task])
             ev = finished.get(task)
             if ev is None:
-                rows.append(_row(task, graph.name(task), fn.key, in_bytes, group, p_start, p_end))
+                rows.append(_row(task, f, in_bytes, group, p_start, p_end))
                 continue
             worker = workers.get(ev.worker)
             cpus, memory_mb = (worker.cpus, worker.memory_mb) if worker else (0.0, 0)
-            start, end = ev.start - origin, ev.time - origin
+            start, end = round((ev.start - origin) * 1e6), round((ev.time - origin) * 1e6)
             m = metrics.get(task)
             if m is None:
                 measured: tuple[Any, ...] = (None,) * 6
             else:
-                measured = (m.run_s, m.read_s, m.read_bytes, m.upload_s, m.cpu_s, m.peak_mb)
+                measured = (
+                    round(m[RUN_S] * 1e6),
+                    round(m[READ_S] * 1e6),
+                    m[READ_BYTES],
+                    round(m[UPLOAD_S] * 1e6),
+                    us(m[CPU_S]),
+                    m[PEAK_MB],
+                )
                 if worker is not None:
                     key = StatsKey(fn.key, cpus, memory_mb, backend)
                     if (kept := samples.get(key)) is None:
                         kept = samples[key] = _Samples()
                     kept.add(m, in_bytes, out_bytes[task])
             run_s, read_s, read_bytes, upload_s, cpu_s, peak_mb = measured
-            rows.append([  # TaskRecord's fields, in order
-                task, graph.name(task), fn.key, cpus, memory_mb, ev.worker, group, start, end,
+            rows.append([  # ROW_COLUMNS, in order (seconds in microseconds)
+                task, f, cpus, memory_mb, worker_index.get(ev.worker), group, start, end,
                 p_start, p_end, run_s, read_s, read_bytes, in_bytes, out_bytes[task],
                 ev.stored, upload_s, cpu_s, peak_mb,
             ])  # fmt: skip
@@ -138,9 +156,9 @@ class RunTrace:
                 starts["hand_" + temp].append(worker.handout_s)
             ran = sorted(worker.tasks, key=lambda t: finished[t].start)
             for before, after in zip(ran, ran[1:], strict=False):
-                read_s = metrics[after].read_s if after in metrics else 0.0
+                read_s = metrics[after][READ_S] if after in metrics else 0.0
                 gaps.append(finished[after].start - finished[before].time - read_s)
-        reads = [(m.read_bytes, m.read_s) for m in metrics.values() if m.read_bytes > 0]
+        reads = [(m[READ_BYTES], m[READ_S]) for m in metrics.values() if m[READ_BYTES] > 0]
         return BackendStats(
             cold_start=Summary.of(starts["cold"]),
             warm_start=Summary.of(starts["warm"]),
@@ -160,19 +178,19 @@ def _unqueued(handout_s: float | None, queued_s: float | None) -> float | None:
     return max(0.0, handout_s - (queued_s or 0.0))
 
 
-def _output_bytes(ev: Event | None, m: TaskMetrics | None) -> int | None:
+def _output_bytes(ev: Event | None, m: Metrics | None) -> int | None:
     if m is not None:
-        return m.out_bytes
+        return m[OUT_BYTES]
     if ev is not None and ev.stored > 0:
         return ev.stored
     return None
 
 
 def _row(
-    task: int, name: str, function: str, in_bytes: int, group: Any, p_start: Any, p_end: Any
+    task: int, function: int, in_bytes: int, group: Any, p_start: Any, p_end: Any
 ) -> list[Any]:
     """The row of a task that did not finish."""
-    return [task, name, function, 0.0, 0, "", group, None, None, p_start, p_end,
+    return [task, function, 0.0, 0, None, group, None, None, p_start, p_end,
             None, None, None, in_bytes, None, None, None, None, None]  # fmt: skip
 
 
@@ -189,13 +207,13 @@ class _Samples:
         self.input: list[float] = []
         self.output_input: list[float] = []  # the input bytes of each output sample
 
-    def add(self, m: TaskMetrics, in_bytes: int, out_bytes: int | None) -> None:
-        self.duration.append(m.run_s)
+    def add(self, m: Metrics, in_bytes: int, out_bytes: int | None) -> None:
+        self.duration.append(m[RUN_S])
         self.input.append(in_bytes)
-        if m.cpu_s is not None:
-            self.cpu.append(m.cpu_s)
-        if m.peak_mb is not None:
-            self.peak_mb.append(m.peak_mb)
+        if m[CPU_S] is not None:
+            self.cpu.append(m[CPU_S])
+        if m[PEAK_MB] is not None:
+            self.peak_mb.append(m[PEAK_MB])
         if out_bytes is not None:
             self.output.append(out_bytes)
             self.output_input.append(in_bytes)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ..backends import Size
-from ..history.records import TASK_COLUMNS, FunctionStats, RunRecord, StatsKey
+from ..history.records import COLUMN, FunctionStats, RunRecord, StatsKey
 from .model import BackendModel
 
 #: A fit of duration or output against input bytes is used when it explains this much.
@@ -133,14 +133,15 @@ class Predictor:
 
     def _learn_tasks(self, run: RunRecord) -> None:
         """Each task's duration (moved to one CPU by its function's law) and output."""
-        col = {name: i for i, name in enumerate(TASK_COLUMNS)}
+        col = COLUMN
         task_i, fn_i, cpus_i, mem_i = col["task"], col["function"], col["cpus"], col["memory_mb"]
         run_i, out_i = col["run_s"], col["out_bytes"]
+        functions = [key for key, _ in run.functions]
         for row in run.rows:
-            run_s = row[run_i]
-            if run_s is None:
+            if row[run_i] is None:
                 continue
-            function = row[fn_i]
+            run_s = row[run_i] / 1e6  # stored in microseconds
+            function = functions[row[fn_i]]
             seen = self._tasks.get(row[task_i])
             if seen is None or seen.function != function:
                 seen = self._tasks[row[task_i]] = _TaskSeen(function)
