@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", type=int, default=10, help="accuracy: runs per workload")
     p.add_argument("--after", type=int, default=5, help="accuracy: runs before counting")
     p.add_argument("--seconds", type=float, default=3.0, help="accuracy: a run's length")
-    p.add_argument("--recipes", default=None, help="comma list of recipes")
+    p.add_argument("--recipes", default=None, help="comma list of recipes ('': none)")
     args = p.parse_args(argv)
     if args.bench == "cost":
         recipes = args.recipes.split(",") if args.recipes else COST_RECIPES
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.bench == "accuracy":
         from .live import accuracy, print_accuracy
 
-        recipes = args.recipes.split(",") if args.recipes else ("montage", "epigenomics", "cycles")
+        recipes = [r for r in (args.recipes or "montage,epigenomics,cycles").split(",") if r]
         rows = accuracy(recipes, args.size or 250, args.runs, args.seconds)
         print_accuracy(rows, args.after)
     elif args.bench == "sizing":

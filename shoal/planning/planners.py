@@ -85,6 +85,7 @@ class _Costs:
             in_bytes[t] = sum(self.out[d] for d in shape.deps[t])
             self.out[t] = p.task_output(t, functions[t], in_bytes[t])
         self.edge = [_edge_s(model, nbytes) for nbytes in self.out]
+        self.gap = [p.task_gap(t, functions[t]) for t in range(n)]
         self.sizes: list[list[Size]] = []
         self.seconds: list[list[float]] = []
         self.demand: list[list[float]] = []
@@ -136,7 +137,7 @@ def _work(costs: _Costs, problem: Problem, sizes: Sequence[Size]) -> Work:
         except ValueError:  # its group's size, chosen for another task
             duration.append(p.task_duration(t, functions[t], size, costs.in_bytes[t]))
             demand.append(p.demand(functions[t], size))
-    return Work(duration, demand, costs.out, list(sizes))
+    return Work(duration, demand, costs.out, list(sizes), costs.gap)
 
 
 def _edge_s(model: BackendModel, nbytes: float) -> float:

@@ -20,7 +20,7 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ..backends import Size
 from ..history.records import COLUMN, FunctionStats, RunRecord, StatsKey
@@ -76,6 +76,7 @@ class _TaskSeen:
     function: str
     seconds: list[float] = field(default_factory=list)  # on one CPU
     outputs: list[float] = field(default_factory=list)
+    gaps: list[float] = field(default_factory=list)  # its worker's time before the next
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +138,7 @@ class Predictor:
         task_i, fn_i, cpus_i, mem_i = col["task"], col["function"], col["cpus"], col["memory_mb"]
         run_i, out_i = col["run_s"], col["out_bytes"]
         functions = [key for key, _ in run.functions]
+        self._learn_gaps(run)
         for row in run.rows:
             if row[run_i] is None:
                 continue
@@ -150,6 +152,35 @@ class Predictor:
             seen.seconds.append(run_s * law.time(1.0) / law.time(cpus) if law else run_s)
             if row[out_i] is not None:
                 seen.outputs.append(row[out_i])
+
+    def _learn_gaps(self, run: RunRecord) -> None:
+        """What each task's worker did between its end and the start of its next task
+        (its completion step, its output's serializing, a collection pause...)."""
+        col = COLUMN
+        task_i, fn_i, worker_i = col["task"], col["function"], col["worker"]
+        start_i, end_i, read_i = col["start"], col["end"], col["read_s"]
+        functions = [key for key, _ in run.functions]
+        by_worker: dict[int, list[list[Any]]] = {}
+        for row in run.rows:
+            if row[worker_i] is not None and row[start_i] is not None:
+                by_worker.setdefault(row[worker_i], []).append(row)
+        for rows in by_worker.values():
+            rows.sort(key=lambda r: r[start_i])
+            for before, after in zip(rows, rows[1:], strict=False):
+                gap = (after[start_i] - before[end_i] - (after[read_i] or 0)) / 1e6
+                function = functions[before[fn_i]]
+                seen = self._tasks.get(before[task_i])
+                if seen is None or seen.function != function:
+                    seen = self._tasks[before[task_i]] = _TaskSeen(function)
+                seen.gaps.append(max(0.0, gap))
+
+    def task_gap(self, task: int, function: str) -> float:
+        """Seconds the worker loop takes after task ``task`` before its next task: from
+        its own earlier runs, else the backend's."""
+        seen = self._tasks.get(task)
+        if seen is None or seen.function != function or not seen.gaps:
+            return self.model.gap_s
+        return self._own(seen.gaps)
 
     def _law(self, function: str) -> Law | None:
         return self._laws.get(function)
@@ -186,12 +217,14 @@ class Predictor:
         return self._own(seen.outputs)
 
     def _own(self, samples: list[float]) -> float:
-        """The SLA statistic of a task's own runs: for ``mean`` their median (one slow run,
-        a collection pause, must not stick to one task for the next ten runs), for a
-        percentile that percentile (nearest rank; the slowest of fewer than three)."""
+        """The SLA statistic of a task's own runs: for ``mean`` their mean with each run
+        held to three times their median (slow runs happen, a collection pause or a busy
+        CPU, and count; a first run in a cold process is no guide), for a percentile that
+        percentile (nearest rank; the slowest of fewer than three)."""
         ordered = sorted(samples)
         if self.sla == "mean":
-            return statistics.median(ordered)
+            cap = 3 * statistics.median(ordered)
+            return sum(min(s, cap) for s in ordered) / len(ordered)
         if len(ordered) < 3:
             return ordered[-1]
         rank = math.ceil(int(self.sla[1:]) / 100 * len(ordered)) - 1

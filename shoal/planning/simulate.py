@@ -10,7 +10,7 @@ It plays Shoal's own protocol (:mod:`shoal.protocol`) forward in time, step by s
 - a worker runs the tasks it owns one at a time, depth first (a stack), as the worker
   loop does: it reads the inputs it does not hold (the inputs its invocation's tasks
   share, once, when it starts), runs the task, and takes the completion step (the loop's
-  gap plus the bytes it stores);
+  gap after that task, plus the bytes it stores);
 - the completion readies the children whose last input it was: without a plan the
   worker keeps one even group of them (:func:`shoal.decisions.split_ready`) and hands the
   others out; with a plan it keeps those of its own group and hands out the rest, one
@@ -60,12 +60,14 @@ class Shape(NamedTuple):
 @dataclass
 class Work:
     """What each task does, as predicted: seconds on its size, CPUs it keeps busy, output
-    bytes, and the size of the worker it wants."""
+    bytes, the size of the worker it wants, and the seconds its worker loop takes after it
+    (the completion step; None: the backend's usual)."""
 
     duration: list[float]
     demand: list[float]
     out_bytes: list[float]
     size: list[Size]
+    gap: list[float] | None = None
 
 
 @dataclass
@@ -288,7 +290,7 @@ class _Simulation:
         worker = self.owner.pop(task)
         worker.held.add(task)
         early, keep, hand_out, stored = self._decide(worker, task)
-        done_at = time + self.model.gap_s
+        done_at = time + (self.model.gap_s if self.work.gap is None else self.work.gap[task])
         if stored:
             done_at += self.model.write_s(self.work.out_bytes[task])
         worker.stack.extend(reversed(early))
