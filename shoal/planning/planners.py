@@ -20,6 +20,7 @@ with starts, the concurrency cap and shared CPUs, checks the plan and tightens i
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import logging
 import math
@@ -90,6 +91,7 @@ class _Costs:
         self.seconds: list[list[float]] = []
         self.demand: list[list[float]] = []
         self.usd: list[list[float]] = []
+        self.slower: list[list[float]] = []  # minus seconds per size
         per_gb_s = model.price.gb_s
         # Per function: its memory floor, sizes, and each size's (time factor, demand, GB).
         by_function: dict[tuple[str, int | None], Any] = {}
@@ -110,6 +112,7 @@ class _Costs:
             sizes, scales, demands, rates = table
             base = p.task_base(t, fn, in_bytes[t])
             secs = [base * k for k in scales]
+            self.slower.append([-x for x in secs])  # ascending, for bisection
             self.sizes.append(sizes)
             self.seconds.append(secs)
             self.demand.append(demands)
@@ -282,12 +285,14 @@ def _fit_into(
         edge = costs.edge[t]
         latest_end = min((latest_start[c] - edge for c in children), default=target)
         window = latest_end - ready[t]
-        options = [i for i, s in enumerate(costs.seconds[t]) if s <= window + 1e-9]
-        if options:
+        # A larger size is never slower: the sizes that fit are those from the first.
+        first = bisect.bisect_left(costs.slower[t], -window - 1e-9)
+        if first < len(costs.slower[t]):
             if pick == "smallest":
-                choice[t] = min(options, key=lambda i: (costs.sizes[t][i], costs.seconds[t][i]))
+                choice[t] = first
             else:
-                choice[t] = min(options, key=lambda i: (costs.usd[t][i], costs.seconds[t][i]))
+                usd = costs.usd[t]
+                choice[t] = min(range(first, len(usd)), key=usd.__getitem__)
         latest_start[t] = latest_end - costs.seconds[t][choice[t]]
     return choice
 
@@ -366,9 +371,10 @@ class _OneSize:
             found = self._estimates[i] = (cpm * self.ratio, usd)
         return found
 
-    def cheapest(self, limit: float, tries: int = 2) -> Decided | None:
+    def cheapest(self, limit: float, tries: int = 2, beat: float = math.inf) -> Decided | None:
         """The cheapest single size that meets ``limit`` when simulated, among the
-        smallest (at most ``tries``) estimated to meet it, and the largest."""
+        smallest (at most ``tries``) estimated to meet it, and the largest; sizes whose
+        estimated cost is not below ``beat`` (a plan in hand) are not simulated."""
         low, high = 0, len(self.sizes) - 1
         while low < high:  # the smallest estimated to meet the limit
             mid = (low + high) // 2
@@ -378,7 +384,8 @@ class _OneSize:
                 low = mid + 1
         found = [self.largest]
         for i in range(low, min(low + tries, len(self.sizes) - 1)):
-            found.append(self.plan(self.sizes[i]))
+            if self.estimate(i)[1] < beat:
+                found.append(self.plan(self.sizes[i]))
         meeting = [p for p in found if p.schedule.makespan_s <= limit * (1 + 1e-9)]
         return min(meeting, key=lambda p: p.schedule.cost.usd) if meeting else None
 
@@ -427,12 +434,14 @@ def plan_deadline(problem: Problem) -> Decided:
         )
         return quickest
     stretch = deadline / candidates[0].schedule.makespan_s if makespan > 0 else 1.0
-    for plan in (
-        _tightened(problem, costs, fastest, deadline, stretch, "cheapest", _usd),
-        one_size.cheapest(deadline, tries=2),
-    ):
-        if plan is not None:
-            candidates.append(plan)
+    tightened = _tightened(problem, costs, fastest, deadline, stretch, "cheapest", _usd)
+    beat = math.inf
+    if tightened is not None:
+        candidates.append(tightened)
+        beat = tightened.schedule.cost.usd
+    one = one_size.cheapest(deadline, tries=2, beat=beat)
+    if one is not None:
+        candidates.append(one)
     feasible = [p for p in candidates if p.schedule.makespan_s <= deadline * (1 + 1e-9)]
     return min(feasible, key=lambda p: (p.schedule.cost.usd, p.schedule.makespan_s))
 

@@ -214,12 +214,14 @@ class _Simulation:
     def _make_room(self, time: float) -> None:
         """Before a new worker starts: forget the idle ones whose keep-warm ran out, and
         where the platform keeps only so many alive, retire the one idle longest."""
+        alive = self.model.alive
+        if alive is None:  # idle workers cost nothing to keep: forget them lazily
+            return
         keep_warm, idle = self.model.keep_warm_s, self.idle
         for pool in idle.values():
             while pool and time - pool[0] > keep_warm:
                 pool.popleft()
-        alive = self.model.alive
-        if alive is not None and self.busy + sum(map(len, idle.values())) > alive:
+        if self.busy + sum(map(len, idle.values())) > alive:
             oldest = min((p for p in idle.values() if p), key=lambda p: p[0], default=None)
             if oldest is not None:
                 oldest.popleft()
