@@ -68,6 +68,44 @@ def _critical_path(tasks: Sequence[WfTask]) -> float:
     return max(finish.values())
 
 
+class _Live:
+    """A redis-server and a ``shoal gateway`` (one worker process per core, warm unless
+    asked otherwise), a throw-away history, and runs on them; a context manager."""
+
+    def __init__(self, prewarm: bool = True) -> None:
+        self.cores = os.cpu_count() or 1
+        self.prewarm = prewarm
+
+    def __enter__(self) -> _Live:
+        self.servers = ShoalServers(max_workers=self.cores).start()
+        self._tmp = tempfile.TemporaryDirectory()
+        self.dir = Path(self._tmp.name)
+        self.history = str(self.dir / "history.db")
+        if self.prewarm:
+            self.servers.prewarm(self.cores)
+        return self
+
+    def compute(self, node: shoal.Node, **options: Any) -> None:
+        shoal.compute(
+            node,
+            storage=self.servers.storage,
+            workers=self.servers.workers,
+            history=self.history,
+            progress=False,
+            **options,
+        )
+
+    def run(self, node: shoal.Node, **options: Any) -> Any:
+        """Compute ``node`` here, wait for the gateway to be idle; the run's record."""
+        self.compute(node, **options)
+        self.servers.wait_idle()
+        return shoal.history(self.history).runs(limit=1)[0]
+
+    def __exit__(self, *exc: Any) -> None:
+        self.servers.close()
+        self._tmp.cleanup()
+
+
 # --------------------------------------------------------------------------- accuracy
 
 
@@ -76,40 +114,27 @@ def accuracy(
 ) -> list[dict[str, Any]]:
     """Each workload ``runs`` times with ``planner`` on Redis + gateway; the prediction
     error of every run (the first has no history, so no plan)."""
-    cores = os.cpu_count() or 1
-    servers = ShoalServers(max_workers=cores).start()
     rows = []
-    try:
-        servers.prewarm(cores)
-        with tempfile.TemporaryDirectory() as tmp:
-            history = str(Path(tmp) / "history.db")
-            options = {"storage": servers.storage, "workers": servers.workers,
-                       "history": history, "progress": False}  # fmt: skip
-            workloads: list[tuple[str, Callable[[], shoal.Node]]] = []
-            for recipe in recipes:
-                tasks = workflow(recipe, size, 0)
-                scale = scaled(tasks, seconds, cores)
-                workloads.append(
-                    (f"{recipe}-{len(tasks)}", lambda ts=tasks, s=scale: wf_graph(ts, s, 0.001))
-                )
-            text = load("text_pipeline")
-            # The example's own input runs in ~40 ms, where scheduling noise on a busy
-            # 2-core machine is most of the makespan: the text 20 times over, 10 chains.
-            bigger = Path(tmp) / "genesis-x20.txt"
-            bigger.write_text(text.TEXT.read_text(encoding="utf-8") * 20, encoding="utf-8")
-            workloads.append(("text_pipeline x20", lambda: text.build(per_group=100, path=bigger)))
-            for name, build in workloads:
-                row: dict[str, Any] = {"workload": name, "runs": []}
-                for _ in range(runs):
-                    shoal.compute(build(), planner=planner, **options)
-                    servers.wait_idle()
-                    last = shoal.last_run()
-                    assert last is not None
-                    record = shoal.history(history).runs(limit=1)[0]
-                    row["runs"].append(_accuracy_of(last, record))
-                rows.append(row)
-    finally:
-        servers.close()
+    with _Live() as live:
+        workloads: list[tuple[str, Callable[[], shoal.Node]]] = []
+        for recipe in recipes:
+            tasks = workflow(recipe, size, 0)
+            scale = scaled(tasks, seconds, live.cores)
+            workloads.append(
+                (f"{recipe}-{len(tasks)}", lambda ts=tasks, s=scale: wf_graph(ts, s, 0.001))
+            )
+        text = load("text_pipeline")
+        # The example's own input runs in ~40 ms, where scheduling noise on a busy 2-core
+        # machine is most of the makespan: the text 20 times over, in 10 chains.
+        bigger = live.dir / "genesis-x20.txt"
+        bigger.write_text(text.TEXT.read_text(encoding="utf-8") * 20, encoding="utf-8")
+        workloads.append(("text_pipeline x20", lambda: text.build(per_group=100, path=bigger)))
+        for name, build in workloads:
+            row: dict[str, Any] = {"workload": name, "runs": []}
+            for _ in range(runs):
+                record = live.run(build(), planner=planner)
+                row["runs"].append(_accuracy_of(shoal.last_run(), record))
+            rows.append(row)
     return rows
 
 
@@ -199,35 +224,23 @@ def sizing(runs: int) -> dict[str, Any]:
     """uniform 2-CPU (every task declares 2 CPUs, no planner) against critical-path (the
     planner sizes each task), on Redis + gateway: median makespan and vCPU-s of ``runs``
     runs each, after runs at 1 and 2 CPUs that give the planner its history."""
-    cores = os.cpu_count() or 1
-    servers = ShoalServers(max_workers=cores).start()
     out: dict[str, Any] = {}
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            history = str(Path(tmp) / "history.db")
-            options = {"storage": servers.storage, "workers": servers.workers,
-                       "history": history, "progress": False}  # fmt: skip
+    with _Live(prewarm=False) as live:
 
-            def measure(build: Callable[[], shoal.Node], planner: str) -> dict[str, float]:
-                spans, costs = [], []
-                for _ in range(runs):
-                    shoal.compute(build(), planner=planner, **options)
-                    servers.wait_idle()
-                    record = shoal.history(history).runs(limit=1)[0]
-                    spans.append(record.makespan_s)
-                    costs.append(record.cost.vcpu_s)
-                return {"makespan_s": statistics.median(spans), "vcpu_s": statistics.median(costs)}
+        def measure(build: Callable[[], shoal.Node], planner: str) -> dict[str, float]:
+            records = [live.run(build(), planner=planner) for _ in range(runs)]
+            return {
+                "makespan_s": statistics.median(r.makespan_s for r in records),
+                "vcpu_s": statistics.median(r.cost.vcpu_s for r in records),
+            }
 
-            for cpus in (1, 2):  # history at both sizes; also warms both pools
-                for _ in range(2):
-                    shoal.compute(mixed_graph(cpus), **options)
-                    servers.wait_idle()
-            out["uniform-2cpu"] = measure(lambda: mixed_graph(2), "none")
-            out["critical-path"] = measure(lambda: mixed_graph(None), "critical-path")
-            plan = shoal.history(history).runs(limit=1)[0]
-            out["sizes"] = sorted({(t.function, t.cpus) for t in plan.tasks})
-    finally:
-        servers.close()
+        for cpus in (1, 2):  # history at both sizes; also warms both pools
+            for _ in range(2):
+                live.run(mixed_graph(cpus))
+        out["uniform-2cpu"] = measure(lambda: mixed_graph(2), "none")
+        out["critical-path"] = measure(lambda: mixed_graph(None), "critical-path")
+        plan = shoal.history(live.history).runs(limit=1)[0]
+        out["sizes"] = sorted({(t.function, t.cpus) for t in plan.tasks})
     out["makespan_ratio"] = out["critical-path"]["makespan_s"] / out["uniform-2cpu"]["makespan_s"]
     out["vcpu_ratio"] = out["critical-path"]["vcpu_s"] / out["uniform-2cpu"]["vcpu_s"]
     return out
@@ -244,29 +257,20 @@ def policies(shapes: Sequence[str], size: int, repeat: int) -> list[dict[str, An
     record included (what a user pays)."""
     from .graphs import SHAPES
 
-    cores = os.cpu_count() or 1
-    servers = ShoalServers(max_workers=cores).start()
     rows = []
-    try:
-        servers.prewarm(cores)
-        with tempfile.TemporaryDirectory() as tmp:
-            history = str(Path(tmp) / "history.db")
-            options = {"storage": servers.storage, "workers": servers.workers,
-                       "history": history, "progress": False}  # fmt: skip
-            for shape in shapes:
-                for policy in POLICIES:
-                    times = []
-                    for i in range(repeat + 1):  # the first warms up
-                        started = time.perf_counter()
-                        sink, n, _ = SHAPES[shape](shoal.task, size)
-                        shoal.compute(sink, metrics=policy, **options)
-                        if i:
-                            times.append((time.perf_counter() - started) / n)
-                        servers.wait_idle()
-                    rows.append({"shape": shape, "policy": policy, "tasks": n,
-                                 "us_per_task": 1e6 * statistics.median(times)})  # fmt: skip
-    finally:
-        servers.close()
+    with _Live() as live:
+        for shape in shapes:
+            for policy in POLICIES:
+                times = []
+                for i in range(repeat + 1):  # the first warms up
+                    started = time.perf_counter()
+                    sink, n, _ = SHAPES[shape](shoal.task, size)
+                    live.compute(sink, metrics=policy)
+                    if i:
+                        times.append((time.perf_counter() - started) / n)
+                    live.servers.wait_idle()
+                rows.append({"shape": shape, "policy": policy, "tasks": n,
+                             "us_per_task": 1e6 * statistics.median(times)})  # fmt: skip
     return rows
 
 

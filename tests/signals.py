@@ -27,3 +27,22 @@ def wait_for(*paths: Path, timeout: float = 30.0) -> bool:
             return False
         time.sleep(0.005)
     return True
+
+
+def refused_before_running(flags: Path, **options: object) -> str:
+    """Compute a task that marks ``flags / 'ran'`` with ``options``, which must be refused
+    with :class:`shoal.ConfigError` before anything runs; the error's message."""
+    import pytest
+
+    import shoal
+
+    ran = flags / "ran"
+
+    @shoal.task
+    def touch() -> None:
+        mark(ran)
+
+    with pytest.raises(shoal.ConfigError) as refused:
+        touch().compute(**options)
+    assert not ran.exists(), "the task ran although its options were refused"
+    return str(refused.value)
