@@ -7,6 +7,7 @@ import os
 import runpy
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -133,13 +134,19 @@ def history_show(url: str | None, run_id: str, limit: int) -> None:
     _table("Tasks, worst predictions first", TASK_COLUMNS, task_rows(record, limit))
 
 
-def _table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def _console() -> Any:
+    """A rich console: the terminal's width, or a wide one for a file or a pipe (no need to
+    squeeze a table into 80 columns there)."""
     from rich.console import Console
-    from rich.table import Table
 
     console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)  # a file or a pipe: no need to squeeze
+    return console if console.is_terminal else Console(width=160)
+
+
+def _table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    from rich.table import Table
+
+    console = _console()
     table = Table(title=title, title_justify="left")
     for i, column in enumerate(columns):
         table.add_column(column, justify="left" if i < 2 else "right", no_wrap=True)
@@ -210,10 +217,9 @@ def worker(host: str, port: int, fd: int | None, token: str | None) -> None:
 
 
 def _print_summary(runs: list[RunSummary]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = _console()
     if not runs:
         console.print("[dim]shoal: the script started no run[/]")
         return
