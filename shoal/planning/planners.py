@@ -1,21 +1,31 @@
 """The planners: pure functions from a :class:`Problem` (the graph as plain data, the
-predictions, the backend model) to a :class:`~shoal.planning.Plan`, registered by name.
+predictions, the backend model) to a plan (:class:`Decided`: a size and a group per task,
+and the simulated schedule), registered by name in :data:`PLANNERS`.
 
     none            no plan: every worker splits what it readies on its own (the default)
     uniform         one size for every task: the cheapest whose predicted makespan is
-                    within 10 % of the fastest one size's
-    critical-path   every task at the largest size, then tasks off the critical path
-                    shrunk to the smallest size that keeps the predicted makespan
+                    within 10 % of the largest size's
+    critical-path   every task at the largest size, then tasks shrunk to the smallest size
+                    that keeps the predicted makespan within 5 %: those off the critical
+                    path use its slack
     deadline        the least-cost plan whose predicted makespan meets ``deadline``; when
                     none can, the fastest, with a warning that says by how much it misses
 
-Every planner groups tasks for locality the way the protocol would without a plan: a
-task joins the group of the input that finishes last (the worker that readies it), one
-child continues its parent's group, and the other children of a fan-out are split into
-even groups over the workers that may run at once; only tasks of one size share a group.
-Sizes are chosen against a critical-path schedule (earliest starts and latest finishes,
-with each task's slack), then the simulator (:mod:`.simulate`), which plays the protocol
-with starts, the concurrency cap and shared CPUs, checks the plan and tightens it.
+Grouping. Every planner groups tasks for locality the way the protocol would without a
+plan: a task joins the group of the input that finishes last (the worker that readies
+it); of the children a task readies, the most critical continues its group, and where
+there are more than the workers that may run at once they are dealt into that many
+shares of about equal work (:func:`make_groups`). Tasks of another size form a group of
+their own per share; where that cannot hold the makespan (extra workers under a small
+concurrency cap), they stay with their share at its largest size.
+
+Sizing. Sizes are chosen against a critical-path schedule (earliest starts with every
+input moved between workers, latest finishes, each task's slack), each task allowed a
+stretch of its time plus the slack of the paths through it (:func:`_fit_into`); the
+simulator (:mod:`.simulate`), which plays the protocol with starts, the concurrency cap
+and shared CPUs, judges each try, and the stretch is searched for the loosest plan that
+holds (:func:`_tightened`). Single-size plans are estimated from their critical paths and
+simulated only where they could win (:class:`_OneSize`).
 """
 
 from __future__ import annotations
