@@ -10,6 +10,7 @@ After every test on a Redis engine, no key of any run may be left (checked with 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Iterator
@@ -65,14 +66,30 @@ def gateway_url(shared_secret: str) -> Iterator[str]:
         yield url
 
 
-def leftover_keys(url: str) -> list[bytes]:
-    """Keys of runs still in the Redis (or Redis Cluster) at ``url``."""
-    if url.startswith("redis+cluster://"):
-        with redis.RedisCluster.from_url(url.replace("redis+cluster://", "redis://")) as cluster:
-            nodes = cluster.ALL_NODES
-            return list(cluster.scan_iter(match="shoal:{*", target_nodes=nodes))
-    with redis.Redis.from_url(url) as client:
-        return list(client.scan_iter(match="shoal:{*"))
+@contextlib.contextmanager
+def redis_client(url: str) -> Iterator[Any]:
+    """A plain redis-py client for ``url`` (Redis or Redis Cluster), every connection it
+    opened closed at the end (a cluster client's close leaves its nodes' sockets to the
+    garbage collector, which then warns in whatever test runs)."""
+    if "+cluster://" not in url:
+        with redis.Redis.from_url(url) as client:
+            yield client
+        return
+    cluster = redis.RedisCluster.from_url(url.replace("+cluster://", "://"))
+    try:
+        yield cluster
+    finally:
+        for node in cluster.get_nodes():
+            if node.redis_connection is not None:
+                node.redis_connection.connection_pool.disconnect()
+        cluster.close()
+
+
+def leftover_keys(url: str, pattern: str = "shoal:{*") -> list[bytes]:
+    """Keys of runs (or of ``pattern``) still in the Redis (or Redis Cluster) at ``url``."""
+    with redis_client(url) as client:
+        every = {"target_nodes": redis.RedisCluster.ALL_NODES} if "+cluster" in url else {}
+        return list(client.scan_iter(match=pattern, **every))
 
 
 @pytest.fixture(params=ENGINES)

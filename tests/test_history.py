@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import redis
+from conftest import leftover_keys, redis_client
 from signals import refused_before_running
 
 import shoal
@@ -159,14 +160,8 @@ def history_url(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
         return
     url = request.getfixturevalue("redis_url" if request.param == "redis" else "cluster_url")
     yield url
-    client = (
-        redis.RedisCluster.from_url(url.replace("+cluster", ""))
-        if "+cluster" in url
-        else redis.Redis.from_url(url)
-    )
-    with client:
-        nodes = {"target_nodes": redis.RedisCluster.ALL_NODES} if "+cluster" in url else {}
-        for key in list(client.scan_iter(match="shoal:history:*", **nodes)):
+    with redis_client(url) as client:
+        for key in leftover_keys(url, "shoal:history:*"):
             client.delete(key)
 
 
