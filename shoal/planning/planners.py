@@ -51,7 +51,7 @@ UNIFORM_SLACK = 0.10
 #: predictions' own noise: it "holds").
 CRITICAL_PATH_SLACK = 0.05
 #: How many plans a planner simulates at most while it looks for the loosest that holds,
-#: and how far beyond a stretch that held it looks next.
+#: and how much wider than a stretch that held it looks next.
 TIGHTEN_STEPS = 4
 TIGHTEN_BEYOND = 0.15
 
@@ -315,18 +315,27 @@ def _tightened(
     stretch: float,
     pick: str,
     better: Callable[[Decided], Any],
+    widest: bool = False,
 ) -> Decided | None:
     """The ``better`` plan of :func:`_fit_into` whose simulated makespan is at most
-    ``limit``: at ``stretch``, and a little beyond it while that holds (tasks off the
-    critical path stretch the makespan less than themselves); else bisecting towards 1 (no
-    task slower than on the ``start`` sizes, but those with slack). Tasks of other sizes
-    go in groups of their own; where no such plan holds (the extra workers cost too much,
-    say under a small concurrency cap), they stay with the tasks they are near, at their
-    group's size. None if even that is too slow."""
+    ``limit``: at ``stretch`` first; if that holds, a little beyond it, or with
+    ``widest`` at the stretch where every task may take its smallest size (tasks off the
+    critical path stretch the makespan less than themselves, and where CPUs are shared a
+    larger size may buy nothing), then bisecting between what held and what did not; if
+    it does not hold, bisecting towards 1 (no task slower than on the ``start`` sizes, but
+    those with slack). Tasks of other sizes go in groups of their own; where no such plan
+    holds (the extra workers cost too much, say under a small concurrency cap), they stay
+    with the tasks they are near, at their group's size. None if even that is too slow."""
+    wide = stretch * (1 + TIGHTEN_BEYOND)
+    if widest:
+        wide = max(
+            (s[0] / s[i] for s, i in zip(costs.seconds, start, strict=True) if s[i] > 0),
+            default=1.0,
+        )
     for by_size in (True, False):
         best: Decided | None = None
         low, high = 1.0, max(1.0, stretch)
-        candidate = high
+        candidate, widened = high, False
         for _ in range(TIGHTEN_STEPS):
             choice = _fit_into(problem, costs, start, candidate, pick)
             decided = _plan(problem, costs, choice, by_size)
@@ -334,8 +343,12 @@ def _tightened(
                 if best is None or better(decided) < better(best):
                     best = decided
                 low = candidate
-                if candidate >= high:  # it held: try beyond it
-                    high = candidate = candidate * (1 + TIGHTEN_BEYOND)
+                if candidate >= high:  # it held: try wider
+                    if widest and widened or wide <= candidate * 1.01:
+                        break
+                    widened = True
+                    high = candidate = wide
+                    wide *= 1 + TIGHTEN_BEYOND
                     continue
             else:
                 high = candidate
@@ -414,7 +427,7 @@ def plan_critical_path(problem: Problem) -> Decided:
     reference = _plan(problem, costs, largest)
     limit = reference.schedule.makespan_s * (1 + CRITICAL_PATH_SLACK)
     shrunk = _tightened(
-        problem, costs, largest, limit, 1 + CRITICAL_PATH_SLACK, "smallest", _resources
+        problem, costs, largest, limit, 1 + CRITICAL_PATH_SLACK, "smallest", _resources, True
     )
     return shrunk or reference
 
