@@ -176,6 +176,8 @@ class _Simulation:
                 self._stop(time, data)
             else:
                 self._compute(time, *data)
+        cost = self.cost
+        cost.usd = self.model.price.usd(cost.gb_s, cost.requests)
         first = min(self.start) if self.start else 0.0
         return Schedule(
             start=[s - first for s in self.start],
@@ -355,11 +357,15 @@ class _Simulation:
 
     def _stop(self, time: float, worker: _Worker) -> None:
         span = time - worker.started
-        self.cost.gb_s += span * worker.size.memory_mb / 1024
-        self.cost.vcpu_s += span * self.model.cpus_of(worker.size)
-        self.cost.requests += 1
-        self.cost.usd = self.model.price.usd(self.cost.gb_s, self.cost.requests)
-        self.idle.setdefault(self._pool(worker.size), deque()).append(time)
+        size = worker.size
+        cost = self.cost
+        cost.gb_s += span * size.memory_mb / 1024
+        cost.vcpu_s += span * self.model.cpus_of(size)
+        cost.requests += 1
+        pool = self.idle.get(size) if not self.local else self.idle.get(Size())
+        if pool is None:
+            pool = self.idle.setdefault(self._pool(size), deque())
+        pool.append(time)
         self.busy -= 1
         if self.waiting:
             tasks, size, group = self.waiting.popleft()
