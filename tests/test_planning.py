@@ -96,6 +96,21 @@ def test_predictions_read_the_sla_and_scale_to_sizes_never_seen() -> None:
     assert mean.duration("m.other", Size()) == UNSEEN.duration_s
 
 
+def test_run_times_seen_on_two_sizes_set_the_law() -> None:
+    same = {
+        StatsKey("m.f", 1.0, 2048, "gateway"): _stats([1.0] * 4, [1.0] * 4),
+        # CPU time says parallel, but on a shared machine the second CPU bought nothing
+        StatsKey("m.f", 2.0, 2048, "gateway"): _stats([1.0] * 4, [1.6] * 4),
+    }
+    p = Predictor(same, "mean", _model())
+    assert p.duration("m.f", Size(4, 2048)) == pytest.approx(1.0)
+    halves = {
+        StatsKey("m.g", 1.0, 2048, "gateway"): _stats([2.0] * 4, [2.0] * 4),
+        StatsKey("m.g", 2.0, 2048, "gateway"): _stats([1.0] * 4, [2.0] * 4),
+    }
+    assert Predictor(halves, "mean", _model()).duration("m.g", Size(4, 2048)) == pytest.approx(0.5)
+
+
 def test_on_lambda_cpu_follows_memory() -> None:
     model = _model("lambda", cpu_per_mb=1 / 1769)
     stats = {StatsKey("m.f", 1.0, 1769, "lambda"): _stats([2.0], [2.0])}

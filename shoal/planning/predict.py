@@ -71,6 +71,26 @@ class Law:
         return cls(max(0.0, run_s - serial - parallel / cpus), serial, parallel)
 
 
+def _fit_law(seen: Sequence[_Seen]) -> Law | None:
+    """The law through the run times seen on one CPU or more, where a function ran on
+    two or more such sizes: least squares of ``time = a + b / cpus`` over their means
+    (weighted by their counts); ``a`` the work CPUs do not share, ``b`` the work they
+    do. What the times show wins over what CPU time suggests: where workers share a
+    machine's CPUs, a larger size may buy nothing."""
+    points = [
+        (1.0 / s.cpus, s.stats.duration.mean, s.stats.duration.n) for s in seen if s.cpus >= 1
+    ]
+    if len({x for x, _, _ in points}) < 2:
+        return None
+    w = sum(n for _, _, n in points)
+    mx = sum(x * n for x, _, n in points) / w
+    my = sum(y * n for _, y, n in points) / w
+    sxx = sum(n * (x - mx) ** 2 for x, _, n in points)
+    slope = sum(n * (x - mx) * (y - my) for x, y, n in points) / sxx
+    slope = max(0.0, slope)
+    return Law(0.0, max(0.0, my - slope * mx), slope)
+
+
 @dataclass(slots=True)
 class _TaskSeen:
     function: str
@@ -124,8 +144,9 @@ class Predictor:
             if seen:
                 self._seen[function] = seen
                 self._all[function] = every
-                # The law comes from the most CPUs seen: only there can parallel work show.
-                self._laws[function] = max(seen, key=lambda s: (s.cpus, s.stats.duration.n)).law
+                self._laws[function] = (
+                    _fit_law(seen) or max(seen, key=lambda s: (s.cpus, s.stats.duration.n)).law
+                )  # from the most CPUs seen: only there can parallel work show
         self._bases: dict[str, float] = {}  # seconds on one CPU, per function
         self._scales: dict[tuple[str, float], float] = {}
         self._tasks: dict[int, _TaskSeen] = {}
