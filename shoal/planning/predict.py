@@ -7,8 +7,10 @@ that CPUs do not shorten (``i``: waiting, I/O), serial work ``s`` and parallel w
 ``q``, and on ``c'`` CPUs it takes ``i + s / min(c', 1) + q / c'``. A task that kept at
 most one CPU busy is serial (``q = 0``, ``i = D - W``); one that kept more busy gives
 ``q = (W - D) c / (c - 1)`` and ``s = W - q``. On Lambda ``c'`` is the share of a vCPU its
-memory buys. The law of a function is the one measured on the most CPUs it ran on (only there can
-parallel work show). The prediction is the statistic the SLA names (the mean, or a
+memory buys. Where a function ran on two sizes of one CPU or more, the law is fitted to its
+run times there instead (what the times show wins: where workers share a machine's CPUs,
+more CPUs may buy nothing); else it is the one measured on the most CPUs it ran on (only
+there can parallel work show). The prediction is the statistic the SLA names (the mean, or a
 percentile) on the nearest size seen, scaled by the law; where a function's run time (or output)
 follows its input bytes (a fit explaining most of the variance), the line gives the
 mean, scaled the same way. A function never seen is predicted at :data:`UNSEEN`.
