@@ -11,7 +11,7 @@ memory buys. Where a function ran on two sizes of one CPU or more, the law is fi
 run times there instead (what the times show wins: where workers share a machine's CPUs,
 more CPUs may buy nothing); else it is the one measured on the most CPUs it ran on (only
 there can parallel work show). The prediction is the statistic the SLA names (the mean, or a
-percentile) on the nearest size seen, scaled by the law; where a function's run time (or output)
+percentile) on the size seen nearest one CPU, moved by the law; where a function's run time (or output)
 follows its input bytes (a fit explaining most of the variance), the line gives the
 mean, scaled the same way. A function never seen is predicted at :data:`UNSEEN`.
 """
