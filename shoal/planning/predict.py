@@ -10,10 +10,11 @@ most one CPU busy is serial (``q = 0``, ``i = D - W``); one that kept more busy 
 memory buys. Where a function ran on two sizes of one CPU or more, the law is fitted to its
 run times there instead (what the times show wins: where workers share a machine's CPUs,
 more CPUs may buy nothing); else it is the one measured on the most CPUs it ran on (only
-there can parallel work show). The prediction is the statistic the SLA names (the mean, or a
-percentile) on the size seen nearest one CPU, moved by the law; where a function's run time (or output)
-follows its input bytes (a fit explaining most of the variance), the line gives the
-mean, scaled the same way. A function never seen is predicted at :data:`UNSEEN`.
+there can parallel work show). The prediction is the statistic the SLA names (the mean,
+or a percentile) on the size seen nearest one CPU, moved by the law; where a function's
+run time (or output) follows its input bytes (a fit explaining most of the variance),
+the line gives the mean, moved the same way. A function never seen is predicted at
+:data:`UNSEEN`.
 """
 
 from __future__ import annotations
