@@ -325,20 +325,29 @@ def _tightened(
     it does not hold, bisecting towards 1 (no task slower than on the ``start`` sizes, but
     those with slack). Tasks of other sizes go in groups of their own; where no such plan
     holds (the extra workers cost too much, say under a small concurrency cap), they stay
-    with the tasks they are near, at their group's size. None if even that is too slow."""
+    with the tasks they are near, at their group's size (with ``widest``, as soon as the
+    first stretch shows it: fewer simulations). None if even that is too slow."""
     wide = stretch * (1 + TIGHTEN_BEYOND)
     if widest:
         wide = max(
             (s[0] / s[i] for s, i in zip(costs.seconds, start, strict=True) if s[i] > 0),
             default=1.0,
         )
-    for by_size in (True, False):
+    groupings = [True, False]
+    while groupings:
+        by_size = groupings.pop(0)
         best: Decided | None = None
         low, high = 1.0, max(1.0, stretch)
         candidate, widened = high, False
-        for _ in range(TIGHTEN_STEPS):
+        for step in range(TIGHTEN_STEPS):
             choice = _fit_into(problem, costs, start, candidate, pick)
             decided = _plan(problem, costs, choice, by_size)
+            first_fails = decided.schedule.makespan_s > limit * (1 + 1e-9)
+            if widest and step == 0 and groupings and first_fails:
+                other = _plan(problem, costs, choice, not by_size)
+                if other.schedule.makespan_s <= limit * (1 + 1e-9):  # search that one
+                    by_size, decided = not by_size, other
+                    groupings.clear()
             if decided.schedule.makespan_s <= limit * (1 + 1e-9):
                 if best is None or better(decided) < better(best):
                     best = decided
