@@ -254,3 +254,26 @@ def test_the_default_history_is_a_file_in_the_users_data_dir(
     assert leaf(2).compute() == 2
     assert (tmp_path / "shoal" / "history.sqlite3").exists()
     assert shoal.history().runs()[0].tasks[0].name == "leaf-0"
+
+
+@pytest.mark.parametrize("which", ["redis_url", "cluster_url"])
+def test_a_stale_merge_is_refused_and_nothing_is_written(
+    which: str, request: pytest.FixtureRequest
+) -> None:
+    """The optimistic merge of a shared history: a writer that read before another
+    merged must read again, or one run's statistics would be lost."""
+    from shoal.history.redis import RedisHistory
+    from shoal.stores import keys
+
+    url = request.getfixturevalue(which)
+    history = RedisHistory(url)
+    key = keys.workflow_keys("stale-test").stats
+    try:
+        assert history._merge(keys=(key,), args=["", "f", "first"]) == 1  # no version yet
+        assert history._merge(keys=(key,), args=["", "f", "stale"]) == 0  # read before it
+        assert history.client.hget(key, "f") == b"first"
+        assert history._merge(keys=(key,), args=["1", "f", "second"]) == 1
+        assert history.client.hget(key, "f") == b"second"
+    finally:
+        history.client.delete(key)
+        history.close()
