@@ -24,7 +24,7 @@ import argparse
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from shoal.backends import Platform, Size
@@ -130,6 +130,7 @@ def cost(recipes: Sequence[str], size: int, seed: int) -> list[dict[str, Any]]:
         rows.append(
             {
                 "recipe": recipe,
+                "seed": seed,
                 "tasks": len(tasks),
                 "deadline_s": deadline,
                 "largest": _figures(largest),
@@ -137,10 +138,33 @@ def cost(recipes: Sequence[str], size: int, seed: int) -> list[dict[str, Any]]:
                 "deadline": _figures(planned),
                 "vs_largest": planned.schedule.cost.gb_s / largest.schedule.cost.gb_s,
                 "vs_best_one_size": planned.schedule.cost.gb_s / best_one.schedule.cost.gb_s,
+                "bound_vs_largest": deadline_bound(problem, costs, deadline)
+                / largest.schedule.cost.gb_s,
                 "planning_s": took,
             }
         )
     return rows
+
+
+def deadline_bound(problem: Problem, costs: _Costs, deadline: float) -> float:
+    """A lower bound on the GB-s of any plan meeting ``deadline``: each task on its cheapest
+    size that fits the time the longest path through it leaves when every other task runs
+    at its fastest, moves no data and starts no worker."""
+    shape = problem.shape
+    fastest = [min(s) for s in costs.seconds]
+    before, after = [0.0] * len(fastest), [0.0] * len(fastest)
+    for t, deps in enumerate(shape.deps):
+        before[t] = max((before[d] + fastest[d] for d in deps), default=0.0)
+    for t in range(len(fastest) - 1, -1, -1):
+        after[t] = max((after[c] + fastest[c] for c in shape.children[t]), default=0.0)
+    total = 0.0
+    for t, (seconds, sizes) in enumerate(zip(costs.seconds, costs.sizes, strict=True)):
+        window = deadline - before[t] - after[t]
+        total += min(
+            (s * z.memory_mb / 1024 for s, z in zip(seconds, sizes, strict=True) if s <= window),
+            default=fastest[t] * sizes[-1].memory_mb / 1024,
+        )
+    return total
 
 
 def _figures(decided: Decided) -> dict[str, float]:
@@ -149,17 +173,30 @@ def _figures(decided: Decided) -> dict[str, float]:
 
 def print_cost(rows: list[dict[str, Any]]) -> None:
     print(
-        f"{'recipe':12} {'tasks':>5} {'deadline':>9} {'largest GB-s':>13} {'best 1-size':>16} "
-        f"{'deadline GB-s':>14} {'vs largest':>10} {'vs best':>8} {'plan s':>7}"
+        f"{'recipe':12} {'seed':>4} {'tasks':>5} {'deadline':>9} {'largest GB-s':>13} {'best 1-size':>16} "
+        f"{'deadline GB-s':>14} {'vs largest':>10} {'vs best':>8} {'bound':>6} {'plan s':>7}"
     )
     for r in rows:
         best = r["best_one_size"]
         print(
-            f"{r['recipe']:12} {r['tasks']:5d} {r['deadline_s']:8.0f}s "
+            f"{r['recipe']:12} {r['seed']:4d} {r['tasks']:5d} {r['deadline_s']:8.0f}s "
             f"{r['largest']['gb_s']:13.0f} "
             f"{best['gb_s']:9.0f} ({best['size_mb']:>5}) {r['deadline']['gb_s']:14.0f} "
-            f"{r['vs_largest']:10.2f} {r['vs_best_one_size']:8.2f} {r['planning_s']:7.2f}"
+            f"{r['vs_largest']:10.2f} {r['vs_best_one_size']:8.2f} {r['bound_vs_largest']:6.2f} "
+            f"{r['planning_s']:7.2f}"
         )
+    if len(rows) > 1:
+        print(
+            f"{'geomean':12} {'':4} {'':5} {'':9} {'':13} {'':16} {'':14} "
+            f"{_geomean(r['vs_largest'] for r in rows):10.2f} "
+            f"{_geomean(r['vs_best_one_size'] for r in rows):8.2f} "
+            f"{_geomean(r['bound_vs_largest'] for r in rows):6.2f}"
+        )
+
+
+def _geomean(values: Iterable[float]) -> float:
+    logs = [math.log(v) for v in values]
+    return math.exp(sum(logs) / len(logs))
 
 
 def plan_time(size: int, seed: int) -> list[dict[str, Any]]:
@@ -189,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
         "bench", choices=("cost", "plan-time", "accuracy", "sizing", "policies", "history")
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=1, help="cost: seeds from --seed on")
     p.add_argument("--size", type=int, default=None, help="tasks per workflow")
     p.add_argument("--runs", type=int, default=10, help="accuracy: runs per workload")
     p.add_argument("--after", type=int, default=5, help="accuracy: runs before counting")
@@ -197,7 +235,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.bench == "cost":
         recipes = args.recipes.split(",") if args.recipes else COST_RECIPES
-        print_cost(cost(recipes, args.size or 1000, args.seed))
+        seeds = range(args.seed, args.seed + args.seeds)
+        print_cost([row for seed in seeds for row in cost(recipes, args.size or 1000, seed)])
     elif args.bench == "plan-time":
         for row in plan_time(args.size or 10_000, args.seed):
             print(f"{row['recipe']:12} {row['tasks']:6d} {row['planner']:14} "

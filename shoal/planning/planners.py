@@ -31,6 +31,7 @@ simulated only where they could win (:class:`_OneSize`).
 from __future__ import annotations
 
 import bisect
+import functools
 import heapq
 import logging
 import math
@@ -54,6 +55,8 @@ CRITICAL_PATH_SLACK = 0.05
 #: and how much wider than a stretch that held it looks next.
 TIGHTEN_STEPS = 4
 TIGHTEN_BEYOND = 0.15
+#: How far a one-size plan's estimated makespan may miss a limit and still be simulated.
+ESTIMATE_SLACK = 0.02
 
 
 @dataclass
@@ -98,6 +101,7 @@ class _Costs:
         self.edge = [_edge_s(model, nbytes) for nbytes in self.out]
         self.gap = [p.task_gap(t, functions[t]) for t in range(n)]
         self.sizes: list[list[Size]] = []
+        self.index: list[dict[Size, int]] = []  # each candidate size's place in `sizes`
         self.seconds: list[list[float]] = []
         self.demand: list[list[float]] = []
         self.usd: list[list[float]] = []
@@ -115,15 +119,17 @@ class _Costs:
                 cpus = [model.cpus_of(s) for s in sizes]
                 table = by_function[key] = (
                     sizes,
+                    {size: i for i, size in enumerate(sizes)},
                     [p.scale(fn, c) for c in cpus],
                     [p.demand_on(fn, c) for c in cpus],
                     [s.memory_mb / 1024 * per_gb_s + c * 1e-9 for s, c in zip(sizes, cpus)],  # noqa: B905
                 )
-            sizes, scales, demands, rates = table
+            sizes, index, scales, demands, rates = table
             base = p.task_base(t, fn, in_bytes[t])
             secs = [base * k for k in scales]
             self.slower.append([-x for x in secs])  # ascending, for bisection
             self.sizes.append(sizes)
+            self.index.append(index)
             self.seconds.append(secs)
             self.demand.append(demands)
             self.usd.append([d * r for d, r in zip(secs, rates)])  # noqa: B905
@@ -143,11 +149,11 @@ def _work(costs: _Costs, problem: Problem, sizes: Sequence[Size]) -> Work:
     p, functions = problem.predictor, problem.functions
     duration, demand = [], []
     for t, size in enumerate(sizes):
-        try:  # the common case: a size among its candidates
-            i = costs.sizes[t].index(size)
+        i = costs.index[t].get(size)
+        if i is not None:  # the common case: a size among its candidates
             duration.append(costs.seconds[t][i])
             demand.append(costs.demand[t][i])
-        except ValueError:  # its group's size, chosen for another task
+        else:  # its group's size, chosen for another task
             duration.append(p.task_duration(t, functions[t], size, costs.in_bytes[t]))
             demand.append(p.demand(functions[t], size))
     return Work(duration, demand, costs.out, list(sizes), costs.gap)
@@ -333,17 +339,22 @@ def _tightened(
             (s[0] / s[i] for s, i in zip(costs.seconds, start, strict=True) if s[i] > 0),
             default=1.0,
         )
+    fits: dict[float, list[int]] = {}  # the same stretch fits alike in either grouping
     groupings = [True, False]
     while groupings:
         by_size = groupings.pop(0)
         best: Decided | None = None
         low, high = 1.0, max(1.0, stretch)
         candidate, widened = high, False
-        for step in range(TIGHTEN_STEPS):
-            choice = _fit_into(problem, costs, start, candidate, pick)
+        step, steps = 0, TIGHTEN_STEPS
+        while step < steps:
+            step += 1
+            choice = fits.get(candidate)
+            if choice is None:
+                choice = fits[candidate] = _fit_into(problem, costs, start, candidate, pick)
             decided = _plan(problem, costs, choice, by_size)
             first_fails = decided.schedule.makespan_s > limit * (1 + 1e-9)
-            if widest and step == 0 and groupings and first_fails:
+            if widest and step == 1 and groupings and first_fails:
                 other = _plan(problem, costs, choice, not by_size)
                 if other.schedule.makespan_s <= limit * (1 + 1e-9):  # search that one
                     by_size, decided = not by_size, other
@@ -359,8 +370,13 @@ def _tightened(
                     high = candidate = wide
                     wide *= 1 + TIGHTEN_BEYOND
                     continue
+            elif best is None and candidate == 1.0:
+                break  # not even the tightest holds in this grouping
             else:
                 high = candidate
+                if best is None and groupings:  # first, whether this grouping can hold
+                    candidate, steps = 1.0, steps + 1
+                    continue
             if high - low < 0.005 * low:
                 break
             candidate = (low + high) / 2
@@ -371,20 +387,25 @@ def _tightened(
 
 class _OneSize:
     """Plans that put every task on one size (with the memory the hungriest needs). A
-    size's makespan is first estimated from its critical path (scaled by how far the
-    largest size's simulation lies from its own) and its cost from its tasks' costs;
-    only the sizes worth it are simulated. A larger size is never slower, so the sizes
-    that meet a limit are found by bisection."""
+    size's makespan is first estimated from its critical path (scaled by how far a
+    simulated plan, ``reference`` or else the largest size's, lies from its own) and its
+    cost from its tasks' costs; only the sizes worth it are simulated. A larger size is
+    never slower, so the sizes that meet a limit are found by bisection."""
 
-    def __init__(self, problem: Problem, costs: _Costs) -> None:
+    def __init__(self, problem: Problem, costs: _Costs, reference: Decided | None = None) -> None:
         self.problem, self.costs = problem, costs
         floor = max((s[0].memory_mb for s in costs.sizes), default=Size().memory_mb)
         self.sizes = problem.model.sizes(floor)
         self.n = len(costs.sizes)
-        self.largest = self.plan(self.sizes[-1])
         self._estimates: dict[int, tuple[float, float]] = {}
-        cpm = self._critical_path(len(self.sizes) - 1)[0]
-        self.ratio = self.largest.schedule.makespan_s / cpm if cpm > 0 else 1.0
+        reference = reference or self.largest
+        seconds = _work(costs, problem, reference.sizes).duration
+        cpm = max(_earliest(problem.shape, seconds, costs), default=0.0)
+        self.ratio = reference.schedule.makespan_s / cpm if cpm > 0 else 1.0
+
+    @functools.cached_property
+    def largest(self) -> Decided:
+        return self.plan(self.sizes[-1])
 
     def plan(self, size: Size) -> Decided:
         return _plan_sized(self.problem, self.costs, [size] * self.n)
@@ -405,19 +426,20 @@ class _OneSize:
 
     def cheapest(self, limit: float, tries: int = 2, beat: float = math.inf) -> Decided | None:
         """The cheapest single size that meets ``limit`` when simulated, among the
-        smallest (at most ``tries``) estimated to meet it, and the largest; sizes whose
+        smallest (at most ``tries``) estimated to meet it within :data:`ESTIMATE_SLACK`,
+        and the largest; sizes whose
         estimated cost is not below ``beat`` (a plan in hand) are not simulated."""
         low, high = 0, len(self.sizes) - 1
-        while low < high:  # the smallest estimated to meet the limit
+        while low < high:  # the smallest estimated to meet the limit (or nearly)
             mid = (low + high) // 2
-            if self.estimate(mid)[0] <= limit * (1 + 1e-9):
+            if self.estimate(mid)[0] <= limit * (1 + ESTIMATE_SLACK):
                 high = mid
             else:
                 low = mid + 1
-        found = [self.largest]
-        for i in range(low, min(low + tries, len(self.sizes) - 1)):
+        found = []
+        for i in [*range(low, min(low + tries, len(self.sizes) - 1)), len(self.sizes) - 1]:
             if self.estimate(i)[1] < beat:
-                found.append(self.plan(self.sizes[i]))
+                found.append(self.largest if i == len(self.sizes) - 1 else self.plan(self.sizes[i]))
         meeting = [p for p in found if p.schedule.makespan_s <= limit * (1 + 1e-9)]
         return min(meeting, key=lambda p: p.schedule.cost.usd) if meeting else None
 
@@ -450,9 +472,12 @@ def plan_deadline(problem: Problem) -> Decided:
     deadline = problem.deadline_s
     assert deadline is not None, "the deadline planner needs a deadline"
     costs = _Costs(problem)
-    fastest = [costs.fastest(t) for t in range(len(costs.sizes))]
-    one_size = _OneSize(problem, costs)
-    candidates = [_plan(problem, costs, fastest), one_size.largest]
+    start = [costs.fastest(t) for t in range(len(costs.sizes))]
+    fastest = _plan(problem, costs, start)
+    one_size = _OneSize(problem, costs, reference=fastest)
+    candidates = [fastest]
+    if fastest.schedule.makespan_s > deadline:  # the largest size's groups may do better
+        candidates.append(one_size.largest)
     quickest = min(candidates, key=lambda p: p.schedule.makespan_s)
     makespan = quickest.schedule.makespan_s
     if makespan > deadline:
@@ -466,7 +491,7 @@ def plan_deadline(problem: Problem) -> Decided:
         )
         return quickest
     stretch = deadline / candidates[0].schedule.makespan_s if makespan > 0 else 1.0
-    tightened = _tightened(problem, costs, fastest, deadline, stretch, "cheapest", _usd)
+    tightened = _tightened(problem, costs, start, deadline, stretch, "cheapest", _usd)
     beat = math.inf
     if tightened is not None:
         candidates.append(tightened)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ..backends import Size
-from ..decisions import IF_PENDING, NEVER, group_roots, must_store, split_ready, upload_mode
+from ..decisions import NEVER, group_roots, must_store, split_ready, upload_mode
 from ..history.records import Cost
 from .model import BackendModel
 
@@ -310,18 +310,17 @@ class _Simulation:
         it: the children it runs at once, those it keeps, the groups it hands out, and
         whether the output is stored."""
         children = self.shape.children[task]
-        remaining, needs_of = self.remaining, self.needs
-        needs = [needs_of[c] for c in children]
-        ready = []
-        for c in children:
-            remaining[c] -= 1
-            if remaining[c] == 0:
-                ready.append(c)
+        remaining, needs_of, groups = self.remaining, self.needs, self.groups
         sink = task in self.shape.sinks
-        groups = self.groups
         if not children:
             return [], [], [], sink
         if groups is None:
+            needs = [needs_of[c] for c in children]
+            ready = []
+            for c in children:
+                remaining[c] -= 1
+                if remaining[c] == 0:
+                    ready.append(c)
             sure = [c for c, need in zip(children, needs, strict=True) if need == 1]
             if sink or (len(sure) > 1 and self.fanout > 1):
                 sure = []
@@ -332,27 +331,26 @@ class _Simulation:
             keep = [c for c in kept if c not in early]
             hand_out = [g for g in ([c for c in h if c not in early] for h in handed) if g]
             return sure, keep, hand_out, stored
+        # With a plan: children of this group whose only input this was run at once, the
+        # others it readies stay; other groups' are handed out. The output is stored for a
+        # sink, a child elsewhere, or a child of this group still waiting for inputs.
         mine = groups[task]
         sure, keep = [], []
         by_group: dict[int, list[int]] = {}
-        elsewhere = False
-        for c, need in zip(children, needs):  # noqa: B905 (equal lengths)
-            if groups[c] != mine:
-                elsewhere = True
-            elif need == 1:
-                sure.append(c)
-        for c in ready:
+        stored = sink
+        for c in children:
+            left = remaining[c] = remaining[c] - 1
             g = groups[c]
             if g != mine:
-                by_group.setdefault(g, []).append(c)
-            elif needs_of[c] != 1:
+                stored = True
+                if not left:
+                    by_group.setdefault(g, []).append(c)
+            elif needs_of[c] == 1:
+                sure.append(c)
+            elif left:
+                stored = True
+            else:
                 keep.append(c)
-        if sink or elsewhere:
-            stored = True
-        elif all(need == 1 for need in needs):
-            stored = False
-        else:
-            stored = must_store(IF_PENDING, children, set(ready))
         return sure, keep, list(by_group.values()), stored
 
     def _stop(self, time: float, worker: _Worker) -> None:
