@@ -7,6 +7,9 @@
      ├── WorkerLost       (also RuntimeError)   a worker died or crashed outside user code
      ├── RunTimeout       (also TimeoutError)   compute(timeout=...) ran out
      ├── RunNotFound      (also LookupError)    the run's keys are gone (finished or cancelled)
+     ├── RunCancelled                           SIGTERM cancelled the run (SIGINT raises
+     │                                          KeyboardInterrupt, as Python does)
+     ├── StoreUnavailable (also ConnectionError) the store cannot be reached
      └── BadSignature     (also ValueError)     a payload's signature is missing or wrong
 
 A task that raises makes ``compute()`` raise *the task's own exception*, not a ShoalError;
@@ -20,9 +23,11 @@ __all__ = [
     "BadSignature",
     "ConfigError",
     "RemoteTraceback",
+    "RunCancelled",
     "RunNotFound",
     "RunTimeout",
     "ShoalError",
+    "StoreUnavailable",
     "TaskFailed",
     "WorkerLost",
 ]
@@ -41,7 +46,8 @@ class TaskFailed(ShoalError, RuntimeError):
 
 
 class WorkerLost(ShoalError, RuntimeError):
-    """A worker crashed or disappeared outside user code, so the run cannot finish."""
+    """A worker crashed or disappeared outside user code (more often than its task's
+    ``retries`` allow), so the run cannot finish."""
 
 
 class RunTimeout(ShoalError, TimeoutError):
@@ -50,6 +56,14 @@ class RunTimeout(ShoalError, TimeoutError):
 
 class RunNotFound(ShoalError, LookupError):
     """The run no longer exists in the store: it finished, failed or was cancelled."""
+
+
+class RunCancelled(ShoalError):
+    """The run was cancelled by a signal (SIGTERM) before it finished; its keys are gone."""
+
+
+class StoreUnavailable(ShoalError, ConnectionError):
+    """The store cannot be reached (or is not what its URL says): the run cannot go on."""
 
 
 class RemoteTraceback(Exception):
