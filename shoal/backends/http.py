@@ -8,31 +8,43 @@ wait for that answer: it starts the POST as a background task and returns as soo
 request body is out (httpcore's ``trace`` extension tells when), which is also what lets a
 worker hand out work to the very service it runs on without waiting on itself. A failure
 before the body is out (the endpoint cannot be reached) raises from :meth:`invoke`. An
-answer other than 2xx, or a connection lost while the invocation ran, is logged at ERROR
-with the run id and reported to the run's event stream as a failed worker, so the run fails
-instead of waiting for tasks that will never run: 403 as :class:`~shoal.errors.BadSignature`
-(the two sides have different secrets), 401 as :class:`~shoal.errors.ConfigError` naming
-the token setting. Inside a worker, those answers are read while that worker's process
-runs invocations (its event loop runs only then).
+answer of 429 (Too Many Requests) or 503 (Service Unavailable), a platform out of instances
+for now, sends the invocation again after a wait (:func:`retry_wait`: the answer's
+``Retry-After`` if any, else exponential backoff with full jitter; 30 s at most), up to
+``attempts`` sends in all. Any other answer than 2xx, the last of those refusals, or a
+connection lost while the invocation ran, is logged at ERROR with the run id and reported
+to the run's event stream as a failed worker, so the run fails instead of waiting for tasks
+that will never run: 403 as :class:`~shoal.errors.BadSignature` (the two sides have
+different secrets), 401 as :class:`~shoal.errors.ConfigError` naming the token setting.
+Inside a worker, those answers are read, and the invocations sent again, while that
+worker's process runs invocations (its event loop runs only then).
 
 Options in the URL's query: ``token`` (else ``$SHOAL_WORKER_TOKEN``), sent as
-``Authorization: Bearer …``, and ``parallelism`` (workers running at once at most, the
-fan-out hint; 8 by default). Any other query parameter goes to the endpoint untouched (a
-platform's function key, for instance). Workers hand out work to the same URL. The
-platform, not Shoal, sizes the workers, so invocations' sizes are not used here.
+``Authorization: Bearer …``, ``parallelism`` (workers running at once at most, the
+fan-out hint; 8 by default) and ``attempts`` (sends of an invocation refused with 429 or
+503, the first one included; 8 by default, 1 to never send again). Any other query
+parameter goes to the endpoint untouched (a platform's function key, for instance).
+Workers hand out work to the same URL. The platform, not Shoal, sizes the workers, so
+invocations' sizes are not used here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
+import math
 import os
+import random
+import time
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
 from ..codec import Codec
+from ..decisions import backoff_delays
 from ..errors import BadSignature, ConfigError, WorkerLost
 from ..events import EventKind, event
 from ..security import Signer
@@ -45,8 +57,17 @@ log = logging.getLogger(__name__)
 
 TOKEN_ENV = "SHOAL_WORKER_TOKEN"
 DEFAULT_PARALLELISM = 8
+#: Sends of an invocation answered 429 or 503, the first one included. With the backoff
+#: below and no ``Retry-After``, the 7 waits add up to 91 s at most (about 45 s on average).
+DEFAULT_ATTEMPTS = 8
+#: The answers that mean "not now, try again": the invocation did not run.
+RETRY_STATUSES = frozenset({429, 503})
+#: Backoff before the n-th retry: uniform(0, min(MAX_WAIT, BACKOFF_BASE * 2**(n-1))) s.
+BACKOFF_BASE = 1.0
+#: The longest wait before a retry, ``Retry-After`` included.
+MAX_WAIT = 30.0
 #: Query parameters that configure this backend; the endpoint never sees them.
-_OPTIONS = ("token", "parallelism")
+_OPTIONS = ("token", "parallelism", "attempts")
 #: httpcore's trace event once the whole request body is written (HTTP/1.1 or HTTP/2).
 _BODY_SENT = "send_request_body.complete"
 # No read or pool timeout: the answer comes when the invocation ends, however long it
@@ -89,15 +110,8 @@ class HttpWorkers:
         query = parse_qsl(parts.query, keep_blank_values=True)
         options = {k: v for k, v in query if k in _OPTIONS}
         self.token = options.get("token") or os.environ.get(TOKEN_ENV) or None
-        try:
-            self.parallelism = int(options.get("parallelism", DEFAULT_PARALLELISM))
-        except ValueError:
-            self.parallelism = 0
-        if self.parallelism < 1:
-            raise ConfigError(
-                f"workers URL {_redact(url)}: parallelism must be a whole number >= 1, "
-                f"got {options.get('parallelism')!r}"
-            )
+        self.parallelism = _count_option(url, options, "parallelism", DEFAULT_PARALLELISM)
+        self.attempts = _count_option(url, options, "attempts", DEFAULT_ATTEMPTS)
         self.url = url  # as given, token included: workers hand out work with it
         rest = urlencode([(k, v) for k, v in query if k not in _OPTIONS])
         self.endpoint = urlunsplit((parts.scheme, parts.netloc, parts.path or "/", rest, ""))
@@ -147,33 +161,53 @@ class HttpWorkers:
         return Platform(None, 60.0, {})
 
     async def _send(self, invocation: Invocation, payload: bytes, post: _Post) -> None:
-        """The request, to its end. Raises what goes wrong before the body is out (the
-        caller is still waiting then); logs and reports to the run what goes wrong after."""
+        """The request, sent again while it is refused for now (429, 503), to its end.
+        Raises what goes wrong before the body is out (the caller is still waiting then);
+        logs and reports to the run what goes wrong after."""
         error: Exception | None
-        try:
-            response = await self._client().post(
-                self.endpoint, content=payload, extensions={"trace": post.trace}
+        attempt = 1
+        while True:
+            try:
+                response = await self._client().post(
+                    self.endpoint, content=payload, extensions={"trace": post.trace}
+                )
+            except httpx.HTTPError as exc:
+                if not post.sent.is_set():
+                    raise WorkerLost(
+                        f"cannot reach the shoal worker at {self.where}: {exc!r}"
+                    ) from None
+                error = WorkerLost(
+                    f"lost the connection to the shoal worker at {self.where} while it ran "
+                    f"tasks {list(invocation.tasks)[:10]} of run {invocation.run_id}: {exc!r}"
+                )
+                break
+            status = response.status_code
+            wait = retry_wait(status, response.headers.get("retry-after"), attempt, self.attempts)
+            if wait is None:
+                error = self._refusal(response, retries=attempt - 1)
+                break
+            log.info(
+                "run %s: the shoal worker at %s answered %d to attempt %d of %d; "
+                "sending the invocation again in %.2f s",
+                invocation.run_id,
+                self.where,
+                status,
+                attempt,
+                self.attempts,
+                wait,
             )
-        except httpx.HTTPError as exc:
-            if not post.sent.is_set():
-                raise WorkerLost(
-                    f"cannot reach the shoal worker at {self.where}: {exc!r}"
-                ) from None
-            error = WorkerLost(
-                f"lost the connection to the shoal worker at {self.where} while it ran "
-                f"tasks {list(invocation.tasks)[:10]} of run {invocation.run_id}: {exc!r}"
-            )
-        else:
-            error = self._refusal(response)
-            if error is None:
-                return
-            if not post.sent.is_set():
-                raise error
+            await asyncio.sleep(wait)
+            attempt += 1
+        if error is None:
+            return
+        if not post.sent.is_set():
+            raise error
         log.error("run %s: %s", invocation.run_id, error)
         await self._report(invocation, error)
 
-    def _refusal(self, response: httpx.Response) -> Exception | None:
-        """The error an answer means, or None when the invocation ran."""
+    def _refusal(self, response: httpx.Response, retries: int = 0) -> Exception | None:
+        """The error an answer means (the last one, after ``retries`` sends again), or None
+        when the invocation ran."""
         status = response.status_code
         if status < 300:
             return None
@@ -184,7 +218,10 @@ class HttpWorkers:
                 f"the shoal worker at {self.where} wants a token: pass ?token=… in the "
                 f"workers URL or set {TOKEN_ENV} ({_error(response)})"
             )
-        return WorkerLost(f"the shoal worker at {self.where} answered {status}: {_error(response)}")
+        retried = f" after {retries} {'retry' if retries == 1 else 'retries'}" if retries else ""
+        return WorkerLost(
+            f"the shoal worker at {self.where} answered {status}{retried}: {_error(response)}"
+        )
 
     async def _report(self, invocation: Invocation, error: Exception) -> None:
         """Fail the run: its client waits on the event stream for tasks that will not run."""
@@ -233,6 +270,62 @@ class HttpWorkers:
         for store in self._stores.values():
             await store.close()
         self._stores.clear()
+
+
+def retry_wait(
+    status: int,
+    retry_after: str | None,
+    attempt: int,
+    attempts: int = DEFAULT_ATTEMPTS,
+    *,
+    now: float | None = None,
+    rng: random.Random | None = None,
+) -> float | None:
+    """Seconds to wait before sending an invocation again, its ``attempt``-th send (from 1)
+    answered ``status`` with a ``Retry-After: retry_after`` header (or None: no header); or
+    None not to send it again: ``status`` is not 429 or 503, or that was the last of
+    ``attempts``. ``Retry-After`` (seconds, or an HTTP date, from ``now``: the Unix time)
+    is honoured; else, or if it cannot be read, exponential backoff with full jitter.
+    Never more than :data:`MAX_WAIT`."""
+    if status not in RETRY_STATUSES or attempt >= attempts:
+        return None
+    asked = _seconds_after(retry_after, time.time() if now is None else now)
+    if asked is not None:
+        return min(asked, MAX_WAIT)
+    # This retry's wait in a backoff schedule (the earlier ones are drawn and dropped).
+    return backoff_delays(attempt, BACKOFF_BASE, cap=MAX_WAIT, rng=rng)[-1]
+
+
+def _seconds_after(retry_after: str | None, now: float) -> float | None:
+    """The wait a ``Retry-After`` value asks for (0 for a date past), or None if none can be
+    read from it."""
+    if retry_after is None:
+        return None
+    try:
+        seconds = float(retry_after)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(retry_after)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # "-0000": UTC, with no zone given
+            when = when.replace(tzinfo=datetime.UTC)
+        return max(0.0, when.timestamp() - now)
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _count_option(url: str, options: dict[str, str], name: str, default: int) -> int:
+    """The whole number >= 1 of query option ``name``, or ``default`` without it."""
+    given = options.get(name)
+    try:
+        value = default if given is None else int(given)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(
+            f"workers URL {_redact(url)}: {name} must be a whole number >= 1, got {given!r}"
+        )
+    return value
 
 
 def _error(response: httpx.Response) -> str:
