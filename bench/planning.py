@@ -173,8 +173,9 @@ def _figures(decided: Decided) -> dict[str, float]:
 
 def print_cost(rows: list[dict[str, Any]]) -> None:
     print(
-        f"{'recipe':12} {'seed':>4} {'tasks':>5} {'deadline':>9} {'largest GB-s':>13} {'best 1-size':>16} "
-        f"{'deadline GB-s':>14} {'vs largest':>10} {'vs best':>8} {'bound':>6} {'plan s':>7}"
+        f"{'recipe':12} {'seed':>4} {'tasks':>5} {'deadline':>9} {'largest GB-s':>13} "
+        f"{'best 1-size':>16} {'deadline GB-s':>14} {'vs largest':>10} {'vs best':>8} "
+        f"{'bound':>6} {'plan s':>7}"
     )
     for r in rows:
         best = r["best_one_size"]
