@@ -24,6 +24,7 @@ class EventKind(StrEnum):
     WORKER_STARTED = "worker-started"
     WORKER_STOPPED = "worker-stopped"
     WORKER_FAILED = "worker-failed"
+    WORKER_LOST = "worker-lost"  # the client gave a lost worker's tasks to a new one
 
 
 class Event(NamedTuple):

@@ -6,7 +6,7 @@ import importlib
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
-from .base import Invocation, Platform, Size, Workers, invoke_all
+from .base import Invocation, Platform, Size, Workers, invoke_all, new_invocation_id
 
 #: scheme (or bare name) -> "module:Class"; each class has ``from_url(url)``.
 BACKENDS = {
@@ -47,5 +47,6 @@ __all__ = [
     "Size",
     "Workers",
     "invoke_all",
+    "new_invocation_id",
     "open_workers",
 ]

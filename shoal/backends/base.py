@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import ssl
 import time
 from dataclasses import dataclass, replace
@@ -68,12 +69,33 @@ class Invocation:
     size: Size = Size()  # of the worker to run it on
     metrics: str = "batch"  # the upload policy of task metrics (shoal.metrics)
     sent: float = 0.0  # wall clock when it was handed to the backend
+    #: Its id, claimed once in the store by the worker that runs it (:mod:`shoal.leases`),
+    #: and the invocation that handed it out ("": the client).
+    id: str = ""
+    parent: str = ""
+    lease_s: float = 10.0  # its lease, renewed by a heartbeat a quarter as long
+    #: Tasks whose outputs were lost with a worker: run again first, only for their outputs.
+    redo: tuple[int, ...] = ()
+    expires: float = 0.0  # wall clock after which a worker refuses it (0: never)
 
     def handing_out(
         self, tasks: Sequence[int], pages: dict[int, bytes] | None, size: Size
     ) -> Invocation:
         """The invocation a worker of this one sends for ``tasks`` it hands out, now."""
-        return replace(self, tasks=tuple(tasks), pages=pages, size=size, sent=time.time())
+        return replace(
+            self,
+            tasks=tuple(tasks),
+            pages=pages,
+            size=size,
+            sent=time.time(),
+            id=new_invocation_id(),
+            parent=self.id,
+            redo=(),
+        )
+
+
+def new_invocation_id() -> str:
+    return os.urandom(8).hex()
 
 
 class Workers(Protocol):

@@ -4,15 +4,17 @@ stream for the sinks or the first failure, fetch the sinks' outputs, clean up.""
 from __future__ import annotations
 
 import logging
+import math
+import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..backends import Invocation, Size, Workers, invoke_all
+from ..backends import Invocation, Size, Workers, invoke_all, new_invocation_id
 from ..decisions import group_roots
-from ..errors import RunTimeout, WorkerLost
-from ..events import Event, EventKind
+from ..errors import ConfigError, RunTimeout, WorkerLost
+from ..events import Event, EventKind, event
 from ..graph import EncodedGraph, Graph, ShippedGraph, pages_of
 from ..stores import Store
 
@@ -25,6 +27,10 @@ log = logging.getLogger(__name__)
 TICK_S = 0.25
 #: How long the client waits after the sinks for every worker's last metrics.
 SETTLE_S = 2.0
+#: How long a worker's lease lasts without a heartbeat (:mod:`shoal.leases`).
+LEASE_S = 10.0
+#: A signed invocation is refused after this long (a replay of an old capture).
+PAYLOAD_TTL_S = 24 * 3600.0
 
 
 def new_run_id() -> str:
@@ -41,11 +47,14 @@ async def run_graph(
     timeout: float | None = None,
     metrics: str = "batch",
     plan: Plan | None = None,
+    lease_s: float | None = None,
 ) -> list[Any]:
     """Run ``graph`` and return the value of each sink, in ``graph.sinks`` order.
     ``metrics``: the workers' upload policy of task metrics (:mod:`shoal.metrics`); unless
     it is ``off``, the client waits (at most :data:`SETTLE_S`) after the sinks for every
-    worker's last records. ``plan``: each task's group and size (2.)."""
+    worker's last records. ``plan``: each task's group and size (2.). ``lease_s``: how long
+    a worker's lease lasts without a heartbeat (default ``$SHOAL_LEASE_S``, else
+    :data:`LEASE_S`)."""
     shipped = graph.ship(plan)  # 3. ship
     encoded = await store.create_run(run_id, shipped, graph.sinks)
     try:
@@ -54,27 +63,19 @@ async def run_graph(
             inline = shipped  # by reference
         elif encoded is not None and encoded.nbytes <= store.inline_bytes:
             inline = encoded  # small enough to travel with every invocation
-        invocations = []
-        for group, size in _root_groups(graph, workers.parallelism, plan):  # 4. invoke
-            pages = None
-            if inline is None and encoded is not None:
-                pages = {p: encoded.pages[p] for p in pages_of(group)}
-            invocations.append(
-                Invocation(
-                    run_id,
-                    tuple(group),
-                    workers.parallelism,
-                    graph=inline,
-                    storage=store.url,
-                    workers=workers.url,
-                    pages=pages,
-                    size=size,
-                    metrics=metrics,
-                    sent=time.time(),
-                )
-            )
-        await invoke_all(workers, invocations)
-        watch = _Watch(run_id, store, on_events, timeout)
+        invoker = _Invoker(
+            graph,
+            store,
+            workers,
+            run_id,
+            inline,
+            encoded,
+            metrics,
+            plan,
+            lease_s or lease_from_env(),
+        )
+        await invoker.invoke(_root_groups(graph, workers.parallelism, plan))  # 4. invoke
+        watch = _Watch(run_id, store, on_events, timeout, _Recovery(graph, invoker))
         await watch.until_finished(set(graph.sinks))  # 5. observe
         unique = list(dict.fromkeys(graph.sinks))
         outputs, _ = await store.get_outputs(run_id, unique)
@@ -84,6 +85,78 @@ async def run_graph(
         return [values[s] for s in graph.sinks]  # 6. finish
     finally:
         await store.delete_run(run_id)
+
+
+def lease_from_env() -> float:
+    text = os.environ.get("SHOAL_LEASE_S")
+    if not text:
+        return LEASE_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"$SHOAL_LEASE_S must be a positive number of seconds, got {text!r}")
+    return value
+
+
+class _Invoker:
+    """Starts workers on groups of tasks for the client: the roots, and tasks recovered
+    from lost workers."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        store: Store,
+        workers: Workers,
+        run_id: str,
+        inline: ShippedGraph | EncodedGraph | None,
+        encoded: EncodedGraph | None,
+        metrics: str,
+        plan: Plan | None,
+        lease_s: float,
+    ) -> None:
+        self.graph, self.store, self.workers, self.run_id = graph, store, workers, run_id
+        self.inline, self.encoded, self.metrics, self.plan = inline, encoded, metrics, plan
+        self.lease_s = lease_s
+        #: A pending lease lasts a lease; in this process's own queue it never expires.
+        self.pending_s = 0.0 if workers.in_process else lease_s
+
+    def invocation(
+        self, tasks: Sequence[int], size: Size, id: str | None = None, redo: Sequence[int] = ()
+    ) -> Invocation:
+        pages = None
+        if self.inline is None and self.encoded is not None:
+            pages = {p: self.encoded.pages[p] for p in pages_of([*tasks, *redo])}
+        now = time.time()
+        return Invocation(
+            self.run_id,
+            tuple(tasks),
+            self.workers.parallelism,
+            graph=self.inline,
+            storage=self.store.url,
+            workers=self.workers.url,
+            pages=pages,
+            size=size,
+            metrics=self.metrics,
+            sent=now,
+            id=id or new_invocation_id(),
+            lease_s=self.lease_s,
+            redo=tuple(redo),
+            expires=now + PAYLOAD_TTL_S,
+        )
+
+    async def invoke(self, groups: list[tuple[list[int], Size]]) -> None:
+        invocations = [self.invocation(tasks, size) for tasks, size in groups]
+        handed = [(i.id, i.tasks) for i in invocations]
+        await self.store.hand_off(self.run_id, "", handed, self.pending_s)
+        await invoke_all(self.workers, invocations)
+
+    def size(self, tasks: Sequence[int]) -> Size:
+        if self.plan is not None:
+            return self.plan.sizes[tasks[0]]
+        options = [self.graph.functions[self.graph.func_of[t]].options for t in tasks]
+        return Size.fitting(options)
 
 
 def _root_groups(graph: Graph, fanout: int, plan: Plan | None) -> list[tuple[list[int], Size]]:
@@ -101,6 +174,84 @@ def _root_groups(graph: Graph, fanout: int, plan: Plan | None) -> list[tuple[lis
     return [(group, plan.sizes[group[0]]) for group in groups.values()]
 
 
+class _Recovery:
+    """What the client does when a worker is lost (its lease expired, or it was reported
+    dead): it takes the tasks the worker owned back from the store (:mod:`shoal.leases`,
+    exactly once per loss), counts the loss against their retries, and invokes a new worker
+    on them, with the lost outputs they need run again first."""
+
+    def __init__(self, graph: Graph, invoker: _Invoker) -> None:
+        self.graph, self.invoker = graph, invoker
+        self.store, self.run_id = invoker.store, invoker.run_id
+
+    async def recover(self, finished: set[int], dead: dict[str, str]) -> None:
+        """Recover every lost worker's tasks; ``dead``: invocations reported dead, with the
+        cause. Raises WorkerLost for a task lost more often than its retries allow."""
+        graph = self.graph
+        candidates = [
+            t for t, deps in enumerate(graph.deps)
+            if t not in finished and all(d in finished for d in deps)
+        ]  # fmt: skip
+        recovered = await self.store.recover(
+            self.run_id, candidates, new_invocation_id() + "-", self.invoker.pending_s, list(dead)
+        )
+        invocations = []
+        for r in recovered:
+            worker = r.worker or f"(invocation {r.lost}, not yet started)"
+            cause = dead.get(r.lost) or (
+                f"its lease expired: no heartbeat for {self.invoker.lease_s:g} s"
+            )
+            named = r.running if r.running is not None else r.tasks[0]
+            for task, losses in zip(r.tasks, r.losses, strict=True):
+                retries = graph.functions[graph.func_of[task]].options.retries
+                if losses > retries:
+                    raise WorkerLost(
+                        f"task {graph.name(named)} was lost with worker {worker}: {cause} "
+                        f"(lost {losses} time(s); retries={retries})"
+                    )
+            log.warning(
+                "run %s: worker %s was lost (%s); running its tasks %s again",
+                self.run_id,
+                worker,
+                cause.splitlines()[-1] if cause else cause,
+                [graph.name(t) for t in r.tasks[:5]],
+            )
+            tasks = sorted(r.tasks)
+            redo = await self.lost_outputs(tasks, finished)
+            invocations.append(
+                self.invoker.invocation(tasks, self.invoker.size(tasks), r.invocation, redo)
+            )
+        lost = [
+            event(EventKind.WORKER_LOST, "client", data={"lost": r.lost, "worker": r.worker,
+                  "tasks": list(r.tasks), "invocation": r.invocation})
+            for r in recovered
+        ]  # fmt: skip
+        if lost:
+            await self.store.emit(self.run_id, lost)
+        await invoke_all(self.invoker.workers, invocations)
+
+    async def lost_outputs(self, tasks: Sequence[int], finished: set[int]) -> list[int]:
+        """The finished tasks whose outputs ``tasks`` need but that only a lost worker held
+        (it kept them for children it would run itself), and so on upwards: they run again."""
+        deps = self.graph.deps
+        ancestors: set[int] = set()
+        stack = [d for t in tasks for d in deps[t]]
+        while stack:
+            d = stack.pop()
+            if d not in ancestors:
+                ancestors.add(d)
+                stack.extend(deps[d])
+        stored = await self.store.stored(self.run_id, sorted(ancestors))
+        redo: set[int] = set()
+        stack = [d for t in tasks for d in deps[t] if d not in stored]
+        while stack:
+            d = stack.pop()
+            if d not in redo:
+                redo.add(d)
+                stack.extend(x for x in deps[d] if x not in stored)
+        return sorted(redo)
+
+
 class _Watch:
     """The client's reading of the run's event stream: one pass over each event."""
 
@@ -110,6 +261,7 @@ class _Watch:
         store: Store,
         on_events: Callable[[list[Event]], None],
         timeout: float | None,
+        recovery: _Recovery | None = None,
     ) -> None:
         self.run_id = run_id
         self.store = store
@@ -118,10 +270,16 @@ class _Watch:
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.cursor: Any = None
         self.remaining: set[int] = set()  # sinks not yet finished
+        self.finished: set[int] = set()
         self.running: set[str] = set()  # workers started and not yet stopped
+        self.dead: dict[str, str] = {}  # invocations reported dead, not yet recovered
+        self.recovery = recovery
+        self.check_s = max(TICK_S, recovery.invoker.lease_s / 4) if recovery else math.inf
+        self.next_check = time.monotonic() + self.check_s
 
     async def until_finished(self, sinks: set[int]) -> None:
-        """Until every task of ``sinks`` finished; the first failure raises."""
+        """Until every task of ``sinks`` finished; the first failure raises. Lost workers
+        are recovered on the way."""
         self.remaining = sinks
         deadline = self.deadline
         while self.remaining:
@@ -129,11 +287,26 @@ class _Watch:
             failed = await self.read(min(TICK_S, left))
             if failed is not None:
                 await self.raise_failure(failed)
+            if self.recovery is not None and self.remaining:
+                await self.recover_lost()
             if deadline is not None and self.remaining and time.monotonic() >= deadline:
                 raise RunTimeout(
                     f"run {self.run_id} did not finish within {self.timeout} s "
                     f"({len(self.remaining)} requested result(s) still missing)"
                 )
+
+    async def recover_lost(self) -> None:
+        """Every quarter lease, or at once for a reported death: recover lost workers."""
+        assert self.recovery is not None
+        now = time.monotonic()
+        if not self.dead and now < self.next_check:
+            return
+        if not self.dead:
+            self.next_check = now + self.check_s
+            if not await self.store.expired(self.run_id):
+                return
+        dead, self.dead = self.dead, {}
+        await self.recovery.recover(self.finished, dead)
 
     async def until_workers_stop(self, at_most_s: float) -> None:
         """Until every worker that started has stopped (its last metrics are then in), or
@@ -148,16 +321,20 @@ class _Watch:
         """Read what came (waiting up to ``wait_s`` for it); the first failure, if any."""
         events, self.cursor = await self.store.read_events(self.run_id, self.cursor, wait_s)
         self.on_events(events)
-        remaining, running = self.remaining, self.running
+        remaining, running, finished = self.remaining, self.running, self.finished
         failed = None
         for ev in events:
             kind = ev.kind
             if kind is TASK_FINISHED:
                 remaining.discard(ev.task)  # type: ignore[arg-type]
+                finished.add(ev.task)  # type: ignore[arg-type]
             elif kind is WORKER_STARTED:
                 running.add(ev.worker)
             elif kind is WORKER_STOPPED:
                 running.discard(ev.worker)
+            elif kind is WORKER_FAILED and self.recovery and (ev.data or {}).get("invocation"):
+                # Its tasks go to a new worker (or the run fails, out of retries).
+                self.dead[ev.data["invocation"]] = _cause(ev)  # type: ignore[index]
             elif failed is None and kind in FAILURES:
                 failed = ev
         return failed
@@ -168,10 +345,13 @@ class _Watch:
             if failure is None:
                 raise WorkerLost(f"task {failed.task} failed but its error record is missing")
             raise failure.exception()
-        detail = (failed.data or {}).get("error", "no details")
-        raise WorkerLost(f"worker {failed.worker} crashed outside user code:\n{detail}")
+        raise WorkerLost(f"worker {failed.worker} failed outside user code: {_cause(failed)}")
 
 
-TASK_FINISHED = EventKind.TASK_FINISHED
+def _cause(failed: Event) -> str:
+    return str((failed.data or {}).get("error", "no details")).rstrip()
+
+
+TASK_FINISHED, WORKER_FAILED = EventKind.TASK_FINISHED, EventKind.WORKER_FAILED
 WORKER_STARTED, WORKER_STOPPED = EventKind.WORKER_STARTED, EventKind.WORKER_STOPPED
 FAILURES = frozenset({EventKind.TASK_FAILED, EventKind.WORKER_FAILED})

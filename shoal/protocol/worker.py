@@ -25,6 +25,7 @@ from ..errors import RunNotFound
 from ..events import Event, EventKind, event
 from ..failures import TaskFailure
 from ..graph import TaskFunction, TaskSpec
+from ..heartbeat import HEARTBEAT, HeldLease
 from ..metrics import MetricsBuffer, approx_nbytes, parse_policy, process_probe
 from ..stores import Store
 from .source import TaskSource
@@ -64,13 +65,19 @@ class _Worker:
         self.probe = process_probe() if metrics and not workers.in_process else None
         self.read_bytes = 0  # by the last gather()
 
-    async def run(self) -> None:
-        """Run owned tasks until none is left and every completion is in the store."""
+    async def run(self, lease: HeldLease) -> None:
+        """Run owned tasks until none is left and every completion is in the store, or the
+        lease is lost (the tasks were given to another worker, or the run ended)."""
+        if self.invocation.redo:
+            await self.redo(self.invocation.redo)
         await self.read_shared_inputs(self.invocation.tasks)
         owned, batch, specs, functions = self.owned, self.batch, self.specs, self.functions
         metrics, probe = self.metrics, self.probe
         last_task_s = ended = cpu_started = 0.0
         while True:
+            if lease.lost:
+                log.info("worker %s: lost its lease on run %s, stopping", self.name, self.run_id)
+                return
             due = batch and (
                 not owned
                 or should_flush(
@@ -81,7 +88,7 @@ class _Worker:
                 return  # the run is gone: finished elsewhere, failed or cancelled
             if not owned:
                 return
-            task = owned.pop()
+            task = lease.task = owned.pop()
             spec = specs[task] if specs else await self.source.spec(task)
             read_at = perf_counter()
             values = await self.gather(spec.deps)  # a.
@@ -110,6 +117,21 @@ class _Worker:
             self.finish(
                 task, spec, result, Event(TASK_FINISHED, self.name, task, ended, None, started)
             )
+
+    async def redo(self, tasks: Sequence[int]) -> None:
+        """Run again, in order, tasks whose outputs were lost with a worker, only to hold
+        their outputs for this invocation's tasks: their completions were taken already."""
+        wanted = set(self.invocation.tasks) | set(tasks)
+        uses: dict[int, int] = {}
+        for task in wanted:
+            for dep in (await self.source.spec(task)).deps:
+                uses[dep] = uses.get(dep, 0) + 1
+        for task in sorted(tasks):  # ids are topological
+            spec = await self.source.spec(task)
+            values = await self.gather(spec.deps)
+            fn = await self.source.function(spec.func)
+            args, kwargs = spec.arguments(values)
+            self.held[task] = [fn.func(*args, **kwargs), uses.get(task, 0)]
 
     async def read_shared_inputs(self, tasks: Sequence[int]) -> None:
         """Read once, and hold, the inputs that several of ``tasks`` share (the parent of a
@@ -192,7 +214,12 @@ class _Worker:
             extra = self.metrics_events()
         step_started = perf_counter()
         settled = await self.store.complete_tasks(
-            self.run_id, batch, self.fanout, want_pages=not self.source.complete, extra=extra
+            self.run_id,
+            batch,
+            self.fanout,
+            want_pages=not self.source.complete,
+            extra=extra,
+            owner=self.invocation.id,
         )
         if settled is None:
             return False
@@ -230,12 +257,24 @@ class _Worker:
                     if (entry := held.get(dep)) is not None:
                         entry[1] += 1
             self.owned.extend(reversed(keep))
-        await invoke_all(self.workers, handing)
+        if handing:
+            await self.hand_out(handing)
         for completion in batch:
             entry = held.get(completion.task)
             if entry is not None and entry[1] <= 0:
                 del held[completion.task]
         return True
+
+    async def hand_out(self, handing: list[Invocation]) -> None:
+        """Invoke workers for ``handing`` and hand their tasks over to them
+        (:func:`shoal.leases.hand_off`), both at once: a worker that claims its invocation
+        first takes the tasks over itself."""
+        inv = self.invocation
+        pending_s = 0.0 if self.workers.in_process else inv.lease_s  # a queue in this process
+        await asyncio.gather(
+            invoke_all(self.workers, handing),
+            self.store.hand_off(self.run_id, inv.id, [(h.id, h.tasks) for h in handing], pending_s),
+        )
 
     def metrics_events(self, count: int | None = None) -> tuple[Event, ...]:
         """The waiting task metrics (the first ``count``) as an event, if there are any."""
@@ -283,28 +322,43 @@ async def run_worker(
             "kind": workers.kind,
         },
     )
-    await store.emit(run_id, [started])
+    inv = invocation.id
+    try:
+        claimed = await store.claim(
+            run_id, inv, invocation.parent, invocation.tasks, started, invocation.lease_s
+        )
+    except RunNotFound:
+        claimed = False
+    if not claimed:  # before any user code runs
+        log.info(
+            "worker %s: refused invocation %s of run %s: the run is gone or the invocation "
+            "was taken already (a redelivery or a replay)",
+            worker,
+            inv,
+            run_id,
+        )
+        return
+    lease = HEARTBEAT.hold(store, run_id, inv, invocation.lease_s)
     policy = parse_policy(invocation.metrics)
     state = _Worker(
         invocation, store, workers, worker, MetricsBuffer(policy) if policy.on else None
     )
     try:
-        await state.run()
+        await state.run(lease)
     except RunNotFound:
         log.debug("worker %s: run %s is gone, stopping", worker, run_id)
     except BaseException as exc:  # a crash outside user code must fail the run, not hang it
         log.exception("worker %s crashed", worker)
-        crash = event(
-            EventKind.WORKER_FAILED, worker, data={"error": "".join(format_exception(exc))}
-        )
+        data = {"error": "".join(format_exception(exc)), "invocation": inv, "task": lease.task}
         with contextlib.suppress(Exception):
-            await store.emit(run_id, [crash])
+            await store.emit(run_id, [event(EventKind.WORKER_FAILED, worker, data=data)])
         if not isinstance(exc, Exception):
             raise
     finally:
+        HEARTBEAT.drop(lease)
         stopped = event(EventKind.WORKER_STOPPED, worker, data={"tasks": state.ran})
         with contextlib.suppress(Exception):
-            await store.emit(run_id, [*state.metrics_events(), stopped])
+            await store.release(run_id, inv, [*state.metrics_events(), stopped])
 
 
 TASK_STARTED, TASK_FINISHED = EventKind.TASK_STARTED, EventKind.TASK_FINISHED

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ..events import Event
     from ..failures import TaskFailure
     from ..graph import EncodedGraph, ShippedGraph, TaskFunction
+    from ..leases import Recovered
     from ..security import Signer
 
 
@@ -74,14 +75,62 @@ class Store(Protocol):
         fanout: int,
         want_pages: bool = False,
         extra: Sequence[Event] = (),
+        owner: str = "",
     ) -> Settled | None:
-        """In one atomic step, for each completion of ``batch``: mark every child, store the
-        output where :func:`~shoal.decisions.complete_batch` says so (for a worker that
+        """In one atomic step, for each completion of ``batch``: mark every child, make the
+        invocation ``owner`` the owner of each child made ready (:mod:`shoal.leases`), store
+        the output where :func:`~shoal.decisions.complete_batch` says so (for a worker that
         splits what it readied over ``fanout`` workers), append the finished
         event (with the bytes stored); and append the ``extra`` events. Returns what the
         step did (with the pages of the ready children's specs if ``want_pages``), or None
         when the run is gone (finished elsewhere, failed, cancelled): the worker then
         stops."""
+
+    # Leases (shoal.leases), each one atomic step on the store's clock.
+    async def hand_off(
+        self,
+        run_id: str,
+        parent: str,
+        handed: Sequence[tuple[str, Sequence[int]]],
+        lease_s: float,
+    ) -> None:
+        """:func:`shoal.leases.hand_off`."""
+
+    async def claim(
+        self,
+        run_id: str,
+        invocation: str,
+        parent: str,
+        tasks: Sequence[int],
+        started: Event,
+        lease_s: float,
+    ) -> bool:
+        """:func:`shoal.leases.claim` for ``started.worker``, appending ``started`` when it
+        may run. Raises RunNotFound when the run is gone."""
+
+    async def renew(self, run_id: str, held: dict[str, int | None], lease_s: float) -> list[str]:
+        """:func:`shoal.leases.renew` for each invocation of ``held`` (with the task its
+        worker runs); the invocations whose lease is gone (all, when the run is gone)."""
+
+    async def release(self, run_id: str, invocation: str, events: Sequence[Event]) -> None:
+        """:func:`shoal.leases.release`, appending ``events``."""
+
+    async def expired(self, run_id: str) -> list[str]:
+        """Invocations whose lease ran out (:func:`shoal.leases.expired`)."""
+
+    async def recover(
+        self,
+        run_id: str,
+        candidates: Sequence[int],
+        prefix: str,
+        lease_s: float,
+        dead: Sequence[str] = (),
+    ) -> list[Recovered]:
+        """:func:`shoal.leases.recover`, naming the new invocations ``prefix`` and a number;
+        the ``finished`` test is the marks'. Raises RunNotFound when the run is gone."""
+
+    async def stored(self, run_id: str, tasks: Sequence[int]) -> set[int]:
+        """Those of ``tasks`` whose output is in the store."""
 
     async def fail_task(self, run_id: str, failure: TaskFailure, failed: Event) -> None:
         """Record the failure and append its ``failed`` event in one atomic step."""

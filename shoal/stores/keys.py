@@ -15,6 +15,11 @@ scripts check that the run still exists before they write).
     shoal:{<run>}:failures   hash    task id -> signed TaskFailure
     shoal:{<run>}:events     stream  field "e": events as JSON; "b": bytes stored per event;
                                      "x": more events of the same step (metrics)
+    shoal:{<run>}:leases     hash    invocation id -> its lease (JSON: "e" expiry on the
+                                     server's clock, 0 never; "c" claimed; "w" worker; "t"
+                                     the task it runs); only live ones (shoal.leases)
+    shoal:{<run>}:owners     hash    task id -> the invocation owning it while it is ready;
+                                     "c:<invocation>" -> 1 once claimed; "n:<task>" -> losses
 
 A shared history (``history="redis://…"``) lives beside the runs, never under their tag and
 with no TTL; each workflow's keys share its own tag, so each merge is one atomic script:
@@ -45,6 +50,8 @@ class RunKeys(NamedTuple):
     marks: str
     failures: str
     events: str
+    leases: str
+    owners: str
 
 
 def run_keys(run_id: str) -> RunKeys:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
+from .. import leases
 from ..decisions import Completion, Marks, complete_batch, wakes_client
 from ..errors import RunNotFound
 from ..events import Event, EventKind, event
@@ -37,6 +39,8 @@ class _Run:
         "failures",
         "waiters",
         "wake_lock",
+        "leases",
+        "lease_lock",
     )
 
     def __init__(self, graph: ShippedGraph, sinks: frozenset[int]) -> None:
@@ -48,6 +52,8 @@ class _Run:
         self.failures: dict[int, TaskFailure] = {}
         self.waiters: list[asyncio.Future[None]] = []
         self.wake_lock = threading.Lock()  # orders waking events against waiter sign-up
+        self.leases = leases.LeaseTable()
+        self.lease_lock = threading.Lock()  # each lease step is atomic
 
     def append(self, events: Sequence[Event], wake: bool) -> None:
         """Add events; wake whoever waits for them if ``wake``."""
@@ -124,6 +130,7 @@ class MemoryStore:
         fanout: int,
         want_pages: bool = False,
         extra: Sequence[Event] = (),
+        owner: str = "",
     ) -> Settled | None:
         run = self._runs.get(run_id)
         if run is None:
@@ -133,6 +140,10 @@ class MemoryStore:
             if c.task not in finished_before:
                 outputs[c.task] = c.output
         readies, keeps = complete_batch(run.marks, batch, fanout)
+        owners = run.leases.owners
+        for ready in readies:  # one dict store each, atomic: no lock needed
+            for child in ready:
+                owners[child] = owner
         finished = []
         stored = []
         for c, keep in zip(batch, keeps, strict=True):
@@ -187,6 +198,86 @@ class MemoryStore:
                 run.waiters.remove(fut)
         batch = run.events[start:]
         return batch, start + len(batch)
+
+    # ----------------------------------------------------------------- leases
+    async def hand_off(
+        self,
+        run_id: str,
+        parent: str,
+        handed: Sequence[tuple[str, Sequence[int]]],
+        lease_s: float,
+    ) -> None:
+        run = self._runs.get(run_id)
+        if run is not None:
+            with run.lease_lock:
+                leases.hand_off(run.leases, time.monotonic(), parent, handed, lease_s)
+
+    async def claim(
+        self,
+        run_id: str,
+        invocation: str,
+        parent: str,
+        tasks: Sequence[int],
+        started: Event,
+        lease_s: float,
+    ) -> bool:
+        run = self._run(run_id)
+        with run.lease_lock:
+            ok = leases.claim(
+                run.leases, time.monotonic(), invocation, parent, tasks, started.worker, lease_s
+            )
+        if ok:
+            run.append((started,), False)
+        return ok
+
+    async def renew(self, run_id: str, held: dict[str, int | None], lease_s: float) -> list[str]:
+        run = self._runs.get(run_id)
+        if run is None:
+            return list(held)
+        now = time.monotonic()
+        with run.lease_lock:
+            return [
+                inv for inv, task in held.items()
+                if not leases.renew(run.leases, now, inv, lease_s, task)
+            ]  # fmt: skip
+
+    async def release(self, run_id: str, invocation: str, events: Sequence[Event]) -> None:
+        run = self._runs.get(run_id)
+        if run is None:
+            return
+        with run.lease_lock:
+            leases.release(run.leases, invocation)
+        run.append(events, wakes_client(events, run.sinks))
+
+    async def expired(self, run_id: str) -> list[str]:
+        run = self._run(run_id)
+        with run.lease_lock:
+            return leases.expired(run.leases, time.monotonic())
+
+    async def recover(
+        self,
+        run_id: str,
+        candidates: Sequence[int],
+        prefix: str,
+        lease_s: float,
+        dead: Sequence[str] = (),
+    ) -> list[leases.Recovered]:
+        run = self._run(run_id)
+        finished = run.marks.finished
+        with run.lease_lock:
+            return leases.recover(
+                run.leases,
+                time.monotonic(),
+                candidates,
+                finished.__contains__,
+                lambda k: f"{prefix}{k}",
+                lease_s,
+                dead,
+            )
+
+    async def stored(self, run_id: str, tasks: Sequence[int]) -> set[int]:
+        outputs = self._run(run_id).outputs
+        return {t for t in tasks if t in outputs}
 
     async def delete_run(self, run_id: str) -> None:
         self._runs.pop(run_id, None)

@@ -28,6 +28,7 @@ from ..errors import ConfigError, RunNotFound
 from ..events import Event, EventKind, decode_events, encode_events
 from ..failures import TaskFailure
 from ..graph import PAGE, EncodedGraph, ShippedGraph, TaskFunction
+from ..leases import Recovered
 from ..security import Signer
 from . import scripts
 from .base import Settled
@@ -73,6 +74,13 @@ class RedisStore:
         self.codec = Codec(signer)
         self._complete = self.client.register_script(scripts.COMPLETE)
         self._fail = self.client.register_script(scripts.FAIL)
+        self._hand_off = self.client.register_script(scripts.HAND_OFF)
+        self._claim = self.client.register_script(scripts.CLAIM)
+        self._renew = self.client.register_script(scripts.RENEW)
+        self._release = self.client.register_script(scripts.RELEASE)
+        self._expired = self.client.register_script(scripts.EXPIRED)
+        self._recover = self.client.register_script(scripts.RECOVER)
+        self._stored = self.client.register_script(scripts.STORED)
 
     @classmethod
     def from_url(cls, url: str, signer: Signer | None = None) -> RedisStore:
@@ -97,9 +105,10 @@ class RedisStore:
         for lo in range(0, len(pages), _FIELDS_PER_HSET):
             pipe.hset(keys.specs, mapping=dict(enumerate(pages[lo : lo + _FIELDS_PER_HSET], lo)))
         pipe.hset(keys.functions, mapping=dict(enumerate(encoded.functions)))
-        pipe.hset(keys.outputs, BIRTH_FIELD, b"")
+        for key in (keys.outputs, keys.leases, keys.owners):
+            pipe.hset(key, BIRTH_FIELD, b"")
         pipe.setbit(keys.marks, max(1, len(graph.specs)) * 32 - 1, 0)  # one word per task
-        for key in (keys.specs, keys.functions, keys.outputs, keys.marks):
+        for key in (keys.specs, keys.functions, keys.outputs, keys.marks, keys.leases, keys.owners):
             pipe.expire(key, self.ttl)
         pipe.xadd(keys.events, {"e": encode_events([started])})
         pipe.expire(keys.events, self.ttl)
@@ -160,11 +169,12 @@ class RedisStore:
         fanout: int,
         want_pages: bool = False,
         extra: Sequence[Event] = (),
+        owner: str = "",
     ) -> Settled | None:
         keys = run_keys(run_id)
         events = encode_events([c.finished for c in batch])
         others = encode_events(extra) if extra else ""
-        args: list[Any] = [PAGE if want_pages else 0, fanout, events, others]
+        args: list[Any] = [PAGE if want_pages else 0, fanout, events, others, owner]
         dump = self.codec.dump_value
         for c in batch:
             blob = b"" if c.upload is Upload.NEVER else dump(c.output)
@@ -172,7 +182,7 @@ class RedisStore:
             args += (c.task, int(c.upload), blob, len(c.children), mask)
             args += (*c.children, *c.child_deps)
         reply = await self._complete(
-            keys=(keys.outputs, keys.marks, keys.events, keys.specs), args=args
+            keys=(keys.outputs, keys.marks, keys.events, keys.specs, keys.owners), args=args
         )
         if reply is None:
             return None
@@ -191,6 +201,88 @@ class RedisStore:
     async def emit(self, run_id: str, events: Sequence[Event]) -> None:
         entry = {"e": encode_events(events)}
         await self.client.xadd(run_keys(run_id).events, entry, nomkstream=True)
+
+    # ----------------------------------------------------------------- leases
+    async def hand_off(
+        self,
+        run_id: str,
+        parent: str,
+        handed: Sequence[tuple[str, Sequence[int]]],
+        lease_s: float,
+    ) -> None:
+        keys = run_keys(run_id)
+        args: list[Any] = [parent, lease_s]
+        for invocation, tasks in handed:
+            args += (invocation, len(tasks), *tasks)
+        await self._hand_off(keys=(keys.leases, keys.owners, keys.events), args=args)
+
+    async def claim(
+        self,
+        run_id: str,
+        invocation: str,
+        parent: str,
+        tasks: Sequence[int],
+        started: Event,
+        lease_s: float,
+    ) -> bool:
+        keys = run_keys(run_id)
+        answer = await self._claim(
+            keys=(keys.leases, keys.owners, keys.events),
+            args=(invocation, parent, started.worker, lease_s, encode_events([started]), *tasks),
+        )
+        if answer == -1:
+            raise RunNotFound(f"run {run_id} is not in Redis at {self.address}")
+        return bool(answer)
+
+    async def renew(self, run_id: str, held: dict[str, int | None], lease_s: float) -> list[str]:
+        keys = run_keys(run_id)
+        args: list[Any] = [lease_s]
+        for invocation, task in held.items():
+            args += (invocation, -1 if task is None else task)
+        lost = await self._renew(keys=(keys.leases, keys.events), args=args)
+        return list(held) if lost is None else [x.decode() for x in lost]
+
+    async def release(self, run_id: str, invocation: str, events: Sequence[Event]) -> None:
+        keys = run_keys(run_id)
+        await self._release(
+            keys=(keys.leases, keys.events), args=(invocation, encode_events(events))
+        )
+
+    async def expired(self, run_id: str) -> list[str]:
+        return [x.decode() for x in await self._expired(keys=(run_keys(run_id).leases,))]
+
+    async def recover(
+        self,
+        run_id: str,
+        candidates: Sequence[int],
+        prefix: str,
+        lease_s: float,
+        dead: Sequence[str] = (),
+    ) -> list[Recovered]:
+        keys = run_keys(run_id)
+        reply = await self._recover(
+            keys=(keys.leases, keys.owners, keys.marks, keys.events),
+            args=(prefix, lease_s, len(dead), *dead, *candidates),
+        )
+        if reply is None:
+            raise RunNotFound(f"run {run_id} is not in Redis at {self.address}")
+        return [
+            Recovered(
+                lost.decode(),
+                worker.decode(),
+                None if running < 0 else running,
+                invocation.decode(),
+                tuple(int(t) for t in tasks),
+                tuple(losses),
+            )
+            for lost, worker, running, invocation, tasks, losses in reply
+        ]
+
+    async def stored(self, run_id: str, tasks: Sequence[int]) -> set[int]:
+        if not tasks:
+            return set()
+        flags = await self._stored(keys=(run_keys(run_id).outputs,), args=tasks)
+        return {t for t, flag in zip(tasks, flags.decode(), strict=True) if flag == "1"}
 
     async def close(self) -> None:
         with contextlib.suppress(RedisError, OSError, RuntimeError):

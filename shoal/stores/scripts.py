@@ -29,12 +29,14 @@ COMPLETE = (
 -- A batch of tasks finished (protocol step c): mark every child of each, store each output
 -- that a consumer elsewhere may need, append the batch's task-finished events.
 -- KEYS[1] outputs (hash)  KEYS[2] marks (string)  KEYS[3] events (stream)  KEYS[4] specs
+-- KEYS[5] owners (hash): the children made ready become ARGV[5]'s (shoal.leases)
 -- ARGV[1] the page size: also return the pages of specs of the children made ready; 0: don't
 -- ARGV[2] the worker's fan-out: it keeps the first of that many even groups of the
 --         children a completion readies (shoal.decisions.split_ready) and hands out the rest
 -- ARGV[3] the batch's task-finished events (a JSON array, in batch order)
 -- ARGV[4] other events to append in the same stream entry (a JSON array; '' for none)
--- ARGV[5 ..] per completion: task id, upload (0 never, 1 unless every child is readied by
+-- ARGV[5] the worker's invocation
+-- ARGV[6 ..] per completion: task id, upload (0 never, 1 unless every child is readied by
 --            the batch and kept, 2 always), the output (signed; '' for upload 0), n (its
 --            number of children), the plan's mask ('' without a plan; else n characters,
 --            '1' where the child is planned on this worker: shoal.decisions.keeps), then n
@@ -48,7 +50,7 @@ COMPLETE = (
     + """
 local fanout = tonumber(ARGV[2])
 local comps, ops = {}, {}
-local pos = 5
+local pos = 6
 while pos <= #ARGV do
   local c = {task = tonumber(ARGV[pos]), upload = ARGV[pos + 1], out = pos + 2,
              n = tonumber(ARGV[pos + 3]), mask = ARGV[pos + 4], kids = pos + 5, counted = {}}
@@ -112,15 +114,20 @@ for j, c in ipairs(comps) do
     stored[j] = #ARGV[c.out]
   end
 end
-for s = 1, #fields, 2000 do
-  redis.call('HSET', KEYS[1], unpack(fields, s, math.min(s + 1999, #fields)))
-end
 local entry = {'e', ARGV[3], 'b', cjson.encode(stored)}
 if ARGV[4] ~= '' then entry[5] = 'x'; entry[6] = ARGV[4] end
 if not redis.call('XADD', KEYS[3], 'NOMKSTREAM', '*', unpack(entry))
 then  -- the run is gone: take back what this script created
-  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('DEL', KEYS[2])
   return false
+end
+for s = 1, #fields, 2000 do
+  redis.call('HSET', KEYS[1], unpack(fields, s, math.min(s + 1999, #fields)))
+end
+local owned = {}
+for child, _ in pairs(readied) do owned[#owned + 1] = child; owned[#owned + 1] = ARGV[5] end
+for s = 1, #owned, 2000 do
+  redis.call('HSET', KEYS[5], unpack(owned, s, math.min(s + 1999, #owned)))
 end
 local pages = {}
 local size = tonumber(ARGV[1])
@@ -152,6 +159,204 @@ if not redis.call('XADD', KEYS[2], 'NOMKSTREAM', '*', 'e', ARGV[3]) then return 
 redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
+"""
+
+# The lease steps (shoal.leases, which these follow line for line). A lease is JSON on the
+# server's clock: "e" its expiry (0: never), "c" 1 once claimed, "w" the worker, "t" the
+# task it runs (-1: none yet).
+_LEASES = """
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1e6
+end
+local function expiry(now, lease_s)
+  if lease_s <= 0 then return 0 end
+  return now + lease_s
+end
+local function alive(lease, now)
+  return lease and (lease.e == 0 or lease.e >= now)
+end
+local function lease_of(blob)
+  if not blob then return nil end
+  return cjson.decode(blob)
+end
+"""
+
+HAND_OFF = (
+    """
+-- A parent ('' the client) hands tasks it owns to new invocations, under pending leases.
+-- KEYS[1] leases  KEYS[2] owners  KEYS[3] events
+-- ARGV[1] parent  ARGV[2] lease seconds (0: never expires)
+-- ARGV[3 ..] per invocation: its id, n, then n tasks
+"""
+    + _LEASES
+    + """
+if redis.call('EXISTS', KEYS[3]) == 0 then return false end
+local now, lease_s = clock(), tonumber(ARGV[2])
+local pos = 3
+while pos <= #ARGV do
+  local inv, n = ARGV[pos], tonumber(ARGV[pos + 1])
+  if redis.call('HEXISTS', KEYS[2], 'c:' .. inv) == 0 then  -- not claimed already
+    local moved = false
+    for i = 1, n do
+      local task = ARGV[pos + 1 + i]
+      if (redis.call('HGET', KEYS[2], task) or '') == ARGV[1] then
+        redis.call('HSET', KEYS[2], task, inv)
+        moved = true
+      end
+    end
+    if moved then
+      local lease = {e = expiry(now, lease_s), c = 0, w = '', t = -1}
+      redis.call('HSET', KEYS[1], inv, cjson.encode(lease))
+    end
+  end
+  pos = pos + 2 + n
+end
+return 1
+"""
+)
+
+CLAIM = (
+    """
+-- A worker starts on an invocation: claim it once, take over its tasks, append its started
+-- event. KEYS[1] leases  KEYS[2] owners  KEYS[3] events
+-- ARGV[1] invocation  ARGV[2] parent  ARGV[3] worker  ARGV[4] lease seconds
+-- ARGV[5] the started events (JSON)  ARGV[6 ..] its tasks
+-- Returns 1 (run it), 0 (refused: claimed before, or its tasks were recovered), -1 (the
+-- run is gone).
+"""
+    + _LEASES
+    + """
+if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
+local inv, parent = ARGV[1], ARGV[2]
+if redis.call('HEXISTS', KEYS[2], 'c:' .. inv) == 1 then return 0 end
+for i = 6, #ARGV do
+  local owner = redis.call('HGET', KEYS[2], ARGV[i]) or parent
+  if owner ~= inv and owner ~= parent then return 0 end
+end
+redis.call('HSET', KEYS[2], 'c:' .. inv, 1)
+for i = 6, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], inv) end
+local lease = {e = expiry(clock(), tonumber(ARGV[4])), c = 1, w = ARGV[3], t = -1}
+redis.call('HSET', KEYS[1], inv, cjson.encode(lease))
+redis.call('XADD', KEYS[3], '*', 'e', ARGV[5])
+return 1
+"""
+)
+
+RENEW = (
+    """
+-- Heartbeats: extend leases. KEYS[1] leases  KEYS[2] events
+-- ARGV[1] lease seconds  ARGV[2 ..] pairs of invocation and the task it runs (-1: unsaid)
+-- Returns the invocations whose lease is gone; false when the run is gone.
+"""
+    + _LEASES
+    + """
+if redis.call('EXISTS', KEYS[2]) == 0 then return false end
+local now, lease_s, lost = clock(), tonumber(ARGV[1]), {}
+for i = 2, #ARGV, 2 do
+  local lease = lease_of(redis.call('HGET', KEYS[1], ARGV[i]))
+  if lease then
+    lease.e = expiry(now, lease_s)
+    if tonumber(ARGV[i + 1]) >= 0 then lease.t = tonumber(ARGV[i + 1]) end
+    redis.call('HSET', KEYS[1], ARGV[i], cjson.encode(lease))
+  else
+    lost[#lost + 1] = ARGV[i]
+  end
+end
+return lost
+"""
+)
+
+RELEASE = """
+-- A worker stopped: drop its lease, append its last events.
+-- KEYS[1] leases  KEYS[2] events   ARGV[1] invocation  ARGV[2] events (JSON)
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('XADD', KEYS[2], 'NOMKSTREAM', '*', 'e', ARGV[2])
+return 1
+"""
+
+EXPIRED = (
+    """
+-- The invocations whose lease ran out.  KEYS[1] leases
+"""
+    + _LEASES
+    + """
+local now, out = clock(), {}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  if all[i] ~= '~' and not alive(cjson.decode(all[i + 1]), now) then out[#out + 1] = all[i] end
+end
+return out
+"""
+)
+
+RECOVER = (
+    """
+-- Give the ready, unfinished tasks of lost invocations to new pending ones (one per lost
+-- invocation), counting a loss for each; drop expired leases.
+-- KEYS[1] leases  KEYS[2] owners  KEYS[3] marks  KEYS[4] events
+-- ARGV[1] prefix of the new ids  ARGV[2] lease seconds  ARGV[3] d, then d dead invocations,
+-- then the candidate tasks
+-- Returns per new invocation {lost, worker, running, id, {tasks}, {losses}}; false when
+-- the run is gone.
+"""
+    + _LEASES
+    + """
+if redis.call('EXISTS', KEYS[4]) == 0 then return false end
+local now, lease_s = clock(), tonumber(ARGV[2])
+local dead, d = {}, tonumber(ARGV[3])
+for i = 4, 3 + d do dead[ARGV[i]] = true end
+local first = 4 + d
+local ops = {}
+for i = first, #ARGV do
+  ops[#ops + 1] = 'GET'; ops[#ops + 1] = 'u1'; ops[#ops + 1] = tonumber(ARGV[i]) * 32
+end
+local done = {}
+for s = 1, #ops, 3000 do
+  local part = redis.call('BITFIELD', KEYS[3], unpack(ops, s, math.min(s + 2999, #ops)))
+  for _, v in ipairs(part) do done[#done + 1] = v end
+end
+local lost, order, leases = {}, {}, {}
+for i = first, #ARGV do
+  local task = ARGV[i]
+  local owner = redis.call('HGET', KEYS[2], task)
+  if owner and done[i - first + 1] == 0 then
+    if leases[owner] == nil then
+      leases[owner] = lease_of(redis.call('HGET', KEYS[1], owner)) or false
+    end
+    if dead[owner] or not alive(leases[owner], now) then
+      if not lost[owner] then lost[owner] = {}; order[#order + 1] = owner end
+      table.insert(lost[owner], task)
+    end
+  end
+end
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  if all[i] ~= '~' and (dead[all[i]] or not alive(cjson.decode(all[i + 1]), now)) then
+    redis.call('HDEL', KEYS[1], all[i])
+  end
+end
+local reply = {}
+for k, owner in ipairs(order) do
+  local inv = ARGV[1] .. (k - 1)
+  local lease = leases[owner] or {w = '', t = -1}
+  local losses = {}
+  for _, task in ipairs(lost[owner]) do
+    redis.call('HSET', KEYS[2], task, inv)
+    losses[#losses + 1] = redis.call('HINCRBY', KEYS[2], 'n:' .. task, 1)
+  end
+  redis.call('HSET', KEYS[1], inv, cjson.encode({e = expiry(now, lease_s), c = 0, w = '', t = -1}))
+  reply[k] = {owner, lease.w, lease.t, inv, lost[owner], losses}
+end
+return reply
+"""
+)
+
+STORED = """
+-- Which of the tasks ARGV have their output stored: a string of '1'/'0'.  KEYS[1] outputs
+local out = {}
+for i = 1, #ARGV do out[i] = tostring(redis.call('HEXISTS', KEYS[1], ARGV[i])) end
+return table.concat(out)
 """
 
 MERGE_STATS = """

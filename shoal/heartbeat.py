@@ -1,0 +1,99 @@
+"""A worker's heartbeat: one thread per process renews the lease of every invocation its
+workers run (:mod:`shoal.leases`), a quarter of a lease apart.
+
+User code runs on a worker's event-loop thread and may hold it for minutes; a lease renewed
+from that loop would expire under a long task. The heartbeat thread has its own event loop
+and its own connection to each store, and CPython hands it the GIL at least every few
+milliseconds, so a busy task cannot starve it. An invocation shorter than a heartbeat
+costs nothing here: its lease is taken with its claim and dropped with its release.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .stores import Store
+
+log = logging.getLogger(__name__)
+
+
+class HeldLease:
+    """A lease as its worker holds it: the worker writes the task it runs, the heartbeat
+    sets ``lost`` when the lease is gone (its tasks were recovered, or the run ended)."""
+
+    __slots__ = ("invocation", "lease_s", "lost", "run_id", "store", "task")
+
+    def __init__(self, store: Store, run_id: str, invocation: str, lease_s: float) -> None:
+        self.store, self.run_id, self.invocation, self.lease_s = store, run_id, invocation, lease_s
+        self.task: int | None = None
+        self.lost = False
+
+
+class Heartbeat:
+    """Renews every held lease of this process from one thread."""
+
+    def __init__(self) -> None:
+        self._held: set[HeldLease] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, store: Store, run_id: str, invocation: str, lease_s: float) -> HeldLease:
+        held = HeldLease(store, run_id, invocation, lease_s)
+        with self._lock:
+            if not self._held:
+                self._wake.set()  # the thread waits for a first lease
+            self._held.add(held)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._serve, name="shoal-heartbeat", daemon=True
+                )
+                self._thread.start()
+        return held
+
+    def drop(self, held: HeldLease) -> None:
+        with self._lock:
+            self._held.discard(held)
+
+    def _serve(self) -> None:
+        stores: dict[str, Store] = {}  # this thread's own connection to each store
+        with asyncio.Runner() as runner:
+            while True:
+                with self._lock:
+                    held = list(self._held)
+                    self._wake.clear()
+                if not held:
+                    self._wake.wait()
+                    continue
+                # Leases of one run share a length; a run with a shorter one is rare.
+                self._wake.wait(min(h.lease_s for h in held) / 4)
+                runner.run(self._renew(held, stores))
+
+    async def _renew(self, held: list[HeldLease], stores: dict[str, Store]) -> None:
+        with self._lock:  # still held: those dropped meanwhile are done
+            held = [h for h in held if h in self._held]
+        by_run: dict[tuple[str, str], list[HeldLease]] = {}
+        for h in held:
+            by_run.setdefault((h.store.url, h.run_id), []).append(h)
+        for (url, run_id), leases in by_run.items():
+            store = stores.get(url)
+            if store is None:
+                store = stores[url] = leases[0].store.clone()
+            try:
+                lost = await store.renew(
+                    run_id, {h.invocation: h.task for h in leases}, leases[0].lease_s
+                )
+            except Exception as exc:  # the store is away: the worker finds out itself
+                log.debug("heartbeat of run %s failed: %r", run_id, exc)
+                continue
+            for h in leases:
+                if h.invocation in lost:
+                    h.lost = True
+
+
+#: This process's heartbeat.
+HEARTBEAT = Heartbeat()
