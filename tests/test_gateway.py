@@ -109,19 +109,43 @@ def test_prewarmed_workers_take_the_first_run_warm(redis_url: str, own_gateway: 
     assert summary is not None and summary.workers >= 1 and summary.cold_starts == 0
 
 
-@pytest.mark.gateway_args("--max-workers", "1")
-def test_the_concurrency_cap_holds(redis_url: str, own_gateway: str) -> None:
-    @shoal.task
-    def span(i: int) -> tuple[float, float]:
-        start = time.time()
-        time.sleep(0.3)  # work that takes a while: the other task must wait for it
-        return start, time.time()
+@pytest.mark.gateway_args("--max-workers", "2")
+def test_the_concurrency_cap_holds(redis_url: str, own_gateway: str, flags: Path) -> None:
+    """A tree whose forks hand work out until four workers want to run at once, on a
+    gateway that lets two: never more than two tasks run at once, and two do."""
+    cap = 2
+    running = flags / "running"  # a file per task while it runs
+    running.mkdir()
 
-    assert _info(own_gateway)["parallelism"] == 1
-    (a0, a1), (b0, b1) = shoal.compute(
-        span(1), span(2), storage=redis_url, workers=own_gateway, progress=False
-    )
-    assert a1 <= b0 or b1 <= a0  # one after the other, never both at once
+    @shoal.task
+    def fork(parent: int, i: int) -> int:
+        return i
+
+    @shoal.task
+    def hold(parent: int, i: int) -> int:
+        """Run for a while (1.5 s at most, less once more than ``cap`` tasks run at once);
+        the most tasks it saw running at once, itself included."""
+        me = running / f"{parent}-{i}-{os.getpid()}"
+        me.touch()
+        most, until = 0, time.monotonic() + 1.5
+        while most <= cap and time.monotonic() < until:
+            most = max(most, len(os.listdir(running)))
+            time.sleep(0.01)
+        # A last look, its own file still there: of tasks that all overlap, the one whose
+        # last look comes first sees every one of them, so no overlap goes unseen.
+        most = max(most, len(os.listdir(running)))
+        me.unlink()
+        return most
+
+    assert _info(own_gateway)["parallelism"] == cap
+    # The client sends the roots in at most `cap` invocations; each fork readies two
+    # children and its worker hands one out: four invocations, of which two may run.
+    root = fork(0, 0)
+    leaves = [hold(parent, j) for parent in (fork(root, 1), fork(root, 2)) for j in range(2)]
+    seen = shoal.compute(*leaves, storage=redis_url, workers=own_gateway, progress=False)
+    summary = shoal.last_run()
+    assert summary is not None and summary.workers == 2 * cap  # more than the cap asked for
+    assert max(seen) == cap, seen  # never more than the cap at once, and the cap reached
 
 
 def test_a_1024_leaf_reduction_runs_on_about_as_many_workers_as_cores(
