@@ -10,10 +10,12 @@ and checked before it is unpickled.
 from __future__ import annotations
 
 import pickle
+import time
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
+from .errors import BadSignature
 from .graph import PAGE, EncodedGraph, ShippedGraph, TaskFunction, TaskSpec
 from .graph.template import _SCALARS, Ref
 from .usercode import ship_user_code
@@ -87,7 +89,14 @@ class Codec:
         return self.signer.sign(pickle.dumps(invocation, PROTOCOL))
 
     def load_invocation(self, blob: bytes) -> Invocation:
+        """The invocation in ``blob``; :class:`BadSignature` if it is not signed with this
+        secret, or expired (an old capture replayed)."""
         invocation: Invocation = pickle.loads(self.signer.verify(blob, "an invocation payload"))
+        if invocation.expires and time.time() > invocation.expires:
+            raise BadSignature(
+                f"the invocation payload of run {invocation.run_id} expired at "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(invocation.expires))}"
+            )
         return invocation
 
 

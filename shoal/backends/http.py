@@ -202,7 +202,9 @@ class HttpWorkers:
             return
         if not post.sent.is_set():
             raise error
-        log.error("run %s: %s", invocation.run_id, error)
+        # A lost worker (its tasks go to a new one, as retries allow) is no error yet.
+        lost = isinstance(error, WorkerLost)
+        log.log(logging.WARNING if lost else logging.ERROR, "run %s: %s", invocation.run_id, error)
         await self._report(invocation, error)
 
     def _refusal(self, response: httpx.Response, retries: int = 0) -> Exception | None:
@@ -224,12 +226,13 @@ class HttpWorkers:
         )
 
     async def _report(self, invocation: Invocation, error: Exception) -> None:
-        """Fail the run: its client waits on the event stream for tasks that will not run."""
-        failed = event(
-            EventKind.WORKER_FAILED,
-            self.where,
-            data={"error": f"{type(error).__name__}: {error}"},
-        )
+        """Tell the run: its client waits on the event stream for tasks that will not run.
+        A lost worker's tasks are recovered (its invocation is named); a refusal (a wrong
+        secret or token) fails the run."""
+        data = {"error": f"{type(error).__name__}: {error}"}
+        if isinstance(error, WorkerLost):
+            data["invocation"] = invocation.id
+        failed = event(EventKind.WORKER_FAILED, self.where, data=data)
         try:
             store = self._store_for(invocation.storage)
             await store.emit(invocation.run_id, [failed])

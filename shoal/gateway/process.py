@@ -12,17 +12,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ctypes
 import json
 import logging
 import os
 import resource
+import signal
 import struct
 import sys
+import traceback
 from typing import Any, BinaryIO
 
 log = logging.getLogger("shoal.gateway.process")
 
 _LENGTH = struct.Struct(">I")
+PR_SET_PDEATHSIG = 1
 
 
 def write_frame(out: BinaryIO, header: dict[str, Any], payload: bytes = b"") -> None:
@@ -60,6 +65,15 @@ async def read_frame_async(inp: asyncio.StreamReader) -> tuple[dict[str, Any], b
     return header, await inp.readexactly(n) if n else b""
 
 
+def die_with_parent() -> None:
+    """Linux: be killed when the gateway dies, even by SIGKILL (else a worker would run
+    its task to the end for nobody)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def apply_size(memory_mb: int, cpu_list: list[int]) -> None:
     """Enforce the worker's size on this process: pinned to ``cpu_list``, and at most
     ``memory_mb`` of data (heap and private mappings: RLIMIT_DATA); beyond it, allocations
@@ -76,6 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cpu-list", default="")
     p.add_argument("--name", default=None)
     args = p.parse_args(argv)
+    die_with_parent()
     apply_size(args.memory_mb, [int(c) for c in args.cpu_list.split(",") if c])
     frames = os.fdopen(os.dup(1), "wb")  # our answers; user prints go to stderr
     os.dup2(2, 1)
@@ -105,9 +120,9 @@ def main(argv: list[str] | None = None) -> None:
                     dispatched=header.get("dispatched"),
                     cold=header.get("cold"),
                 )
-            except Exception as exc:  # the worker loop reported it to the run already
-                log.exception("invocation failed")
-                error = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # before or around the worker loop: the gateway reports it
+                log.warning("invocation failed before its worker loop ran: %r", exc)
+                error = "".join(traceback.format_exception(exc))
             write_frame(frames, {"done": True, "error": error})
 
 

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8471
 DEFAULT_KEEP_WARM_S = 60.0
+#: How often the queue is looked at for leases to renew when it was empty.
+QUEUED_RENEW_S = 0.25
 
 
 @dataclass(slots=True)
@@ -188,6 +190,8 @@ class Gateway:
             while True:
                 header, _ = await read_frame_async(worker.proc.stdout)
                 if header.get("done"):
+                    if header.get("error") and worker.current is not None:
+                        await self._report(worker.current.invocation, worker.name, header["error"])
                     worker.info.busy = False
                     worker.info.idle_since = time.monotonic()
                     worker.current = None
@@ -214,21 +218,49 @@ class Gateway:
             f"{inv.size.cpus:g} cpu, {inv.size.memory_mb} MB) {how} while it ran tasks "
             f"{list(inv.tasks)[:10]} of run {inv.run_id}"
         )
-        log.error("%s", error)
+        log.warning("%s", error)
+        await self._report(inv, worker.name, error)
+
+    async def _report(self, inv: Invocation, worker: str, error: str) -> None:
+        """Tell ``inv``'s run that its worker failed outside the worker loop (the loop
+        reports its own crashes): the client gives its tasks to a new worker or fails."""
+        data = {"error": error, "invocation": inv.id}
         try:
-            store = self._stores.get(inv.storage)
-            if store is None:
-                store = self._stores[inv.storage] = open_store(inv.storage, self.signer)
-            await store.emit(
-                inv.run_id, [event(EventKind.WORKER_FAILED, worker.name, data={"error": error})]
+            await self._store(inv.storage).emit(
+                inv.run_id, [event(EventKind.WORKER_FAILED, worker, data=data)]
             )
-        except Exception:
-            log.exception("could not report the death of %s to run %s", worker.name, inv.run_id)
+        except Exception as exc:
+            log.warning("could not report the failure of %s to run %s: %r", worker, inv.run_id, exc)
+
+    def _store(self, url: str) -> Store:
+        store = self._stores.get(url)
+        if store is None:
+            store = self._stores[url] = open_store(url, self.signer)
+        return store
 
     async def _retire(self, wid: int) -> None:
         worker = self.workers.pop(wid, None)
         if worker is not None and worker.proc is not None and worker.proc.stdin is not None:
             worker.proc.stdin.close()  # end of input: the process exits by itself
+
+    async def _keep_queued(self) -> None:
+        """Renew the pending leases of queued invocations (:mod:`shoal.leases`): queued
+        behind the cap, they are not lost. Should the gateway die, they expire, and their
+        runs recover them."""
+        while True:
+            leases = [p.invocation.lease_s for p in self.queue if p.invocation.lease_s > 0]
+            await asyncio.sleep(min(leases, default=4 * QUEUED_RENEW_S) / 4)
+            by_run: dict[tuple[str, str], list[Invocation]] = {}
+            for pending in list(self.queue):
+                inv = pending.invocation
+                if inv.id:
+                    by_run.setdefault((inv.storage, inv.run_id), []).append(inv)
+            for (url, run_id), invs in by_run.items():
+                try:
+                    held = dict.fromkeys(i.id for i in invs)
+                    await self._store(url).renew(run_id, held, invs[0].lease_s)
+                except Exception as exc:
+                    log.debug("could not renew queued invocations of run %s: %r", run_id, exc)
 
     async def _reap(self) -> None:
         """Retire idle workers after the keep-warm period."""
@@ -246,6 +278,7 @@ class Gateway:
     # ----------------------------------------------------------------- life
     async def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap())
+        self._keep(asyncio.create_task(self._keep_queued()))
 
     async def close(self) -> None:
         if self._reaper is not None:

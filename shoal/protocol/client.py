@@ -184,9 +184,10 @@ class _Recovery:
         self.graph, self.invoker = graph, invoker
         self.store, self.run_id = invoker.store, invoker.run_id
 
-    async def recover(self, finished: set[int], dead: dict[str, str]) -> None:
-        """Recover every lost worker's tasks; ``dead``: invocations reported dead, with the
-        cause. Raises WorkerLost for a task lost more often than its retries allow."""
+    async def recover(self, finished: set[int], dead: dict[str, tuple[str, str]]) -> None:
+        """Recover every lost worker's tasks; ``dead``: invocations reported dead, with
+        their worker and the cause. Raises WorkerLost for a task lost more often than its
+        retries allow."""
         graph = self.graph
         candidates = [
             t for t, deps in enumerate(graph.deps)
@@ -197,10 +198,11 @@ class _Recovery:
         )
         invocations = []
         for r in recovered:
-            worker = r.worker or f"(invocation {r.lost}, not yet started)"
-            cause = dead.get(r.lost) or (
-                f"its lease expired: no heartbeat for {self.invoker.lease_s:g} s"
+            reporter, cause = dead.get(r.lost) or (
+                "",
+                f"its lease expired: no heartbeat for {self.invoker.lease_s:g} s",
             )
+            worker = r.worker or reporter or f"(invocation {r.lost}, not yet started)"
             named = r.running if r.running is not None else r.tasks[0]
             for task, losses in zip(r.tasks, r.losses, strict=True):
                 retries = graph.functions[graph.func_of[task]].options.retries
@@ -272,7 +274,8 @@ class _Watch:
         self.remaining: set[int] = set()  # sinks not yet finished
         self.finished: set[int] = set()
         self.running: set[str] = set()  # workers started and not yet stopped
-        self.dead: dict[str, str] = {}  # invocations reported dead, not yet recovered
+        #: Invocations reported dead, not yet recovered: their worker and the cause.
+        self.dead: dict[str, tuple[str, str]] = {}
         self.recovery = recovery
         self.check_s = max(TICK_S, recovery.invoker.lease_s / 4) if recovery else math.inf
         self.next_check = time.monotonic() + self.check_s
@@ -334,7 +337,7 @@ class _Watch:
                 running.discard(ev.worker)
             elif kind is WORKER_FAILED and self.recovery and (ev.data or {}).get("invocation"):
                 # Its tasks go to a new worker (or the run fails, out of retries).
-                self.dead[ev.data["invocation"]] = _cause(ev)  # type: ignore[index]
+                self.dead[ev.data["invocation"]] = (ev.worker, _cause(ev))  # type: ignore[index]
             elif failed is None and kind in FAILURES:
                 failed = ev
         return failed

@@ -1,0 +1,423 @@
+"""Faults on Redis + gateway, with real processes: a worker killed or frozen mid-task, a
+worker that fails before its loop starts, the gateway killed with queued work, replayed and
+duplicated invocations. Each run recovers or fails with a named error within a bound,
+records each task's result once, and leaves no key and no process behind."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import redis_client
+from servers import gateway, worker_service
+from signals import count, mark, wait_for
+
+import shoal
+from shoal.backends import Invocation
+from shoal.backends.gateway import GatewayWorkers
+from shoal.codec import Codec
+from shoal.security import Signer
+from shoal.summary import record
+
+LEASE_S = 1.0
+
+
+@pytest.fixture(autouse=True)
+def short_leases(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOAL_LEASE_S", str(LEASE_S))
+
+
+@pytest.fixture
+def flags(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+@shoal.task
+def inc(x: int) -> int:
+    return x + 1
+
+
+def _run(node: shoal.Node, redis_url: str, workers: str) -> Any:
+    return node.compute(storage=redis_url, workers=workers, progress=False)
+
+
+class _InThread:
+    """A run on another thread (the test injects faults meanwhile); taking its result makes
+    its summary the calling thread's :func:`shoal.last_run` too."""
+
+    def __init__(self, node: shoal.Node, redis_url: str, workers: str) -> None:
+        self.summary: Any = None
+        self.pool = concurrent.futures.ThreadPoolExecutor(1)
+        self.future = self.pool.submit(self._run, node, redis_url, workers)
+
+    def _run(self, node: shoal.Node, redis_url: str, workers: str) -> Any:
+        try:
+            return _run(node, redis_url, workers)
+        finally:
+            self.summary = shoal.last_run()
+
+    def result(self, timeout: float) -> Any:
+        try:
+            return self.future.result(timeout)
+        finally:
+            self.pool.shutdown(wait=False)
+            if self.summary is not None:
+                record(self.summary)
+
+
+def _in_thread(node: shoal.Node, redis_url: str, workers: str) -> _InThread:
+    return _InThread(node, redis_url, workers)
+
+
+def _no_keys(redis_url: str) -> None:
+    with redis_client(redis_url) as client:
+        assert list(client.scan_iter(match="shoal:{*")) == []
+
+
+def _gone(pid: int, within: float) -> bool:
+    """Whether process ``pid`` is gone (or a zombie) within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.01)  # polling the process table, with a deadline
+    return False
+
+
+# --------------------------------------------------------------------------- lost workers
+
+
+def test_a_killed_worker_is_recovered_within_its_retries(
+    redis_url: str, gateway_url: str, flags: Path
+) -> None:
+    attempts, pid_file = flags / "attempts", flags / "pid"
+
+    @shoal.task(retries=1)
+    def victim() -> int:
+        mark(attempts)
+        if count(attempts) == 1:  # the first attempt hangs until it is killed
+            pid_file.write_text(str(os.getpid()))
+            wait_for(flags / "never", timeout=60)
+        return 41
+
+    run = _in_thread(inc(victim()), redis_url, gateway_url)
+    assert wait_for(pid_file, timeout=30)
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    assert run.result(timeout=30) == 42
+    assert count(attempts) == 2
+    summary = shoal.last_run()
+    assert summary is not None and summary.tasks_done == 2  # each result recorded once
+    _no_keys(redis_url)
+
+
+def test_a_lost_worker_beyond_its_retries_names_the_task(
+    redis_url: str, gateway_url: str, flags: Path
+) -> None:
+    pid_file = flags / "pid"
+
+    @shoal.task
+    def victim() -> int:
+        pid_file.write_text(str(os.getpid()))
+        wait_for(flags / "never", timeout=60)
+        return 1
+
+    run = _in_thread(inc(victim()), redis_url, gateway_url)
+    assert wait_for(pid_file, timeout=30)
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    with pytest.raises(
+        shoal.WorkerLost, match=r"task victim-0 was lost with worker gw[\d-]+: .*SIGKILL"
+    ):
+        run.result(timeout=30)
+    _no_keys(redis_url)
+
+
+def test_a_frozen_worker_loses_its_lease_and_its_task_runs_elsewhere(
+    redis_url: str, gateway_url: str, flags: Path
+) -> None:
+    """Nobody reports a frozen worker (SIGSTOP): its lease runs out, the client gives its
+    task to a new worker within two lease periods; thawed, the old one stops."""
+    attempts, pid_file = flags / "attempts", flags / "pid"
+
+    @shoal.task(retries=1)
+    def victim() -> int:
+        mark(attempts)
+        if count(attempts) == 1:
+            pid_file.write_text(str(os.getpid()))
+            wait_for(flags / "never", timeout=60)
+        return 41
+
+    run = _in_thread(inc(victim()), redis_url, gateway_url)
+    assert wait_for(pid_file, timeout=30)
+    frozen = int(pid_file.read_text())
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        assert run.result(timeout=30) == 42
+    finally:
+        os.kill(frozen, signal.SIGKILL)
+    assert count(attempts) == 2
+    summary = shoal.last_run()
+    assert summary is not None and summary.tasks_done == 2
+    _no_keys(redis_url)
+
+
+def test_a_worker_that_fails_before_its_loop_fails_the_run(
+    redis_url: str, gateway_url: str
+) -> None:
+    """16 MB is too little for a worker process to import its store: the gateway reports it
+    to the run, which fails naming the task instead of waiting forever."""
+
+    @shoal.task(memory_mb=16)
+    def tiny() -> int:
+        return 1
+
+    run = _in_thread(tiny(), redis_url, gateway_url)
+    with pytest.raises(shoal.WorkerLost, match="task tiny-0 was lost"):
+        run.result(timeout=30)
+    _no_keys(redis_url)
+
+
+KILLED_GATEWAY_CLIENT = """
+import sys, time
+from pathlib import Path
+import shoal
+
+flags = Path(sys.argv[3])
+
+@shoal.task
+def root(i):
+    return i
+
+@shoal.task
+def slow(i, j):
+    import os
+    (flags / f"pid-{os.getpid()}").write_text("")
+    time.sleep(5)
+    return i + j
+
+@shoal.task
+def total(*xs):
+    return sum(xs)
+
+nodes = [slow(root(i), j) for i in range(2) for j in range(4)]
+try:
+    total(*nodes).compute(storage=sys.argv[1], workers=sys.argv[2], progress=False)
+except shoal.WorkerLost as exc:
+    print("WorkerLost:", exc)
+    sys.exit(3)
+"""
+
+
+def test_a_killed_gateway_with_queued_work_ends_the_run(
+    redis_url: str, shared_secret: str, tmp_path: Path
+) -> None:
+    """Two roots fanning out to four five-second tasks each, on a gateway killed while
+    tasks run and others wait in its queue: the client ends within a few lease periods
+    with WorkerLost (nobody can run the queued work), and its workers die with it."""
+    script = tmp_path / "client.py"
+    script.write_text(textwrap.dedent(KILLED_GATEWAY_CLIENT))
+    with gateway() as url:
+        client = subprocess.Popen(
+            [sys.executable, str(script), redis_url, url, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "SHOAL_LEASE_S": str(LEASE_S)},
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not list(tmp_path.glob("pid-*")):  # a slow task is under way
+                assert time.monotonic() < deadline and client.poll() is None
+                time.sleep(0.01)
+            port = int(url.rsplit(":", 1)[1])
+            gateway_pid = _listening_pid(port)
+            started = time.monotonic()
+            os.kill(gateway_pid, signal.SIGKILL)
+            out, err = client.communicate(timeout=30)
+            took = time.monotonic() - started
+        finally:
+            if client.poll() is None:
+                client.kill()
+    assert client.returncode == 3, err
+    assert "was lost with worker gw" in out and "lease expired" in out
+    assert took < 10 * LEASE_S + 5
+    for pid_file in tmp_path.glob("pid-*"):
+        assert _gone(int(pid_file.name.split("-")[1]), within=10), "a gateway worker outlived it"
+    _no_keys(redis_url)
+
+
+def _listening_pid(port: int) -> int:
+    """The pid of the process listening on ``port`` (the gateway), from /proc."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                inodes.add(fields[9])
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                if os.readlink(fd).removeprefix("socket:[").rstrip("]") in inodes:
+                    return int(proc.name)
+        except OSError:
+            continue
+    raise LookupError(f"nothing listens on port {port}")
+
+
+# --------------------------------------------------------------------------- replays
+
+
+@pytest.fixture
+def captured(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
+    """The signed payloads this process sends to gateways, as an attacker on the wire would
+    capture them."""
+    payloads: list[bytes] = []
+    original = GatewayWorkers.invoke
+
+    async def capture(self: GatewayWorkers, invocation: Invocation) -> None:
+        payloads.append(Codec(Signer.from_env()).dump_invocation(invocation))
+        await original(self, invocation)
+
+    monkeypatch.setattr(GatewayWorkers, "invoke", capture)
+    yield payloads
+
+
+def _settled(url: str, started: int) -> None:
+    """Wait until the gateway started ``started`` invocations in all and none is busy."""
+    deadline = time.monotonic() + 30
+    while True:
+        info = httpx.get(url.removeprefix("gateway+") + "/info").json()
+        busy = sum(p.get("busy", 0) for p in info["pools"].values())
+        if sum(info["started"].values()) >= started and not busy and not info["queued"]:
+            return
+        assert time.monotonic() < deadline, info
+        time.sleep(0.01)  # polling the gateway's own state, with a deadline
+
+
+def test_a_replayed_payload_runs_nothing(
+    redis_url: str, captured: list[bytes], flags: Path
+) -> None:
+    ran = flags / "ran"
+
+    @shoal.task
+    def once() -> int:
+        mark(ran)
+        return 1
+
+    with gateway() as url:
+        assert _run(once(), redis_url, url) == 1
+        (payload,) = captured
+        before = sum(httpx.get(url.removeprefix("gateway+") + "/info").json()["started"].values())
+        reply = httpx.post(url.removeprefix("gateway+") + "/invoke", content=payload)
+        assert reply.status_code == 202
+        _settled(url, before + 1)
+    assert count(ran) == 1
+    _no_keys(redis_url)
+
+
+def test_a_duplicated_invocation_runs_once(
+    redis_url: str, captured: list[bytes], flags: Path
+) -> None:
+    """An invocation delivered twice while its run is under way (FaaS platforms deliver at
+    least once): the second delivery is refused before any user code."""
+    ran, go = flags / "ran", flags / "go"
+
+    @shoal.task
+    def once() -> int:
+        mark(ran)
+        wait_for(go, timeout=30)
+        return 1
+
+    with gateway() as url:
+        run = _in_thread(once(), redis_url, url)
+        assert wait_for(ran, timeout=30)
+        (payload,) = captured
+        reply = httpx.post(url.removeprefix("gateway+") + "/invoke", content=payload)
+        assert reply.status_code == 202
+        _settled_one_busy(url)
+        go.touch()
+        assert run.result(timeout=30) == 1
+    assert count(ran) == 1
+    _no_keys(redis_url)
+
+
+def _settled_one_busy(url: str) -> None:
+    """Wait until the gateway started two invocations and only one is still busy (the
+    duplicate was refused)."""
+    deadline = time.monotonic() + 30
+    while True:
+        info = httpx.get(url.removeprefix("gateway+") + "/info").json()
+        busy = sum(p.get("busy", 0) for p in info["pools"].values())
+        if sum(info["started"].values()) >= 2 and busy == 1 and not info["queued"]:
+            return
+        assert time.monotonic() < deadline, info
+        time.sleep(0.01)  # polling the gateway's own state, with a deadline
+
+
+def test_a_replayed_payload_to_a_worker_service_runs_nothing(
+    redis_url: str, flags: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shoal.backends.http import HttpWorkers
+
+    ran = flags / "ran"
+    payloads: list[bytes] = []
+    original = HttpWorkers.invoke
+
+    async def capture(self: HttpWorkers, invocation: Invocation) -> None:
+        payloads.append(Codec(Signer.from_env()).dump_invocation(invocation))
+        await original(self, invocation)
+
+    monkeypatch.setattr(HttpWorkers, "invoke", capture)
+
+    @shoal.task
+    def once() -> int:
+        mark(ran)
+        return 1
+
+    with worker_service() as url:
+        assert _run(once(), redis_url, url) == 1
+        reply = httpx.post(url, content=payloads[0], timeout=30)  # answers when done
+        assert reply.status_code < 300
+    assert count(ran) == 1
+
+
+def test_an_expired_payload_is_refused(redis_url: str, gateway_url: str) -> None:
+    codec = Codec(Signer.from_env())
+    old = Invocation("r", (0,), 1, None, redis_url, id="x", expires=time.time() - 1)
+    reply = httpx.post(
+        gateway_url.removeprefix("gateway+") + "/invoke", content=codec.dump_invocation(old)
+    )
+    assert reply.status_code == 403 and "expired" in reply.json()["error"]
+
+
+def test_a_killed_worker_service_fails_the_run_naming_the_task(redis_url: str, flags: Path) -> None:
+    pid_file = flags / "pid"
+
+    @shoal.task
+    def victim() -> int:
+        pid_file.write_text(str(os.getpid()))
+        wait_for(flags / "never", timeout=60)
+        return 1
+
+    with worker_service() as url:
+        run = _in_thread(victim(), redis_url, url)
+        assert wait_for(pid_file, timeout=30)
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        with pytest.raises(shoal.WorkerLost, match="task victim-0 was lost with worker"):
+            run.result(timeout=30)
+    _no_keys(redis_url)
