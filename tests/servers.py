@@ -62,14 +62,18 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def redis_server(workdir: Path, *extra: str, tls: Path | None = None) -> Iterator[int]:
-    """A redis-server on a free port, its files in ``workdir``; yields the port. With
-    ``tls`` (a folder holding ca.crt, server.crt and server.key), it speaks TLS only."""
+def redis_server(
+    workdir: Path, *extra: str, tls: Path | None = None, port: int | None = None
+) -> Iterator[int]:
+    """A redis-server on a free port (or ``port``), its files in ``workdir``; yields the
+    port. With ``tls`` (a folder holding ca.crt, server.crt and server.key), it speaks TLS
+    only. Options in ``extra`` come last (they win)."""
     if REDIS_SERVER is None:
         raise RuntimeError("redis-server is not installed (bash scripts/test installs it)")
     workdir.mkdir(parents=True, exist_ok=True)
+    wanted = port
     for _ in range(5):  # another process may take the free port first
-        port = free_port()
+        port = wanted or free_port()
         listen = ["--port", str(port)]
         if tls is not None:
             listen = ["--port", "0", "--tls-port", str(port), "--tls-auth-clients", "no"]

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import redis_client
-from servers import gateway, worker_service
+from servers import gateway, redis_server, worker_service
 from signals import count, mark, wait_for
 
 import shoal
@@ -421,3 +421,46 @@ def test_a_killed_worker_service_fails_the_run_naming_the_task(redis_url: str, f
         with pytest.raises(shoal.WorkerLost, match="task victim-0 was lost with worker"):
             run.result(timeout=30)
     _no_keys(redis_url)
+
+
+# --------------------------------------------------------------------------- Redis outages
+
+
+def test_a_redis_restart_does_not_fail_the_run(tmp_path: Path, flags: Path) -> None:
+    """Redis stops (its data in its append-only file) and comes back on the same port
+    while a task runs: the workers and the client wait it out."""
+    aof = ("--appendonly", "yes", "--appendfsync", "always")
+    under_way, go = flags / "under-way", flags / "go"
+
+    @shoal.task
+    def pause(x: int) -> int:
+        under_way.touch()
+        wait_for(go, timeout=30)
+        return x
+
+    with redis_server(tmp_path / "redis", *aof) as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        run = _in_thread(inc(pause(inc(1))), url, "local")
+        assert wait_for(under_way, timeout=30)
+    # stopped (SIGTERM: it writes its file); now back, with the run's keys
+    with redis_server(tmp_path / "redis", *aof, port=port):
+        go.touch()
+        assert run.result(timeout=30) == 3
+        _no_keys(url)
+
+
+def test_redis_gone_for_good_fails_the_run_naming_the_store(tmp_path: Path, flags: Path) -> None:
+    under_way, go = flags / "under-way", flags / "go"
+
+    @shoal.task
+    def pause(x: int) -> int:
+        under_way.touch()
+        wait_for(go, timeout=30)
+        return x
+
+    with redis_server(tmp_path / "redis") as port:
+        run = _in_thread(inc(pause(1)), f"redis://127.0.0.1:{port}/0", "local")
+        assert wait_for(under_way, timeout=30)
+    go.touch()
+    with pytest.raises(shoal.StoreUnavailable, match=f"lost Redis at 127.0.0.1:{port}"):
+        run.result(timeout=60)

@@ -4,6 +4,8 @@ schema and TTLs, graph shipping, signatures, and clear errors for bad input."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -246,10 +248,33 @@ def test_a_store_with_another_secret_cannot_read_the_run(
 # --------------------------------------------------------------------------- bad input
 
 
-def test_an_unreachable_redis_fails_naming_the_address() -> None:
+def test_an_unreachable_redis_fails_naming_the_address(caplog: pytest.LogCaptureFixture) -> None:
     port = free_port()  # nothing listens there
-    with pytest.raises(ConfigError, match=f"cannot reach Redis at 127.0.0.1:{port}"):
+    caplog.set_level("INFO", logger="shoal.stores.redis")
+    with pytest.raises(shoal.StoreUnavailable, match=f"cannot reach Redis at 127.0.0.1:{port}"):
         inc(1).compute(storage=f"redis://127.0.0.1:{port}/0", workers="local", progress=False)
+    assert "retrying" not in caplog.text  # a first contact is not waited out: a typo says so
+
+
+def test_a_server_that_is_not_redis_is_named() -> None:
+    """A URL that points at some other service: it answers, but not in Redis's protocol."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def answer_like_http() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.recv(1024)
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+    threading.Thread(target=answer_like_http, daemon=True).start()
+    try:
+        with pytest.raises(shoal.StoreUnavailable, match=f"127.0.0.1:{port} does not answer as"):
+            inc(1).compute(storage=f"redis://127.0.0.1:{port}/0", workers="local", progress=False)
+    finally:
+        listener.close()
 
 
 def test_a_wrong_database_fails_naming_the_address(redis_url: str) -> None:
@@ -278,7 +303,7 @@ def test_rediss_speaks_tls_to_the_store_from_the_client_and_the_workers(
         url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={certs / 'ca.crt'}"
         graph = add(inc(1), inc(2))
         assert graph.compute(storage=url, workers=gateway_url, progress=False) == 5
-        with pytest.raises(ConfigError, match=f"127.0.0.1:{port}"):  # not TLS: refused
+        with pytest.raises(shoal.StoreUnavailable, match=f"127.0.0.1:{port}"):  # not TLS
             inc(1).compute(storage=f"redis://127.0.0.1:{port}/0", workers="local")
 
 

@@ -7,8 +7,11 @@ wait for a writer.
 
 from __future__ import annotations
 
+import itertools
 import json
+import random
 import sqlite3
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -38,11 +41,27 @@ class SqliteHistory:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            self._prepare()
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"history {self.url}: cannot open the SQLite file: {exc}") from None
+
+    def _prepare(self) -> None:
+        """WAL mode and the tables, for a new file. Switching to WAL takes a lock SQLite
+        refuses at once, without waiting, while another process does the same: retried."""
+        db = self._db
+        for attempt in itertools.count():
+            try:
+                if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    db.execute("PRAGMA journal_mode=WAL")
+                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+                if not {"function_stats", "backend_stats", "runs"} <= tables:
+                    db.executescript(_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt >= 100:
+                    raise
+                time.sleep(0.01 * random.random())
 
     def record(
         self,

@@ -82,9 +82,14 @@ async def run_graph(
         values = dict(zip(unique, outputs, strict=True))
         if metrics != "off":
             await watch.until_workers_stop(SETTLE_S)
-        return [values[s] for s in graph.sinks]  # 6. finish
-    finally:
-        await store.delete_run(run_id)
+    except BaseException:
+        try:  # the first error is the one to tell: a store that went away fails this too
+            await store.delete_run(run_id)
+        except Exception as cleanup:
+            log.debug("run %s: its keys were not deleted: %r", run_id, cleanup)
+        raise
+    await store.delete_run(run_id)
+    return [values[s] for s in graph.sinks]  # 6. finish
 
 
 def lease_from_env() -> float:

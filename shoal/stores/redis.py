@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import AuthenticationError, AuthorizationError, InvalidResponse, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..codec import Codec
 from ..decisions import Completion, Upload
-from ..errors import ConfigError, RunNotFound
+from ..errors import ConfigError, RunNotFound, StoreUnavailable
 from ..events import Event, EventKind, decode_events, encode_events
 from ..failures import TaskFailure
 from ..graph import PAGE, EncodedGraph, ShippedGraph, TaskFunction
@@ -35,8 +37,13 @@ from .base import Settled
 from .keys import BIRTH_FIELD, run_keys
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_TTL_S = 24 * 3600
+#: A lost connection is retried this many times, backing off up to the cap: about six
+#: seconds in all, enough for a Redis restart (AOF on), before the run fails.
+OUTAGE_RETRIES = 14
+OUTAGE_BACKOFF_CAP_S = 0.5
 DEFAULT_INLINE_BYTES = 64 * 1024
 _FIELDS_PER_HSET = 1_000  # pages per HSET when a run is created
 _OPTIONS = {"ttl", "inline_bytes"}
@@ -65,13 +72,21 @@ class RedisStore:
         self.cluster = parts.scheme.endswith("+cluster")
         scheme = parts.scheme.removesuffix("+cluster")
         redis_url = urlunsplit((scheme, parts.netloc, parts.path, urlencode(options), ""))
-        common: dict[str, Any] = {"socket_connect_timeout": 5, "health_check_interval": 30}
+        # Retries are the store's own (see _guarded): redis-py's would retry a first
+        # contact too, so that a wrong URL took seconds to say so.
+        common: dict[str, Any] = {
+            "socket_connect_timeout": 5,
+            "health_check_interval": 30,
+            "retry": Retry(NoBackoff(), 0),
+        }
         self.client: Any = (
             RedisCluster.from_url(redis_url, **common)
             if self.cluster
             else aioredis.Redis.from_url(redis_url, **common)
         )
         self.codec = Codec(signer)
+        self.reached = False  # once Redis answered, a lost connection is waited out
+        self._retry = Retry(ExponentialBackoff(cap=OUTAGE_BACKOFF_CAP_S), OUTAGE_RETRIES)
         self._complete = self.client.register_script(scripts.COMPLETE)
         self._fail = self.client.register_script(scripts.FAIL)
         self._hand_off = self.client.register_script(scripts.HAND_OFF)
@@ -100,20 +115,24 @@ class RedisStore:
         # One round trip, no MULTI: no worker runs before this returns, and the stream, which
         # tells the scripts that the run exists, comes last. (redis-py's cluster transactions
         # also mix up event loops when clients live in several threads.)
-        pipe = self.client.pipeline(transaction=False)
         pages = encoded.pages
-        for lo in range(0, len(pages), _FIELDS_PER_HSET):
-            pipe.hset(keys.specs, mapping=dict(enumerate(pages[lo : lo + _FIELDS_PER_HSET], lo)))
-        pipe.hset(keys.functions, mapping=dict(enumerate(encoded.functions)))
-        for key in (keys.outputs, keys.leases, keys.owners):
-            pipe.hset(key, BIRTH_FIELD, b"")
-        pipe.setbit(keys.marks, max(1, len(graph.specs)) * 32 - 1, 0)  # one word per task
-        for key in (keys.specs, keys.functions, keys.outputs, keys.marks, keys.leases, keys.owners):
-            pipe.expire(key, self.ttl)
-        pipe.xadd(keys.events, {"e": encode_events([started])})
-        pipe.expire(keys.events, self.ttl)
-        async with self._reaching():
-            await pipe.execute()
+
+        async def write() -> Any:
+            pipe = self.client.pipeline(transaction=False)
+            for lo in range(0, len(pages), _FIELDS_PER_HSET):
+                chunk = dict(enumerate(pages[lo : lo + _FIELDS_PER_HSET], lo))
+                pipe.hset(keys.specs, mapping=chunk)
+            pipe.hset(keys.functions, mapping=dict(enumerate(encoded.functions)))
+            for key in (keys.outputs, keys.leases, keys.owners):
+                pipe.hset(key, BIRTH_FIELD, b"")
+            pipe.setbit(keys.marks, max(1, len(graph.specs)) * 32 - 1, 0)  # one word per task
+            for key in (keys.specs, keys.functions, keys.outputs, keys.marks, *keys[-2:]):
+                pipe.expire(key, self.ttl)
+            pipe.xadd(keys.events, {"e": encode_events([started])})
+            pipe.expire(keys.events, self.ttl)
+            return await pipe.execute()
+
+        await self._call(write)
         return encoded
 
     async def read_events(
@@ -127,7 +146,7 @@ class RedisStore:
         args += ["STREAMS", key, cursor or b"0-0"]
         # On a cluster, name the node: redis-py would ask the server for XREAD's keys first.
         where = {"target_nodes": self.client.get_node_from_key(key)} if self.cluster else {}
-        reply = await self.client.execute_command(*args, **where)
+        reply = await self._call(lambda: self.client.execute_command(*args, **where))
         events: list[Event] = []
         for _, entries in reply or ():
             for entry_id, fields in entries:
@@ -138,15 +157,15 @@ class RedisStore:
         return events, cursor
 
     async def get_failure(self, run_id: str, task: int) -> TaskFailure | None:
-        blob = await self.client.hget(run_keys(run_id).failures, task)
+        blob = await self._call(lambda: self.client.hget(run_keys(run_id).failures, task))
         return None if blob is None else self.codec.load_failure(blob)
 
     async def delete_run(self, run_id: str) -> None:
-        await self.client.unlink(*run_keys(run_id))
+        await self._call(lambda: self.client.unlink(*run_keys(run_id)))
 
     # ----------------------------------------------------------------- worker side
     async def load_pages(self, run_id: str, pages: Sequence[int]) -> dict[int, bytes]:
-        blobs = await self.client.hmget(run_keys(run_id).specs, list(pages))
+        blobs = await self._call(lambda: self.client.hmget(run_keys(run_id).specs, list(pages)))
         if blobs and blobs[0] is None:
             await self._present(run_id, pages[:1], blobs[:1])
         return {p: b for p, b in zip(pages, blobs, strict=True) if b is not None}
@@ -154,11 +173,13 @@ class RedisStore:
     async def load_functions(
         self, run_id: str, indices: Sequence[int]
     ) -> list[TaskFunction[Any, Any]]:
-        blobs = await self.client.hmget(run_keys(run_id).functions, list(indices))
+        blobs = await self._call(
+            lambda: self.client.hmget(run_keys(run_id).functions, list(indices))
+        )
         return [self.codec.decode_function(b) for b in await self._present(run_id, indices, blobs)]
 
     async def get_outputs(self, run_id: str, tasks: Sequence[int]) -> tuple[list[Any], int]:
-        blobs = await self.client.hmget(run_keys(run_id).outputs, list(tasks))
+        blobs = await self._call(lambda: self.client.hmget(run_keys(run_id).outputs, list(tasks)))
         blobs = await self._present(run_id, tasks, blobs)
         return [self.codec.load_value(b) for b in blobs], sum(map(len, blobs))
 
@@ -181,8 +202,10 @@ class RedisStore:
             mask = "" if c.stay is None else "".join("1" if s else "0" for s in c.stay)
             args += (c.task, int(c.upload), blob, len(c.children), mask)
             args += (*c.children, *c.child_deps)
-        reply = await self._complete(
-            keys=(keys.outputs, keys.marks, keys.events, keys.specs, keys.owners), args=args
+        reply = await self._call(
+            lambda: self._complete(
+                keys=(keys.outputs, keys.marks, keys.events, keys.specs, keys.owners), args=args
+            )
         )
         if reply is None:
             return None
@@ -193,14 +216,16 @@ class RedisStore:
     async def fail_task(self, run_id: str, failure: TaskFailure, failed: Event) -> None:
         keys = run_keys(run_id)
         blob = self.codec.dump_failure(failure)
-        await self._fail(
-            keys=(keys.failures, keys.events),
-            args=(failure.task, blob, encode_events([failed]), self.ttl),
+        await self._call(
+            lambda: self._fail(
+                keys=(keys.failures, keys.events),
+                args=(failure.task, blob, encode_events([failed]), self.ttl),
+            )
         )
 
     async def emit(self, run_id: str, events: Sequence[Event]) -> None:
         entry = {"e": encode_events(events)}
-        await self.client.xadd(run_keys(run_id).events, entry, nomkstream=True)
+        await self._call(lambda: self.client.xadd(run_keys(run_id).events, entry, nomkstream=True))
 
     # ----------------------------------------------------------------- leases
     async def hand_off(
@@ -214,7 +239,9 @@ class RedisStore:
         args: list[Any] = [parent, lease_s]
         for invocation, tasks in handed:
             args += (invocation, len(tasks), *tasks)
-        await self._hand_off(keys=(keys.leases, keys.owners, keys.events), args=args)
+        await self._call(
+            lambda: self._hand_off(keys=(keys.leases, keys.owners, keys.events), args=args)
+        )
 
     async def claim(
         self,
@@ -226,9 +253,18 @@ class RedisStore:
         lease_s: float,
     ) -> bool:
         keys = run_keys(run_id)
-        answer = await self._claim(
-            keys=(keys.leases, keys.owners, keys.events),
-            args=(invocation, parent, started.worker, lease_s, encode_events([started]), *tasks),
+        answer = await self._call(
+            lambda: self._claim(
+                keys=(keys.leases, keys.owners, keys.events),
+                args=(
+                    invocation,
+                    parent,
+                    started.worker,
+                    lease_s,
+                    encode_events([started]),
+                    *tasks,
+                ),
+            )
         )
         if answer == -1:
             raise RunNotFound(f"run {run_id} is not in Redis at {self.address}")
@@ -239,17 +275,20 @@ class RedisStore:
         args: list[Any] = [lease_s]
         for invocation, task in held.items():
             args += (invocation, -1 if task is None else task)
-        lost = await self._renew(keys=(keys.leases, keys.events), args=args)
+        lost = await self._call(lambda: self._renew(keys=(keys.leases, keys.events), args=args))
         return list(held) if lost is None else [x.decode() for x in lost]
 
     async def release(self, run_id: str, invocation: str, events: Sequence[Event]) -> None:
         keys = run_keys(run_id)
-        await self._release(
-            keys=(keys.leases, keys.events), args=(invocation, encode_events(events))
+        await self._call(
+            lambda: self._release(
+                keys=(keys.leases, keys.events), args=(invocation, encode_events(events))
+            )
         )
 
     async def expired(self, run_id: str) -> list[str]:
-        return [x.decode() for x in await self._expired(keys=(run_keys(run_id).leases,))]
+        expired = await self._call(lambda: self._expired(keys=(run_keys(run_id).leases,)))
+        return [x.decode() for x in expired]
 
     async def recover(
         self,
@@ -260,9 +299,11 @@ class RedisStore:
         dead: Sequence[str] = (),
     ) -> list[Recovered]:
         keys = run_keys(run_id)
-        reply = await self._recover(
-            keys=(keys.leases, keys.owners, keys.marks, keys.events),
-            args=(prefix, lease_s, len(dead), *dead, *candidates),
+        reply = await self._call(
+            lambda: self._recover(
+                keys=(keys.leases, keys.owners, keys.marks, keys.events),
+                args=(prefix, lease_s, len(dead), *dead, *candidates),
+            )
         )
         if reply is None:
             raise RunNotFound(f"run {run_id} is not in Redis at {self.address}")
@@ -281,7 +322,7 @@ class RedisStore:
     async def stored(self, run_id: str, tasks: Sequence[int]) -> set[int]:
         if not tasks:
             return set()
-        flags = await self._stored(keys=(run_keys(run_id).outputs,), args=tasks)
+        flags = await self._call(lambda: self._stored(keys=(run_keys(run_id).outputs,), args=tasks))
         return {t for t, flag in zip(tasks, flags.decode(), strict=True) if flag == "1"}
 
     async def close(self) -> None:
@@ -293,22 +334,37 @@ class RedisStore:
         """``blobs`` if none is missing; else RunNotFound (the run is gone) or LookupError."""
         if None not in blobs:
             return blobs
-        if not await self.client.exists(run_keys(run_id).events):
+        if not await self._call(lambda: self.client.exists(run_keys(run_id).events)):
             raise RunNotFound(
                 f"run {run_id} is not in Redis at {self.address} (finished, failed or cancelled)"
             )
         missing = [w for w, b in zip(wanted, blobs, strict=True) if b is None]
         raise LookupError(f"run {run_id} has nothing stored for {missing[:10]}")
 
-    @contextlib.asynccontextmanager
-    async def _reaching(self) -> Any:
-        """Turn 'cannot connect' into a clear error naming the address (the password is
-        never shown)."""
+    async def _call(self, step: Callable[[], Awaitable[T]]) -> T:
+        """Run one protocol step; once Redis answered, wait out a lost connection (a
+        restart) with backoff. Errors name the store, never its password: a connection
+        that stays lost, or a server that is not Redis, is StoreUnavailable; a refused
+        password or database, ConfigError. Every step is safe to repeat (see
+        :mod:`shoal.stores.scripts`)."""
         try:
-            yield
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            if not self.reached:
+                result = await step()
+                self.reached = True
+                return result
+            return await self._retry.call_with_retry(step, _waiting)
+        except (AuthenticationError, AuthorizationError) as exc:
             raise ConfigError(
-                f"cannot reach Redis at {self.address} (storage {_redact(self.url)}): {exc}"
+                f"Redis at {self.address} refused the storage URL {_redact(self.url)}: {exc}"
+            ) from None
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            verb = "lost" if self.reached else "cannot reach"
+            raise StoreUnavailable(
+                f"{verb} Redis at {self.address} (storage {_redact(self.url)}): {exc}"
+            ) from None
+        except InvalidResponse as exc:
+            raise StoreUnavailable(
+                f"{self.address} does not answer as Redis (storage {_redact(self.url)}): {exc}"
             ) from None
         except RedisError as exc:
             if "DB index" in str(exc) or "AUTH" in str(exc).upper() or "NOAUTH" in str(exc):
@@ -316,6 +372,10 @@ class RedisStore:
                     f"Redis at {self.address} refused the storage URL {_redact(self.url)}: {exc}"
                 ) from None
             raise
+
+
+async def _waiting(error: Exception) -> None:
+    log.info("Redis connection lost (%s); retrying", error)
 
 
 def _redact(url: str) -> str:

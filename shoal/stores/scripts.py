@@ -5,7 +5,12 @@ still exists (``XADD ... NOMKSTREAM`` answers nil when the stream is gone) and l
 behind when it does not, so no key of a finished run is ever created again.
 
 The marks follow :func:`shoal.decisions.mark_children`: a redelivered completion readies
-nothing, and exactly one completion owns each child. Here the atomicity of the script does
+nothing new, and exactly one completion owns each child.
+
+Every step is safe to repeat, as the store repeats a step whose connection was lost (its
+reply with it): a repeated completion gives its worker back what the first readied for it
+(the owners tell), a repeated claim is refused (the lease then expires and the tasks are
+recovered), hand-offs, renewals and releases are idempotent. Here the atomicity of the script does
 what the owner claim does in memory, so the finished flag of the parent is enough to tell
 a redelivery, and a child with several inputs keeps a count instead of a set.
 """
@@ -70,11 +75,20 @@ local marks = bitfield(ops)
 local reply, readied, kept, undo = {}, {}, {}, {}
 for j, c in ipairs(comps) do
   local ready = {}
-  if marks[c.done] == 1 then  -- a redelivery: undo its counts, ready nothing
+  if marks[c.done] == 1 then  -- a redelivery: undo its counts, ready nothing new
     c.again = true
     for i, _ in pairs(c.counted) do
       undo[#undo + 1] = 'INCRBY'; undo[#undo + 1] = 'u31'
       undo[#undo + 1] = tonumber(ARGV[c.kids + i]) * 32 + 1; undo[#undo + 1] = -1
+    end
+    -- The same worker repeating a step whose reply it lost (a connection lost): what the
+    -- first delivery readied for it, and is still to run, is its again.
+    for i = 0, c.n - 1 do
+      local child = ARGV[c.kids + i]
+      if redis.call('HGET', KEYS[5], child) == ARGV[5] and
+         redis.call('BITFIELD', KEYS[2], 'GET', 'u1', tonumber(child) * 32)[1] == 0 then
+        ready[#ready + 1] = tonumber(child)
+      end
     end
   else
     for i = 0, c.n - 1 do
