@@ -24,13 +24,15 @@ class TaskFailure:
     traceback: str
     exc: BaseException | None = None
     local: bool = True  # exc is the very object raised in this process, traceback and all
+    output: str = ""  # the tail of what its last attempt printed
 
     @classmethod
     def from_exception(
-        cls, task: int, name: str, worker: str, attempts: int, exc: BaseException
+        cls, task: int, name: str, worker: str, attempts: int, exc: BaseException, output: str = ""
     ) -> TaskFailure:
         t = type(exc)
         return cls(
+            output=output,
             task=task,
             name=name,
             worker=worker,

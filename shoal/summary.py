@@ -13,6 +13,33 @@ if TYPE_CHECKING:
     from .planning import Plan
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """A failed attempt of a task, or a worker lost while it ran the task: the error, its
+    traceback and the tail of what the attempt printed (empty for a lost worker)."""
+
+    task: int | None
+    name: str
+    attempt: int  # 1 for the first try
+    worker: str
+    error: str
+    traceback: str = ""
+    output: str = ""
+
+    @classmethod
+    def of(cls, ev: Event) -> Attempt:
+        data = ev.data or {}
+        return cls(
+            ev.task,
+            str(data.get("name", ev.task)),
+            int(data.get("attempt", 0)),
+            str(data.get("worker", ev.worker)),
+            str(data.get("error", "")),
+            str(data.get("traceback", "")),
+            str(data.get("output", "")),
+        )
+
+
 @dataclass
 class RunSummary:
     """What a finished (or failed) run did."""
@@ -35,6 +62,8 @@ class RunSummary:
     sla: str = "mean"
     predicted_makespan_s: float | None = None  # by the plan (None without one)
     ok: bool = False
+    #: Every failed attempt and every lost worker, in the order they happened.
+    errors: list[Attempt] = field(default_factory=list)
     _first_start: float | None = field(default=None, repr=False)
     _last_end: float = field(default=0.0, repr=False)
 
@@ -58,6 +87,9 @@ class RunSummary:
                     self.cold_start_s += float(ev.data.get("start_s", 0.0))
             elif kind is EventKind.TASK_RETRIED:
                 self.retries += 1
+                self.errors.append(Attempt.of(ev))
+            elif kind is EventKind.TASK_FAILED or kind is EventKind.WORKER_LOST:
+                self.errors.append(Attempt.of(ev))
         if self._first_start is not None and self._last_end:
             self.makespan_s = max(0.0, self._last_end - self._first_start)
 

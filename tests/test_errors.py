@@ -91,6 +91,29 @@ def test_retries_that_succeed_on_the_third_attempt(engine: dict[str, Any], flags
     assert shoal.last_run().retries == 2  # type: ignore[union-attr]
 
 
+def test_every_failed_attempt_is_on_record(engine: dict[str, Any], flags: Path) -> None:
+    """Each attempt's error, traceback and what it printed, in last_run().errors."""
+    attempts = flags / "attempts"
+
+    @shoal.task(retries=1, retry_delay=0.001)
+    def loud() -> None:
+        mark(attempts)
+        print(f"working on attempt {count(attempts)}")
+        raise Oops(f"attempt {count(attempts)}")
+
+    with pytest.raises(Oops, match="attempt 2"):
+        loud().compute(**engine)
+    summary = shoal.last_run()
+    assert summary is not None
+    assert [(e.name, e.attempt, e.error) for e in summary.errors] == [
+        ("loud-0", 1, "Oops: attempt 1"),
+        ("loud-0", 2, "Oops: attempt 2"),
+    ]
+    for n, error in enumerate(summary.errors, 1):
+        assert ", in loud\n" in error.traceback and f"Oops: attempt {n}" in error.traceback
+        assert error.output == f"working on attempt {n}\n"
+
+
 def test_retries_exhausted_raise_the_last_error(engine: dict[str, Any], flags: Path) -> None:
     attempts = flags / "attempts"
 

@@ -121,6 +121,8 @@ def test_a_killed_worker_is_recovered_within_its_retries(
     assert count(attempts) == 2
     summary = shoal.last_run()
     assert summary is not None and summary.tasks_done == 2  # each result recorded once
+    (lost,) = summary.errors
+    assert lost.name == "victim-0" and "SIGKILL" in lost.error
     _no_keys(redis_url)
 
 

@@ -201,20 +201,29 @@ class _Recovery:
         recovered = await self.store.recover(
             self.run_id, candidates, new_invocation_id() + "-", self.invoker.pending_s, list(dead)
         )
-        invocations = []
+        losses = []
         for r in recovered:
             reporter, cause = dead.get(r.lost) or (
                 "",
                 f"its lease expired: no heartbeat for {self.invoker.lease_s:g} s",
             )
             worker = r.worker or reporter or f"(invocation {r.lost}, not yet started)"
-            named = r.running if r.running is not None else r.tasks[0]
-            for task, losses in zip(r.tasks, r.losses, strict=True):
+            named = graph.name(r.running if r.running is not None else r.tasks[0])
+            data = {"name": named, "worker": worker, "error": f"WorkerLost: {cause}",
+                    "tasks": list(r.tasks), "lost": r.lost, "invocation": r.invocation}  # fmt: skip
+            losses.append(
+                (r, worker, cause, named, event(EventKind.WORKER_LOST, "client", data=data))
+            )
+        if losses:  # on record first, also when it fails the run
+            await self.store.emit(self.run_id, [loss[-1] for loss in losses])
+        invocations = []
+        for r, worker, cause, named, _ in losses:
+            for task, lost in zip(r.tasks, r.losses, strict=True):
                 retries = graph.functions[graph.func_of[task]].options.retries
-                if losses > retries:
+                if lost > retries:
                     raise WorkerLost(
-                        f"task {graph.name(named)} was lost with worker {worker}: {cause} "
-                        f"(lost {losses} time(s); retries={retries})"
+                        f"task {named} was lost with worker {worker}: {cause} "
+                        f"(lost {lost} time(s); retries={retries})"
                     )
             log.warning(
                 "run %s: worker %s was lost (%s); running its tasks %s again",
@@ -228,13 +237,6 @@ class _Recovery:
             invocations.append(
                 self.invoker.invocation(tasks, self.invoker.size(tasks), r.invocation, redo)
             )
-        lost = [
-            event(EventKind.WORKER_LOST, "client", data={"lost": r.lost, "worker": r.worker,
-                  "tasks": list(r.tasks), "invocation": r.invocation})
-            for r in recovered
-        ]  # fmt: skip
-        if lost:
-            await self.store.emit(self.run_id, lost)
         await invoke_all(self.invoker.workers, invocations)
 
     async def lost_outputs(self, tasks: Sequence[int], finished: set[int]) -> list[int]:

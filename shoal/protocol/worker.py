@@ -12,6 +12,7 @@ from time import perf_counter
 from traceback import format_exception
 from typing import Any
 
+from .. import capture
 from ..backends import Invocation, Size, Workers, invoke_all
 from ..decisions import (
     Completion,
@@ -97,15 +98,21 @@ class _Worker:
             if probe:
                 cpu_started = probe.start()
             started = time.time()
+            capture.start()
             try:  # b.
                 args, kwargs = spec.arguments(values)
                 result = fn.func(*args, **kwargs)
             except Exception as exc:
+                output = capture.stop()
                 await self.store.emit(self.run_id, [Event(TASK_STARTED, self.name, task, started)])
-                ok, result, started = await _retry(fn, spec, values, exc, self, task)
+                ok, result, started, output = await _retry(
+                    fn, spec, values, exc, output, self, task
+                )
                 if not ok:
-                    await self.fail(task, fn, result)
+                    await self.fail(task, fn, result, output)
                     return
+            else:
+                capture.stop()
             ended = time.time()
             last_task_s = ended - started
             if metrics:
@@ -281,15 +288,19 @@ class _Worker:
         data = self.metrics.take(count) if self.metrics else None
         return () if data is None else (event(EventKind.TASK_METRICS, self.name, data=data),)
 
-    async def fail(self, task: int, fn: TaskFunction[Any, Any], error: BaseException) -> None:
-        """Record the task's failure (after the batch, so finished work is on record)."""
+    async def fail(
+        self, task: int, fn: TaskFunction[Any, Any], error: BaseException, output: str
+    ) -> None:
+        """Record the task's failure (after the batch, so finished work is on record), and
+        its last attempt's error in its event, in one step."""
         if self.batch and not await self.flush():
             return
-        failure = TaskFailure.from_exception(
-            task, await self.source.name(task), self.name, fn.options.retries + 1, error
-        )
+        attempts = fn.options.retries + 1
+        name = await self.source.name(task)
+        failure = TaskFailure.from_exception(task, name, self.name, attempts, error, output)
+        data = attempt_record(name, attempts, error, output)
         await self.store.fail_task(
-            self.run_id, failure, event(EventKind.TASK_FAILED, self.name, task)
+            self.run_id, failure, event(EventKind.TASK_FAILED, self.name, task, data)
         )
 
 
@@ -369,22 +380,41 @@ async def _retry(
     spec: TaskSpec,
     values: list[Any],
     error: Exception,
+    output: str,
     worker: _Worker,
     task: int,
-) -> tuple[bool, Any, float]:
-    """After a first failure, retry with exponential backoff and jitter. Returns (True,
-    output) or (False, the last exception), and when the last attempt started."""
+) -> tuple[bool, Any, float, str]:
+    """After a first failure, retry with exponential backoff and jitter, recording each
+    failed attempt (its error, traceback and output) in its retried event. Returns (True,
+    the result) or (False, the last exception), when the last attempt started, and the
+    last failed attempt's output."""
     retries = fn.options.retries
     started = time.time()
+    name = await worker.source.name(task)
     for attempt, delay in enumerate(backoff_delays(retries, fn.options.retry_delay), 1):
-        info = {"attempt": attempt, "error": f"{type(error).__name__}: {error}"}
+        info = attempt_record(name, attempt, error, output)
         retried = event(EventKind.TASK_RETRIED, worker.name, task, info)
         await worker.store.emit(worker.run_id, [retried])
         await asyncio.sleep(delay)
         started = time.time()
+        capture.start()
         try:
             args, kwargs = spec.arguments(values)
-            return True, fn.func(*args, **kwargs), started
+            result = fn.func(*args, **kwargs)
         except Exception as exc:
-            error = exc
-    return False, error, started
+            error, output = exc, capture.stop()
+        else:
+            capture.stop()
+            return True, result, started, output
+    return False, error, started, output
+
+
+def attempt_record(name: str, attempt: int, error: BaseException, output: str) -> dict[str, Any]:
+    """A failed attempt as its event carries it (see :class:`shoal.summary.Attempt`)."""
+    return {
+        "name": name,
+        "attempt": attempt,
+        "error": f"{type(error).__name__}: {error}",
+        "traceback": "".join(format_exception(error)),
+        "output": output,
+    }
