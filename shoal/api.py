@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .backends import open_workers
-from .errors import ConfigError
+from .errors import ConfigError, RunCancelled
 from .graph import Graph, Node, build
 from .history import History, RunRecord, RunTrace, open_history
 from .metrics import DEFAULT_POLICY, parse_policy
@@ -78,6 +79,10 @@ def compute(
 
     A task that raises makes this raise the task's own exception. The run's summary is
     then available from :func:`shoal.last_run`, and its record from the history.
+
+    SIGTERM cancels the run (its keys are deleted, a private gateway stops) and makes this
+    raise :class:`shoal.RunCancelled`; SIGINT does the same and raises KeyboardInterrupt.
+    Only when called in the main thread outside an event loop: only then are signals ours.
     """
     if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
@@ -106,12 +111,10 @@ def compute(
         # the finished task, results and all (a slow repr() of a big result costs seconds).
         outcome: dict[str, tuple[Any, ...]] = {}
         coro = _compute(nodes, options, outcome)
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            asyncio.run(coro)
-        else:
+        if _in_event_loop():
             _run_in_thread(coro)  # called from async code (e.g. a notebook): don't block it
+        else:
+            asyncio.run(coro)
         return outcome["values"]
     finally:
         kept.close()
@@ -122,6 +125,14 @@ def _seconds(name: str, text: str) -> float:
         return float(text)
     except ValueError:
         raise ConfigError(f"${name} must be a number of seconds, got {text!r}") from None
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _run_in_thread(coro: Any) -> None:
@@ -141,6 +152,47 @@ def _run_in_thread(coro: Any) -> None:
 
 
 async def _compute(
+    nodes: tuple[Node, ...], options: _Options, outcome: dict[str, tuple[Any, ...]]
+) -> None:
+    """:func:`_run`, which SIGTERM and SIGINT cancel, in the main thread (the only one that
+    may handle signals): once its cleanup has run, they raise RunCancelled and
+    KeyboardInterrupt. The handlers that were there before come back afterwards."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    caught: list[signal.Signals] = []
+
+    def cancel(sig: signal.Signals) -> None:
+        log.info("%s: cancelling the run", sig.name)
+        caught.append(sig)
+        task.cancel()  # a second signal interrupts the cleanup too
+
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            handler = signal.getsignal(sig)
+            if handler not in (signal.SIG_IGN, None):  # ignored (or not Python's): left alone
+                previous[sig] = handler
+                loop.add_signal_handler(sig, cancel, sig)
+    error: BaseException | None = None
+    try:
+        await _run(nodes, options, outcome)
+    except BaseException as exc:
+        if not caught:
+            raise
+        error = exc
+    finally:
+        for sig, handler in previous.items():
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, handler)  # remove_signal_handler would leave the default
+    if caught:
+        cause = None if isinstance(error, asyncio.CancelledError) else error
+        if caught[0] is signal.SIGINT:
+            raise KeyboardInterrupt from cause
+        raise RunCancelled(f"the run was cancelled by {caught[0].name}") from cause
+
+
+async def _run(
     nodes: tuple[Node, ...], options: _Options, outcome: dict[str, tuple[Any, ...]]
 ) -> None:
     started_at = time.time()
@@ -227,7 +279,7 @@ def _record(
         planner=summary.planner,
         sla=summary.sla,
         ok=summary.ok,
-        error=None if error is None else f"{type(error).__name__}: {error}",
+        error=_error_text(error),
         tasks_total=summary.tasks,
         tasks_done=summary.tasks_done,
         makespan_s=summary.makespan_s,
@@ -236,6 +288,14 @@ def _record(
         predicted_cost=None if plan is None else plan.cost,
         deadline_s=None if plan is None else plan.deadline_s,
     )
+
+
+def _error_text(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    if isinstance(error, asyncio.CancelledError):  # a signal (see _compute) or the caller
+        return "RunCancelled: the run was cancelled"
+    return f"{type(error).__name__}: {error}"
 
 
 def _keep(

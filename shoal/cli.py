@@ -177,6 +177,12 @@ def _table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) ->
     envvar="SHOAL_GATEWAY_TOKEN",
     help="Require 'Authorization: Bearer TOKEN' (needed to listen beyond 127.0.0.1).",
 )
+@click.option(
+    "--exit-with-stdin",
+    is_flag=True,
+    hidden=True,
+    help="Shut down when stdin ends (a private gateway: its client stopped it, or died).",
+)
 def gateway(
     host: str,
     port: int,
@@ -184,6 +190,7 @@ def gateway(
     max_workers: int | None,
     keep_warm: float,
     token: str | None,
+    exit_with_stdin: bool,
 ) -> None:
     """Run a local FaaS gateway: pools of worker processes per size, with warm reuse,
     cold starts, a keep-warm period and a concurrency cap. Needs SHOAL_SECRET.
@@ -191,7 +198,15 @@ def gateway(
     Use it with workers="gateway+http://HOST:PORT" and the same SHOAL_SECRET."""
     from .gateway.server import serve
 
-    serve(host=host, port=port, fd=fd, max_workers=max_workers, keep_warm_s=keep_warm, token=token)
+    serve(
+        host=host,
+        port=port,
+        fd=fd,
+        max_workers=max_workers,
+        keep_warm_s=keep_warm,
+        token=token,
+        exit_with_stdin=exit_with_stdin,
+    )
 
 
 @cli.command()

@@ -3,15 +3,21 @@ on loopback unless given a token, and then want it on every request."""
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
+import logging
+import os
 import socket
+import threading
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def check_exposure(host: str, token: str | None, token_env: str) -> None:
@@ -39,15 +45,41 @@ def token_refusal(request: Request, token: str | None, what: str) -> Response | 
     return JSONResponse({"error": f"missing or wrong {what} token"}, status_code=401)
 
 
-def run_server(app: Any, *, host: str, port: int, fd: int | None = None, **options: Any) -> None:
-    """Serve ``app`` with uvicorn on ``host:port``, or on the listening socket ``fd``.
-    That socket is handed over as the TCP socket it is: given the bare fd, uvicorn would
-    take it for a Unix socket, and its connections, without TCP_NODELAY, would wait out
-    Nagle's algorithm against delayed ACKs (about 40 ms a request)."""
+def run_server(
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    fd: int | None = None,
+    exit_with_stdin: bool = False,
+    **options: Any,
+) -> None:
+    """Serve ``app`` with uvicorn on ``host:port``, or on the listening socket ``fd``, until
+    SIGTERM, SIGINT or (with ``exit_with_stdin``) the end of stdin; then shut down in order,
+    quietly (after SIGTERM, uvicorn ends the process by it, as the signal asks).
+
+    The socket ``fd`` is handed over as the TCP socket it is: given the bare fd, uvicorn
+    would take it for a Unix socket, and its connections, without TCP_NODELAY, would wait
+    out Nagle's algorithm against delayed ACKs (about 40 ms a request)."""
     import uvicorn
 
     # Idle connections outlive the clients' keep-alive (httpx: 5 s), so a client never
     # sends a request on a connection this side is closing.
     options = {"log_level": "warning", "access_log": False, "timeout_keep_alive": 75, **options}
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, **options))
-    server.run(sockets=None if fd is None else [socket.socket(fileno=fd)])
+    if exit_with_stdin:
+        threading.Thread(target=_exit_at_eof, args=(server,), name="stdin", daemon=True).start()
+    # After shutting down for a SIGINT, uvicorn raises it again: the shutdown is done.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=None if fd is None else [socket.socket(fileno=fd)])
+
+
+def _exit_at_eof(server: Any) -> None:
+    """Shut ``server`` down at the end of stdin: the parent holding its other end closed it,
+    or died, even by SIGKILL (the kernel closes a dead process's pipes), so the server
+    never outlives it. What comes through the pipe means nothing."""
+    with contextlib.suppress(OSError):
+        while os.read(0, 4096):
+            pass
+    log.debug("stdin closed: shutting down")
+    server.should_exit = True

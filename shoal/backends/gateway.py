@@ -2,17 +2,20 @@
 
 ``gateway`` starts a private gateway for the run, on a socket this process binds first (so
 no port is guessed and no readiness is polled), with a secret made for the run; it stops
-with the run. ``gateway+http://host:port`` uses a running one (``shoal gateway --port N``),
-with ``$SHOAL_SECRET`` the same on both sides, and the token in ``?token=…`` or
-``$SHOAL_GATEWAY_TOKEN`` when the gateway asks for one. Workers hand out work to the same
-gateway, so every invocation carries its ``gateway+http://`` address.
+with the run, or with this process however it ends. ``gateway+http://host:port`` uses a
+running one (``shoal gateway --port N``), with ``$SHOAL_SECRET`` the same on both sides,
+and the token in ``?token=…`` or ``$SHOAL_GATEWAY_TOKEN`` when the gateway asks for one.
+Workers hand out work to the same gateway, so every invocation carries its
+``gateway+http://`` address.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import signal
 import socket
 import sys
 from typing import Any
@@ -27,6 +30,10 @@ from ..stores import Store
 from .base import Invocation, Platform, Size, verify_for
 
 TOKEN_ENV = "SHOAL_GATEWAY_TOKEN"
+#: Seconds a private gateway has to shut down before it is killed.
+STOP_TIMEOUT_S = 10.0
+
+log = logging.getLogger(__name__)
 
 
 class GatewayWorkers:
@@ -70,6 +77,10 @@ class GatewayWorkers:
         port = listener.getsockname()[1]
         env = {**os.environ, SECRET_ENV: signer.secret}
         try:
+            # Its stdin is a pipe from this process: the gateway stops at its end, when
+            # close() closes it or this process dies, even by SIGKILL. In a session of its
+            # own, it and its workers miss the signals sent to this process's group (a
+            # terminal's Ctrl-C, `timeout`): this process hears them and stops it in order.
             self._process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
@@ -77,8 +88,11 @@ class GatewayWorkers:
                 "gateway",
                 "--fd",
                 str(listener.fileno()),
+                "--exit-with-stdin",
+                stdin=asyncio.subprocess.PIPE,
                 pass_fds=[listener.fileno()],
                 env=env,
+                start_new_session=True,
             )
         finally:
             listener.close()  # the gateway has its own copy; requests queue until it accepts
@@ -128,18 +142,33 @@ class GatewayWorkers:
         return response.json()
 
     async def close(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
-        if self._process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self._process.terminate()
-            try:
-                await asyncio.wait_for(self._process.wait(), 10)
-            except TimeoutError:
-                self._process.kill()
-                await self._process.wait()
-            self._process = None
+        try:
+            if self._http is not None:
+                await self._http.aclose()
+                self._http = None
+        finally:
+            process, self._process = self._process, None
+            if process is not None:
+                await _stop(process)
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    """Stop a private gateway: the end of its stdin tells it to shut down (its workers with
+    it). One still there after :data:`STOP_TIMEOUT_S` is killed, workers and all: they are
+    its process group."""
+    if process.stdin is not None:
+        process.stdin.close()
+    try:
+        await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+    except TimeoutError:
+        log.warning(
+            "the private gateway (pid %d) did not stop within %g s: killing it and its workers",
+            process.pid,
+            STOP_TIMEOUT_S,
+        )
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # not reaped yet: still its group's id
+        await process.wait()
 
 
 def _error(response: httpx.Response) -> str:

@@ -87,6 +87,7 @@ class Gateway:
         self._stores: dict[str, Store] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reaper: asyncio.Task[None] | None = None
+        self.closing = False
 
     # ----------------------------------------------------------------- requests
     async def submit(self, payload: bytes) -> Invocation:
@@ -218,7 +219,8 @@ class Gateway:
             f"{inv.size.cpus:g} cpu, {inv.size.memory_mb} MB) {how} while it ran tasks "
             f"{list(inv.tasks)[:10]} of run {inv.run_id}"
         )
-        log.warning("%s", error)
+        # Closing kills the workers still busy: their deaths are the shutdown's own doing.
+        log.log(logging.DEBUG if self.closing else logging.WARNING, "%s", error)
         await self._report(inv, worker.name, error)
 
     async def _report(self, inv: Invocation, worker: str, error: str) -> None:
@@ -281,6 +283,7 @@ class Gateway:
         self._keep(asyncio.create_task(self._keep_queued()))
 
     async def close(self) -> None:
+        self.closing = True
         if self._reaper is not None:
             self._reaper.cancel()
         procs = [w.proc for w in self.workers.values() if w.proc is not None]
@@ -360,8 +363,21 @@ def serve(
     max_workers: int | None = None,
     keep_warm_s: float = DEFAULT_KEEP_WARM_S,
     token: str | None = None,
+    exit_with_stdin: bool = False,
 ) -> None:
-    """Run a gateway until interrupted. ``fd``: an already listening socket to serve on."""
+    """Run a gateway until SIGTERM or SIGINT, or with ``exit_with_stdin`` (a private
+    gateway) until its stdin ends: its client closed it, or died. ``fd``: an already
+    listening socket to serve on."""
     check_exposure(host, token, TOKEN_ENV)
     gateway = Gateway(Signer.from_env(), max_workers=max_workers, keep_warm_s=keep_warm_s)
-    run_server(create_app(gateway, token), host=host, port=port, fd=fd)
+    app = create_app(gateway, token)
+    # Requests answer at once (an invoke is queued): one still running after a few seconds
+    # of shutdown is stuck, and must not keep the gateway up.
+    run_server(
+        app,
+        host=host,
+        port=port,
+        fd=fd,
+        exit_with_stdin=exit_with_stdin,
+        timeout_graceful_shutdown=5,
+    )
