@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import traceback
 from pathlib import Path
 from typing import Any
@@ -170,3 +171,16 @@ def test_a_worker_crash_outside_user_code_fails_the_run(monkeypatch: pytest.Monk
     monkeypatch.setattr(MemoryStore, "complete_tasks", broken)
     with pytest.raises(WorkerLost, match="store exploded"):
         inc(1).compute(progress=False)
+
+
+def test_an_output_that_cannot_be_stored_fails_its_task(engine: dict[str, Any]) -> None:
+    @shoal.task
+    def locked() -> Any:
+        return threading.Lock()
+
+    if engine["storage"].startswith("memory"):  # passed by reference: nothing to store
+        assert isinstance(locked().compute(**engine), type(threading.Lock()))
+        return
+    with pytest.raises(TypeError, match="lock") as info:
+        locked().compute(**engine)
+    assert "the output of task locked-0 cannot be stored" in _formatted(info.value)

@@ -10,7 +10,6 @@ warm.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import math
@@ -78,12 +77,14 @@ class LocalWorkers:
                 while (invocation := self._next()) is not _STOP:
                     worker = f"local-{next(self._ids)}"
                     queued_s = max(0.0, time.time() - invocation.sent) if invocation.sent else 0
-                    with contextlib.suppress(Exception):  # reported by run_worker
+                    try:  # the loop reports its own crashes to the run; this is what it missed
                         runner.run(
                             run_worker(
                                 invocation, store, self, worker, cold=cold, queued_s=queued_s
                             )
                         )
+                    except Exception:
+                        log.exception("worker %s failed outside its loop", worker)
                     cold = False
             finally:
                 if store is not self._store:

@@ -29,6 +29,7 @@ from ..graph import TaskFunction, TaskSpec
 from ..heartbeat import HEARTBEAT, HeldLease
 from ..metrics import MetricsBuffer, approx_nbytes, parse_policy, process_probe
 from ..stores import Store
+from ..stores.base import UnstorableOutput
 from .source import TaskSource
 
 log = logging.getLogger(__name__)
@@ -220,14 +221,18 @@ class _Worker:
         if metrics and metrics.policy.mode == "batch":  # the records ride along
             extra = self.metrics_events()
         step_started = perf_counter()
-        settled = await self.store.complete_tasks(
-            self.run_id,
-            batch,
-            self.fanout,
-            want_pages=not self.source.complete,
-            extra=extra,
-            owner=self.invocation.id,
-        )
+        try:
+            settled = await self.store.complete_tasks(
+                self.run_id,
+                batch,
+                self.fanout,
+                want_pages=not self.source.complete,
+                extra=extra,
+                owner=self.invocation.id,
+            )
+        except UnstorableOutput as bad:  # the task's own doing: it fails, named
+            await self.fail_unstorable(bad.task, bad.__cause__ or bad)
+            return False
         if settled is None:
             return False
         if metrics:
@@ -287,6 +292,13 @@ class _Worker:
         """The waiting task metrics (the first ``count``) as an event, if there are any."""
         data = self.metrics.take(count) if self.metrics else None
         return () if data is None else (event(EventKind.TASK_METRICS, self.name, data=data),)
+
+    async def fail_unstorable(self, task: int, error: BaseException) -> None:
+        """``task`` returned a value the store cannot take: the task fails with that error."""
+        spec = await self.source.spec(task)
+        name = await self.source.name(task)
+        error.add_note(f"[shoal] the output of task {name} cannot be stored")
+        await self.fail(task, await self.source.function(spec.func), error, "")
 
     async def fail(
         self, task: int, fn: TaskFunction[Any, Any], error: BaseException, output: str

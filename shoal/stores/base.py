@@ -20,6 +20,15 @@ if TYPE_CHECKING:
     from ..security import Signer
 
 
+class UnstorableOutput(Exception):
+    """A completion step could not encode a task's output (it does not pickle, or memory
+    ran out): raised from the cause, before anything of the step was written."""
+
+    def __init__(self, task: int) -> None:
+        super().__init__(f"the output of task {task} cannot be stored")
+        self.task = task
+
+
 class Settled(NamedTuple):
     """What a completion step did: per completion of the batch, the children it made ready
     (its worker owns them) and the bytes of its output stored (0: kept on the worker; -1: a

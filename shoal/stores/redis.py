@@ -33,7 +33,7 @@ from ..graph import PAGE, EncodedGraph, ShippedGraph, TaskFunction
 from ..leases import Recovered
 from ..security import Signer
 from . import scripts
-from .base import Settled
+from .base import Settled, UnstorableOutput
 from .keys import BIRTH_FIELD, run_keys
 
 log = logging.getLogger(__name__)
@@ -198,7 +198,10 @@ class RedisStore:
         args: list[Any] = [PAGE if want_pages else 0, fanout, events, others, owner]
         dump = self.codec.dump_value
         for c in batch:
-            blob = b"" if c.upload is Upload.NEVER else dump(c.output)
+            try:
+                blob = b"" if c.upload is Upload.NEVER else dump(c.output)
+            except Exception as exc:
+                raise UnstorableOutput(c.task) from exc
             mask = "" if c.stay is None else "".join("1" if s else "0" for s in c.stay)
             args += (c.task, int(c.upload), blob, len(c.children), mask)
             args += (*c.children, *c.child_deps)
