@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import redis_client
+from conftest import leftover_keys
 from servers import gateway, redis_server, worker_service
 from signals import count, mark, wait_for
 
@@ -40,6 +40,13 @@ def short_leases(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def flags(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """Redis, then Redis Cluster: the lease scripts run on both."""
+    url: str = request.getfixturevalue("redis_url" if request.param == "redis" else "cluster_url")
+    return url
 
 
 @shoal.task
@@ -79,9 +86,8 @@ def _in_thread(node: shoal.Node, redis_url: str, workers: str) -> _InThread:
     return _InThread(node, redis_url, workers)
 
 
-def _no_keys(redis_url: str) -> None:
-    with redis_client(redis_url) as client:
-        assert list(client.scan_iter(match="shoal:{*")) == []
+def _no_keys(url: str) -> None:
+    assert leftover_keys(url) == []
 
 
 def _gone(pid: int, within: float) -> bool:
@@ -102,7 +108,7 @@ def _gone(pid: int, within: float) -> bool:
 
 
 def test_a_killed_worker_is_recovered_within_its_retries(
-    redis_url: str, gateway_url: str, flags: Path
+    store_url: str, gateway_url: str, flags: Path
 ) -> None:
     attempts, pid_file = flags / "attempts", flags / "pid"
 
@@ -114,7 +120,7 @@ def test_a_killed_worker_is_recovered_within_its_retries(
             wait_for(flags / "never", timeout=60)
         return 41
 
-    run = _in_thread(inc(victim()), redis_url, gateway_url)
+    run = _in_thread(inc(victim()), store_url, gateway_url)
     assert wait_for(pid_file, timeout=30)
     os.kill(int(pid_file.read_text()), signal.SIGKILL)
     assert run.result(timeout=30) == 42
@@ -123,7 +129,7 @@ def test_a_killed_worker_is_recovered_within_its_retries(
     assert summary is not None and summary.tasks_done == 2  # each result recorded once
     (lost,) = summary.errors
     assert lost.name == "victim-0" and "SIGKILL" in lost.error
-    _no_keys(redis_url)
+    _no_keys(store_url)
 
 
 def test_a_lost_worker_beyond_its_retries_names_the_task(
@@ -148,7 +154,7 @@ def test_a_lost_worker_beyond_its_retries_names_the_task(
 
 
 def test_a_frozen_worker_loses_its_lease_and_its_task_runs_elsewhere(
-    redis_url: str, gateway_url: str, flags: Path
+    store_url: str, gateway_url: str, flags: Path
 ) -> None:
     """Nobody reports a frozen worker (SIGSTOP): its lease runs out, the client gives its
     task to a new worker within two lease periods; thawed, the old one stops."""
@@ -162,7 +168,7 @@ def test_a_frozen_worker_loses_its_lease_and_its_task_runs_elsewhere(
             wait_for(flags / "never", timeout=60)
         return 41
 
-    run = _in_thread(inc(victim()), redis_url, gateway_url)
+    run = _in_thread(inc(victim()), store_url, gateway_url)
     assert wait_for(pid_file, timeout=30)
     frozen = int(pid_file.read_text())
     os.kill(frozen, signal.SIGSTOP)
@@ -173,7 +179,7 @@ def test_a_frozen_worker_loses_its_lease_and_its_task_runs_elsewhere(
     assert count(attempts) == 2
     summary = shoal.last_run()
     assert summary is not None and summary.tasks_done == 2
-    _no_keys(redis_url)
+    _no_keys(store_url)
 
 
 def test_a_worker_that_fails_before_its_loop_fails_the_run(

@@ -312,6 +312,7 @@ class MockLambdaPlatform:
         self.requests: list[dict[str, Any]] = []
         self.regions: list[str | None] = []
         self.failures: list[BaseException] = []  # what the handler raised, as Lambda logs
+        self.drop = 0  # events to lose (Lambda drops one after its own retries fail)
         self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._container = threading.Thread(target=self._serve, name="mock-lambda-container")
         self._container.start()
@@ -331,6 +332,9 @@ class MockLambdaPlatform:
                 self._stubber.add_response("invoke", {"StatusCode": 202}, EVENT_INVOKE)
             reply: dict[str, Any] = self._api.invoke(**params)
             self.requests.append(params)
+            if self.drop:
+                self.drop -= 1
+                return reply
         self._events.put(json.loads(params["Payload"]))  # Lambda hands the handler JSON
         return reply
 
@@ -389,6 +393,11 @@ class Boom(Exception):
 
 @shoal.task
 def square(x: int) -> int:
+    return x * x
+
+
+@shoal.task(retries=1)
+def patient_square(x: int) -> int:
     return x * x
 
 
@@ -468,5 +477,22 @@ def test_a_graph_too_big_for_an_event_is_read_from_the_store(
     assert all(len(r["Payload"]) <= ASYNC_PAYLOAD_LIMIT for r in platform.requests)
     sent = [decode(r["Payload"], shared_secret)[0] for r in platform.requests]
     assert any(s.graph is None and s.pages is None for s in sent)
+    platform.drain()
+    assert leftover_keys(redis_url) == []
+
+
+def test_a_lost_event_is_invoked_again(
+    platform: MockLambdaPlatform, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lambda accepted the event (202) but never ran it: its lease runs out and the client
+    invokes its task again, as its retries allow."""
+    monkeypatch.setenv("SHOAL_LEASE_S", "1")
+    platform.drop = 1
+    (result,) = shoal.compute(patient_square(7), storage=redis_url, workers=URL, progress=False)
+    assert result == 49
+    summary = shoal.last_run()
+    assert summary is not None and len(platform.requests) == 2
+    (lost,) = summary.errors
+    assert "lease expired" in lost.error
     platform.drain()
     assert leftover_keys(redis_url) == []
