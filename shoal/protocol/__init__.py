@@ -8,11 +8,17 @@ Client side (:func:`run_graph`, in :mod:`.client`):
              it by reference; others get it inside their invocation when it is small, else
              the pages of specs of the tasks they are invoked for (and read the rest from
              the store, a few pages at a time: :mod:`.source`).
-  4. Invoke  one worker per group of roots.
-  5. Observe the run's event stream until every sink finished or something failed.
+  4. Invoke  one worker per group of roots, handing the roots to their invocations
+             (:mod:`shoal.leases`).
+  5. Observe the run's event stream until every sink finished or something failed; every
+             quarter lease (or at once for a reported death), give the tasks of lost
+             workers to new ones, exactly once per loss, as their retries allow.
   6. Finish  download the sinks' outputs and delete every key of the run (also on failure).
 
-Worker side (:func:`run_worker`, in :mod:`.worker`), for each task it owns:
+Worker side (:func:`run_worker`, in :mod:`.worker`): claim the invocation once (a
+duplicate or a replay is refused before any user code), hold its lease (renewed by the
+process's heartbeat thread), then for each task it owns, until none is left or the lease
+is lost:
   a. gather the inputs: held in memory when this worker made them, else one store read;
   b. run the function, retrying with backoff;
   c. complete: in one atomic store step, mark every child (idempotently), store the output
@@ -21,9 +27,10 @@ Worker side (:func:`run_worker`, in :mod:`.worker`), for each task it owns:
      as it has nothing else to run, another worker waits on it, or a few milliseconds
      passed (:func:`shoal.decisions.should_flush`): one round trip for many small tasks;
   d. own the children the marks made ready: keep one group, hand each other group to a
-     new worker. No central queue: whoever completes a child's last input owns it. A child
-     whose only input is the task just run is owned for sure, so it runs at once, before
-     the batch reaches the store.
+     new worker (and, in the store, the children to its invocation). No central queue:
+     whoever completes a child's last input owns it. A child whose only input is the task
+     just run is owned for sure, so it runs at once, before the batch reaches the store.
+Then release the lease (by then the worker owns nothing).
 
 The decisions inside these steps are pure functions in :mod:`shoal.decisions`.
 """
