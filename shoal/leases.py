@@ -15,6 +15,10 @@ Every task that is ready but not finished has exactly one owner, an invocation:
   payload, or one whose tasks were recovered meanwhile, is refused before any user code;
 - a worker that stops releases its lease (:func:`release`): by then it owns nothing.
 
+The client holds a lease too (:data:`CLIENT`): a run whose client was killed is deleted by
+the next heartbeat of any of its workers (or of a backend keeping its queue), instead of
+waiting for its keys' TTL.
+
 Whoever sees a lease expire (the waiting client) calls :func:`recover` with the tasks it
 knows to be ready and unfinished: those whose owner's lease expired (or is gone, or was
 reported dead) move, in one atomic step, to a new pending invocation per lost owner, and
@@ -32,6 +36,9 @@ from typing import NamedTuple
 
 #: A pending lease that never expires: the backend's queue lives in the client's process.
 NEVER = 0.0
+#: The lease of the run's client, renewed by its heartbeat: when it expires, the client is
+#: gone (killed) and the run is abandoned: the next heartbeat of any worker deletes it.
+CLIENT = "client"
 
 
 @dataclass(slots=True)
@@ -136,6 +143,12 @@ def renew(
 def release(table: LeaseTable, invocation: str) -> None:
     """The worker of ``invocation`` stopped: it owns nothing any more."""
     table.leases.pop(invocation, None)
+
+
+def abandoned(table: LeaseTable, now: float) -> bool:
+    """Whether the run's client lost its lease (it holds one while it waits)."""
+    lease = table.leases.get(CLIENT)
+    return lease is not None and not alive(lease, now)
 
 
 def alive(lease: Lease | None, now: float) -> bool:

@@ -472,3 +472,49 @@ def test_redis_gone_for_good_fails_the_run_naming_the_store(tmp_path: Path, flag
     go.touch()
     with pytest.raises(shoal.StoreUnavailable, match=f"lost Redis at 127.0.0.1:{port}"):
         run.result(timeout=60)
+
+
+ABANDONING_CLIENT = """
+import sys
+from pathlib import Path
+import shoal
+
+flags = Path(sys.argv[3])
+
+@shoal.task
+def wait():
+    (flags / "under-way").touch()
+    import time
+    deadline = time.monotonic() + 60
+    while not (flags / "go").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return 1
+
+shoal.compute(wait(), storage=sys.argv[1], workers=sys.argv[2], progress=False)
+"""
+
+
+def test_a_killed_clients_run_is_deleted_by_its_workers(
+    redis_url: str, gateway_url: str, tmp_path: Path
+) -> None:
+    """The client holds a lease too: SIGKILLed, it cannot clean up, so the next heartbeat
+    of its worker deletes the run (not the keys' TTL, a day later)."""
+    script = tmp_path / "client.py"
+    script.write_text(textwrap.dedent(ABANDONING_CLIENT))
+    client = subprocess.Popen(
+        [sys.executable, str(script), redis_url, gateway_url, str(tmp_path)],
+        env={**os.environ, "SHOAL_LEASE_S": str(LEASE_S)},
+    )
+    try:
+        assert wait_for(tmp_path / "under-way", timeout=30)
+        assert leftover_keys(redis_url) != []
+        client.kill()
+        client.wait(10)
+        deadline = time.monotonic() + 10 * LEASE_S
+        while leftover_keys(redis_url):
+            assert time.monotonic() < deadline, "the abandoned run's keys stayed"
+            time.sleep(0.01)  # polling the store, with a deadline
+    finally:
+        (tmp_path / "go").touch()  # the worker's task ends; the worker finds the run gone
+        if client.poll() is None:
+            client.kill()

@@ -176,3 +176,13 @@ def test_a_pending_lease_of_a_queue_in_this_process_never_expires() -> None:
     leases.hand_off(table, 0.0, "", [("a", [0])], 0.0)
     assert leases.expired(table, 1e9) == []
     assert leases.recover(table, 1e9, [0], lambda t: False, str, LEASE_S) == []
+
+
+def test_a_run_whose_client_lost_its_lease_is_abandoned() -> None:
+    table = LeaseTable()
+    assert not leases.abandoned(table, 1e9)  # no client lease: nothing to judge by
+    assert leases.claim(table, 0.0, leases.CLIENT, "", (), leases.CLIENT, LEASE_S)
+    assert not leases.abandoned(table, LEASE_S / 2)
+    assert leases.renew(table, LEASE_S / 2, leases.CLIENT, LEASE_S)
+    assert not leases.abandoned(table, LEASE_S)
+    assert leases.abandoned(table, 2 * LEASE_S)

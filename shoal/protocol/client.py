@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..backends import Invocation, Size, Workers, invoke_all, new_invocation_id
 from ..decisions import group_roots
-from ..errors import ConfigError, RunTimeout, WorkerLost
+from ..errors import ConfigError, RunCancelled, RunTimeout, WorkerLost
 from ..events import Event, EventKind, event
 from ..graph import EncodedGraph, Graph, ShippedGraph, pages_of
+from ..heartbeat import HEARTBEAT, HeldLease
+from ..leases import CLIENT
 from ..stores import Store
 
 if TYPE_CHECKING:
@@ -57,7 +59,12 @@ async def run_graph(
     :data:`LEASE_S`)."""
     shipped = graph.ship(plan)  # 3. ship
     encoded = await store.create_run(run_id, shipped, graph.sinks)
+    lease_s = lease_s or lease_from_env()
+    presence: HeldLease | None = None
     try:
+        # While this client waits, it holds a lease: if it dies, its workers delete the run.
+        await store.claim(run_id, CLIENT, "", (), None, lease_s)
+        presence = HEARTBEAT.hold(store, run_id, CLIENT, lease_s)
         inline: ShippedGraph | EncodedGraph | None = None
         if workers.in_process:
             inline = shipped  # by reference
@@ -72,10 +79,10 @@ async def run_graph(
             encoded,
             metrics,
             plan,
-            lease_s or lease_from_env(),
+            lease_s,
         )
         await invoker.invoke(_root_groups(graph, workers.parallelism, plan))  # 4. invoke
-        watch = _Watch(run_id, store, on_events, timeout, _Recovery(graph, invoker))
+        watch = _Watch(run_id, store, on_events, timeout, _Recovery(graph, invoker), presence)
         await watch.until_finished(set(graph.sinks))  # 5. observe
         unique = list(dict.fromkeys(graph.sinks))
         outputs, _ = await store.get_outputs(run_id, unique)
@@ -88,6 +95,9 @@ async def run_graph(
         except Exception as cleanup:
             log.debug("run %s: its keys were not deleted: %r", run_id, cleanup)
         raise
+    finally:
+        if presence is not None:
+            HEARTBEAT.drop(presence)
     await store.delete_run(run_id)
     return [values[s] for s in graph.sinks]  # 6. finish
 
@@ -271,8 +281,10 @@ class _Watch:
         on_events: Callable[[list[Event]], None],
         timeout: float | None,
         recovery: _Recovery | None = None,
+        presence: HeldLease | None = None,
     ) -> None:
         self.run_id = run_id
+        self.presence = presence  # the client's own lease
         self.store = store
         self.on_events = on_events
         self.timeout = timeout
@@ -297,6 +309,12 @@ class _Watch:
             failed = await self.read(min(TICK_S, left))
             if failed is not None:
                 await self.raise_failure(failed)
+            if self.presence is not None and self.presence.lost:
+                raise RunCancelled(
+                    f"run {self.run_id} was abandoned: this client held no lease for a while "
+                    "(its heartbeat stopped: suspended, or cut off from the store), so its "
+                    "workers deleted it"
+                )
             if self.recovery is not None and self.remaining:
                 await self.recover_lost()
             if deadline is not None and self.remaining and time.monotonic() >= deadline:

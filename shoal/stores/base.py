@@ -111,11 +111,12 @@ class Store(Protocol):
         invocation: str,
         parent: str,
         tasks: Sequence[int],
-        started: Event,
+        started: Event | None,
         lease_s: float,
     ) -> bool:
-        """:func:`shoal.leases.claim` for ``started.worker``, appending ``started`` when it
-        may run. Raises RunNotFound when the run is gone."""
+        """:func:`shoal.leases.claim` for ``started.worker`` (None: the client's own lease,
+        :data:`shoal.leases.CLIENT`), appending ``started`` when it may run. Raises
+        RunNotFound when the run is gone."""
 
     async def renew(self, run_id: str, held: dict[str, int | None], lease_s: float) -> list[str]:
         """:func:`shoal.leases.renew` for each invocation of ``held`` (with the task its

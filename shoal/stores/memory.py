@@ -218,15 +218,16 @@ class MemoryStore:
         invocation: str,
         parent: str,
         tasks: Sequence[int],
-        started: Event,
+        started: Event | None,
         lease_s: float,
     ) -> bool:
         run = self._run(run_id)
+        worker = started.worker if started else leases.CLIENT
         with run.lease_lock:
             ok = leases.claim(
-                run.leases, time.monotonic(), invocation, parent, tasks, started.worker, lease_s
+                run.leases, time.monotonic(), invocation, parent, tasks, worker, lease_s
             )
-        if ok:
+        if ok and started:
             run.append((started,), False)
         return ok
 
@@ -235,6 +236,9 @@ class MemoryStore:
         if run is None:
             return list(held)
         now = time.monotonic()
+        if leases.abandoned(run.leases, now):  # its client is gone: so is the run
+            self._runs.pop(run_id, None)
+            return list(held)
         with run.lease_lock:
             return [
                 inv for inv, task in held.items()

@@ -30,7 +30,7 @@ from ..errors import ConfigError, RunNotFound, StoreUnavailable
 from ..events import Event, EventKind, decode_events, encode_events
 from ..failures import TaskFailure
 from ..graph import PAGE, EncodedGraph, ShippedGraph, TaskFunction
-from ..leases import Recovered
+from ..leases import CLIENT, Recovered
 from ..security import Signer
 from . import scripts
 from .base import Settled, UnstorableOutput
@@ -252,21 +252,16 @@ class RedisStore:
         invocation: str,
         parent: str,
         tasks: Sequence[int],
-        started: Event,
+        started: Event | None,
         lease_s: float,
     ) -> bool:
         keys = run_keys(run_id)
+        worker = started.worker if started else CLIENT
+        events = encode_events([started]) if started else ""
         answer = await self._call(
             lambda: self._claim(
                 keys=(keys.leases, keys.owners, keys.events),
-                args=(
-                    invocation,
-                    parent,
-                    started.worker,
-                    lease_s,
-                    encode_events([started]),
-                    *tasks,
-                ),
+                args=(invocation, parent, worker, lease_s, events, *tasks),
             )
         )
         if answer == -1:
@@ -278,7 +273,9 @@ class RedisStore:
         args: list[Any] = [lease_s]
         for invocation, task in held.items():
             args += (invocation, -1 if task is None else task)
-        lost = await self._call(lambda: self._renew(keys=(keys.leases, keys.events), args=args))
+        others = [k for k in keys if k not in (keys.leases, keys.events)]
+        order = (keys.leases, keys.events, *others)
+        lost = await self._call(lambda: self._renew(keys=order, args=args))
         return list(held) if lost is None else [x.decode() for x in lost]
 
     async def release(self, run_id: str, invocation: str, events: Sequence[Event]) -> None:

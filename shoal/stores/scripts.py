@@ -235,7 +235,7 @@ CLAIM = (
 -- A worker starts on an invocation: claim it once, take over its tasks, append its started
 -- event. KEYS[1] leases  KEYS[2] owners  KEYS[3] events
 -- ARGV[1] invocation  ARGV[2] parent  ARGV[3] worker  ARGV[4] lease seconds
--- ARGV[5] the started events (JSON)  ARGV[6 ..] its tasks
+-- ARGV[5] the started events (JSON; '' for none)  ARGV[6 ..] its tasks
 -- Returns 1 (run it), 0 (refused: claimed before, or its tasks were recovered), -1 (the
 -- run is gone).
 """
@@ -252,21 +252,27 @@ redis.call('HSET', KEYS[2], 'c:' .. inv, 1)
 for i = 6, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], inv) end
 local lease = {e = expiry(clock(), tonumber(ARGV[4])), c = 1, w = ARGV[3], t = -1}
 redis.call('HSET', KEYS[1], inv, cjson.encode(lease))
-redis.call('XADD', KEYS[3], '*', 'e', ARGV[5])
+if ARGV[5] ~= '' then redis.call('XADD', KEYS[3], '*', 'e', ARGV[5]) end
 return 1
 """
 )
 
 RENEW = (
     """
--- Heartbeats: extend leases. KEYS[1] leases  KEYS[2] events
+-- Heartbeats: extend leases. KEYS[1] leases  KEYS[2] events  KEYS[3 ..] the run's others
 -- ARGV[1] lease seconds  ARGV[2 ..] pairs of invocation and the task it runs (-1: unsaid)
--- Returns the invocations whose lease is gone; false when the run is gone.
+-- Returns the invocations whose lease is gone; false when the run is gone, or abandoned
+-- (its client's lease expired: then the run is deleted here).
 """
     + _LEASES
     + """
 if redis.call('EXISTS', KEYS[2]) == 0 then return false end
 local now, lease_s, lost = clock(), tonumber(ARGV[1]), {}
+local client = lease_of(redis.call('HGET', KEYS[1], 'client'))
+if client and not alive(client, now) then
+  redis.call('DEL', unpack(KEYS))
+  return false
+end
 for i = 2, #ARGV, 2 do
   local lease = lease_of(redis.call('HGET', KEYS[1], ARGV[i]))
   if lease then
