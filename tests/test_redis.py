@@ -187,17 +187,18 @@ def _hmget_calls(client: redis.Redis) -> int:
 def test_a_small_graph_travels_with_the_invocation(
     redis_url: str, gateway_url: str, client: redis.Redis
 ) -> None:
-    """Inline, the worker reads no spec and no function: the one HMGET is the client's
-    download of the sink. Without inlining, the worker reads them."""
+    """Inline, the worker reads no spec and no function: the HMGETs are the client's
+    download of the sink and the owners the hand-off and the claim look up in their
+    scripts. Without inlining, the worker reads them."""
     chain = inc(inc(inc(0)))
     client.config_resetstat()
     assert chain.compute(storage=redis_url, workers=gateway_url, progress=False) == 3
-    assert _hmget_calls(client) == 1
+    assert _hmget_calls(client) == 3
     client.config_resetstat()
     chain = inc(inc(inc(0)))
     no_inline = redis_url + "?inline_bytes=0"
     assert chain.compute(storage=no_inline, workers=gateway_url, progress=False) == 3
-    assert _hmget_calls(client) >= 2
+    assert _hmget_calls(client) >= 4
 
 
 # --------------------------------------------------------------------------- signatures

@@ -194,6 +194,20 @@ local function lease_of(blob)
   if not blob then return nil end
   return cjson.decode(blob)
 end
+-- HMGET / HSET of many fields, in chunks (unpack() takes a few thousand values at most)
+local function hmget(key, fields, first, last)
+  local out = {}
+  for s = first, last, 4000 do
+    local part = redis.call('HMGET', key, unpack(fields, s, math.min(s + 3999, last)))
+    for _, v in ipairs(part) do out[#out + 1] = v end
+  end
+  return out
+end
+local function hset_all(key, pairs_)
+  for s = 1, #pairs_, 4000 do
+    redis.call('HSET', key, unpack(pairs_, s, math.min(s + 3999, #pairs_)))
+  end
+end
 """
 
 HAND_OFF = (
@@ -210,16 +224,15 @@ local now, lease_s = clock(), tonumber(ARGV[2])
 local pos = 3
 while pos <= #ARGV do
   local inv, n = ARGV[pos], tonumber(ARGV[pos + 1])
-  if redis.call('HEXISTS', KEYS[2], 'c:' .. inv) == 0 then  -- not claimed already
-    local moved = false
+  if n > 0 and redis.call('HEXISTS', KEYS[2], 'c:' .. inv) == 0 then  -- not claimed yet
+    local owners, moved = hmget(KEYS[2], ARGV, pos + 2, pos + 1 + n), {}
     for i = 1, n do
-      local task = ARGV[pos + 1 + i]
-      if (redis.call('HGET', KEYS[2], task) or '') == ARGV[1] then
-        redis.call('HSET', KEYS[2], task, inv)
-        moved = true
+      if (owners[i] or '') == ARGV[1] then
+        moved[#moved + 1] = ARGV[pos + 1 + i]; moved[#moved + 1] = inv
       end
     end
-    if moved then
+    hset_all(KEYS[2], moved)
+    if #moved > 0 then
       local lease = {e = expiry(now, lease_s), c = 0, w = '', t = -1}
       redis.call('HSET', KEYS[1], inv, cjson.encode(lease))
     end
@@ -244,12 +257,13 @@ CLAIM = (
 if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
 local inv, parent = ARGV[1], ARGV[2]
 if redis.call('HEXISTS', KEYS[2], 'c:' .. inv) == 1 then return 0 end
+local owners, taken = hmget(KEYS[2], ARGV, 6, #ARGV), {'c:' .. inv, 1}
 for i = 6, #ARGV do
-  local owner = redis.call('HGET', KEYS[2], ARGV[i]) or parent
+  local owner = owners[i - 5] or parent
   if owner ~= inv and owner ~= parent then return 0 end
+  taken[#taken + 1] = ARGV[i]; taken[#taken + 1] = inv
 end
-redis.call('HSET', KEYS[2], 'c:' .. inv, 1)
-for i = 6, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], inv) end
+hset_all(KEYS[2], taken)
 local lease = {e = expiry(clock(), tonumber(ARGV[4])), c = 1, w = ARGV[3], t = -1}
 redis.call('HSET', KEYS[1], inv, cjson.encode(lease))
 if ARGV[5] ~= '' then redis.call('XADD', KEYS[3], '*', 'e', ARGV[5]) end
