@@ -272,7 +272,7 @@ def _record(
     return RunRecord(
         run_id=summary.run_id,
         workflow=graph.structure_hash,
-        name=workflow_name(graph),
+        name=graph.workflow_name,
         started=started_at,
         backend=backend,
         storage=urlsplit(summary.storage).scheme or summary.storage,
@@ -308,9 +308,3 @@ def _keep(
         history.record(run, stats, backend_stats)
     except Exception:
         log.warning("run %s was not recorded in %s", run.run_id, history.url, exc_info=True)
-
-
-def workflow_name(graph: Graph) -> str:
-    """A workflow's name: its sinks' functions (its identity is the structure hash)."""
-    names = dict.fromkeys(graph.nodes[s].fn.name for s in graph.sinks)
-    return "+".join(names)

@@ -231,6 +231,51 @@ def worker(host: str, port: int, fd: int | None, token: str | None) -> None:
     serve_worker(host, port, token, fd=fd)
 
 
+@cli.command()
+@click.option(
+    "--history",
+    "history_url",
+    help="History URL (default: SHOAL_HISTORY, else the default SQLite file).",
+)
+@click.option("--storage", help="Store whose runs are watched live (default: SHOAL_STORAGE).")
+@click.option("--port", default=8501, show_default=True, help="Port to serve the app on.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+def dashboard(history_url: str | None, storage: str | None, port: int, host: str) -> None:
+    """Open the dashboard (needs the dashboard extra): runs live, a finished run's graph,
+    timeline, critical path and planned vs real, and the history of each workflow."""
+    import subprocess
+
+    try:
+        import streamlit  # noqa: F401
+    except ImportError:
+        raise click.ClickException(
+            "the dashboard needs Streamlit and Plotly: pip install 'shoal[dashboard]'"
+        ) from None
+    app = Path(__file__).parent / "dashboard" / "app.py"  # a Streamlit script: not imported
+    env = dict(os.environ)
+    if history_url:
+        env["SHOAL_HISTORY"] = history_url
+    if storage:
+        env["SHOAL_STORAGE"] = storage
+    click.echo(f"Shoal dashboard on http://{host}:{port}  (Ctrl-C stops it)")
+    # Streamlit's own options.
+    options = {
+        "server.port": port,
+        "server.address": host,
+        "server.headless": "true",
+        "browser.gatherUsageStats": "false",
+        "global.developmentMode": "false",
+        "client.toolbarMode": "minimal",
+    }
+    command = [sys.executable, "-m", "streamlit", "run", str(app)]
+    for name, value in options.items():
+        command += [f"--{name}", str(value)]
+    try:
+        raise SystemExit(subprocess.call(command, env=env))
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
 def _print_summary(runs: list[RunSummary]) -> None:
     from rich.table import Table
 

@@ -153,7 +153,7 @@ def test_every_key_of_a_run_carries_the_ttl(
     asyncio.run(create())
     try:
         keys = client.keys("shoal:{ttl}:*")
-        assert len(keys) == 7  # specs, functions, outputs, marks, events, leases, owners
+        assert len(keys) == 8  # specs, functions, outputs, marks, events, leases, owners, shape
         for key in keys:
             assert 0 < client.ttl(key) <= 600, key
     finally:

@@ -56,6 +56,11 @@ class Graph:
         data = pickle.dumps((keys, self.func_of, edges, self.sinks), pickle.HIGHEST_PROTOCOL)
         return hashlib.blake2b(data, digest_size=8).hexdigest()
 
+    @property
+    def workflow_name(self) -> str:
+        """The workflow's name: its sinks' functions (its identity is the structure hash)."""
+        return "+".join(dict.fromkeys(self.nodes[s].fn.name for s in self.sinks))
+
     def ship(self, plan: Plan | None = None) -> ShippedGraph:
         """The partitioned form: one spec per task and the function table; with a plan,
         each spec carries its task's group and size, and which children stay with it."""

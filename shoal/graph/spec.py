@@ -50,6 +50,15 @@ class ShippedGraph:
     specs: list[TaskSpec]
     functions: list[TaskFunction[Any, Any]]
 
+    def shape(self) -> dict[str, Any]:
+        """The graph as plain data, for a dashboard: function names, each task's function
+        and its distinct inputs (no arguments, no code)."""
+        return {
+            "functions": [f.name for f in self.functions],
+            "func_of": [s.func for s in self.specs],
+            "deps": [list(dict.fromkeys(s.deps)) for s in self.specs],
+        }
+
 
 #: Specs travel in pages of this many tasks (page ``p`` holds tasks ``p*PAGE`` onwards): one
 #: pickle and one signature per page cost a tenth of one per spec and a third of the bytes,

@@ -186,6 +186,11 @@ class RunRecord:
     rows: list[list[Any]] = field(default_factory=list, repr=False)
     functions: list[list[str]] = field(default_factory=list, repr=False)
     worker_names: list[str] = field(default_factory=list, repr=False)
+    #: The graph's edges: each task's inputs (for the dashboard's graph and critical path).
+    deps: list[list[int]] = field(default_factory=list, repr=False)
+    #: Per worker (in ``worker_names`` order): its start and stop (microseconds from the
+    #: first task's start), how long its start took, and whether it was cold.
+    worker_spans: list[list[Any]] = field(default_factory=list, repr=False)
 
     @property
     def tasks(self) -> list[TaskRecord]:

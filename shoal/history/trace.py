@@ -140,6 +140,11 @@ class RunTrace:
                 ev.stored, upload_s, cpu_s, peak_mb,
             ])  # fmt: skip
         record.rows = rows
+        record.deps = [list(d) for d in deps]
+        record.worker_spans = [
+            [us(w.started - origin), us((w.stopped or w.started) - origin), us(w.start_s), w.cold]
+            for w in workers.values()
+        ]
         record.workers = len(workers)
         record.cold_starts = sum(w.cold for w in workers.values())
         record.cost = _cost(workers.values(), price_of(backend))

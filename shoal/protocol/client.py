@@ -58,7 +58,14 @@ async def run_graph(
     a worker's lease lasts without a heartbeat (default ``$SHOAL_LEASE_S``, else
     :data:`LEASE_S`)."""
     shipped = graph.ship(plan)  # 3. ship
-    encoded = await store.create_run(run_id, shipped, graph.sinks)
+    announce = {  # for the dashboard's live view
+        "name": graph.workflow_name,
+        "workflow": graph.structure_hash,
+        "started": time.time(),
+        "tasks": len(graph),
+        "predicted_makespan_s": None if plan is None else plan.makespan_s,
+    }
+    encoded = await store.create_run(run_id, shipped, graph.sinks, announce)
     lease_s = lease_s or lease_from_env()
     presence: HeldLease | None = None
     try:

@@ -34,6 +34,9 @@ from .source import TaskSource
 
 log = logging.getLogger(__name__)
 
+#: How many of its invocation's tasks a worker-started event names (for the live view).
+STARTED_TASKS = 64
+
 
 class _Worker:
     """One worker's state while it runs an invocation: what it owns, holds and buffers."""
@@ -343,6 +346,7 @@ async def run_worker(
             "handout_s": handout_s,
             "size": [size.cpus, size.memory_mb],
             "kind": workers.kind,
+            "tasks": list(invocation.tasks[:STARTED_TASKS]),
         },
     )
     inv = invocation.id

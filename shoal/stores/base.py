@@ -58,11 +58,23 @@ class Store(Protocol):
         URL it cannot use."""
 
     async def create_run(
-        self, run_id: str, graph: ShippedGraph, sinks: Sequence[int]
+        self,
+        run_id: str,
+        graph: ShippedGraph,
+        sinks: Sequence[int],
+        announce: dict[str, Any] | None = None,
     ) -> EncodedGraph | None:
-        """Store the graph of a new run (specs and function table) and open its stream.
-        Returns the graph as encoded for workers in other processes (None if in-process
-        only). Raises before storing anything if some argument cannot travel."""
+        """Store the graph of a new run (specs, function table and its shape for the
+        dashboard) and open its stream; with ``announce``, list the run (with that JSON
+        information) among the live runs until it is deleted. Returns the graph as encoded
+        for workers in other processes (None if in-process only). Raises before storing
+        anything if some argument cannot travel."""
+
+    async def live_runs(self) -> dict[str, dict[str, Any]]:
+        """The runs that announced themselves and still exist, with their information."""
+
+    async def run_shape(self, run_id: str) -> dict[str, Any] | None:
+        """The run's graph as :meth:`ShippedGraph.shape` made it; None when it is gone."""
 
     async def load_pages(self, run_id: str, pages: Sequence[int]) -> dict[int, bytes]:
         """The signed pages of specs (:data:`shoal.graph.PAGE` tasks each) of those of

@@ -20,6 +20,13 @@ scripts check that the run still exists before they write).
                                      the task it runs); only live ones (shoal.leases)
     shoal:{<run>}:owners     hash    task id -> the invocation owning it while it is ready;
                                      "c:<invocation>" -> 1 once claimed; "n:<task>" -> losses
+    shoal:{<run>}:shape      string  the graph for the dashboard: zlib JSON of each task's
+                                     function name and inputs (nothing signed: no code)
+
+Runs announce themselves for the dashboard's live view, outside every run's tag, from
+their creation to their deletion:
+
+    shoal:live               hash    run id -> JSON {name, workflow, started, tasks, ...}
 
 A shared history (``history="redis://…"``) lives beside the runs, never under their tag and
 with no TTL; each workflow's keys share its own tag, so each merge is one atomic script:
@@ -52,12 +59,15 @@ class RunKeys(NamedTuple):
     events: str
     leases: str
     owners: str
+    shape: str
 
 
 def run_keys(run_id: str) -> RunKeys:
     tag = f"{PREFIX}:{{{run_id}}}:"
     return RunKeys(*(tag + name for name in RunKeys._fields))
 
+
+LIVE = PREFIX + ":live"
 
 HISTORY = PREFIX + ":history"
 #: The field of a statistics hash that counts its merges (optimistic concurrency).

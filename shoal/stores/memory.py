@@ -82,6 +82,7 @@ class MemoryStore:
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
         self._runs: dict[str, _Run] = {}
+        self._live: dict[str, dict[str, Any]] = {}
 
     @classmethod
     def from_url(cls, url: str, signer: Signer | None = None) -> MemoryStore:
@@ -94,9 +95,17 @@ class MemoryStore:
             raise RunNotFound(f"run {run_id} is not in {self.url} (finished, failed or cancelled)")
         return run
 
-    async def create_run(self, run_id: str, graph: ShippedGraph, sinks: Sequence[int]) -> None:
+    async def create_run(
+        self,
+        run_id: str,
+        graph: ShippedGraph,
+        sinks: Sequence[int],
+        announce: dict[str, Any] | None = None,
+    ) -> None:
         """Keep the graph as objects: in-process workers read it by reference."""
         run = self._runs[run_id] = _Run(graph, frozenset(sinks))
+        if announce is not None:
+            self._live[run_id] = announce
         run.append(
             (event(EventKind.RUN_STARTED, "client", data={"tasks": len(graph.specs)}),), False
         )
@@ -285,6 +294,15 @@ class MemoryStore:
 
     async def delete_run(self, run_id: str) -> None:
         self._runs.pop(run_id, None)
+        self._live.pop(run_id, None)
+
+    async def live_runs(self) -> dict[str, dict[str, Any]]:
+        """This process's runs (no other process can see them)."""
+        return {k: v for k, v in self._live.items() if k in self._runs}
+
+    async def run_shape(self, run_id: str) -> dict[str, Any] | None:
+        run = self._runs.get(run_id)
+        return None if run is None else run.graph.shape()
 
     def run_ids(self) -> list[str]:
         """Runs still held (for tests that check a run leaves nothing behind)."""

@@ -10,8 +10,11 @@ Lua script from :mod:`shoal.stores.scripts` on the keys of :mod:`shoal.stores.ke
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import logging
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -34,7 +37,7 @@ from ..leases import CLIENT, Recovered
 from ..security import Signer
 from . import scripts
 from .base import Settled, UnstorableOutput
-from .keys import BIRTH_FIELD, run_keys
+from .keys import BIRTH_FIELD, LIVE, run_keys
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -107,9 +110,14 @@ class RedisStore:
 
     # ----------------------------------------------------------------- client side
     async def create_run(
-        self, run_id: str, graph: ShippedGraph, sinks: Sequence[int]
+        self,
+        run_id: str,
+        graph: ShippedGraph,
+        sinks: Sequence[int],
+        announce: dict[str, Any] | None = None,
     ) -> EncodedGraph:
         encoded = self.codec.encode_graph(graph)  # raises before any write
+        shape = zlib.compress(json.dumps(graph.shape(), separators=(",", ":")).encode(), 1)
         keys = run_keys(run_id)
         started = Event(EventKind.RUN_STARTED, "client", None, 0.0, {"tasks": len(graph.specs)})
         # One round trip, no MULTI: no worker runs before this returns, and the stream, which
@@ -126,10 +134,14 @@ class RedisStore:
             for key in (keys.outputs, keys.leases, keys.owners):
                 pipe.hset(key, BIRTH_FIELD, b"")
             pipe.setbit(keys.marks, max(1, len(graph.specs)) * 32 - 1, 0)  # one word per task
-            for key in (keys.specs, keys.functions, keys.outputs, keys.marks, *keys[-2:]):
-                pipe.expire(key, self.ttl)
+            pipe.set(keys.shape, shape)
+            for key in keys:
+                if key not in (keys.failures, keys.events):  # made by their first write
+                    pipe.expire(key, self.ttl)
             pipe.xadd(keys.events, {"e": encode_events([started])})
             pipe.expire(keys.events, self.ttl)
+            if announce is not None:
+                pipe.hset(LIVE, run_id, json.dumps(announce))
             return await pipe.execute()
 
         await self._call(write)
@@ -161,7 +173,31 @@ class RedisStore:
         return None if blob is None else self.codec.load_failure(blob)
 
     async def delete_run(self, run_id: str) -> None:
-        await self._call(lambda: self.client.unlink(*run_keys(run_id)))
+        # Two commands at once (a cluster pipeline takes no multi-key command).
+        await asyncio.gather(
+            self._call(lambda: self.client.unlink(*run_keys(run_id))),
+            self._call(lambda: self.client.hdel(LIVE, run_id)),
+        )
+
+    async def live_runs(self) -> dict[str, dict[str, Any]]:
+        listed = await self._call(lambda: self.client.hgetall(LIVE))
+        runs = {k.decode(): json.loads(v) for k, v in listed.items()}
+        ids = list(runs)
+
+        async def exist() -> Any:  # a run whose client was killed is listed until one looks
+            pipe = self.client.pipeline(transaction=False)
+            for run_id in ids:
+                pipe.exists(run_keys(run_id).events)
+            return await pipe.execute()
+
+        gone = [r for r, there in zip(ids, await self._call(exist), strict=True) if not there]
+        if gone:
+            await self._call(lambda: self.client.hdel(LIVE, *gone))
+        return {k: v for k, v in runs.items() if k not in gone}
+
+    async def run_shape(self, run_id: str) -> dict[str, Any] | None:
+        blob = await self._call(lambda: self.client.get(run_keys(run_id).shape))
+        return None if blob is None else json.loads(zlib.decompress(blob))
 
     # ----------------------------------------------------------------- worker side
     async def load_pages(self, run_id: str, pages: Sequence[int]) -> dict[int, bytes]:

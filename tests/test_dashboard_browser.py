@@ -1,0 +1,147 @@
+"""``shoal dashboard`` in a real browser: Debian's Chromium driven by Playwright. A real
+workflow runs on Redis + gateway while the live view watches it; then the run's analysis
+and the history. Screenshots of each view are saved as test artefacts (in
+``$SHOAL_SCREENSHOTS``, else the test's temporary folder)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from servers import free_port
+from signals import wait_for
+
+import shoal
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+playwright = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+
+# As the machine's probe runs it: headless, and no background traffic to a closed network.
+CHROMIUM_ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("SHOAL_SCREENSHOTS") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def dashboard(redis_url: str, history_file: Path) -> Iterator[str]:
+    """``shoal dashboard`` on a free port, over the session's Redis and history."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shoal", "dashboard", "--storage", redis_url,
+         "--history", str(history_file), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # Streamlit's own health check, with a deadline
+            try:
+                if httpx.get(url + "/_stcore/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the dashboard did not start"
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+@pytest.fixture
+def page(dashboard: str) -> Iterator[Any]:
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            # Tall enough for a whole view: Streamlit scrolls inside the page, so a
+            # full-page screenshot is only what the window shows.
+            tab = browser.new_page(viewport={"width": 1400, "height": 2300})
+            tab.set_default_timeout(30_000)
+            yield tab
+        finally:
+            browser.close()
+
+
+def test_a_run_is_watched_live_then_analysed_then_found_in_the_history(
+    redis_url: str, gateway_url: str, dashboard: str, page: Any, flags: Path, screenshots: Path
+) -> None:
+    go = flags / "go"
+
+    @shoal.task
+    def split(n: int) -> list[int]:
+        return list(range(n))
+
+    @shoal.task
+    def work(xs: list[int], i: int) -> int:
+        if i >= 4:  # the last ones wait: the live view sees them running
+            (flags / f"under-way-{i}").touch()
+            wait_for(go, timeout=60)
+        return xs[i] * 2
+
+    @shoal.task
+    def total(*parts: int) -> int:
+        return sum(parts)
+
+    def compute() -> tuple[Any, Any]:
+        xs = split(6)
+        value = total(*[work(xs, i) for i in range(6)]).compute(
+            storage=redis_url, workers=gateway_url, progress=False
+        )
+        return value, shoal.last_run()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        run = pool.submit(compute)
+        assert wait_for(flags / "under-way-4", timeout=30)
+        page.goto(dashboard)
+        page.get_by_role("heading", name="Live run").wait_for()
+        states = page.locator("[data-testid='shoal-live-states']")
+        states.filter(has_text="running").wait_for()
+        text = states.inner_text()
+        assert "done" in text and "running" in text and "waiting 1" in text, text
+        page.wait_for_timeout(500)  # let the graph draw before the picture
+        page.screenshot(path=str(screenshots / "live.png"), full_page=True)
+        go.touch()
+        value, summary = run.result(timeout=60)
+        assert value == 30 and summary is not None
+        page.get_by_text("ended: its analysis is under Run analysis").wait_for()
+
+    page.get_by_test_id("stRadioGroup").get_by_text("Run analysis").click()
+    page.get_by_role("heading", name="Timeline").wait_for()
+    page.get_by_role("heading", name="Graph (critical path in red)").wait_for()
+    page.get_by_text("Critical path: split-0").wait_for()
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(screenshots / "analysis.png"), full_page=True)
+
+    page.get_by_test_id("stRadioGroup").get_by_text("History").click()
+    page.get_by_role("heading", name="Compare two runs").or_(
+        page.get_by_text("runs, newest first")
+    ).first.wait_for()
+    assert page.get_by_text(summary.run_id).count() >= 1  # the run is listed
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(screenshots / "history.png"), full_page=True)
