@@ -133,9 +133,9 @@ def test_where_the_time_went_adds_up_to_the_workers_lives() -> None:
     assert split["waiting"] == pytest.approx(5.0 + 4.3 - 5.9 - 0.6)
 
 
-def test_planned_vs_real_puts_the_worst_first() -> None:
+def test_planned_vs_real_puts_the_furthest_off_first() -> None:
     rows = planned_vs_real(record())
-    assert [r.task for r in rows] == [2, 1, 3, 0]  # 4 was not planned
+    assert [r.task for r in rows] == [2, 1, 3, 0]  # 1.8 s, 0.5 s, 0.1 s, 0 s off; 4 unplanned
     assert rows[0].error == pytest.approx((1.0 - 2.8) / 2.8)
 
 
@@ -290,3 +290,48 @@ def test_an_empty_history_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     at = _app(str(tmp_path / "empty.sqlite3"), monkeypatch).run()
     at.sidebar.radio(key="view").set_value("Run analysis").run()
     assert not at.exception and "holds no run yet" in at.markdown[0].value
+
+
+def test_the_live_view_follows_a_run_on_redis(
+    made_history: str, redis_url: str, flags: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run under way is listed; its counters and states come from its event stream."""
+    import threading
+
+    from signals import wait_for
+
+    @shoal.task
+    def quick(i: int) -> int:
+        return i
+
+    @shoal.task
+    def slow(*xs: int) -> int:
+        (flags / "under-way").touch()
+        wait_for(flags / "go", timeout=30)
+        return sum(xs)
+
+    result: list[int] = []
+    run = threading.Thread(
+        target=lambda: result.append(
+            slow(*[quick(i) for i in range(3)]).compute(
+                storage=redis_url, workers="local", progress=False
+            )  # fmt: skip
+        )
+    )
+    run.start()
+    try:
+        assert wait_for(flags / "under-way", timeout=30)
+        at = _app(made_history, monkeypatch, storage=redis_url).run()
+        assert not at.exception
+        (label,) = at.selectbox(key="live_run").options
+        assert label.startswith("slow · 4 tasks · ")
+        metrics = {m.label: m.value for m in at.metric}
+        assert metrics["Tasks done"] == "3 / 4"
+        assert metrics["Predicted finish"] == "unplanned"
+        assert len(at.get("plotly_chart")) == 1
+        states = [m.value for m in at.markdown if "running" in m.value]
+        assert states and "done 3" in states[0] and "running 1" in states[0]
+    finally:
+        (flags / "go").touch()
+        run.join(30)
+    assert result == [3]

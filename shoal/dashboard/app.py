@@ -135,23 +135,18 @@ def _live_run(store: Store, run_id: str, shape: Shape, info: dict[str, Any]) -> 
         run.add(events)
         if not events and (state.get("ended") or _loop().run(store.run_shape(run_id)) is None):
             state["ended"] = True  # its client deleted it: the last events may be unread
-            st.success(
-                f"Run {run_id} ended: its analysis is under Run analysis.",
-                icon=":material/check_circle:",
-            )
+            _ended(run_id)
         states = run.states()
         done = sum(s.value == "done" for s in states)
-        now = time.time()
+        now = run.last_time if state.get("ended") and run.last_time else time.time()
         cols = st.columns(5)
         cols[0].metric("Tasks done", f"{done:,} / {len(states):,}")
         workers = run.workers_warm + run.workers_cold
         cols[1].metric("Workers", f"{workers} ({run.workers_cold} cold)")
         cols[2].metric("Data moved", _bytes(run.bytes_moved))
         cols[3].metric("Elapsed", f"{run.elapsed_s(now):.1f} s")
-        predicted = run.predicted_makespan_s
-        cols[4].metric(
-            "Predicted makespan", "unplanned" if predicted is None else f"{predicted:.1f} s"
-        )
+        elapsed, predicted = run.elapsed_s(now), run.predicted_makespan_s
+        cols[4].metric("Predicted finish", _finish(elapsed, predicted))
         if unfold:
             colours = [figures.STATE_COLOURS[s] for s in states]
             hover = [f"{shape.name(t)}: {s.value}" for t, s in enumerate(states)]
@@ -165,6 +160,33 @@ def _live_run(store: Store, run_id: str, shape: Shape, info: dict[str, Any]) -> 
         )
 
     tail()
+
+
+def _ended(run_id: str) -> None:
+    """Say how the run ended, from its record (its last events went with its keys)."""
+    history = _history()
+    try:
+        record = history.run(run_id)
+    finally:
+        history.close()
+    if record is None:
+        st.success(f"Run {run_id} ended: its analysis is under Run analysis.")
+    elif record.ok:
+        st.success(
+            f"Run {run_id} ended: {record.tasks_done:,} of {record.tasks_total:,} tasks done, "
+            f"makespan {record.makespan_s:.3f} s. Its analysis is under Run analysis."
+        )
+    else:
+        st.error(f"Run {run_id} failed: {record.error}. Its analysis is under Run analysis.")
+
+
+def _finish(elapsed: float, predicted: float | None) -> str:
+    """When the plan says the run ends, from now."""
+    if predicted is None:
+        return "unplanned"
+    if elapsed <= predicted:
+        return f"in {predicted - elapsed:.1f} s"
+    return f"{elapsed - predicted:.1f} s late"
 
 
 def _counts(states: list[State]) -> str:
@@ -386,10 +408,10 @@ def history_view() -> None:
             ]
         )
         fig.update_layout(
-            height=300,
+            height=340,
             title=title,
             margin={"l": 10, "r": 10, "t": 40, "b": 10},
-            legend={"orientation": "h"},
+            legend={"orientation": "h", "y": -0.3, "yanchor": "top"},
         )
         col.plotly_chart(fig, config=figures.CONFIG, key=f"history_{field}")
     st.dataframe(
