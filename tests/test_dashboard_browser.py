@@ -91,33 +91,38 @@ def page(dashboard: str) -> Iterator[Any]:
 def test_a_run_is_watched_live_then_analysed_then_found_in_the_history(
     redis_url: str, gateway_url: str, dashboard: str, page: Any, flags: Path, screenshots: Path
 ) -> None:
-    go = flags / "go"
-
     @shoal.task
     def split(n: int) -> list[int]:
         return list(range(n))
 
     @shoal.task
-    def work(xs: list[int], i: int) -> int:
+    def work(xs: list[int], i: int, folder: str) -> int:
         if i >= 4:  # the last ones wait: the live view sees them running
-            (flags / f"under-way-{i}").touch()
-            wait_for(go, timeout=60)
+            (Path(folder) / f"under-way-{i}").touch()
+            wait_for(Path(folder) / "go", timeout=60)
         return xs[i] * 2
 
     @shoal.task
     def total(*parts: int) -> int:
         return sum(parts)
 
-    def compute() -> tuple[Any, Any]:
+    def compute(folder: Path, planner: str) -> tuple[Any, Any]:
+        folder.mkdir(exist_ok=True)
         xs = split(6)
-        value = total(*[work(xs, i) for i in range(6)]).compute(
-            storage=redis_url, workers=gateway_url, progress=False
+        value = total(*[work(xs, i, str(folder)) for i in range(6)]).compute(
+            storage=redis_url, workers=gateway_url, progress=False, planner=planner
         )
         return value, shoal.last_run()
 
+    first = flags / "first"  # a first run, unwatched and unhindered, for the plan to learn from
+    first.mkdir()
+    (first / "go").touch()
+    assert compute(first, "none")[0] == 30
+    watched = flags / "watched"
+    go = watched / "go"
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        run = pool.submit(compute)
-        assert wait_for(flags / "under-way-4", timeout=30)
+        run = pool.submit(compute, watched, "uniform")
+        assert wait_for(watched / "under-way-4", timeout=30)
         page.goto(dashboard)
         page.get_by_role("heading", name="Live run").wait_for()
         states = page.locator("[data-testid='shoal-live-states']")
@@ -128,13 +133,16 @@ def test_a_run_is_watched_live_then_analysed_then_found_in_the_history(
         page.screenshot(path=str(screenshots / "live.png"), full_page=True)
         go.touch()
         value, summary = run.result(timeout=60)
-        assert value == 30 and summary is not None
+        assert value == 30 and summary is not None and summary.planner == "uniform", summary
         page.get_by_text("8 of 8 tasks done").wait_for()  # how it ended, from its record
 
     page.get_by_test_id("stRadioGroup").get_by_text("Run analysis").click()
     page.get_by_role("heading", name="Timeline").wait_for()
     page.get_by_role("heading", name="Graph (critical path in red)").wait_for()
     page.get_by_text("Critical path: split-0").wait_for()
+    page.get_by_role("heading", name="Planned vs real").wait_for()  # the run was planned
+    assert page.get_by_text("This run was not planned").count() == 0
+    page.locator("[data-testid='stDataFrame']").wait_for()  # the table, worst first
     page.wait_for_timeout(500)
     page.screenshot(path=str(screenshots / "analysis.png"), full_page=True)
 

@@ -277,3 +277,21 @@ def test_a_stale_merge_is_refused_and_nothing_is_written(
     finally:
         history.client.delete(key)
         history.close()
+
+
+def test_a_run_from_inside_an_event_loop_is_recorded(tmp_path: Path) -> None:
+    """compute() where a loop runs (a notebook) runs on another thread: the history, opened
+    on the caller's, still records it."""
+    import asyncio
+
+    url = str(tmp_path / "history.sqlite3")
+
+    @shoal.task
+    def one() -> int:
+        return 1
+
+    async def in_a_notebook() -> int:
+        return one().compute(history=url, progress=False)
+
+    assert asyncio.run(in_a_notebook()) == 1
+    assert len(shoal.history(url).runs()) == 1

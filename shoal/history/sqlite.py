@@ -40,7 +40,11 @@ class SqliteHistory:
         self.keep = keep
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            # compute() called where an event loop runs (a notebook) runs on another thread
+            # than the one that opened the history; one run at a time uses it.
+            self._db = sqlite3.connect(
+                path, timeout=30, isolation_level=None, check_same_thread=False
+            )
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._prepare()
         except (OSError, sqlite3.Error) as exc:
