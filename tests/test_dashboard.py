@@ -335,3 +335,29 @@ def test_the_live_view_follows_a_run_on_redis(
         (flags / "go").touch()
         run.join(30)
     assert result == [3]
+
+
+def test_a_large_run_is_drawn_folded_until_unfolded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shoal.dashboard.fold import FOLD_ABOVE
+
+    url = str(tmp_path / "history.sqlite3")
+
+    @shoal.task
+    def leaf(i: int) -> int:
+        return i
+
+    @shoal.task
+    def total(*xs: int) -> int:
+        return sum(xs)
+
+    total(*[leaf(i) for i in range(FOLD_ABOVE + 10)]).compute(history=url, progress=False)
+    at = _app(url, monkeypatch).run()
+    at.sidebar.radio(key="view").set_value("Run analysis").run()
+    assert not at.exception
+    (graph, *_) = at.get("plotly_chart")
+    assert '"text":["leaf","total"]' in graph.proto.spec.replace(" ", "")  # one node each
+    at.checkbox(key="analysis_unfold").check().run()
+    (graph, *_) = at.get("plotly_chart")
+    assert '"type":"scattergl"' in graph.proto.spec.replace(" ", "")  # every task, in WebGL

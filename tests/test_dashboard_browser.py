@@ -147,9 +147,9 @@ def test_a_run_is_watched_live_then_analysed_then_found_in_the_history(
     page.screenshot(path=str(screenshots / "analysis.png"), full_page=True)
 
     page.get_by_test_id("stRadioGroup").get_by_text("History").click()
-    page.get_by_role("heading", name="Compare two runs").or_(
-        page.get_by_text("runs, newest first")
-    ).first.wait_for()
-    assert page.get_by_text(summary.run_id).count() >= 1  # the run is listed
+    page.get_by_text(f"2 runs, newest first (the newest: {summary.run_id})").wait_for()
+    page.get_by_role("heading", name="Compare two runs").wait_for()
+    compared = page.get_by_test_id("stTable")
+    assert f"B {summary.run_id}" in compared.inner_text()  # side by side with the first
     page.wait_for_timeout(500)
     page.screenshot(path=str(screenshots / "history.png"), full_page=True)

@@ -20,6 +20,7 @@ import streamlit as st
 
 from shoal.dashboard import figures
 from shoal.dashboard.fold import (
+    FOLD_ABOVE,
     STATE_ORDER,
     LiveRun,
     Shape,
@@ -38,8 +39,6 @@ T = TypeVar("T")
 
 #: How often the live view reads the stream it tails.
 REFRESH_S = 0.5
-#: Above this many tasks the graph is drawn one node per function (the user may unfold).
-FOLD_ABOVE = 2000
 VIEWS = ("Live run", "Run analysis", "History")
 
 

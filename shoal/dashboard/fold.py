@@ -27,6 +27,8 @@ class State(StrEnum):
 
 
 STATE_ORDER = tuple(State)
+#: Above this many tasks a graph is drawn one node per function (the user may unfold it).
+FOLD_ABOVE = 2000
 
 
 @dataclass
