@@ -324,3 +324,16 @@ def test_user_code_travels_to_workers_that_do_not_have_it(
     )
     assert done.returncode == 0, done.stderr
     assert "total 90" in done.stdout
+
+
+def test_a_cold_worker_is_forked_from_the_template(redis_url: str, own_gateway: str) -> None:
+    """A cold start is a fork of the gateway's template process, which imported the worker
+    runtime once: no Python start, no imports."""
+
+    @shoal.task
+    def parent() -> str:
+        return Path(f"/proc/{os.getppid()}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+    assert "-m shoal.gateway.forkserver" in _run(parent(), redis_url, own_gateway)
+    summary = shoal.last_run()
+    assert summary is not None and summary.cold_starts == 1

@@ -111,7 +111,10 @@ class Client:
         self.keys = runs.pop().decode() + "*"
         commands = [c for pid, c in _marked(self.mark).items() if pid != self.proc.pid]
         assert sum(" -m shoal gateway " in c for c in commands) == 1, commands
-        assert sum("-m shoal.gateway.process" in c for c in commands) == 1, commands
+        # The worker: forked from the gateway's template (same command line), or its own.
+        forks = sum("-m shoal.gateway.forkserver" in c for c in commands)
+        own = sum("-m shoal.gateway.process" in c for c in commands)
+        assert (forks, own) in ((2, 0), (0, 1)), commands
 
     def stopped(self) -> tuple[int, str, str]:
         """Wait for the client to end: its return code, stdout and stderr."""
@@ -211,7 +214,7 @@ def test_a_gateway_stops_quietly(sig: signal.Signals, shared_secret: str) -> Non
     listener.close()
     try:
         assert httpx.post(url + "/prewarm", params={"count": 1}).json() == {"started": 1}
-        assert len(_marked(mark)) == 2  # the gateway and its worker
+        assert len(_marked(mark)) == 3  # the gateway, its template and the worker forked
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=15)
     finally:

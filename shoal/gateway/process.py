@@ -85,6 +85,8 @@ def apply_size(memory_mb: int, cpu_list: list[int]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """A worker process started on its own (without the template of :mod:`.forkserver`):
+    its frames on the stdin and stdout it was born with."""
     p = argparse.ArgumentParser(prog="python -m shoal.gateway.process")
     p.add_argument("--memory-mb", type=int, required=True)
     p.add_argument("--cpu-list", default="")
@@ -94,18 +96,36 @@ def main(argv: list[str] | None = None) -> None:
     apply_size(args.memory_mb, [int(c) for c in args.cpu_list.split(",") if c])
     frames = os.fdopen(os.dup(1), "wb")  # our answers; user prints go to stderr
     os.dup2(2, 1)
-    logging.basicConfig(level=os.environ.get("SHOAL_LOG_LEVEL", "WARNING"))
+    # After the limits, imports count against them: part of its cold start, not of its
+    # first task's.
+    preload()
+    serve(sys.stdin.buffer, frames, args.name)
 
-    # After the limits, imports count against them. What a gateway worker uses on its
-    # first invocation (a Redis store, hand-outs to the gateway) is imported now too: part
-    # of its cold start, not of its first task's hand-outs.
+
+def serve_forked(channel: int, memory_mb: int, cpu_list: list[int], name: str) -> None:
+    """A worker forked from the template (:mod:`.forkserver`): its frames on ``channel``,
+    a socket to the gateway; what it prints goes to stderr."""
+    die_with_parent()
+    apply_size(memory_mb, cpu_list)
+    os.dup2(2, 1)
+    serve(os.fdopen(os.dup(channel), "rb"), os.fdopen(channel, "wb"), name)
+
+
+def preload() -> None:
+    """Import what a gateway worker uses on its first invocation (its runtime, a Redis
+    store, hand-outs to the gateway): part of its cold start, not of its first task."""
     from ..backends import gateway as _gateway  # noqa: F401
-    from ..runtime import WorkerRuntime
+    from ..runtime import WorkerRuntime  # noqa: F401
     from ..stores import redis as _redis  # noqa: F401
 
-    with WorkerRuntime(name=args.name) as runtime:
+
+def serve(inp: BinaryIO, frames: BinaryIO, name: str | None) -> None:
+    """Run the invocations the gateway sends until it closes ``inp``."""
+    from ..runtime import WorkerRuntime
+
+    logging.basicConfig(level=os.environ.get("SHOAL_LOG_LEVEL", "WARNING"))
+    with WorkerRuntime(name=name) as runtime:
         write_frame(frames, {"ready": True})
-        inp = sys.stdin.buffer
         while True:
             try:
                 header, payload = read_frame(inp)

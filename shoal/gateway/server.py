@@ -36,6 +36,7 @@ from ..events import EventKind, event
 from ..security import Signer
 from ..stores import Store, open_store
 from ..web import check_exposure, run_server, token_refusal
+from .forkserver import ForkedWorker, ForkServer
 from .policy import Place, ProcessInfo, cpu_set, expired, place
 from .process import read_frame_async, write_frame_async
 
@@ -58,7 +59,7 @@ class _Pending:
 class _Worker:
     info: ProcessInfo
     name: str
-    proc: asyncio.subprocess.Process | None = None
+    proc: asyncio.subprocess.Process | ForkedWorker | None = None
     current: _Pending | None = None
 
 
@@ -71,6 +72,7 @@ class Gateway:
         *,
         max_workers: int | None = None,
         keep_warm_s: float = DEFAULT_KEEP_WARM_S,
+        fork: bool = True,
     ) -> None:
         self.codec = Codec(signer)
         self.signer = signer
@@ -88,6 +90,8 @@ class Gateway:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reaper: asyncio.Task[None] | None = None
         self.closing = False
+        self.fork = fork  # workers are forked from a template process (else each starts anew)
+        self._forks: ForkServer | None = None
 
     # ----------------------------------------------------------------- requests
     async def submit(self, payload: bytes) -> Invocation:
@@ -166,6 +170,10 @@ class Gateway:
         name = f"gw{wid}"
         worker = _Worker(ProcessInfo(wid, size, False, time.monotonic()), name)
         self.workers[wid] = worker
+        if self._forks is not None:  # a fork of the template: a cold start without imports
+            worker.proc = await self._forks.spawn(size.memory_mb, cpus, name)
+            self._keep(asyncio.create_task(self._listen(worker)))
+            return worker
         # -I: the worker's Python path holds installed packages only, as on a FaaS platform.
         worker.proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -231,8 +239,14 @@ class Gateway:
             await self._store(inv.storage).emit(
                 inv.run_id, [event(EventKind.WORKER_FAILED, worker, data=data)]
             )
-        except Exception as exc:
-            log.warning("could not report the failure of %s to run %s: %r", worker, inv.run_id, exc)
+        except Exception as exc:  # while closing, the run's end is the client's to tell
+            log.log(
+                logging.DEBUG if self.closing else logging.WARNING,
+                "could not report the failure of %s to run %s: %r",
+                worker,
+                inv.run_id,
+                exc,
+            )
 
     def _store(self, url: str) -> Store:
         store = self._stores.get(url)
@@ -281,6 +295,16 @@ class Gateway:
     async def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap())
         self._keep(asyncio.create_task(self._keep_queued()))
+        if self.fork and hasattr(os, "fork"):
+            forks = ForkServer()
+            try:
+                await forks.start()
+            except OSError as exc:  # every worker then starts a Python of its own
+                log.warning(
+                    "no template process for worker forks (%r): cold starts are slower", exc
+                )
+            else:
+                self._forks = forks
 
     async def close(self) -> None:
         self.closing = True
@@ -292,7 +316,10 @@ class Gateway:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
         for proc in procs:
-            await proc.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 10)
+        if self._forks is not None:
+            await self._forks.close()
         for task in list(self._tasks):
             task.cancel()
         for store in self._stores.values():

@@ -1,0 +1,225 @@
+"""Fast cold starts: the gateway's worker processes are forked from a template process
+that has imported the worker runtime once (``python -I -m shoal.gateway.forkserver``), so a
+cold start costs a fork, not a Python start and its imports.
+
+The gateway and the template talk over a Unix socket: for each worker the gateway sends
+its size and name with one end of a fresh socket pair (the worker's channel for frames,
+:mod:`.process`), the template forks, and the child applies its size and serves frames on
+that channel. The template reaps its children and tells the gateway each one's pid and
+exit status (so a killed worker is still reported as killed). It has no threads (a fork
+would copy them half-way), and dies with the gateway, and its children with it.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+from typing import Any
+
+#: A message: its length, then JSON (a request from the gateway, an answer from the
+#: template); a request carries one file descriptor alongside.
+_LENGTH = struct.Struct(">I")
+
+
+# --------------------------------------------------------------------------- the template
+
+
+def _serve(control: socket.socket) -> None:
+    """Fork a worker per request until the gateway goes away; report each one's end as
+    soon as it ends (SIGCHLD wakes the loop)."""
+    from . import process
+
+    process.die_with_parent()
+    process.preload()
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_w)
+    while True:
+        ready, _, _ = select.select([control.fileno(), wake_r], [], [])
+        if wake_r in ready:
+            os.read(wake_r, 512)
+            _reap(control)
+        if control.fileno() not in ready:
+            continue
+        try:
+            request, fds = _receive(control)
+        except (EOFError, OSError):
+            return
+        channel = fds[0]
+        pid = os.fork()
+        if pid == 0:  # the worker: none of the template's plumbing
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            for fd in (wake_r, wake_w):
+                os.close(fd)
+            control.close()
+            try:
+                process.serve_forked(
+                    channel, request["memory_mb"], request["cpu_list"], request["name"]
+                )
+            finally:
+                os._exit(0)
+        os.close(channel)
+        _send(control, {"pid": pid, "name": request["name"]})
+
+
+def _reap(control: socket.socket) -> None:
+    """Tell the gateway of every worker that ended, with its exit status."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        _send(control, {"exited": pid, "returncode": os.waitstatus_to_exitcode(status)})
+
+
+def _send(sock: socket.socket, message: dict[str, Any], fd: int | None = None) -> None:
+    """One message (with ``fd`` passed alongside); messages are small: one send each."""
+    data = json.dumps(message).encode()
+    blob = _LENGTH.pack(len(data)) + data
+    ancillary = (
+        [] if fd is None else [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))]
+    )
+    sent = sock.sendmsg([blob], ancillary)
+    if sent < len(blob):
+        sock.sendall(blob[sent:])
+
+
+def _receive(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    head, fds, _, _ = socket.recv_fds(sock, _LENGTH.size, 1)
+    if len(head) < _LENGTH.size:
+        raise EOFError
+    (n,) = _LENGTH.unpack(head)
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return json.loads(data), list(fds)
+
+
+def main() -> None:
+    fd = int(sys.argv[1])
+    _serve(socket.socket(fileno=fd))
+
+
+# --------------------------------------------------------------------------- the gateway's side
+
+
+class ForkedWorker:
+    """A worker process forked by the template, as the gateway drives it: the same few
+    things it uses of an asyncio subprocess (its frames in and out, its pid, its end)."""
+
+    def __init__(
+        self,
+        pid: int,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        ended: asyncio.Future[int],
+    ) -> None:
+        self.pid, self.stdout, self.stdin, self._ended = pid, reader, writer, ended
+        self.returncode: int | None = None
+
+    async def wait(self) -> int:
+        self.returncode = await self._ended
+        return self.returncode
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+
+class ForkServer:
+    """The gateway's handle on its template process."""
+
+    def __init__(self) -> None:
+        self._proc: asyncio.subprocess.Process | None = None
+        self._control: socket.socket | None = None
+        self._lock = asyncio.Lock()
+        self._ended: dict[int, asyncio.Future[int]] = {}
+        self._answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-I", "-m", "shoal.gateway.forkserver", str(theirs.fileno()),
+                pass_fds=[theirs.fileno()],
+            )  # fmt: skip
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._control = ours
+        self._reader = asyncio.create_task(self._read())
+
+    async def spawn(self, memory_mb: int, cpu_list: list[int], name: str) -> ForkedWorker:
+        assert self._control is not None, "start() first"
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        loop = asyncio.get_running_loop()
+        async with self._lock:  # one request at a time: answers come in order
+            request = {"memory_mb": memory_mb, "cpu_list": cpu_list, "name": name}
+            _send(self._control, request, theirs.fileno())
+            theirs.close()
+            answer = await self._answers.get()
+        pid = int(answer["pid"])
+        ended = self._ended.setdefault(pid, loop.create_future())
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        return ForkedWorker(pid, reader, writer, ended)
+
+    async def _read(self) -> None:
+        """Answers to spawns, and the exit statuses of workers, as they come."""
+        assert self._control is not None
+        loop = asyncio.get_running_loop()
+        buffer = b""
+        while True:
+            try:
+                chunk = await loop.sock_recv(self._control, 65536)
+            except OSError:
+                chunk = b""
+            if not chunk:  # the template is gone: so are its workers
+                for future in self._ended.values():
+                    if not future.done():
+                        future.set_result(-signal.SIGKILL)
+                return
+            buffer += chunk
+            while len(buffer) >= _LENGTH.size:
+                (n,) = _LENGTH.unpack(buffer[: _LENGTH.size])
+                if len(buffer) < _LENGTH.size + n:
+                    break
+                message = json.loads(buffer[_LENGTH.size : _LENGTH.size + n])
+                buffer = buffer[_LENGTH.size + n :]
+                if "exited" in message:
+                    future = self._ended.setdefault(int(message["exited"]), loop.create_future())
+                    if not future.done():
+                        future.set_result(int(message["returncode"]))
+                else:
+                    await self._answers.put(message)
+
+    async def close(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        if self._reader is not None:
+            self._reader.cancel()
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+            await self._proc.wait()
+            self._proc = None
+
+
+if __name__ == "__main__":
+    main()
