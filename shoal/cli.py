@@ -178,6 +178,13 @@ def _table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) ->
     help="Require 'Authorization: Bearer TOKEN' (needed to listen beyond 127.0.0.1).",
 )
 @click.option(
+    "--fork/--no-fork",
+    default=True,
+    show_default=True,
+    help="Fork workers from a template process that imported the worker runtime (fast cold "
+    "starts), or start a new Python for each.",
+)
+@click.option(
     "--exit-with-stdin",
     is_flag=True,
     hidden=True,
@@ -190,6 +197,7 @@ def gateway(
     max_workers: int | None,
     keep_warm: float,
     token: str | None,
+    fork: bool,
     exit_with_stdin: bool,
 ) -> None:
     """Run a local FaaS gateway: pools of worker processes per size, with warm reuse,
@@ -205,6 +213,7 @@ def gateway(
         max_workers=max_workers,
         keep_warm_s=keep_warm,
         token=token,
+        fork=fork,
         exit_with_stdin=exit_with_stdin,
     )
 

@@ -390,13 +390,16 @@ def serve(
     max_workers: int | None = None,
     keep_warm_s: float = DEFAULT_KEEP_WARM_S,
     token: str | None = None,
+    fork: bool = True,
     exit_with_stdin: bool = False,
 ) -> None:
     """Run a gateway until SIGTERM or SIGINT, or with ``exit_with_stdin`` (a private
     gateway) until its stdin ends: its client closed it, or died. ``fd``: an already
-    listening socket to serve on."""
+    listening socket to serve on; ``fork``: fork workers from a template process."""
     check_exposure(host, token, TOKEN_ENV)
-    gateway = Gateway(Signer.from_env(), max_workers=max_workers, keep_warm_s=keep_warm_s)
+    gateway = Gateway(
+        Signer.from_env(), max_workers=max_workers, keep_warm_s=keep_warm_s, fork=fork
+    )
     app = create_app(gateway, token)
     # Requests answer at once (an invoke is queued): one still running after a few seconds
     # of shutdown is stuck, and must not keep the gateway up.

@@ -1,0 +1,89 @@
+"""Cold starts on the gateway: ``python -m bench.coldstart [--repeat N]``.
+
+A no-op run on a fresh ``shoal gateway`` (Redis started here) whose worker starts cold,
+with workers forked from the gateway's template process and, for comparison, started as
+new Pythons (``--no-fork``): the cold start as the worker reports it (from its dispatch to
+its worker loop running). Then a run of two no-op tasks on a private gateway
+(``workers="gateway"``): the whole ``compute()`` call, the gateway's own start included.
+Medians of ``--repeat`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import shoal
+
+from .servers import ShoalServers
+
+
+def _inc(x: int) -> int:
+    return x + 1
+
+
+def cold_start(storage: str, fork: bool) -> tuple[float, float]:
+    """The cold start of the one worker of a no-op run on a gateway of its own, as the
+    worker reports it (from the invocation's dispatch), and the whole run's wall time
+    (the fork itself, the invocation's trip, the task and the completion included)."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+    args = ["--fork" if fork else "--no-fork", "--fd", str(listener.fileno())]
+    proc = subprocess.Popen([sys.executable, "-m", "shoal", "gateway", *args],
+                            pass_fds=[listener.fileno()])  # fmt: skip
+    url = f"gateway+http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+    try:
+        # The gateway (and its template) up first, on a worker of another size: the timed
+        # run's worker then starts cold.
+        warm_up = shoal.task(memory_mb=1024)(_inc)(0)
+        shoal.compute(warm_up, storage=storage, workers=url, progress=False)
+        started = time.perf_counter()
+        shoal.compute(shoal.task(_inc)(1), storage=storage, workers=url, progress=False)
+        wall = time.perf_counter() - started
+        summary = shoal.last_run()
+        assert summary is not None
+        return summary.cold_start_s, wall
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.coldstart", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--repeat", type=int, default=5)
+    args = p.parse_args(argv)
+    os.environ["SHOAL_HISTORY"] = "none"
+    os.environ.setdefault("SHOAL_SECRET", secrets.token_hex(32))
+    servers = ShoalServers().start()
+    try:
+        storage = servers.storage
+        for fork in (True, False):
+            got = [cold_start(storage, fork) for _ in range(args.repeat)]
+            label = "forked from the template" if fork else "a new Python (--no-fork)"
+            start = statistics.median(s for s, _ in got)
+            wall = statistics.median(w for _, w in got)
+            print(f"cold start, {label}: {1e3 * start:.1f} ms as the worker tells it; "
+                  f"a one-task run on it {1e3 * wall:.1f} ms (median of {len(got)})")  # fmt: skip
+        inc = shoal.task(_inc)
+        walls = []
+        for _ in range(args.repeat):
+            started = time.perf_counter()
+            shoal.compute(inc(1), inc(2), storage=storage, workers="gateway", progress=False)
+            walls.append(time.perf_counter() - started)
+        print(f"private gateway, two no-op tasks: {1e3 * statistics.median(walls):.0f} ms "
+              f"(median of {len(walls)})")  # fmt: skip
+    finally:
+        servers.close()
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory():
+        main()
