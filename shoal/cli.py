@@ -185,6 +185,18 @@ def _table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) ->
     "starts), or start a new Python for each.",
 )
 @click.option(
+    "--cgroups/--no-cgroups",
+    default=True,
+    show_default=True,
+    help="Enforce each worker's CPU share and memory with cgroups where the host allows it "
+    "(else CPUs are pinned and memory capped by RLIMIT_DATA).",
+)
+@click.option(
+    "--lambda-cpu",
+    is_flag=True,
+    help="A worker's CPU share follows its memory, 1 CPU per 1769 MB, as on AWS Lambda.",
+)
+@click.option(
     "--exit-with-stdin",
     is_flag=True,
     hidden=True,
@@ -198,6 +210,8 @@ def gateway(
     keep_warm: float,
     token: str | None,
     fork: bool,
+    cgroups: bool,
+    lambda_cpu: bool,
     exit_with_stdin: bool,
 ) -> None:
     """Run a local FaaS gateway: pools of worker processes per size, with warm reuse,
@@ -214,6 +228,8 @@ def gateway(
         keep_warm_s=keep_warm,
         token=token,
         fork=fork,
+        cgroups=cgroups,
+        lambda_cpu=lambda_cpu,
         exit_with_stdin=exit_with_stdin,
     )
 

@@ -174,20 +174,61 @@ def test_a_task_beyond_its_memory_size_fails_with_memory_error(
         _run(hog(), redis_url, gateway_url)
 
 
-def test_a_worker_sees_as_many_cpus_as_its_size(redis_url: str, gateway_url: str) -> None:
+def _cpu_share() -> float:
+    """The CPUs this process may use: its cgroup's CPU quota where it has one (v1 or v2),
+    else the CPUs it is pinned to."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "cpu" in controllers.split(","):
+            group = Path("/sys/fs/cgroup/cpu") / path.lstrip("/")
+            quota = int((group / "cpu.cfs_quota_us").read_text())
+            if quota > 0:
+                return quota / int((group / "cpu.cfs_period_us").read_text())
+        elif controllers == "":
+            limit = Path("/sys/fs/cgroup") / path.lstrip("/") / "cpu.max"
+            quota_s, period = limit.read_text().split() if limit.exists() else ("max", "1")
+            if quota_s != "max":
+                return int(quota_s) / int(period)
+    return float(len(os.sched_getaffinity(0)))
+
+
+def test_a_worker_gets_the_cpu_share_of_its_size(redis_url: str, gateway_url: str) -> None:
+    """A CPU quota in its cgroup where the host allows it (fractions included), else as
+    many CPUs pinned as its size asks."""
+
     @shoal.task(cpus=1)
-    def one() -> int:
-        return len(os.sched_getaffinity(0))
+    def one() -> float:
+        return _cpu_share()
 
     @shoal.task(cpus=2)
-    def two() -> int:
-        return len(os.sched_getaffinity(0))
+    def two() -> float:
+        return _cpu_share()
 
+    @shoal.task(cpus=0.5)
+    def half() -> float:
+        return _cpu_share()
+
+    got = tuple(_run(task(), redis_url, gateway_url) for task in (one, two, half))
+    cgroups = _info(gateway_url)["cgroups"]
     available = len(os.sched_getaffinity(0))
-    assert shoal.compute(one(), two(), storage=redis_url, workers=gateway_url, progress=False) == (
-        1,
-        min(2, available),
-    )
+    assert got == ((1.0, 2.0, 0.5) if cgroups else (1.0, min(2, available), 1.0))
+
+
+def test_a_half_cpu_worker_runs_at_half_speed(redis_url: str, gateway_url: str) -> None:
+    """The quota is real: CPU-bound work takes about twice as long at half a CPU."""
+    if not _info(gateway_url)["cgroups"]:
+        pytest.skip("no writable cgroup here: a CPU share is pinned whole CPUs")
+
+    def spin() -> float:
+        started, end = time.perf_counter(), time.thread_time() + 0.3
+        while time.thread_time() < end:
+            pass
+        return time.perf_counter() - started
+
+    full, half = shoal.task(cpus=1)(spin), shoal.task(cpus=0.5)(spin)
+    whole_s = _run(full(), redis_url, gateway_url)
+    half_s = _run(half(), redis_url, gateway_url)
+    assert 1.5 < half_s / whole_s < 3.0, (whole_s, half_s)
 
 
 # --------------------------------------------------------------------------- faults
@@ -337,3 +378,19 @@ def test_a_cold_worker_is_forked_from_the_template(redis_url: str, own_gateway: 
     assert "-m shoal.gateway.forkserver" in _run(parent(), redis_url, own_gateway)
     summary = shoal.last_run()
     assert summary is not None and summary.cold_starts == 1
+
+
+def _shoal_cgroups() -> set[Path]:
+    roots = [Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup/memory"), Path("/sys/fs/cgroup")]
+    return {p for root in roots if root.is_dir() for p in root.rglob("shoal-*") if p.is_dir()}
+
+
+def test_a_gateway_leaves_no_cgroup_behind(redis_url: str, shared_secret: str) -> None:
+    """Its workers' cgroups go with them, its own with it."""
+    before = _shoal_cgroups()
+    with gateway() as url:
+        if not _info(url)["cgroups"]:
+            pytest.skip("no writable cgroup here")
+        assert _run(inc(1), redis_url, url) == 2
+        assert _shoal_cgroups() - before  # the gateway's, with its worker's inside
+    assert _shoal_cgroups() == before

@@ -109,7 +109,11 @@ class GatewayWorkers:
         info = await self._request("GET", "/info")
         idle = {Size(float(c), int(m)): int(n) for c, m, n in info.get("idle", ())}
         return Platform(
-            float(info["cpus"]), float(info["keep_warm_s"]), idle, alive=int(info["limit"])
+            float(info["cpus"]),
+            float(info["keep_warm_s"]),
+            idle,
+            cpu_per_mb=info.get("cpu_per_mb"),
+            alive=int(info["limit"]),
         )
 
     async def prewarm(self, cpus: float, memory_mb: int, count: int) -> int:

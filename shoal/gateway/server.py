@@ -37,6 +37,7 @@ from ..security import Signer
 from ..stores import Store, open_store
 from ..web import check_exposure, run_server, token_refusal
 from .forkserver import ForkedWorker, ForkServer
+from .limits import Limiter
 from .policy import Place, ProcessInfo, cpu_set, expired, place
 from .process import read_frame_async, write_frame_async
 
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8471
 DEFAULT_KEEP_WARM_S = 60.0
+#: Lambda sells a vCPU per this many MB of memory (its documented ratio).
+LAMBDA_MB_PER_CPU = 1769
 #: How often the queue is looked at for leases to renew when it was empty.
 QUEUED_RENEW_S = 0.25
 
@@ -73,6 +76,8 @@ class Gateway:
         max_workers: int | None = None,
         keep_warm_s: float = DEFAULT_KEEP_WARM_S,
         fork: bool = True,
+        cgroups: bool = True,
+        lambda_cpu: bool = False,
     ) -> None:
         self.codec = Codec(signer)
         self.signer = signer
@@ -92,6 +97,9 @@ class Gateway:
         self.closing = False
         self.fork = fork  # workers are forked from a template process (else each starts anew)
         self._forks: ForkServer | None = None
+        self.cgroups = cgroups  # sizes enforced by cgroups where the host has them
+        self._limiter: Limiter | None = None
+        self.lambda_cpu = lambda_cpu  # a worker's CPU share follows its memory, as on Lambda
 
     # ----------------------------------------------------------------- requests
     async def submit(self, payload: bytes) -> Invocation:
@@ -131,6 +139,9 @@ class Gateway:
             "queued": len(self.queue),
             "pools": pools,
             "started": dict(self.started),
+            # How sizes are enforced, and (like Lambda) whether the CPU follows memory.
+            "cgroups": self._limiter is not None,
+            "cpu_per_mb": 1 / LAMBDA_MB_PER_CPU if self.lambda_cpu else None,
         }
 
     # ----------------------------------------------------------------- placing work
@@ -165,13 +176,18 @@ class Gateway:
 
     async def _spawn(self, size: Size) -> _Worker:
         wid = next(self._ids)
-        cpus = cpu_set(size.cpus, self._cpus, self._next_cpu) if self._cpus else []
-        self._next_cpu += len(cpus)
+        share = self.cpus_of(size)
+        limiter = self._limiter
+        cpus: list[int] = []  # pinned only where no cgroup enforces the share
+        if self._cpus and (limiter is None or limiter.cpu is None):
+            cpus = cpu_set(share, self._cpus, self._next_cpu)
+            self._next_cpu += len(cpus)
         name = f"gw{wid}"
         worker = _Worker(ProcessInfo(wid, size, False, time.monotonic()), name)
         self.workers[wid] = worker
         if self._forks is not None:  # a fork of the template: a cold start without imports
             worker.proc = await self._forks.spawn(size.memory_mb, cpus, name)
+            self._limit(worker, share)
             self._keep(asyncio.create_task(self._listen(worker)))
             return worker
         # -I: the worker's Python path holds installed packages only, as on a FaaS platform.
@@ -189,8 +205,22 @@ class Gateway:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
+        self._limit(worker, share)
         self._keep(asyncio.create_task(self._listen(worker)))
         return worker
+
+    def cpus_of(self, size: Size) -> float:
+        """The CPU share of a worker of ``size``: as asked, or, like Lambda, by its memory."""
+        return size.memory_mb / LAMBDA_MB_PER_CPU if self.lambda_cpu else size.cpus
+
+    def _limit(self, worker: _Worker, cpus: float) -> None:
+        """Put the worker in cgroups that enforce its size, where the host has them."""
+        if self._limiter is None or worker.proc is None:
+            return
+        try:
+            self._limiter.apply(worker.proc.pid, worker.name, cpus, worker.info.size.memory_mb)
+        except OSError as exc:
+            log.warning("could not enforce the size of %s with cgroups: %r", worker.name, exc)
 
     async def _listen(self, worker: _Worker) -> None:
         """Follow one worker process: ready, each invocation done, and its end."""
@@ -208,6 +238,8 @@ class Gateway:
         except (asyncio.IncompleteReadError, ConnectionResetError):
             pass
         returncode = await worker.proc.wait()
+        if self._limiter is not None:
+            self._limiter.release(worker.name)
         self.workers.pop(worker.info.id, None)
         if worker.current is not None:
             await self._report_death(worker, returncode)
@@ -295,6 +327,8 @@ class Gateway:
     async def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap())
         self._keep(asyncio.create_task(self._keep_queued()))
+        if self.cgroups and sys.platform.startswith("linux"):
+            self._limiter = Limiter.detect()
         if self.fork and hasattr(os, "fork"):
             forks = ForkServer()
             try:
@@ -320,6 +354,8 @@ class Gateway:
                 await asyncio.wait_for(proc.wait(), 10)
         if self._forks is not None:
             await self._forks.close()
+        if self._limiter is not None:
+            self._limiter.close()
         for task in list(self._tasks):
             task.cancel()
         for store in self._stores.values():
@@ -391,6 +427,8 @@ def serve(
     keep_warm_s: float = DEFAULT_KEEP_WARM_S,
     token: str | None = None,
     fork: bool = True,
+    cgroups: bool = True,
+    lambda_cpu: bool = False,
     exit_with_stdin: bool = False,
 ) -> None:
     """Run a gateway until SIGTERM or SIGINT, or with ``exit_with_stdin`` (a private
@@ -398,7 +436,12 @@ def serve(
     listening socket to serve on; ``fork``: fork workers from a template process."""
     check_exposure(host, token, TOKEN_ENV)
     gateway = Gateway(
-        Signer.from_env(), max_workers=max_workers, keep_warm_s=keep_warm_s, fork=fork
+        Signer.from_env(),
+        max_workers=max_workers,
+        keep_warm_s=keep_warm_s,
+        fork=fork,
+        cgroups=cgroups,
+        lambda_cpu=lambda_cpu,
     )
     app = create_app(gateway, token)
     # Requests answer at once (an invoke is queued): one still running after a few seconds
