@@ -1,11 +1,17 @@
-"""A worker size as FaaS platforms mean it: a CPU share (fractions included) as a CPU quota,
-and memory as a limit on what the process holds, both through the host's cgroups.
+"""A worker size as FaaS platforms mean it: memory as a limit on what the process holds,
+and a fraction of a CPU as a CPU quota, through the host's cgroups.
 
-Each worker process gets a cgroup of its own under the gateway's: with cgroup v2
-(``cpu.max``, ``memory.max``) where the host has it, else cgroup v1 (``cpu.cfs_quota_us``,
-``memory.limit_in_bytes``). A quota lets the kernel run the worker on any CPU that is free,
-where pinning (``sched_setaffinity``, what is left where no cgroup is writable) ties it to
-CPUs something else may be using. The cgroup goes when its worker has ended.
+Whole CPUs stay pinned (``sched_setaffinity``, by the gateway): beside a competing busy
+process on a 2-core machine, a Montage-shaped run took 4.8 s with workers pinned and 6.0 s
+with quotas instead (5.3 s with both: ``python -m bench.busy``), the scheduler balancing
+a worker's own cgroup worse than a pinned process.
+
+Each worker process gets a cgroup of its own beside the gateway's (``shoal-<gateway
+pid>-<worker>``): with cgroup v2 (``cpu.max``, ``memory.max``) where the host has it, else
+cgroup v1 (``cpu.cfs_quota_us``, ``memory.limit_in_bytes``). Beside, not under one group of
+the gateway's: the scheduler shares CPUs between sibling groups, and one group holding
+every worker would weigh as much as a single competing process. The cgroup goes when its
+worker has ended.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ class Controller(NamedTuple):
     """Where one controller's cgroups for this gateway's workers go, and how it names its
     files."""
 
-    base: Path  # the gateway's own cgroup for this controller, plus "shoal-<pid>"
+    base: Path  # the gateway's own cgroup for this controller: workers' go beside it
     procs: str  # the file a pid is written to
 
 
@@ -45,7 +51,7 @@ class Limiter:
         """A limiter for the cgroups this process may write, or None (with a warning)."""
         mine = _own_cgroups()
         if (root / "cgroup.controllers").exists():  # cgroup v2: one tree
-            base = root / mine.get("", "/").lstrip("/") / f"shoal-{os.getpid()}"
+            base = (root / mine.get("", "/").lstrip("/")).parent
             controllers = (root / "cgroup.controllers").read_text().split()
             limiter = cls(
                 Controller(base, "cgroup.procs") if "cpu" in controllers else None,
@@ -53,8 +59,8 @@ class Limiter:
                 v2=True,
             )
         else:
-            cpu = root / "cpu" / mine.get("cpu", "/").lstrip("/") / f"shoal-{os.getpid()}"
-            memory = root / "memory" / mine.get("memory", "/").lstrip("/") / f"shoal-{os.getpid()}"
+            cpu = root / "cpu" / mine.get("cpu", "/").lstrip("/")
+            memory = root / "memory" / mine.get("memory", "/").lstrip("/")
             limiter = cls(
                 Controller(cpu, "cgroup.procs") if (root / "cpu" / "cpu.cfs_period_us").exists()
                 else None,
@@ -68,20 +74,23 @@ class Limiter:
         try:
             for c in (limiter.cpu, limiter.memory):
                 if c is not None:
-                    _sweep(c.base.parent)
-                    c.base.mkdir(exist_ok=True)
-                    if limiter.v2:  # children of the gateway's cgroup may use the controllers
+                    _sweep(c.base)
+                    if limiter.v2:  # the workers' cgroups may use the controllers
                         _enable_v2(c.base)
+                    probe = c.base / f"shoal-{os.getpid()}-probe"
+                    probe.mkdir(exist_ok=True)
+                    probe.rmdir()
         except OSError as exc:
             log.warning("cannot write the cgroups that enforce worker sizes (%s): CPUs are "
                         "pinned, memory capped by RLIMIT_DATA only", exc)  # fmt: skip
             return None
         return limiter
 
-    def apply(self, pid: int, name: str, cpus: float, memory_mb: int) -> None:
-        """Give process ``pid`` (worker ``name``) its CPU quota and memory limit."""
-        if self.cpu is not None:
-            group = self.cpu.base / name
+    def apply(self, pid: int, name: str, cpus: float | None, memory_mb: int) -> None:
+        """Give process ``pid`` (worker ``name``) its memory limit and, unless ``cpus`` is
+        None, its CPU quota."""
+        if self.cpu is not None and cpus is not None:
+            group = self.cpu.base / _group(name)
             group.mkdir(exist_ok=True)
             quota = max(int(PERIOD_US * max(cpus, MIN_CPUS)), 1000)
             if self.v2:
@@ -91,7 +100,7 @@ class Limiter:
                 (group / "cpu.cfs_quota_us").write_text(str(quota))
             (group / self.cpu.procs).write_text(str(pid))
         if self.memory is not None:
-            group = self.memory.base / name
+            group = self.memory.base / _group(name)
             group.mkdir(exist_ok=True)
             limit = str(memory_mb * 1024 * 1024)
             (group / ("memory.max" if self.v2 else "memory.limit_in_bytes")).write_text(limit)
@@ -102,30 +111,28 @@ class Limiter:
         for c in (self.cpu, self.memory):
             if c is not None:
                 with contextlib.suppress(OSError):
-                    (c.base / name).rmdir()
+                    (c.base / _group(name)).rmdir()
 
     def close(self) -> None:
         for c in (self.cpu, self.memory):
             if c is not None:
-                for group in c.base.glob("*/") if c.base.exists() else ():
+                for group in c.base.glob(f"shoal-{os.getpid()}-*/"):
                     with contextlib.suppress(OSError):
                         group.rmdir()
-                with contextlib.suppress(OSError):
-                    c.base.rmdir()
+
+
+def _group(worker: str) -> str:
+    return f"shoal-{os.getpid()}-{worker}"
 
 
 def _sweep(parent: Path) -> None:
     """Remove the cgroups a gateway that was killed left behind (empty ones only: the
     kernel refuses to remove a cgroup that still holds a process)."""
-    for stale in parent.glob("shoal-*/"):
-        pid = stale.name.removeprefix("shoal-")
-        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
-            continue
-        for group in stale.glob("*/"):
+    for stale in parent.glob("shoal-*-*/"):
+        pid = stale.name.split("-")[1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             with contextlib.suppress(OSError):
-                group.rmdir()
-        with contextlib.suppress(OSError):
-            stale.rmdir()
+                stale.rmdir()
 
 
 def _own_cgroups() -> dict[str, str]:

@@ -177,11 +177,10 @@ class Gateway:
     async def _spawn(self, size: Size) -> _Worker:
         wid = next(self._ids)
         share = self.cpus_of(size)
-        limiter = self._limiter
-        cpus: list[int] = []  # pinned only where no cgroup enforces the share
-        if self._cpus and (limiter is None or limiter.cpu is None):
-            cpus = cpu_set(share, self._cpus, self._next_cpu)
-            self._next_cpu += len(cpus)
+        # Pinned to whole CPUs, round-robin; a fraction of a CPU also gets a quota (see
+        # shoal.gateway.limits: on a busy machine, pinning measured better than quotas).
+        cpus = cpu_set(share, self._cpus, self._next_cpu) if self._cpus else []
+        self._next_cpu += len(cpus)
         name = f"gw{wid}"
         worker = _Worker(ProcessInfo(wid, size, False, time.monotonic()), name)
         self.workers[wid] = worker
@@ -217,8 +216,9 @@ class Gateway:
         """Put the worker in cgroups that enforce its size, where the host has them."""
         if self._limiter is None or worker.proc is None:
             return
+        quota = None if float(cpus).is_integer() else cpus
         try:
-            self._limiter.apply(worker.proc.pid, worker.name, cpus, worker.info.size.memory_mb)
+            self._limiter.apply(worker.proc.pid, worker.name, quota, worker.info.size.memory_mb)
         except OSError as exc:
             log.warning("could not enforce the size of %s with cgroups: %r", worker.name, exc)
 
