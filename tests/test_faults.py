@@ -305,13 +305,14 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
     yield payloads
 
 
-def _settled(url: str, started: int) -> None:
-    """Wait until the gateway started ``started`` invocations in all and none is busy."""
+def _settled(url: str, started: int, busy: int = 0) -> None:
+    """Wait until the gateway started ``started`` invocations in all, ``busy`` of them
+    are still busy (the others ended, or were refused) and none is queued."""
     deadline = time.monotonic() + 30
     while True:
         info = httpx.get(url.removeprefix("gateway+") + "/info").json()
-        busy = sum(p.get("busy", 0) for p in info["pools"].values())
-        if sum(info["started"].values()) >= started and not busy and not info["queued"]:
+        now_busy = sum(p.get("busy", 0) for p in info["pools"].values())
+        if sum(info["started"].values()) >= started and now_busy == busy and not info["queued"]:
             return
         assert time.monotonic() < deadline, info
         time.sleep(0.01)  # polling the gateway's own state, with a deadline
@@ -357,24 +358,11 @@ def test_a_duplicated_invocation_runs_once(
         (payload,) = captured
         reply = httpx.post(url.removeprefix("gateway+") + "/invoke", content=payload)
         assert reply.status_code == 202
-        _settled_one_busy(url)
+        _settled(url, started=2, busy=1)  # the duplicate was refused; the first runs
         go.touch()
         assert run.result(timeout=30) == 1
     assert count(ran) == 1
     _no_keys(redis_url)
-
-
-def _settled_one_busy(url: str) -> None:
-    """Wait until the gateway started two invocations and only one is still busy (the
-    duplicate was refused)."""
-    deadline = time.monotonic() + 30
-    while True:
-        info = httpx.get(url.removeprefix("gateway+") + "/info").json()
-        busy = sum(p.get("busy", 0) for p in info["pools"].values())
-        if sum(info["started"].values()) >= 2 and busy == 1 and not info["queued"]:
-            return
-        assert time.monotonic() < deadline, info
-        time.sleep(0.01)  # polling the gateway's own state, with a deadline
 
 
 def test_a_replayed_payload_to_a_worker_service_runs_nothing(

@@ -5,9 +5,7 @@ and user code that the workers do not have."""
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -19,11 +17,9 @@ from typing import Any
 import httpx
 import pytest
 from servers import free_port, gateway
-from signals import wait_for
 
 import shoal
 from shoal.backends.gateway import GatewayWorkers
-from shoal.errors import WorkerLost
 
 
 @shoal.task
@@ -232,25 +228,6 @@ def test_a_half_cpu_worker_runs_at_half_speed(redis_url: str, gateway_url: str) 
 
 
 # --------------------------------------------------------------------------- faults
-
-
-def test_a_worker_killed_mid_task_fails_the_run(
-    redis_url: str, gateway_url: str, flags: Path
-) -> None:
-    pid_file = flags / "pid"
-
-    @shoal.task
-    def victim() -> int:
-        pid_file.write_text(str(os.getpid()))
-        wait_for(flags / "never", timeout=60)
-        return 1
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        run = pool.submit(_run, inc(victim()), redis_url, gateway_url)
-        assert wait_for(pid_file, timeout=30)
-        os.kill(int(pid_file.read_text()), signal.SIGKILL)
-        with pytest.raises(WorkerLost, match="SIGKILL"):
-            run.result(timeout=30)
 
 
 def test_a_tampered_payload_is_refused(redis_url: str, gateway_url: str) -> None:
