@@ -218,6 +218,11 @@ def gateway(
     cold starts, a keep-warm period and a concurrency cap. Needs SHOAL_SECRET.
 
     Use it with workers="gateway+http://HOST:PORT" and the same SHOAL_SECRET."""
+    template = None
+    if fork and hasattr(os, "fork"):  # first: it imports the worker runtime while we import
+        from .gateway.forkserver import launch_template
+
+        template = launch_template()
     from .gateway.server import serve
 
     serve(
@@ -231,6 +236,7 @@ def gateway(
         cgroups=cgroups,
         lambda_cpu=lambda_cpu,
         exit_with_stdin=exit_with_stdin,
+        template=template,
     )
 
 

@@ -21,6 +21,7 @@ import select
 import signal
 import socket
 import struct
+import subprocess
 import sys
 from typing import Any
 
@@ -141,11 +142,28 @@ class ForkedWorker:
             os.kill(self.pid, signal.SIGKILL)
 
 
-class ForkServer:
-    """The gateway's handle on its template process."""
+Template = tuple[subprocess.Popen[bytes], socket.socket]
 
-    def __init__(self) -> None:
-        self._proc: asyncio.subprocess.Process | None = None
+
+def launch_template() -> Template:
+    """Start the template process, and the socket to it. Cheap to call early (the gateway
+    does, before its own imports): the template imports the worker runtime meanwhile."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-m", "shoal.gateway.forkserver", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+        )
+    finally:
+        theirs.close()
+    return proc, ours
+
+
+class ForkServer:
+    """The gateway's handle on its template process (one it launched, or ``template``)."""
+
+    def __init__(self, template: Template | None = None) -> None:
+        self._template = template
         self._control: socket.socket | None = None
         self._lock = asyncio.Lock()
         self._ended: dict[int, asyncio.Future[int]] = {}
@@ -153,16 +171,11 @@ class ForkServer:
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            self._proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-I", "-m", "shoal.gateway.forkserver", str(theirs.fileno()),
-                pass_fds=[theirs.fileno()],
-            )  # fmt: skip
-        finally:
-            theirs.close()
-        ours.setblocking(False)
-        self._control = ours
+        if self._template is None:
+            self._template = launch_template()
+        control = self._template[1]
+        control.setblocking(False)
+        self._control = control
         self._reader = asyncio.create_task(self._read())
 
     async def spawn(self, memory_mb: int, cpu_list: list[int], name: str) -> ForkedWorker:
@@ -214,11 +227,12 @@ class ForkServer:
             self._control = None
         if self._reader is not None:
             self._reader.cancel()
-        if self._proc is not None:
+        if self._template is not None:
+            proc = self._template[0]
             with contextlib.suppress(ProcessLookupError):
-                self._proc.kill()
-            await self._proc.wait()
-            self._proc = None
+                proc.kill()
+            await asyncio.to_thread(proc.wait)
+            self._template = None
 
 
 if __name__ == "__main__":

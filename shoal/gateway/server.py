@@ -36,7 +36,7 @@ from ..events import EventKind, event
 from ..security import Signer
 from ..stores import Store, open_store
 from ..web import check_exposure, run_server, token_refusal
-from .forkserver import ForkedWorker, ForkServer
+from .forkserver import ForkedWorker, ForkServer, Template
 from .limits import Limiter
 from .policy import Place, ProcessInfo, cpu_set, expired, place
 from .process import read_frame_async, write_frame_async
@@ -78,6 +78,7 @@ class Gateway:
         fork: bool = True,
         cgroups: bool = True,
         lambda_cpu: bool = False,
+        template: Template | None = None,
     ) -> None:
         self.codec = Codec(signer)
         self.signer = signer
@@ -96,6 +97,7 @@ class Gateway:
         self._reaper: asyncio.Task[None] | None = None
         self.closing = False
         self.fork = fork  # workers are forked from a template process (else each starts anew)
+        self._template = template  # one launched already (see serve)
         self._forks: ForkServer | None = None
         self.cgroups = cgroups  # sizes enforced by cgroups where the host has them
         self._limiter: Limiter | None = None
@@ -330,7 +332,7 @@ class Gateway:
         if self.cgroups and sys.platform.startswith("linux"):
             self._limiter = Limiter.detect()
         if self.fork and hasattr(os, "fork"):
-            forks = ForkServer()
+            forks = ForkServer(self._template)
             try:
                 await forks.start()
             except OSError as exc:  # every worker then starts a Python of its own
@@ -430,6 +432,7 @@ def serve(
     cgroups: bool = True,
     lambda_cpu: bool = False,
     exit_with_stdin: bool = False,
+    template: Template | None = None,
 ) -> None:
     """Run a gateway until SIGTERM or SIGINT, or with ``exit_with_stdin`` (a private
     gateway) until its stdin ends: its client closed it, or died. ``fd``: an already
@@ -442,6 +445,7 @@ def serve(
         fork=fork,
         cgroups=cgroups,
         lambda_cpu=lambda_cpu,
+        template=template,
     )
     app = create_app(gateway, token)
     # Requests answer at once (an invoke is queued): one still running after a few seconds
