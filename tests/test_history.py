@@ -295,3 +295,9 @@ def test_a_run_from_inside_an_event_loop_is_recorded(tmp_path: Path) -> None:
 
     assert asyncio.run(in_a_notebook()) == 1
     assert len(shoal.history(url).runs()) == 1
+
+
+def test_a_bare_path_takes_options_too(tmp_path: Path) -> None:
+    kept = open_history(f"{tmp_path / 'h.sqlite3'}?keep=3")
+    assert kept.keep == 3 and (tmp_path / "h.sqlite3").exists()
+    kept.close()

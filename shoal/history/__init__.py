@@ -77,6 +77,10 @@ def open_history(url: str | None = None) -> History:
 
         return SqliteHistory(default_path())
     parts = urlsplit(url) if "://" in url else None
+    if parts is None and "?" in url:  # a bare path with options
+        bare, query = url.split("?", 1)
+        url = f"sqlite://{Path(bare).expanduser().absolute()}?{query}"
+        parts = urlsplit(url)
     options = dict(parse_qsl(parts.query)) if parts else {}
     unknown = sorted(set(options) - {"keep"})
     if unknown:
