@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from servers import free_port
+from servers import _stop, free_port
 from signals import wait_for
 
 import shoal
@@ -64,12 +64,7 @@ def dashboard(redis_url: str, history_file: Path) -> Iterator[str]:
             time.sleep(0.05)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
         if proc.stderr is not None:
             proc.stderr.close()
 

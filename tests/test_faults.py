@@ -290,19 +290,23 @@ def _listening_pid(port: int) -> int:
 # --------------------------------------------------------------------------- replays
 
 
-@pytest.fixture
-def captured(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
-    """The signed payloads this process sends to gateways, as an attacker on the wire would
-    capture them."""
+def _capture(backend: type, monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The signed payloads this process sends through ``backend``, as an attacker on the
+    wire would capture them."""
     payloads: list[bytes] = []
-    original = GatewayWorkers.invoke
+    original = backend.invoke
 
-    async def capture(self: GatewayWorkers, invocation: Invocation) -> None:
+    async def capture(self: Any, invocation: Invocation) -> None:
         payloads.append(Codec(Signer.from_env()).dump_invocation(invocation))
         await original(self, invocation)
 
-    monkeypatch.setattr(GatewayWorkers, "invoke", capture)
-    yield payloads
+    monkeypatch.setattr(backend, "invoke", capture)
+    return payloads
+
+
+@pytest.fixture
+def captured(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
+    yield _capture(GatewayWorkers, monkeypatch)
 
 
 def _settled(url: str, started: int, busy: int = 0) -> None:
@@ -371,14 +375,7 @@ def test_a_replayed_payload_to_a_worker_service_runs_nothing(
     from shoal.backends.http import HttpWorkers
 
     ran = flags / "ran"
-    payloads: list[bytes] = []
-    original = HttpWorkers.invoke
-
-    async def capture(self: HttpWorkers, invocation: Invocation) -> None:
-        payloads.append(Codec(Signer.from_env()).dump_invocation(invocation))
-        await original(self, invocation)
-
-    monkeypatch.setattr(HttpWorkers, "invoke", capture)
+    payloads = _capture(HttpWorkers, monkeypatch)
 
     @shoal.task
     def once() -> int:
