@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .backends import open_workers
+from .blobs import storage_with_blobs
 from .errors import ConfigError, RunCancelled
 from .graph import Graph, Node, build
 from .history import History, RunRecord, RunTrace, open_history
@@ -34,6 +35,7 @@ DEFAULT_WORKERS = "local"
 class _Options:
     storage: str
     workers: str
+    blobs: str
     progress: bool | None
     timeout: float | None
     metrics: str
@@ -47,6 +49,7 @@ def compute(
     *nodes: Node,
     storage: str | None = None,
     workers: str | None = None,
+    blobs: str | None = None,
     progress: bool | None = None,
     timeout: float | None = None,
     history: str | None = None,
@@ -59,6 +62,10 @@ def compute(
 
     ``storage``: store URL (``memory://`` by default, or ``$SHOAL_STORAGE``).
     ``workers``: worker backend (``local`` by default, or ``$SHOAL_WORKERS``).
+    ``blobs``: where outputs bigger than the store's ``blob_above`` (1 MiB) go, with only a
+    reference in a shared store: a ``file:///dir`` or ``s3://bucket/prefix`` URL, ``off``,
+    or ``auto`` (the default, or ``$SHOAL_BLOBS``: files in ``/dev/shm`` when every worker
+    is on this host, else off); see :mod:`shoal.blobs`.
     ``progress``: progress bar; None shows it on a terminal for runs longer than a second.
     ``timeout``: seconds before the run is abandoned with :class:`shoal.RunTimeout`.
     ``history``: where the run is recorded and plans learn from (``$SHOAL_HISTORY``, else
@@ -99,6 +106,7 @@ def compute(
         options = _Options(
             storage=storage or os.environ.get("SHOAL_STORAGE") or DEFAULT_STORAGE,
             workers=workers or os.environ.get("SHOAL_WORKERS") or DEFAULT_WORKERS,
+            blobs=blobs or os.environ.get("SHOAL_BLOBS") or "auto",
             progress=progress,
             timeout=timeout,
             metrics=str(parse_policy(policy)),
@@ -200,7 +208,9 @@ async def _run(
     graph = build(nodes)
     backend = open_workers(options.workers)
     signer = client_signer(backend.private)
-    store = open_store(options.storage, signer)
+    store = open_store(
+        storage_with_blobs(options.storage, options.blobs, backend.same_host), signer
+    )
     if store.in_process and not backend.in_process:
         raise ConfigError(
             f"storage {options.storage!r} lives in this process, so workers "

@@ -36,6 +36,7 @@ def cli(log_level: str) -> None:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("--storage", help="Store URL for every run of the script (sets SHOAL_STORAGE).")
 @click.option("--workers", help="Worker backend for every run (sets SHOAL_WORKERS).")
+@click.option("--blobs", help="Blob store for big outputs: a URL, off or auto (sets SHOAL_BLOBS).")
 @click.option(
     "--planner",
     type=click.Choice(PLANNER_NAMES),

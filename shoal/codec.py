@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 _PLAIN = _SCALARS | {Ref}
+#: A stored output whose data starts with this is a reference to a blob (a pickle starts
+#: with its PROTO opcode, 0x80): see :mod:`shoal.blobs`.
+_BLOB_REF = b"@"
+
+
+class BlobRef(int):
+    """What :meth:`Codec.load_value` returns for a reference to a blob: the blob's size."""
 
 
 class Codec:
@@ -68,13 +75,26 @@ class Codec:
 
     # ----------------------------------------------------------------- values
     def dump_value(self, value: Any) -> bytes:
-        """A task output, signed. Plain values skip cloudpickle's slower pickler."""
+        """A task output, signed."""
+        return self.signer.sign(self.pickle_value(value))
+
+    @staticmethod
+    def pickle_value(value: Any) -> bytes:
+        """A task output, not yet signed. Plain values skip cloudpickle's slower pickler."""
         if type(value) in _SCALARS:
-            return self.signer.sign(pickle.dumps(value, PROTOCOL))
-        return self.signer.sign(cloudpickle.dumps(value, PROTOCOL))
+            return pickle.dumps(value, PROTOCOL)
+        return cloudpickle.dumps(value, PROTOCOL)
+
+    def dump_reference(self, size: int) -> bytes:
+        """What the store keeps for an output of ``size`` signed bytes kept in a blob."""
+        return self.signer.sign(_BLOB_REF + str(size).encode())
 
     def load_value(self, blob: bytes) -> Any:
-        return pickle.loads(self.signer.verify(blob, "a task output"))
+        """The output in ``blob``, or a :class:`BlobRef` when it is kept in a blob."""
+        data = self.signer.verify(blob, "a task output")
+        if data[:1] == _BLOB_REF:
+            return BlobRef(bytes(data[1:]))
+        return pickle.loads(data)
 
     def dump_failure(self, failure: TaskFailure) -> bytes:
         return self.signer.sign(failure.to_bytes())

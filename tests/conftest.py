@@ -4,8 +4,11 @@ semantics test in the shared suite takes it, so a new backend is added here only
     embedded   memory:// store, local workers (threads of this process)
     gateway    a real redis-server, a real ``shoal gateway`` with worker processes
     cluster    a three-master Redis Cluster, the same gateway
+    blobs      the gateway engine with the data plane on for every output: each goes to a
+               blob store (files in a temporary directory), Redis holds references only
 
-After every test on a Redis engine, no key of any run may be left (checked with SCAN).
+After every test on a Redis engine, no key of any run may be left (checked with SCAN), and
+no blob.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import pytest
 import redis
 from servers import gateway, redis_cluster, redis_server
 
-ENGINES = ["embedded", "gateway", "cluster"]
+ENGINES = ["embedded", "gateway", "cluster", "blobs"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -98,9 +101,20 @@ def engine(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     if request.param == "embedded":
         yield {"storage": "memory://", "workers": "local", "progress": False}
         return
-    storage = request.getfixturevalue("redis_url" if request.param == "gateway" else "cluster_url")
-    yield {"storage": storage, "workers": request.getfixturevalue("gateway_url"), "progress": False}
+    storage = request.getfixturevalue("cluster_url" if request.param == "cluster" else "redis_url")
+    options = {"storage": storage, "workers": request.getfixturevalue("gateway_url")}
+    blobs = request.getfixturevalue("tmp_path") / "blobs"
+    if request.param == "blobs":
+        options["blobs"] = blobs.as_uri()
+        options["storage"] += "?blob_above=0"
+    yield {**options, "progress": False}
     assert leftover_keys(storage) == [], "a run left keys behind"
+    assert blob_files(blobs) == [], "a run left blobs behind"
+
+
+def blob_files(root: Path) -> list[Path]:
+    """Files under a blob store's directory (its namespace and run folders aside)."""
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
 
 
 @pytest.fixture

@@ -196,3 +196,60 @@ def make_certificates(folder: Path) -> Path:
     openssl("x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 "
             "-extfile san.cnf -out server.crt")  # fmt: skip
     return folder
+
+
+#: Credentials the S3 emulator accepts (any); pass them to every process that uses it.
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "shoal-test",
+    "AWS_SECRET_ACCESS_KEY": "shoal-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@contextlib.contextmanager
+def s3_emulator(bucket: str = "shoal-test") -> Iterator[str]:
+    """An S3-compatible server on a free port: moto's server, an **emulator** of S3 (no
+    S3-compatible server is packaged for this machine's registries), with ``bucket`` made;
+    yields its endpoint URL."""
+    import boto3
+
+    for _ in range(5):  # another process may take the free port first
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **S3_ENV},
+        )
+        try:
+            _wait_for_line(proc, b"Running on", 30)
+        except RuntimeError:
+            _stop(proc)
+            continue
+        _drain(proc)
+        endpoint = f"http://127.0.0.1:{port}"
+        try:
+            s3 = boto3.session.Session(**_session_args()).client("s3", endpoint_url=endpoint)
+            s3.create_bucket(Bucket=bucket)
+            yield endpoint
+        finally:
+            _stop(proc)
+        return
+    raise RuntimeError("could not start the S3 emulator")
+
+
+def _session_args() -> dict[str, str]:
+    return {
+        "aws_access_key_id": S3_ENV["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": S3_ENV["AWS_SECRET_ACCESS_KEY"],
+        "region_name": S3_ENV["AWS_DEFAULT_REGION"],
+    }
+
+
+def s3_keys(endpoint: str, bucket: str = "shoal-test") -> list[str]:
+    """Every object key in the emulator's ``bucket``."""
+    import boto3
+
+    s3 = boto3.session.Session(**_session_args()).client("s3", endpoint_url=endpoint)
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return [item["Key"] for page in pages for item in page.get("Contents", ())]

@@ -110,6 +110,7 @@ class LambdaWorkers:
     kind = "lambda"
     in_process = False
     private = False  # the functions exist beforehand, with a secret of their own
+    same_host = False
 
     def __init__(self, url: str, *, client: Any = None) -> None:
         """``url``: ``lambda://PREFIX?region=REGION&concurrency=N``. ``client``: a boto3

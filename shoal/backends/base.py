@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import os
 import ssl
 import time
@@ -110,6 +111,8 @@ class Workers(Protocol):
     in_process: bool
     #: True when the client starts these workers itself and may make up their secret.
     private: bool
+    #: True when every worker runs on the client's host: they can share files (blobs).
+    same_host: bool
     #: The kind of platform ("local", "gateway", "http", "lambda"): history and plans are
     #: kept per kind, as timings on one say nothing of another.
     kind: str
@@ -144,6 +147,16 @@ def verify_for(url: str) -> ssl.SSLContext | bool:
     """What an HTTP client to ``url`` verifies: the shared TLS context for https, nothing
     for plain http (building a context costs a cold worker tens of milliseconds)."""
     return tls_context() if url.startswith("https") else False
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` names this machine's loopback interface."""
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
 
 
 @functools.cache

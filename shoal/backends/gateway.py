@@ -5,8 +5,10 @@ no port is guessed and no readiness is polled), with a secret made for the run; 
 with the run, or with this process however it ends. ``gateway+http://host:port`` uses a
 running one (``shoal gateway --port N``), with ``$SHOAL_SECRET`` the same on both sides,
 and the token in ``?token=…`` or ``$SHOAL_GATEWAY_TOKEN`` when the gateway asks for one.
-Workers hand out work to the same gateway, so every invocation carries its
-``gateway+http://`` address.
+``gateway+http://host1:port1,host2:port2`` spreads workers over several gateways (one per
+machine, say), taking turns; give such a run a blob store every machine reaches
+(``blobs="s3://…"``). Workers hand out work to the same gateways, so every invocation
+carries the ``gateway+http://`` address.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import signal
 import socket
 import sys
@@ -27,7 +30,7 @@ from ..codec import Codec
 from ..errors import BadSignature, ConfigError, WorkerLost
 from ..security import SECRET_ENV, Signer
 from ..stores import Store
-from .base import Invocation, Platform, Size, verify_for
+from .base import Invocation, Platform, Size, is_loopback, verify_for
 
 TOKEN_ENV = "SHOAL_GATEWAY_TOKEN"
 #: Seconds a private gateway has to shut down before it is killed.
@@ -44,20 +47,25 @@ class GatewayWorkers:
 
     def __init__(self, url: str) -> None:
         self.private = url == "gateway"
+        self.same_host = self.private
         self.url = url
         self.parallelism = os.cpu_count() or 1
         self.token = os.environ.get(TOKEN_ENV)
-        self._base = ""
+        self._bases: list[str] = []
         if not self.private:
             parts = urlsplit(url.removeprefix("gateway+"))
-            if parts.scheme not in ("http", "https") or not parts.hostname:
+            hosts = [urlsplit(f"//{n}") for n in parts.netloc.split(",")]
+            if parts.scheme not in ("http", "https") or not all(h.hostname for h in hosts):
                 raise ConfigError(
-                    f"workers {url!r}: expected gateway+http://host:port (or plain 'gateway')"
+                    f"workers {url!r}: expected gateway+http://host:port[,host:port...] "
+                    "(or plain 'gateway')"
                 )
             self.token = dict(parse_qsl(parts.query)).get("token", self.token)
-            self._base = f"{parts.scheme}://{parts.netloc}"
+            self._bases = [f"{parts.scheme}://{h.netloc}" for h in hosts]
+            self.same_host = all(is_loopback(h.hostname) for h in hosts)
+        self._turn = random.randrange(len(self._bases) or 1)  # workers start apart
         self._codec: Codec | None = None
-        self._http: httpx.AsyncClient | None = None
+        self._http: dict[str, httpx.AsyncClient] = {}
         self._process: asyncio.subprocess.Process | None = None
 
     @classmethod
@@ -69,8 +77,8 @@ class GatewayWorkers:
         self._codec = Codec(signer)
         if self.private:
             await self._start_private(signer)
-        info = await self._request("GET", "/info")
-        self.parallelism = int(info["parallelism"])
+        infos = await asyncio.gather(*(self._request("GET", "/info", b) for b in self._bases))
+        self.parallelism = sum(int(info["parallelism"]) for info in infos)
 
     async def _start_private(self, signer: Signer) -> None:
         listener = socket.create_server(("127.0.0.1", 0), backlog=512)
@@ -96,60 +104,67 @@ class GatewayWorkers:
             )
         finally:
             listener.close()  # the gateway has its own copy; requests queue until it accepts
-        self._base = f"http://127.0.0.1:{port}"
-        self.url = f"gateway+{self._base}"
+        self._bases = [f"http://127.0.0.1:{port}"]
+        self.url = f"gateway+{self._bases[0]}"
 
     async def invoke(self, invocation: Invocation) -> None:
         if self._codec is None:  # inside a worker: hand out with the worker's own secret
             self._codec = Codec(Signer.from_env())
-        await self._request("POST", "/invoke", content=self._codec.dump_invocation(invocation))
+        self._turn = (self._turn + 1) % len(self._bases)
+        content = self._codec.dump_invocation(invocation)
+        await self._request("POST", "/invoke", self._bases[self._turn], content=content)
 
     async def platform(self) -> Platform:
-        """The gateway's machine: its CPUs, its keep-warm period and its idle workers."""
-        info = await self._request("GET", "/info")
-        idle = {Size(float(c), int(m)): int(n) for c, m, n in info.get("idle", ())}
+        """The gateways' machines: their CPUs, keep-warm period and idle workers."""
+        infos = await asyncio.gather(*(self._request("GET", "/info", b) for b in self._bases))
+        idle: dict[Size, int] = {}
+        for info in infos:
+            for c, m, n in info.get("idle", ()):
+                size = Size(float(c), int(m))
+                idle[size] = idle.get(size, 0) + int(n)
         return Platform(
-            float(info["cpus"]),
-            float(info["keep_warm_s"]),
+            sum(float(info["cpus"]) for info in infos),
+            float(infos[0]["keep_warm_s"]),
             idle,
-            cpu_per_mb=info.get("cpu_per_mb"),
-            alive=int(info["limit"]),
+            cpu_per_mb=infos[0].get("cpu_per_mb"),
+            alive=sum(int(info["limit"]) for info in infos),
         )
 
     async def prewarm(self, cpus: float, memory_mb: int, count: int) -> int:
-        """Ask the gateway to start ``count`` idle workers of a size ahead of need."""
+        """Ask the (first) gateway to start ``count`` idle workers of a size ahead of need."""
         params = {"cpus": cpus, "memory_mb": memory_mb, "count": count}
-        reply = await self._request("POST", "/prewarm", params=params)
+        reply = await self._request("POST", "/prewarm", self._bases[0], params=params)
         return int(reply["started"])
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        if self._http is None:
+    async def _request(self, method: str, path: str, base: str, **kwargs: Any) -> Any:
+        http = self._http.get(base)
+        if http is None:
             headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
-            self._http = httpx.AsyncClient(
-                base_url=self._base, headers=headers, timeout=30, verify=verify_for(self._base)
+            http = self._http[base] = httpx.AsyncClient(
+                base_url=base, headers=headers, timeout=30, verify=verify_for(base)
             )
         try:
-            response = await self._http.request(method, path, **kwargs)
+            response = await http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise WorkerLost(f"cannot reach the gateway at {self._base}: {exc!r}") from None
+            raise WorkerLost(f"cannot reach the gateway at {base}: {exc!r}") from None
         if response.status_code == 403:
-            raise BadSignature(f"the gateway at {self._base} refused: {_error(response)}")
+            raise BadSignature(f"the gateway at {base} refused: {_error(response)}")
         if response.status_code == 401:
             raise ConfigError(
-                f"the gateway at {self._base} wants a token: pass ?token=… in the workers "
+                f"the gateway at {base} wants a token: pass ?token=… in the workers "
                 f"URL or set {TOKEN_ENV} ({_error(response)})"
             )
         if response.status_code >= 400:
             raise WorkerLost(
-                f"the gateway at {self._base} answered {response.status_code}: {_error(response)}"
+                f"the gateway at {base} answered {response.status_code}: {_error(response)}"
             )
         return response.json()
 
     async def close(self) -> None:
         try:
-            if self._http is not None:
-                await self._http.aclose()
-                self._http = None
+            clients, self._http = list(self._http.values()), {}
+            for http in clients:
+                await http.aclose()
         finally:
             process, self._process = self._process, None
             if process is not None:

@@ -48,7 +48,7 @@ from ..decisions import backoff_delays
 from ..errors import BadSignature, ConfigError, WorkerLost
 from ..events import EventKind, event
 from ..security import Signer
-from .base import Invocation, Platform, verify_for
+from .base import Invocation, Platform, is_loopback, verify_for
 
 if TYPE_CHECKING:
     from ..stores import Store
@@ -113,6 +113,7 @@ class HttpWorkers:
         self.parallelism = _count_option(url, options, "parallelism", DEFAULT_PARALLELISM)
         self.attempts = _count_option(url, options, "attempts", DEFAULT_ATTEMPTS)
         self.url = url  # as given, token included: workers hand out work with it
+        self.same_host = is_loopback(parts.hostname)
         rest = urlencode([(k, v) for k, v in query if k not in _OPTIONS])
         self.endpoint = urlunsplit((parts.scheme, parts.netloc, parts.path or "/", rest, ""))
         #: The endpoint for messages and events: no token, no credentials.

@@ -33,6 +33,7 @@ class LocalWorkers:
     kind = "local"
     in_process = True
     private = True
+    same_host = True
 
     def __init__(self, url: str = "local", parallelism: int | None = None) -> None:
         self.url = url

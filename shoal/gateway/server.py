@@ -183,7 +183,7 @@ class Gateway:
         # shoal.gateway.limits: on a busy machine, pinning measured better than quotas).
         cpus = cpu_set(share, self._cpus, self._next_cpu) if self._cpus else []
         self._next_cpu += len(cpus)
-        name = f"gw{wid}"
+        name = f"gw{os.getpid()}-{wid}"  # unique over gateways sharing a run
         worker = _Worker(ProcessInfo(wid, size, False, time.monotonic()), name)
         self.workers[wid] = worker
         if self._forks is not None:  # a fork of the template: a cold start without imports

@@ -3,15 +3,18 @@ the store shared by workers in other processes and on other machines.
 
 Password, TLS and database come from the URL, as redis-py reads them; Shoal's own options
 are query parameters that are taken out before: ``ttl`` (seconds every key of a run lives
-at most, a day by default) and ``inline_bytes`` (an invocation carries the encoded graph
-when it is at most this big, 64 KiB by default). Each protocol step is one round trip: a
-Lua script from :mod:`shoal.stores.scripts` on the keys of :mod:`shoal.stores.keys`.
+at most, a day by default), ``inline_bytes`` (an invocation carries the encoded graph
+when it is at most this big, 64 KiB by default), ``blobs`` (the URL of a blob store for
+big outputs, :mod:`shoal.blobs`) and ``blob_above`` (the size from which an output goes
+there, 1 MiB by default). Each protocol step is one round trip: a Lua script from
+:mod:`shoal.stores.scripts` on the keys of :mod:`shoal.stores.keys`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import zlib
@@ -27,7 +30,8 @@ from redis.exceptions import AuthenticationError, AuthorizationError, InvalidRes
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..codec import Codec
+from ..blobs import DEFAULT_ABOVE, BlobStore, open_blobs, parse_size
+from ..codec import BlobRef, Codec
 from ..decisions import Completion, Upload
 from ..errors import ConfigError, RunNotFound, StoreUnavailable
 from ..events import Event, EventKind, decode_events, encode_events
@@ -49,7 +53,9 @@ OUTAGE_RETRIES = 14
 OUTAGE_BACKOFF_CAP_S = 0.5
 DEFAULT_INLINE_BYTES = 64 * 1024
 _FIELDS_PER_HSET = 1_000  # pages per HSET when a run is created
-_OPTIONS = {"ttl", "inline_bytes"}
+_OPTIONS = {"ttl", "inline_bytes", "blobs", "blob_above"}
+#: The most one Redis value (and one script argument) holds.
+VALUE_LIMIT = 512 << 20
 
 
 class RedisStore:
@@ -75,6 +81,12 @@ class RedisStore:
         self.cluster = parts.scheme.endswith("+cluster")
         scheme = parts.scheme.removesuffix("+cluster")
         redis_url = urlunsplit((scheme, parts.netloc, parts.path, urlencode(options), ""))
+        self.blob_above = parse_size(ours.get("blob_above", DEFAULT_ABOVE), "blob_above")
+        blobs = ours.get("blobs", "off")
+        # Blobs are kept per Redis (its address and database): a sweep then only deletes
+        # blobs of runs that this Redis no longer has.
+        namespace = hashlib.sha256(f"{self.address}{parts.path}".encode()).hexdigest()[:16]
+        self.blobs: BlobStore | None = None if blobs == "off" else open_blobs(blobs, namespace)
         # Retries are the store's own (see _guarded): redis-py's would retry a first
         # contact too, so that a wrong URL took seconds to say so.
         common: dict[str, Any] = {
@@ -173,6 +185,38 @@ class RedisStore:
         return None if blob is None else self.codec.load_failure(blob)
 
     async def delete_run(self, run_id: str) -> None:
+        await self._delete_run_keys(run_id)
+        if self.blobs is not None:
+            await self.blobs.delete_run(run_id)
+            await self.sweep_blobs()
+
+    async def sweep_blobs(self) -> list[str]:
+        """Delete the blobs of every run this Redis no longer has (finished, cancelled,
+        abandoned, expired), and return those runs. Best effort: a blob store that fails
+        is logged, not raised, as the runs themselves are done."""
+        if self.blobs is None:
+            return []
+        try:
+            runs = await self.blobs.runs()
+            if not runs:
+                return []
+
+            async def exist() -> Any:
+                pipe = self.client.pipeline(transaction=False)
+                for run_id in runs:
+                    pipe.exists(run_keys(run_id).events)
+                return await pipe.execute()
+
+            there = await self._call(exist)
+            gone = [r for r, alive in zip(runs, there, strict=True) if not alive]
+            for run_id in gone:
+                await self.blobs.delete_run(run_id)
+            return gone
+        except Exception as exc:  # noqa: BLE001 - logged: the runs themselves are done
+            log.warning("could not sweep the blob store %s: %s", self.blobs.url, exc)
+            return []
+
+    async def _delete_run_keys(self, run_id: str) -> None:
         # Two commands at once (a cluster pipeline takes no multi-key command).
         await asyncio.gather(
             self._call(lambda: self.client.unlink(*run_keys(run_id))),
@@ -217,7 +261,26 @@ class RedisStore:
     async def get_outputs(self, run_id: str, tasks: Sequence[int]) -> tuple[list[Any], int]:
         blobs = await self._call(lambda: self.client.hmget(run_keys(run_id).outputs, list(tasks)))
         blobs = await self._present(run_id, tasks, blobs)
-        return [self.codec.load_value(b) for b in blobs], sum(map(len, blobs))
+        values = [self.codec.load_value(b) for b in blobs]
+        kept = [i for i, v in enumerate(values) if isinstance(v, BlobRef)]
+        if kept:
+            found = await asyncio.gather(*(self._get_blob(run_id, tasks[i]) for i in kept))
+            for i, blob in zip(kept, found, strict=True):
+                blobs[i] = blob
+                values[i] = self.codec.load_value(blob)
+        return values, sum(map(len, blobs))
+
+    async def _get_blob(self, run_id: str, task: int) -> bytes:
+        if self.blobs is None:
+            raise ConfigError(
+                f"the output of task {task} of run {run_id} is in a blob store, but the "
+                f"storage URL {_redact(self.url)} names none (blobs=...)"
+            )
+        try:
+            return await self.blobs.get(run_id, task)
+        except LookupError:
+            await self._present(run_id, [task], [None])  # RunNotFound when the run is gone
+            raise
 
     async def complete_tasks(
         self,
@@ -232,14 +295,15 @@ class RedisStore:
         events = encode_events([c.finished for c in batch])
         others = encode_events(extra) if extra else ""
         args: list[Any] = [PAGE if want_pages else 0, fanout, events, others, owner]
-        dump = self.codec.dump_value
+        put: list[int] = []  # tasks whose output went to the blob store
         for c in batch:
-            try:
-                blob = b"" if c.upload is Upload.NEVER else dump(c.output)
-            except Exception as exc:
-                raise UnstorableOutput(c.task) from exc
+            blob, size = b"", 0
+            if c.upload is not Upload.NEVER:
+                blob, size = await self._encode_output(run_id, c.task, c.output)
+                if size:
+                    put.append(c.task)
             mask = "" if c.stay is None else "".join("1" if s else "0" for s in c.stay)
-            args += (c.task, int(c.upload), blob, len(c.children), mask)
+            args += (c.task, int(c.upload), blob, size, len(c.children), mask)
             args += (*c.children, *c.child_deps)
         reply = await self._call(
             lambda: self._complete(
@@ -247,10 +311,35 @@ class RedisStore:
             )
         )
         if reply is None:
+            if put and self.blobs is not None:
+                await self.blobs.delete(run_id, put)
             return None
         *readies, flat, stored = reply
+        if put and self.blobs is not None:  # the outputs the store judged no one else needs
+            unused = {c.task for c, n in zip(batch, stored, strict=True) if n == 0}
+            await self.blobs.delete(run_id, [t for t in put if t in unused])
         pages = {int(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
         return Settled([[int(c) for c in ready] for ready in readies], stored, pages)
+
+    async def _encode_output(self, run_id: str, task: int, output: Any) -> tuple[bytes, int]:
+        """What the store keeps for ``task``'s output, and the bytes put in the blob store
+        for it (0: none). UnstorableOutput, before anything is written, if it cannot be."""
+        try:
+            data = self.codec.pickle_value(output)
+            if self.blobs is None or len(data) <= self.blob_above:
+                if len(data) >= VALUE_LIMIT:
+                    raise ValueError(
+                        f"the output is {len(data) / (1 << 20):.0f} MiB, more than the "
+                        f"{VALUE_LIMIT >> 20} MiB a Redis value holds: give the run a blob "
+                        "store (compute(blobs=...) or $SHOAL_BLOBS)"
+                    )
+                return self.codec.signer.sign(data), 0
+            parts = self.codec.signer.sign_parts(data)
+            await self.blobs.put(run_id, task, parts)
+        except Exception as exc:
+            raise UnstorableOutput(task) from exc
+        size = sum(map(len, parts))
+        return self.codec.dump_reference(size), size
 
     async def fail_task(self, run_id: str, failure: TaskFailure, failed: Event) -> None:
         keys = run_keys(run_id)
@@ -312,7 +401,11 @@ class RedisStore:
         others = [k for k in keys if k not in (keys.leases, keys.events)]
         order = (keys.leases, keys.events, *others)
         lost = await self._call(lambda: self._renew(keys=order, args=args))
-        return list(held) if lost is None else [x.decode() for x in lost]
+        if lost is None:  # the run is gone; if it was abandoned, this step deleted it
+            if self.blobs is not None:
+                await self.blobs.delete_run(run_id)
+            return list(held)
+        return [x.decode() for x in lost]
 
     async def release(self, run_id: str, invocation: str, events: Sequence[Event]) -> None:
         keys = run_keys(run_id)

@@ -42,10 +42,12 @@ COMPLETE = (
 -- ARGV[4] other events to append in the same stream entry (a JSON array; '' for none)
 -- ARGV[5] the worker's invocation
 -- ARGV[6 ..] per completion: task id, upload (0 never, 1 unless every child is readied by
---            the batch and kept, 2 always), the output (signed; '' for upload 0), n (its
---            number of children), the plan's mask ('' without a plan; else n characters,
---            '1' where the child is planned on this worker: shoal.decisions.keeps), then n
---            children and n needs (each child's inputs)
+--            the batch and kept, 2 always), the output (signed; '' for upload 0), the bytes
+--            of its blob (0 when the output itself is stored; else the output is a
+--            reference to that blob: shoal.blobs), n (its number of children), the
+--            plan's mask ('' without a plan; else n characters, '1' where the child is
+--            planned on this worker: shoal.decisions.keeps), then n children and n needs
+--            (each child's inputs)
 -- Returns {ready_1, ..., ready_k, pages, stored}: the children each completion made ready
 -- (its worker owns them; none for a redelivered completion), {page, blob, ...} holding
 -- their specs if asked, and the bytes of each output stored (-1 for a redelivery).
@@ -58,7 +60,8 @@ local comps, ops = {}, {}
 local pos = 6
 while pos <= #ARGV do
   local c = {task = tonumber(ARGV[pos]), upload = ARGV[pos + 1], out = pos + 2,
-             n = tonumber(ARGV[pos + 3]), mask = ARGV[pos + 4], kids = pos + 5, counted = {}}
+             blob = tonumber(ARGV[pos + 3]), n = tonumber(ARGV[pos + 4]),
+             mask = ARGV[pos + 5], kids = pos + 6, counted = {}}
   pos = c.kids + 2 * c.n
   ops[#ops + 1] = 'SET'; ops[#ops + 1] = 'u1'; ops[#ops + 1] = c.task * 32; ops[#ops + 1] = 1
   c.done = #ops / 4
@@ -125,7 +128,7 @@ for j, c in ipairs(comps) do
     stored[j] = -1  -- the reader drops the event of a redelivery
   elseif keep then
     fields[#fields + 1] = c.task; fields[#fields + 1] = ARGV[c.out]
-    stored[j] = #ARGV[c.out]
+    stored[j] = c.blob > 0 and c.blob or #ARGV[c.out]
   end
 end
 local entry = {'e', ARGV[3], 'b', cjson.encode(stored)}

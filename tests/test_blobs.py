@@ -1,0 +1,336 @@
+"""The data plane (shoal.blobs): big outputs in a blob store, references in Redis.
+
+File blobs run against a temporary directory; S3 blobs against moto's server, an S3
+**emulator** started here (no S3-compatible server is packaged for this machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import blob_files, leftover_keys
+from servers import S3_ENV, gateway, s3_emulator, s3_keys
+from signals import wait_for
+
+import shoal
+from shoal.blobs import default_url, open_blobs, parse_size, storage_with_blobs
+from shoal.blobs.files import FileBlobs
+from shoal.errors import ConfigError
+from shoal.stores.redis import RedisStore
+
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    with s3_emulator() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in S3_ENV.items():
+        monkeypatch.setenv(name, value)
+
+
+# --------------------------------------------------------------------------- plain data
+def test_sizes_read_as_bytes_with_binary_units() -> None:
+    assert parse_size("0", "x") == 0
+    assert parse_size(4096, "x") == 4096
+    assert parse_size("512k", "x") == 512 * 1024
+    assert parse_size("1MB", "x") == MiB
+    assert parse_size("1.5 GiB", "x") == 3 * (1 << 29)
+    with pytest.raises(ConfigError, match="blob_above must be a size"):
+        parse_size("lots", "blob_above")
+
+
+def test_auto_puts_blobs_in_shared_memory_only_when_every_worker_shares_the_host() -> None:
+    redis = "redis://127.0.0.1:6379/0"
+    assert "blobs=file" in storage_with_blobs(redis, "auto", same_host=True)
+    assert storage_with_blobs(redis, "auto", same_host=False) == redis
+    assert storage_with_blobs(redis, "off", same_host=True) == redis
+    assert storage_with_blobs("memory://", "file:///tmp/x", same_host=True) == "memory://"
+    given = redis + "?blobs=file%3A%2F%2F%2Fmine"
+    assert storage_with_blobs(given, "auto", same_host=True) == given  # the URL's own wins
+    assert default_url().startswith("file:///")
+
+
+def test_a_bad_blob_store_url_is_an_error_naming_it_before_the_run() -> None:
+    with pytest.raises(ConfigError, match="unknown blob store 'ftp://x'"):
+        storage_with_blobs("redis://localhost", "ftp://x", same_host=True)
+    with pytest.raises(ConfigError, match="no bucket"):
+        open_blobs("s3:///prefix", "ns")
+    with pytest.raises(ConfigError, match="unknown options"):
+        open_blobs("s3://bucket?endpoint=http://x", "ns")
+    with pytest.raises(ConfigError, match="file:///absolute"):
+        open_blobs("file://otherhost/dir", "ns")
+
+
+def test_file_blobs_are_written_whole_read_back_listed_and_deleted(tmp_path: Path) -> None:
+    blobs = FileBlobs((tmp_path / "b").as_uri(), "ns")
+
+    async def scenario() -> None:
+        await blobs.put("run1", 3, [b"tag", b"data" * 1000])
+        await blobs.put("run1", 3, [b"tag", b"data" * 1000])  # a repeated step: same blob
+        await blobs.put("run2", 0, [b"x", memoryview(b"y" * (5 * MiB))])  # through a thread
+        assert await blobs.get("run1", 3) == b"tag" + b"data" * 1000
+        assert len(await blobs.get("run2", 0)) == 5 * MiB + 1
+        assert sorted(await blobs.runs()) == ["run1", "run2"]
+        with pytest.raises(LookupError, match="task 9"):
+            await blobs.get("run1", 9)
+        await blobs.delete("run1", [3, 9])
+        with pytest.raises(LookupError):
+            await blobs.get("run1", 3)
+        await blobs.delete_run("run2")
+        await blobs.delete_run("never")
+        assert await blobs.runs() == ["run1"]
+
+    asyncio.run(scenario())
+    assert blob_files(tmp_path / "b") == []  # no temporary file left either
+
+
+def test_s3_blobs_against_the_emulator(s3_endpoint: str, s3_env: None) -> None:
+    blobs = open_blobs(f"s3://shoal-test/unit?endpoint_url={s3_endpoint}", "ns")
+
+    async def scenario() -> None:
+        await blobs.put("run1", 1, [b"tag", b"payload"])
+        await blobs.put("run1", 2, [b"tag", b"more"])
+        await blobs.put("run2", 0, [b"tag", b"z"])
+        assert await blobs.get("run1", 1) == b"tagpayload"
+        assert sorted(await blobs.runs()) == ["run1", "run2"]
+        with pytest.raises(LookupError, match="task 7"):
+            await blobs.get("run1", 7)
+        await blobs.delete("run1", [2])
+        await blobs.delete_run("run2")
+        assert await blobs.runs() == ["run1"]
+        await blobs.delete_run("run1")
+
+    asyncio.run(scenario())
+    assert [k for k in s3_keys(s3_endpoint) if k.startswith("unit/")] == []
+
+
+# --------------------------------------------------------------------------- runs
+@shoal.task
+def blob_of(n: int) -> bytes:
+    return os.urandom(n)
+
+
+@shoal.task
+def size_and_tail(data: bytes) -> tuple[int, bytes]:
+    return len(data), data[-4:]
+
+
+@shoal.task
+def blob_files_now(data: bytes, root: str) -> int:
+    """How many blob files exist while a consumer of one runs."""
+    return sum(1 for p in Path(root).rglob("*") if p.is_file())
+
+
+@shoal.task
+def boom(data: bytes) -> None:
+    raise RuntimeError("boom after reading a blob")
+
+
+@shoal.task
+def first_bytes(data: bytes) -> bytes:
+    return data[:8]
+
+
+def test_an_output_is_passed_through_the_blob_store_and_its_blob_deleted_after(
+    redis_url: str, gateway_url: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "blobs"
+    # Two consumers on different workers: the output must be stored, as a blob.
+    data = blob_of(3 * MiB)
+    sinks = (blob_files_now(data, str(root)), size_and_tail(data))
+    seen, (size, _) = shoal.compute(
+        *sinks, storage=redis_url, workers=gateway_url, blobs=root.as_uri(), progress=False
+    )
+    assert seen >= 1 and size == 3 * MiB
+    summary = shoal.last_run()
+    assert summary is not None and summary.bytes_moved >= 3 * MiB  # the blob's bytes count
+    assert blob_files(root) == [] and leftover_keys(redis_url) == []
+
+
+@pytest.mark.parametrize("where", ["file", "s3"])
+def test_blobs_are_gone_after_a_failed_run(
+    where: str, redis_url: str, gateway_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if where == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        request.getfixturevalue("s3_env")
+        blobs = f"s3://shoal-test/failed?endpoint_url={endpoint}"
+    else:
+        blobs = (tmp_path / "blobs").as_uri()
+    data = blob_of(2 * MiB)
+    with pytest.raises(RuntimeError, match="boom after reading a blob"):
+        shoal.compute(
+            boom(data),
+            size_and_tail(data),
+            storage=redis_url + "?blob_above=0",
+            workers="local",
+            blobs=blobs,
+            progress=False,
+        )
+    assert leftover_keys(redis_url) == []
+    if where == "s3":
+        assert [k for k in s3_keys(request.getfixturevalue("s3_endpoint")) if "failed/" in k] == []
+    else:
+        assert blob_files(tmp_path / "blobs") == []
+
+
+def test_an_output_too_big_for_redis_without_a_blob_store_fails_naming_the_fix(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shoal.stores.redis.VALUE_LIMIT", MiB)  # workers are threads here
+    data = blob_of(2 * MiB)  # two consumers: it must be stored
+    with pytest.raises(ValueError, match=r"more than the 1 MiB a Redis value holds.*blobs=") as e:
+        shoal.compute(
+            size_and_tail(data),
+            first_bytes(data),
+            storage=redis_url,
+            workers="local",
+            blobs="off",
+            progress=False,
+        )
+    assert any("blob_of" in note for note in e.value.__notes__)
+    assert leftover_keys(redis_url) == []
+
+
+def test_a_store_without_the_blob_store_says_so_for_a_reference(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """A worker given a storage URL without the run's blob store gets a ConfigError."""
+    from shoal.security import Signer
+
+    signer = Signer.new()
+    with_blobs = RedisStore(f"{redis_url}?blob_above=0&blobs={(tmp_path / 'b').as_uri()}", signer)
+    without = RedisStore(redis_url, signer)
+
+    async def scenario() -> None:
+        blob, size = await with_blobs._encode_output("r1", 0, b"x" * 100)
+        assert size > 100 and len(blob) < 64
+        with pytest.raises(ConfigError, match="names none"):
+            await without._get_blob("r1", 0)
+        await with_blobs.blobs.delete_run("r1")  # type: ignore[union-attr]
+        await with_blobs.close()
+        await without.close()
+
+    asyncio.run(scenario())
+
+
+# --------------------------------------------------------------------------- across hosts
+@shoal.task
+def where_and_size(data: bytes) -> tuple[str, int]:
+    return os.environ.get("SHOAL_TEST_HOST", "client"), len(data)
+
+
+def test_workers_on_two_gateways_read_each_others_outputs_through_s3(
+    redis_url: str, s3_endpoint: str, s3_env: None, shared_secret: str
+) -> None:
+    """Each gateway stands for a host: its workers have their own temporary directory, so
+    only the S3 store is common to them."""
+    with (
+        gateway(env={**S3_ENV, "SHOAL_TEST_HOST": "a"}) as a,
+        gateway(env={**S3_ENV, "SHOAL_TEST_HOST": "b"}) as b,
+    ):
+        both = a + "," + b.removeprefix("gateway+http://")
+        data = blob_of(MiB)
+        results = shoal.compute(
+            *[where_and_size(data) for _ in range(12)],
+            storage=redis_url + "?blob_above=0",
+            workers=both,
+            blobs=f"s3://shoal-test/hosts?endpoint_url={s3_endpoint}",
+            progress=False,
+        )
+    assert {size for _, size in results} == {MiB}
+    assert {host for host, _ in results} == {"a", "b"}, results
+    assert [k for k in s3_keys(s3_endpoint) if k.startswith("hosts/")] == []
+    assert leftover_keys(redis_url) == []
+
+
+# --------------------------------------------------------------------------- big
+def test_a_1_gib_output_round_trips_on_redis_and_a_gateway(
+    redis_url: str, gateway_url: str, tmp_path: Path
+) -> None:
+    gib = 1 << 30
+
+    @shoal.task(memory_mb=6144)
+    def one_gib() -> bytes:
+        return b"\x07" * gib
+
+    @shoal.task(memory_mb=6144)
+    def check(data: bytes) -> tuple[int, int]:
+        return len(data), data.count(b"\x07")
+
+    @shoal.task(memory_mb=6144)
+    def head(data: bytes) -> bytes:
+        return data[:4]
+
+    data = one_gib()
+    (size, sevens), start = shoal.compute(
+        check(data),
+        head(data),
+        storage=redis_url,
+        workers=gateway_url,
+        blobs=(tmp_path / "blobs").as_uri(),
+        progress=False,
+    )
+    assert size == gib and sevens == gib and start == b"\x07" * 4
+    assert blob_files(tmp_path / "blobs") == [] and leftover_keys(redis_url) == []
+
+
+# --------------------------------------------------------------------------- cancelled
+CANCELLED_CLIENT = """
+import os, signal, sys, threading, shoal
+
+@shoal.task
+def big() -> bytes:
+    return os.urandom(2 << 20)
+
+@shoal.task
+def stuck(data: bytes, flag: str) -> int:
+    open(flag, "w").close()
+    threading.Event().wait()
+
+data = big()
+try:
+    shoal.compute(stuck(data, sys.argv[3]), stuck(data, sys.argv[3] + ".2"),
+                  storage=sys.argv[1] + "?blob_above=0", workers=sys.argv[2], progress=False)
+except shoal.RunCancelled:
+    sys.exit(3)
+"""
+
+
+def test_blobs_are_gone_after_a_cancelled_run(
+    redis_url: str, gateway_url: str, tmp_path: Path
+) -> None:
+    script = tmp_path / "client.py"
+    script.write_text(textwrap.dedent(CANCELLED_CLIENT))
+    flag = tmp_path / "started"
+    env = {**os.environ, "SHOAL_BLOBS": (tmp_path / "blobs").as_uri()}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), redis_url, gateway_url, str(flag)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert wait_for(flag), "the task never started"
+        assert blob_files(tmp_path / "blobs") != []  # the big output is a blob, in use
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 3, out
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert blob_files(tmp_path / "blobs") == [] and leftover_keys(redis_url) == []
