@@ -290,7 +290,7 @@ def test_a_1_gib_output_round_trips_on_redis_and_a_gateway(
 
 # --------------------------------------------------------------------------- cancelled
 CANCELLED_CLIENT = """
-import os, signal, sys, threading, shoal
+import os, sys, time, shoal
 
 @shoal.task
 def big() -> bytes:
@@ -299,7 +299,9 @@ def big() -> bytes:
 @shoal.task
 def stuck(data: bytes, flag: str) -> int:
     open(flag, "w").close()
-    threading.Event().wait()
+    deadline = time.monotonic() + 60  # until the test lets it go: the worker is freed
+    while not os.path.exists(sys.argv[3] + ".go") and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 data = big()
 try:
@@ -331,6 +333,31 @@ def test_blobs_are_gone_after_a_cancelled_run(
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 3, out
     finally:
+        (tmp_path / "started.go").touch()
         proc.kill()
         proc.communicate()
     assert blob_files(tmp_path / "blobs") == [] and leftover_keys(redis_url) == []
+
+
+def test_a_run_sweeps_the_blobs_of_runs_its_redis_no_longer_has(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Blobs an earlier run left (its client and workers died together) go with the next
+    run on the same Redis; another Redis's blobs in the same directory stay."""
+    from shoal.security import Signer
+
+    root = (tmp_path / "blobs").as_uri()
+    mine = RedisStore(f"{redis_url}?blobs={root}", Signer.new())
+    other = RedisStore(f"redis://127.0.0.1:1/0?blobs={root}", Signer.new())
+    asyncio.run(mine.blobs.put("orphan", 0, [b"left behind"]))  # type: ignore[union-attr]
+    asyncio.run(other.blobs.put("elsewhere", 0, [b"not ours"]))  # type: ignore[union-attr]
+    data = blob_of(2 * MiB)
+    shoal.compute(
+        size_and_tail(data),
+        first_bytes(data),
+        storage=redis_url,
+        workers="local",
+        blobs=root,
+        progress=False,
+    )
+    assert [p.parent.name for p in blob_files(tmp_path / "blobs")] == ["elsewhere"]

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import leftover_keys
+from conftest import blob_files, leftover_keys
 from servers import gateway, redis_server, worker_service
 from signals import count, mark, wait_for
 
@@ -467,7 +467,7 @@ import shoal
 flags = Path(sys.argv[3])
 
 @shoal.task
-def wait():
+def wait(data):
     (flags / "under-way").touch()
     import time
     deadline = time.monotonic() + 60
@@ -475,7 +475,12 @@ def wait():
         time.sleep(0.01)
     return 1
 
-shoal.compute(wait(), storage=sys.argv[1], workers=sys.argv[2], progress=False)
+@shoal.task
+def big():
+    return b"x" * 4096
+
+data = big()  # two consumers: stored, as a blob (the storage URL has blob_above=0)
+shoal.compute(wait(data), wait(data), storage=sys.argv[1], workers=sys.argv[2], progress=False)
 """
 
 
@@ -483,21 +488,22 @@ def test_a_killed_clients_run_is_deleted_by_its_workers(
     redis_url: str, gateway_url: str, tmp_path: Path
 ) -> None:
     """The client holds a lease too: SIGKILLed, it cannot clean up, so the next heartbeat
-    of its worker deletes the run (not the keys' TTL, a day later)."""
+    of its worker deletes the run, blobs and all (not the keys' TTL, a day later)."""
     script = tmp_path / "client.py"
     script.write_text(textwrap.dedent(ABANDONING_CLIENT))
+    blobs = tmp_path / "blobs"
     client = subprocess.Popen(
-        [sys.executable, str(script), redis_url, gateway_url, str(tmp_path)],
-        env={**os.environ, "SHOAL_LEASE_S": str(LEASE_S)},
+        [sys.executable, str(script), redis_url + "?blob_above=0", gateway_url, str(tmp_path)],
+        env={**os.environ, "SHOAL_LEASE_S": str(LEASE_S), "SHOAL_BLOBS": blobs.as_uri()},
     )
     try:
         assert wait_for(tmp_path / "under-way", timeout=30)
-        assert leftover_keys(redis_url) != []
+        assert leftover_keys(redis_url) != [] and blob_files(blobs) != []
         client.kill()
         client.wait(10)
         deadline = time.monotonic() + 10 * LEASE_S
-        while leftover_keys(redis_url):
-            assert time.monotonic() < deadline, "the abandoned run's keys stayed"
+        while leftover_keys(redis_url) or blob_files(blobs):
+            assert time.monotonic() < deadline, "the abandoned run's keys or blobs stayed"
             time.sleep(0.01)  # polling the store, with a deadline
     finally:
         (tmp_path / "go").touch()  # the worker's task ends; the worker finds the run gone

@@ -1,0 +1,222 @@
+"""Data-heavy work against Ray and Dask: ``python -m bench.data [--repeat 5]``.
+
+Two workloads, each run by every engine in turn (interleaved, after one warm-up run each),
+medians of ``--repeat`` runs; servers and clusters are started before and not timed:
+
+- ``wordcount``: the Book of Genesis x16 in 32 chunks, a Counter per chunk (map), merged
+  pairwise in a tree (reduce): Counters of tens of KB pass between workers.
+- ``fanout``: one task makes a 50 MB NumPy array, 16 children each read all of it (a
+  strided sum), one task adds their results.
+
+Engines: ``shoal`` (Redis + a ``shoal gateway``, the data plane on its default: outputs
+over 1 MiB in files in ``/dev/shm``), ``shoal-redis`` (the same, every output through
+Redis: ``blobs="off"``), ``ray`` (``ray.remote`` tasks passing object refs, objects in its
+shared-memory store) and ``dask`` (distributed, a LocalCluster of one single-threaded
+worker process per core). Ray is optional (``pip install ray``): without it, it is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TEXT = Path(__file__).resolve().parent.parent / "examples" / "data" / "genesis_kjv.txt"
+CHUNKS = 32
+FAN = 16
+ARRAY_BYTES = 50 * 10**6
+
+
+# --------------------------------------------------------------------------- the work
+def count(chunk: str) -> Counter:
+    return Counter(chunk.lower().split())
+
+
+def merge(a: Counter, b: Counter) -> Counter:
+    return a + b
+
+
+def top(counts: Counter) -> list[tuple[str, int]]:
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+
+
+def make_array(nbytes: int) -> np.ndarray:
+    return np.random.default_rng(0).random(nbytes // 8)
+
+
+def strided_sum(array: np.ndarray, i: int) -> float:
+    return float(array[i::FAN].sum())
+
+
+def add(parts: list[float]) -> float:
+    return float(sum(parts))
+
+
+def add_each(*parts: float) -> float:
+    return add(list(parts))
+
+
+def chunks() -> list[str]:
+    text = TEXT.read_text(encoding="utf-8") * 16
+    size = -(-len(text) // CHUNKS)
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def tree(nodes: list[Any], combine: Callable[[Any, Any], Any]) -> Any:
+    while len(nodes) > 1:
+        pairs = [combine(nodes[i], nodes[i + 1]) for i in range(0, len(nodes) - 1, 2)]
+        nodes = pairs + nodes[len(nodes) - len(nodes) % 2 :]
+    return nodes[0]
+
+
+# --------------------------------------------------------------------------- engines
+class Shoal:
+    def __init__(self, name: str, blobs: str) -> None:
+        self.name, self.blobs = name, blobs
+
+    def start(self, servers: Any) -> None:
+        import shoal
+
+        self.shoal, self.servers = shoal, servers
+        self.tasks = {f.__name__: shoal.task(f) for f in (count, merge, top, make_array,
+                                                         strided_sum, add)}  # fmt: skip
+
+    def run(self, workload: str, text: list[str]) -> Any:
+        t = self.tasks
+        if workload == "wordcount":
+            sink = t["top"](tree([t["count"](c) for c in text], t["merge"]))
+        else:
+            array = t["make_array"](ARRAY_BYTES)
+            sink = t["add"]([t["strided_sum"](array, i) for i in range(FAN)])
+        return sink.compute(
+            storage=self.servers.storage,
+            workers=self.servers.workers,
+            blobs=self.blobs,
+            history="none",
+            progress=False,
+        )
+
+    def stop(self) -> None:
+        pass
+
+
+class Ray:
+    name = "ray"
+
+    def start(self, servers: Any) -> None:
+        import ray
+
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        self.ray = ray
+        self.tasks = {f.__name__: ray.remote(f) for f in (count, merge, top, make_array,
+                                                          strided_sum, add)}  # fmt: skip
+        self.add_refs = ray.remote(add_each)
+
+    def run(self, workload: str, text: list[str]) -> Any:
+        t = self.tasks
+        if workload == "wordcount":
+            counts = [t["count"].remote(c) for c in text]
+            sink = t["top"].remote(tree(counts, lambda a, b: t["merge"].remote(a, b)))
+        else:
+            array = t["make_array"].remote(ARRAY_BYTES)
+            parts = [t["strided_sum"].remote(array, i) for i in range(FAN)]
+            sink = self.add_refs.remote(*parts)  # Ray resolves top-level refs only
+        return self.ray.get(sink)
+
+    def stop(self) -> None:
+        self.ray.shutdown()
+
+
+class Dask:
+    name = "dask"
+
+    def start(self, servers: Any) -> None:
+        import dask
+        from distributed import Client, LocalCluster
+
+        cores = os.cpu_count() or 1
+        self.cluster = LocalCluster(n_workers=cores, threads_per_worker=1, processes=True,
+                                    dashboard_address=None)  # fmt: skip
+        self.client = Client(self.cluster)
+        self.tasks = {f.__name__: dask.delayed(f, pure=False) for f in (count, merge, top,
+                      make_array, strided_sum, add)}  # fmt: skip
+
+    def run(self, workload: str, text: list[str]) -> Any:
+        t = self.tasks
+        if workload == "wordcount":
+            sink = t["top"](tree([t["count"](c) for c in text], t["merge"]))
+        else:
+            array = t["make_array"](ARRAY_BYTES)
+            sink = t["add"]([t["strided_sum"](array, i) for i in range(FAN)])
+        return self.client.compute(sink).result()
+
+    def stop(self) -> None:
+        self.client.close()
+        self.cluster.close()
+
+
+# --------------------------------------------------------------------------- harness
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--workloads", default="wordcount,fanout")
+    parser.add_argument("--engines", default="shoal,shoal-redis,ray,dask")
+    args = parser.parse_args()
+
+    from .servers import ShoalServers
+
+    every = {"shoal": Shoal("shoal", "auto"), "shoal-redis": Shoal("shoal-redis", "off"),
+             "ray": Ray(), "dask": Dask()}  # fmt: skip
+    engines = []
+    for name in args.engines.split(","):
+        if name == "ray":
+            try:
+                import ray  # noqa: F401
+            except ImportError:
+                print("ray is not installed: skipped (pip install ray)")
+                continue
+        engines.append(every[name])
+    servers = ShoalServers().start()
+    text = chunks()
+    expected = {"wordcount": top(tree([count(c) for c in text], merge))}
+    times: dict[tuple[str, str], list[float]] = {}
+    try:
+        for engine in engines:
+            engine.start(servers)
+        for workload in args.workloads.split(","):
+            for engine in engines:  # warm-up: workers, imports, caches
+                result = engine.run(workload, text)
+                if workload in expected:
+                    assert result == expected[workload], (engine.name, result[:3])
+            for _ in range(args.repeat):
+                for engine in engines:
+                    started = time.perf_counter()
+                    engine.run(workload, text)
+                    times.setdefault((workload, engine.name), []).append(
+                        time.perf_counter() - started
+                    )
+    finally:
+        for engine in engines:
+            engine.stop()
+        servers.close()
+    load = os.getloadavg()[0]
+    print(f"load before: {load:.2f}; medians of {args.repeat} runs (min-max)")
+    for workload in args.workloads.split(","):
+        ray_median = statistics.median(times.get((workload, "ray"), [float("nan")]))
+        for engine in engines:
+            runs = times[(workload, engine.name)]
+            median = statistics.median(runs)
+            print(f"{workload:10} {engine.name:12} {median * 1e3:8.1f} ms "
+                  f"({min(runs) * 1e3:.1f}-{max(runs) * 1e3:.1f})  "
+                  f"{median / ray_median:5.2f}x ray")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
