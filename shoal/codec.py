@@ -17,7 +17,7 @@ import cloudpickle
 
 from .errors import BadSignature
 from .graph import PAGE, EncodedGraph, ShippedGraph, TaskFunction, TaskSpec
-from .graph.template import _SCALARS, Ref
+from .graph.template import _SCALARS, Lifted, Ref
 from .usercode import ship_user_code
 
 if TYPE_CHECKING:
@@ -26,7 +26,12 @@ if TYPE_CHECKING:
     from .security import Signer
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
-_PLAIN = _SCALARS | {Ref}
+_PLAIN = _SCALARS | {Ref, Lifted}
+#: A page of specs bigger than this has its big constant arguments lifted out of it ...
+LIFT_PAGE_BYTES = 256 << 10
+#: ... each one bigger than this: it travels to the tasks that take it, not to every
+#: worker that reads the page.
+LIFT_ABOVE = 64 << 10
 #: A stored output whose data starts with this is a reference to a blob (a pickle starts
 #: with its PROTO opcode, 0x80): see :mod:`shoal.blobs`.
 _BLOB_REF = b"@"
@@ -46,28 +51,69 @@ class Codec:
 
     # ----------------------------------------------------------------- the graph
     def encode_graph(self, graph: ShippedGraph) -> EncodedGraph:
-        """Pages of specs and the functions, each a signed blob. An argument that cannot be
-        pickled is a :class:`TypeError` naming the task and the argument, raised before
-        anything is stored or run."""
+        """Pages of specs and the functions, each a signed blob, and the big constant
+        arguments lifted out of big pages (a page holds 64 tasks' specs, and every worker
+        that runs one of them reads all of it: a 100 KB text given to each of 32 tasks would
+        make every such read 3 MB). An argument that cannot be pickled is a
+        :class:`TypeError` naming the task and the argument, raised before anything is
+        stored or run."""
         ship_user_code(graph.functions)
         sign, specs = self.signer.sign, graph.specs
-        pages = []
+        pages: list[bytes] = []
+        constants: list[bytes] = []
+        lifted: dict[int, int] = {}  # id of a constant -> its index (one object, one copy)
         for lo in range(0, len(specs), PAGE):
             page = specs[lo : lo + PAGE]
             # Plain pickle is 3x faster, but would send constants of user types by reference.
             plain = all(not s.kwargs and all(type(a) in _PLAIN for a in s.args) for s in page)
             dumps = pickle.dumps if plain else cloudpickle.dumps
             try:
-                pages.append(sign(dumps([tuple(s) for s in page], PROTOCOL)))
+                data = dumps([tuple(s) for s in page], PROTOCOL)
+                if len(data) > LIFT_PAGE_BYTES:
+                    data = self._lift(page, constants, lifted)
             except Exception as exc:
                 raise _unpicklable(graph, lo, exc) from exc
+            pages.append(sign(data))
         functions = [sign(cloudpickle.dumps(f, PROTOCOL)) for f in graph.functions]
-        return EncodedGraph(pages, functions)
+        return EncodedGraph(pages, functions, constants)
 
-    def decode_page(self, blob: bytes) -> list[TaskSpec]:
-        """The specs of one page, in task order."""
+    def _lift(self, page: list[TaskSpec], constants: list[bytes], lifted: dict[int, int]) -> bytes:
+        """The page pickled with each top-level argument over :data:`LIFT_ABOVE` bytes
+        replaced by a :class:`Lifted` index into ``constants`` (appended to), and with the
+        offsets of the tasks that have one."""
+
+        def lift(value: Any) -> Any:
+            if type(value) in (Ref, Lifted) or hasattr(value, "fill"):  # a template
+                return value
+            index = lifted.get(id(value))
+            if index is None:
+                data = self.pickle_value(value)
+                if len(data) <= LIFT_ABOVE:
+                    return value
+                index = lifted[id(value)] = len(constants)
+                constants.append(self.signer.sign(data))
+            return Lifted(index)
+
+        rows, offsets = [], []
+        for offset, spec in enumerate(page):
+            args = tuple(lift(a) for a in spec.args)
+            kwargs = {k: lift(v) for k, v in spec.kwargs.items()}
+            if any(type(a) is Lifted for a in (*args, *kwargs.values())):
+                offsets.append(offset)
+            rows.append(tuple(spec._replace(args=args, kwargs=kwargs)))
+        return cloudpickle.dumps((rows, tuple(offsets)), PROTOCOL)
+
+    def decode_page(self, blob: bytes) -> tuple[list[TaskSpec], tuple[int, ...]]:
+        """The specs of one page, in task order, and the offsets in the page of those with
+        lifted constants (see :meth:`load_constant`)."""
         rows = pickle.loads(self.signer.verify(blob, "a page of task specs"))
-        return [TaskSpec._make(row) for row in rows]
+        offsets: tuple[int, ...] = ()
+        if type(rows) is tuple:
+            rows, offsets = rows
+        return [TaskSpec._make(row) for row in rows], offsets
+
+    def load_constant(self, blob: bytes) -> Any:
+        return pickle.loads(self.signer.verify(blob, "a constant argument"))
 
     def decode_function(self, blob: bytes) -> TaskFunction[Any, Any]:
         fn: TaskFunction[Any, Any] = pickle.loads(self.signer.verify(blob, "a task function"))

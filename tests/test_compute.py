@@ -183,3 +183,18 @@ def test_workers_run_in_parallel(engine: dict[str, Any], flags: Path) -> None:
         return i
 
     assert add(meet(1), meet(2)).compute(**engine) == 3
+
+
+@shoal.task
+def letters_in(text: str, letter: str = "a", *, extra: Any = None) -> int:
+    return text.count(letter) + (0 if extra is None else int(extra.sum()))
+
+
+def test_big_constant_arguments_reach_their_tasks(engine: dict[str, Any]) -> None:
+    """Constants too big to sit in a page of specs (shoal.codec lifts them out) arrive as
+    given: positional, keyword, one object shared by many tasks, beside small ones."""
+    texts = [("a" * (i + 1)) + "b" * 200_000 for i in range(40)]
+    shared = np.ones(50_000)  # 400 KB, given to every task
+    counts = [letters_in(t, "a", extra=shared) for t in texts]
+    counts.append(letters_in(texts[0], letter="b"))
+    assert total(counts).compute(**engine) == sum(range(1, 41)) + 40 * 50_000 + 200_000

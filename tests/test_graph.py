@@ -23,7 +23,7 @@ CODEC = Codec(Signer("a test secret of 16+ characters"))
 def _decoded(graph: Graph) -> list[Any]:
     """Every spec of ``graph`` after encoding and decoding, in task order."""
     encoded = CODEC.encode_graph(graph.ship())
-    return [spec for page in encoded.pages for spec in CODEC.decode_page(page)]
+    return [spec for page in encoded.pages for spec in CODEC.decode_page(page)[0]]
 
 
 Point = namedtuple("Point", "x y")
@@ -658,4 +658,19 @@ def test_a_page_from_another_secret_is_refused() -> None:
 
     page = Codec(Signer("another secret, 16+ characters")).encode_graph(build([src(1)]).ship())
     with pytest.raises(BadSignature, match="page of task specs"):
-        CODEC.decode_page(page.pages[0])
+        CODEC.decode_page(page.pages[0])[0]
+
+
+def test_big_constants_are_lifted_out_of_pages_once_per_object() -> None:
+    from shoal.graph.template import Lifted
+
+    big = "x" * 200_000
+    other = [b"y" * 100_000]
+    sinks = [noop(big) for _ in range(30)] + [noop(other), noop("small")]
+    encoded = CODEC.encode_graph(build(sinks).ship())
+    assert len(encoded.constants) == 2  # one per object, however many tasks take it
+    assert max(map(len, encoded.pages)) < 20_000
+    specs, lifted = CODEC.decode_page(encoded.pages[0])
+    assert set(lifted) == set(range(31))
+    assert type(specs[0].args[0]) is Lifted and specs[31].args == ("small",)
+    assert CODEC.load_constant(encoded.constants[specs[0].args[0].i]) == big

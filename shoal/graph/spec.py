@@ -9,7 +9,7 @@ cloudpickled once.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .template import Ref, fill
@@ -78,7 +78,10 @@ class EncodedGraph:
 
     pages: list[bytes]
     functions: list[bytes]
+    #: Big constant arguments, each a signed blob, that the specs name by index (Lifted).
+    constants: list[bytes] = field(default_factory=list)
 
     @property
     def nbytes(self) -> int:
-        return sum(map(len, self.pages)) + sum(map(len, self.functions))
+        parts = (self.pages, self.functions, self.constants)
+        return sum(sum(map(len, blobs)) for blobs in parts)

@@ -40,6 +40,22 @@ def ref(k: int) -> Ref:
     return _REFS[k] if k < 256 else Ref(k)
 
 
+class Lifted:
+    """Placeholder for a big constant argument kept apart from the specs (see
+    :meth:`shoal.codec.Codec.encode_graph`): constant ``i`` of the run."""
+
+    __slots__ = ("i",)
+
+    def __init__(self, i: int) -> None:
+        self.i = i
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Lifted, (self.i,))
+
+    def __repr__(self) -> str:
+        return f"Lifted({self.i})"
+
+
 class Nested:
     """A container that holds upstream references somewhere inside it."""
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..backends import Invocation, Size
 from ..graph import PAGE, EncodedGraph, ShippedGraph, TaskFunction, TaskSpec, pages_of
+from ..graph.template import Lifted
 from ..stores import Store
 
 #: A worker that must read a page of specs reads this many (task ids are topological: a
@@ -30,6 +31,9 @@ class TaskSource:
         self.codec = store.codec
         self.specs: dict[int, TaskSpec] = {}
         self.functions: dict[int, TaskFunction[Any, Any]] = {}
+        #: Tasks whose specs name big constants kept apart (shoal.graph.template.Lifted).
+        self.lifted: set[int] = set()
+        self.constants: dict[int, Any] = {}
 
     @property
     def complete(self) -> bool:
@@ -50,10 +54,31 @@ class TaskSource:
                 if blob is None:
                     raise LookupError(f"run {self.run_id} has no spec for task {task}")
             assert self.codec is not None, "signed specs need the store's codec"
-            for i, decoded in enumerate(self.codec.decode_page(blob), page * PAGE):
-                self.specs[i] = decoded
+            decoded, lifted = self.codec.decode_page(blob)
+            first = page * PAGE
+            self.specs.update(enumerate(decoded, first))
+            self.lifted.update(first + offset for offset in lifted)
             spec = self.specs[task]
         return spec
+
+    async def with_constants(self, spec: TaskSpec) -> TaskSpec:
+        """``spec`` with its lifted constants in place (read once per worker)."""
+        wanted = [
+            a.i
+            for a in (*spec.args, *spec.kwargs.values())
+            if type(a) is Lifted and a.i not in self.constants
+        ]
+        if wanted:
+            read = await self.store.load_constants(self.run_id, wanted)
+            self.constants.update(zip(wanted, read, strict=True))
+
+        def value(a: Any) -> Any:
+            return self.constants[a.i] if type(a) is Lifted else a
+
+        return spec._replace(
+            args=tuple(map(value, spec.args)),
+            kwargs={k: value(v) for k, v in spec.kwargs.items()},
+        )
 
     async def function(self, index: int) -> TaskFunction[Any, Any]:
         if self.in_hand is not None:

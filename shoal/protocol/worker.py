@@ -77,6 +77,7 @@ class _Worker:
             await self.redo(self.invocation.redo)
         await self.read_shared_inputs(self.invocation.tasks)
         owned, batch, specs, functions = self.owned, self.batch, self.specs, self.functions
+        lifted = self.source.lifted  # tasks with big constants kept apart (filled in place)
         metrics, probe = self.metrics, self.probe
         last_task_s = ended = cpu_started = 0.0
         while True:
@@ -95,6 +96,8 @@ class _Worker:
                 return
             task = lease.task = owned.pop()
             spec = specs[task] if specs else await self.source.spec(task)
+            if task in lifted:
+                spec = await self.source.with_constants(spec)
             read_at = perf_counter()
             values = await self.gather(spec.deps)  # a.
             read_s = perf_counter() - read_at
@@ -139,6 +142,8 @@ class _Worker:
                 uses[dep] = uses.get(dep, 0) + 1
         for task in sorted(tasks):  # ids are topological
             spec = await self.source.spec(task)
+            if task in self.source.lifted:
+                spec = await self.source.with_constants(spec)
             values = await self.gather(spec.deps)
             fn = await self.source.function(spec.func)
             args, kwargs = spec.arguments(values)

@@ -85,6 +85,11 @@ class Store(Protocol):
         self, run_id: str, indices: Sequence[int]
     ) -> list[TaskFunction[Any, Any]]: ...
 
+    async def load_constants(self, run_id: str, indices: Sequence[int]) -> list[Any]:
+        """The big constant arguments ``indices`` that the run's encoded graph lifted out of
+        its specs (:meth:`shoal.codec.Codec.encode_graph`); raises RunNotFound when the run
+        is gone."""
+
     async def get_outputs(self, run_id: str, tasks: Sequence[int]) -> tuple[list[Any], int]:
         """Outputs of finished tasks, and the bytes read to get them (0 when they pass by
         reference); raises RunNotFound when the run is gone."""

@@ -22,6 +22,8 @@ scripts check that the run still exists before they write).
                                      "c:<invocation>" -> 1 once claimed; "n:<task>" -> losses
     shoal:{<run>}:shape      string  the graph for the dashboard: zlib JSON of each task's
                                      function name and inputs (nothing signed: no code)
+    shoal:{<run>}:constants  hash    index -> signed big constant argument, lifted out of
+                                     the specs (shoal.codec); only when there are some
 
 Runs announce themselves for the dashboard's live view, outside every run's tag, from
 their creation to their deletion:
@@ -60,6 +62,7 @@ class RunKeys(NamedTuple):
     leases: str
     owners: str
     shape: str
+    constants: str
 
 
 def run_keys(run_id: str) -> RunKeys:

@@ -125,6 +125,9 @@ class MemoryStore:
         functions = self._run(run_id).graph.functions
         return [functions[i] for i in indices]
 
+    async def load_constants(self, run_id: str, indices: Sequence[int]) -> list[Any]:
+        raise LookupError(f"run {run_id} has no lifted constants: its specs pass by reference")
+
     async def get_outputs(self, run_id: str, tasks: Sequence[int]) -> tuple[list[Any], int]:
         outputs = self._run(run_id).outputs
         try:

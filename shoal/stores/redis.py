@@ -143,6 +143,8 @@ class RedisStore:
                 chunk = dict(enumerate(pages[lo : lo + _FIELDS_PER_HSET], lo))
                 pipe.hset(keys.specs, mapping=chunk)
             pipe.hset(keys.functions, mapping=dict(enumerate(encoded.functions)))
+            if encoded.constants:
+                pipe.hset(keys.constants, mapping=dict(enumerate(encoded.constants)))
             for key in (keys.outputs, keys.leases, keys.owners):
                 pipe.hset(key, BIRTH_FIELD, b"")
             pipe.setbit(keys.marks, max(1, len(graph.specs)) * 32 - 1, 0)  # one word per task
@@ -185,9 +187,13 @@ class RedisStore:
         return None if blob is None else self.codec.load_failure(blob)
 
     async def delete_run(self, run_id: str) -> None:
-        await self._delete_run_keys(run_id)
+        try:
+            await self._delete_run_keys(run_id)
+        finally:  # even if that was interrupted (redis-py 8, cancelled mid-command, can
+            # cancel the next connection attempt): the workers delete the keys anyway
+            if self.blobs is not None:
+                await self.blobs.delete_run(run_id)
         if self.blobs is not None:
-            await self.blobs.delete_run(run_id)
             await self.sweep_blobs()
 
     async def sweep_blobs(self) -> list[str]:
@@ -257,6 +263,12 @@ class RedisStore:
             lambda: self.client.hmget(run_keys(run_id).functions, list(indices))
         )
         return [self.codec.decode_function(b) for b in await self._present(run_id, indices, blobs)]
+
+    async def load_constants(self, run_id: str, indices: Sequence[int]) -> list[Any]:
+        blobs = await self._call(
+            lambda: self.client.hmget(run_keys(run_id).constants, list(indices))
+        )
+        return [self.codec.load_constant(b) for b in await self._present(run_id, indices, blobs)]
 
     async def get_outputs(self, run_id: str, tasks: Sequence[int]) -> tuple[list[Any], int]:
         blobs = await self._call(lambda: self.client.hmget(run_keys(run_id).outputs, list(tasks)))
