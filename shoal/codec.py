@@ -10,8 +10,9 @@ and checked before it is unpickled.
 from __future__ import annotations
 
 import pickle
+import struct
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import cloudpickle
 
@@ -37,8 +38,18 @@ LIFT_ABOVE = 64 << 10
 _BLOB_REF = b"@"
 
 
-class BlobRef(int):
-    """What :meth:`Codec.load_value` returns for a reference to a blob: the blob's size."""
+#: A blob's frame: magic, buffer count, pickle length; then per buffer its offset and
+#: length (from the frame's start), then the pickle, then each buffer, 64-byte aligned.
+_FRAME = struct.Struct("<4sIQ")
+_FRAME_MAGIC = b"SHF1"
+_ALIGN = 64
+
+
+class BlobRef(NamedTuple):
+    """What :meth:`Codec.load_value` returns for a reference to a blob."""
+
+    size: int
+    signed: bool  # False: kept where only this user can write (shoal.blobs.files)
 
 
 class Codec:
@@ -131,16 +142,52 @@ class Codec:
             return pickle.dumps(value, PROTOCOL)
         return cloudpickle.dumps(value, PROTOCOL)
 
-    def dump_reference(self, size: int) -> bytes:
-        """What the store keeps for an output of ``size`` signed bytes kept in a blob."""
-        return self.signer.sign(_BLOB_REF + str(size).encode())
+    def dump_reference(self, size: int, signed: bool) -> bytes:
+        """What the store keeps for an output kept in a blob of ``size`` bytes."""
+        return self.signer.sign(_BLOB_REF + (b"s" if signed else b"u") + str(size).encode())
 
     def load_value(self, blob: bytes) -> Any:
         """The output in ``blob``, or a :class:`BlobRef` when it is kept in a blob."""
         data = self.signer.verify(blob, "a task output")
         if data[:1] == _BLOB_REF:
-            return BlobRef(bytes(data[1:]))
+            return BlobRef(int(bytes(data[2:])), data[1:2] == b"s")
         return pickle.loads(data)
+
+    @staticmethod
+    def frame_value(value: Any) -> tuple[list[bytes | memoryview], bool]:
+        """A task output as a blob's frame, in parts to write one after another, and
+        whether it has out-of-band buffers. Pickle protocol 5 leaves big contiguous
+        buffers (NumPy arrays, bytearrays) out of the pickle: written as they are, and read
+        back in place (:meth:`unframe_value`), they are never copied."""
+        buffers: list[pickle.PickleBuffer] = []
+        dumps = pickle.dumps if type(value) in _SCALARS else cloudpickle.dumps
+        data = dumps(value, PROTOCOL, buffer_callback=buffers.append)
+        raws = [b.raw() for b in buffers]
+        offset = _FRAME.size + 16 * len(raws) + len(data)
+        parts: list[bytes | memoryview] = [b"", data]
+        places: list[int] = []
+        for raw in raws:
+            pad = -offset % _ALIGN
+            if pad:
+                parts.append(bytes(pad))
+                offset += pad
+            places += (offset, raw.nbytes)
+            parts.append(raw)
+            offset += raw.nbytes
+        header = _FRAME.pack(_FRAME_MAGIC, len(raws), len(data))
+        parts[0] = header + struct.pack(f"<{len(places)}Q", *places)
+        return parts, bool(raws)
+
+    @staticmethod
+    def unframe_value(frame: memoryview) -> Any:
+        """The output in a blob's frame; its buffers are views of ``frame``."""
+        magic, count, length = _FRAME.unpack_from(frame)
+        if magic != _FRAME_MAGIC:
+            raise ValueError("not a Shoal blob (a bad frame)")
+        places = struct.unpack_from(f"<{2 * count}Q", frame, _FRAME.size)
+        start = _FRAME.size + 16 * count
+        buffers = [frame[places[i] : places[i] + places[i + 1]] for i in range(0, len(places), 2)]
+        return pickle.loads(frame[start : start + length], buffers=buffers)
 
     def dump_failure(self, failure: TaskFailure) -> bytes:
         return self.signer.sign(failure.to_bytes())

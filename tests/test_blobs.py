@@ -14,7 +14,9 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from conftest import blob_files, leftover_keys
 from servers import S3_ENV, gateway, s3_emulator, s3_keys
@@ -23,7 +25,8 @@ from signals import wait_for
 import shoal
 from shoal.blobs import default_url, open_blobs, parse_size, storage_with_blobs
 from shoal.blobs.files import FileBlobs
-from shoal.errors import ConfigError
+from shoal.codec import BlobRef
+from shoal.errors import BadSignature, ConfigError
 from shoal.stores.redis import RedisStore
 
 MiB = 1 << 20
@@ -219,7 +222,7 @@ def test_a_store_without_the_blob_store_says_so_for_a_reference(
         blob, size = await with_blobs._encode_output("r1", 0, b"x" * 100)
         assert size > 100 and len(blob) < 64
         with pytest.raises(ConfigError, match="names none"):
-            await without._get_blob("r1", 0)
+            await without._get_blob("r1", 0, BlobRef(size, signed=False))
         await with_blobs.blobs.delete_run("r1")  # type: ignore[union-attr]
         await with_blobs.close()
         await without.close()
@@ -361,3 +364,119 @@ def test_a_run_sweeps_the_blobs_of_runs_its_redis_no_longer_has(
         progress=False,
     )
     assert [p.parent.name for p in blob_files(tmp_path / "blobs")] == ["elsewhere"]
+
+
+# --------------------------------------------------------------------------- frames
+@pytest.mark.parametrize(
+    ("value", "out_of_band"),
+    [
+        (b"plain bytes" * 1000, False),
+        (bytearray(b"\x01\x02" * 5000), False),
+        (np.arange(100_000, dtype=np.float64), True),
+        (np.asfortranarray(np.arange(60_000, dtype=np.int32).reshape(200, 300)), True),
+        (np.arange(100_000)[::3], False),  # not contiguous: pickled in-band
+        ({"a": np.ones(10_000), "b": [np.zeros(3), "text"], "c": 7}, True),
+        (None, False),
+    ],
+    ids=["bytes", "bytearray", "array", "fortran", "strided", "nested", "none"],
+)
+def test_a_frame_round_trips_with_big_buffers_out_of_the_pickle(
+    value: Any, out_of_band: bool
+) -> None:
+    from shoal.codec import Codec
+
+    parts, has_buffers = Codec.frame_value(value)
+    assert has_buffers == out_of_band
+    back = Codec.unframe_value(memoryview(bytearray(b"".join(parts))))
+    assert _equal(back, value)
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and a.dtype == b.dtype and np.array_equal(a, b)
+    if isinstance(b, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in b)
+    if isinstance(b, list):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+@shoal.task
+def big_array() -> np.ndarray:
+    return np.arange(1_000_000, dtype=np.float64)  # 8 MB: mapped, not read
+
+
+@shoal.task
+def doubled_in_place(array: np.ndarray) -> float:
+    array *= 2  # the input is writable (a copy-on-write mapping of the blob)
+    return float(array.sum())
+
+
+@shoal.task
+def array_sum(array: np.ndarray) -> float:
+    return float(array.sum())
+
+
+def test_arrays_from_file_blobs_are_mapped_writable_and_private_to_their_task(
+    redis_url: str, gateway_url: str, tmp_path: Path
+) -> None:
+    array = big_array()
+    total = float(np.arange(1_000_000, dtype=np.float64).sum())
+    sinks = [doubled_in_place(array), array_sum(array), array_sum(array)]
+    results = shoal.compute(
+        *sinks,
+        storage=redis_url,
+        workers=gateway_url,
+        blobs=(tmp_path / "blobs").as_uri(),
+        progress=False,
+    )
+    assert results[0] == 2 * total
+    # A task that changed its input changed its own copy: where another task read the
+    # same blob, it saw the array as stored (on the producer's worker, which holds the
+    # one object, order decides: so the two readers may not both be elsewhere).
+    assert total in results[1:]
+    assert blob_files(tmp_path / "blobs") == []
+
+
+def test_blobs_are_signed_unless_only_this_user_can_write_them(
+    redis_url: str, tmp_path: Path
+) -> None:
+    from shoal.security import Signer
+
+    mine, shared = tmp_path / "mine", tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)  # as a shared directory would be (umask aside)
+    signer = Signer.new()
+    private = RedisStore(f"{redis_url}?blob_above=0&blobs={mine.as_uri()}", signer)
+    public = RedisStore(f"{redis_url}?blob_above=0&blobs={shared.as_uri()}", signer)
+    assert private.blobs is not None and private.blobs.private
+    assert public.blobs is not None and not public.blobs.private
+
+    async def scenario() -> None:
+        mine_ref, _ = await private._encode_output("r1", 0, np.ones(1000))
+        shared_ref, _ = await public._encode_output("r1", 0, np.ones(1000))
+        assert private.codec.load_value(mine_ref) == BlobRef(ANY_SIZE, False)
+        assert public.codec.load_value(shared_ref) == BlobRef(ANY_SIZE, True)
+        # A blob written unsigned is refused where others could have written it.
+        (mine / "x").mkdir()
+        moved = RedisStore(f"{redis_url}?blob_above=0&blobs={mine.as_uri()}", signer)
+        mine.chmod(0o777)
+        moved_again = RedisStore(f"{redis_url}?blob_above=0&blobs={mine.as_uri()}", signer)
+        ref = private.codec.load_value(mine_ref)
+        with pytest.raises(BadSignature, match="unsigned"):
+            await moved_again._get_blob("r1", 0, ref)
+        for store in (private, public, moved, moved_again):
+            await store.blobs.delete_run("r1")  # type: ignore[union-attr]
+            await store.close()
+
+    asyncio.run(scenario())
+
+
+class _AnySize(int):
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, int)
+
+    __hash__ = int.__hash__
+
+
+ANY_SIZE = _AnySize(0)

@@ -13,8 +13,11 @@ A blob store is chosen by URL scheme and imported lazily:
 Blobs of a run live under ``<namespace>/<run id>/``, where the namespace names the store
 that holds the run's keys: a sweep may then delete the blobs of any run that store no
 longer has (finished, cancelled, abandoned or expired) without touching another store's.
-A blob is the signed output exactly as the store would have held it, so it is checked
-before it is unpickled, wherever it was read from.
+A blob holds the output as a frame (:meth:`shoal.codec.Codec.frame_value`): pickle
+protocol 5 with big buffers (NumPy arrays) beside the pickle, so that a reader maps them in
+place instead of copying them. It carries the run's signature and is checked before it is
+unpickled, except in a directory only this user can write (a file store's default), where
+whoever could forge a blob could change Shoal's own code as well.
 """
 
 from __future__ import annotations
@@ -45,13 +48,16 @@ class BlobStore(Protocol):
     rewritten with the same bytes by a repeated step)."""
 
     url: str
+    #: True when only this user can write the blobs: they need no signature.
+    private: bool
 
     async def put(self, run_id: str, task: int, parts: Sequence[bytes | memoryview]) -> None:
         """Store the concatenation of ``parts`` as the output of ``task``; a reader never
         sees it half written."""
 
-    async def get(self, run_id: str, task: int) -> bytes:
-        """The output of ``task``; :class:`LookupError` when it is not there."""
+    async def get(self, run_id: str, task: int) -> bytes | bytearray | memoryview:
+        """The output of ``task`` (writable when big: NumPy arrays read in place from it
+        must be); :class:`LookupError` when it is not there."""
 
     async def delete(self, run_id: str, tasks: Sequence[int]) -> None:
         """Delete those outputs (gone already is fine)."""

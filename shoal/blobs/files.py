@@ -1,9 +1,14 @@
-"""``file:///dir``: blobs as files, for workers on one host (``/dev/shm``: shared memory)."""
+"""``file:///dir``: blobs as files, for workers on one host (``/dev/shm``: shared memory).
+
+A big blob is mapped, copy-on-write, rather than read: the NumPy arrays in it are used in
+place (shared memory, in ``/dev/shm``), and a task that writes to one writes to its own
+copy of the pages it touches."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import mmap
 import os
 import shutil
 from collections.abc import Sequence
@@ -12,8 +17,10 @@ from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError
 
-#: Blobs bigger than this are written and read in a thread, not on the event loop.
+#: Blobs bigger than this are written in a thread, not on the event loop ...
 _THREAD_ABOVE = 4 << 20
+#: ... and mapped rather than read when bigger than this.
+_MAP_ABOVE = 1 << 20
 _names = itertools.count()
 
 
@@ -28,7 +35,10 @@ class FileBlobs:
                 f"blob store {url!r}: expected file:///absolute/directory (on this host)"
             )
         self.url = url
-        self.root = Path(unquote(parts.path)) / namespace
+        base = Path(unquote(parts.path))
+        self.root = base / namespace
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.private = all(_only_mine(folder) for folder in (base, self.root))
 
     @classmethod
     def from_url(cls, url: str, namespace: str) -> FileBlobs:
@@ -40,12 +50,13 @@ class FileBlobs:
         else:
             self._write(run_id, task, parts)
 
-    async def get(self, run_id: str, task: int) -> bytes:
+    async def get(self, run_id: str, task: int) -> bytes | memoryview:
         path = self.root / run_id / str(task)
         try:
-            if path.stat().st_size > _THREAD_ABOVE:
-                return await asyncio.to_thread(path.read_bytes)
-            return path.read_bytes()
+            with open(path, "rb") as file:
+                if os.fstat(file.fileno()).st_size <= _MAP_ABOVE:
+                    return file.read()
+                return memoryview(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY))
         except FileNotFoundError:
             raise LookupError(f"no blob for the output of task {task} at {path}") from None
 
@@ -70,3 +81,9 @@ class FileBlobs:
         with open(temporary, "wb") as file:
             file.writelines(parts)
         os.replace(temporary, folder / str(task))
+
+
+def _only_mine(folder: Path) -> bool:
+    """Whether only this user (and root) can write in ``folder``."""
+    info = folder.stat()
+    return info.st_uid == os.getuid() and not info.st_mode & 0o022

@@ -25,6 +25,8 @@ _OPTIONS = {"endpoint_url", "region"}
 class S3Blobs:
     """Blobs as S3 objects; every call runs in a thread (boto3 is synchronous)."""
 
+    private = False
+
     def __init__(self, url: str, namespace: str) -> None:
         parts = urlsplit(url)
         options = dict(parse_qsl(parts.query))
@@ -75,13 +77,13 @@ class S3Blobs:
 
         await asyncio.to_thread(upload)
 
-    async def get(self, run_id: str, task: int) -> bytes:
+    async def get(self, run_id: str, task: int) -> bytearray:
         key = self._key(run_id, task)
 
-        def download() -> bytes:
+        def download() -> bytearray:
             s3 = self._s3()
             try:
-                body: bytes = s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+                body = bytearray(s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
             except s3.exceptions.NoSuchKey:
                 raise LookupError(
                     f"no blob for the output of task {task} at s3://{self.bucket}/{key}"

@@ -33,12 +33,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..blobs import DEFAULT_ABOVE, BlobStore, open_blobs, parse_size
 from ..codec import BlobRef, Codec
 from ..decisions import Completion, Upload
-from ..errors import ConfigError, RunNotFound, StoreUnavailable
+from ..errors import BadSignature, ConfigError, RunNotFound, StoreUnavailable
 from ..events import Event, EventKind, decode_events, encode_events
 from ..failures import TaskFailure
 from ..graph import PAGE, EncodedGraph, ShippedGraph, TaskFunction
 from ..leases import CLIENT, Recovered
-from ..security import Signer
+from ..security import TAG_BYTES, Signer
 from . import scripts
 from .base import Settled, UnstorableOutput
 from .keys import BIRTH_FIELD, LIVE, run_keys
@@ -274,25 +274,38 @@ class RedisStore:
         blobs = await self._call(lambda: self.client.hmget(run_keys(run_id).outputs, list(tasks)))
         blobs = await self._present(run_id, tasks, blobs)
         values = [self.codec.load_value(b) for b in blobs]
+        read = sum(map(len, blobs))
         kept = [i for i, v in enumerate(values) if isinstance(v, BlobRef)]
         if kept:
-            found = await asyncio.gather(*(self._get_blob(run_id, tasks[i]) for i in kept))
-            for i, blob in zip(kept, found, strict=True):
-                blobs[i] = blob
-                values[i] = self.codec.load_value(blob)
-        return values, sum(map(len, blobs))
+            found = await asyncio.gather(
+                *(self._get_blob(run_id, tasks[i], values[i]) for i in kept)
+            )
+            for i, value in zip(kept, found, strict=True):
+                read += values[i].size
+                values[i] = value
+        return values, read
 
-    async def _get_blob(self, run_id: str, task: int) -> bytes:
+    async def _get_blob(self, run_id: str, task: int, ref: BlobRef) -> Any:
+        """The output of ``task`` kept in a blob: checked against its tag, or read where
+        only this user can write (the reference, signed, says which)."""
         if self.blobs is None:
             raise ConfigError(
                 f"the output of task {task} of run {run_id} is in a blob store, but the "
                 f"storage URL {_redact(self.url)} names none (blobs=...)"
             )
         try:
-            return await self.blobs.get(run_id, task)
+            blob = await self.blobs.get(run_id, task)
         except LookupError:
             await self._present(run_id, [task], [None])  # RunNotFound when the run is gone
             raise
+        if ref.signed:
+            return self.codec.unframe_value(self.codec.signer.verify(blob, "a task output"))
+        if not self.blobs.private:
+            raise BadSignature(
+                f"refusing the output of task {task}: its blob is unsigned, and others can "
+                f"write where it is ({self.blobs.url})"
+            )
+        return self.codec.unframe_value(memoryview(blob))
 
     async def complete_tasks(
         self,
@@ -337,21 +350,31 @@ class RedisStore:
         """What the store keeps for ``task``'s output, and the bytes put in the blob store
         for it (0: none). UnstorableOutput, before anything is written, if it cannot be."""
         try:
-            data = self.codec.pickle_value(output)
-            if self.blobs is None or len(data) <= self.blob_above:
-                if len(data) >= VALUE_LIMIT:
-                    raise ValueError(
-                        f"the output is {len(data) / (1 << 20):.0f} MiB, more than the "
-                        f"{VALUE_LIMIT >> 20} MiB a Redis value holds: give the run a blob "
-                        "store (compute(blobs=...) or $SHOAL_BLOBS)"
-                    )
-                return self.codec.signer.sign(data), 0
-            parts = self.codec.signer.sign_parts(data)
+            if self.blobs is None:
+                return self._as_value(self.codec.pickle_value(output)), 0
+            parts, out_of_band = self.codec.frame_value(output)
+            size = sum(map(len, parts))
+            if size <= self.blob_above:  # the pickle alone, with its buffers in it
+                data = self.codec.pickle_value(output) if out_of_band else parts[1]
+                return self._as_value(bytes(data)), 0
+            signed = not self.blobs.private
+            if signed:
+                parts.insert(0, self.codec.signer.tag_parts(parts))
+                size += TAG_BYTES
             await self.blobs.put(run_id, task, parts)
         except Exception as exc:
             raise UnstorableOutput(task) from exc
-        size = sum(map(len, parts))
-        return self.codec.dump_reference(size), size
+        return self.codec.dump_reference(size, signed), size
+
+    def _as_value(self, data: bytes) -> bytes:
+        """``data`` signed, to keep as a Redis value (which holds at most 512 MiB)."""
+        if len(data) >= VALUE_LIMIT:
+            raise ValueError(
+                f"the output is {len(data) / (1 << 20):.0f} MiB, more than the "
+                f"{VALUE_LIMIT >> 20} MiB a Redis value holds: give the run a blob "
+                "store (compute(blobs=...) or $SHOAL_BLOBS)"
+            )
+        return self.codec.signer.sign(data)
 
     async def fail_task(self, run_id: str, failure: TaskFailure, failed: Event) -> None:
         keys = run_keys(run_id)
