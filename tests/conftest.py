@@ -110,17 +110,23 @@ def engine(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
         options["storage"] += "?blob_above=0"
     yield {**options, "progress": False}
     assert leftover_keys(storage) == [], "a run left keys behind"
-    # A worker still finishing a task of a run that is gone (timed out, failed) writes its
-    # blob before its completion step finds the run gone, then deletes it.
-    deadline = time.monotonic() + 10
-    while blob_files(blobs):
-        assert time.monotonic() < deadline, f"a run left blobs behind: {blob_files(blobs)}"
-        time.sleep(0.01)  # polling the directory, with a deadline
+    assert blobs_left(blobs) == [], "a run left blobs behind"
 
 
 def blob_files(root: Path) -> list[Path]:
     """Files under a blob store's directory (its namespace and run folders aside)."""
     return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+def blobs_left(root: Path, within_s: float = 10.0) -> list[Path]:
+    """The blob files still under ``root`` once they had ``within_s`` seconds to go: a
+    deleted run's blobs are freed by a thread, and a worker still finishing a task of a
+    run that is gone (timed out, failed) writes its blob before its completion step finds
+    the run gone, then deletes it."""
+    deadline = time.monotonic() + within_s
+    while (left := blob_files(root)) and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling the directory, with a deadline
+    return left
 
 
 @pytest.fixture

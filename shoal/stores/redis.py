@@ -93,6 +93,10 @@ class RedisStore:
             "socket_connect_timeout": 5,
             "health_check_interval": 30,
             "retry": Retry(NoBackoff(), 0),
+            # No CLIENT SETINFO: a round trip per connection, and redis-py reads its own
+            # version from the package metadata (~1 ms) each time it makes one.
+            "lib_name": None,
+            "lib_version": None,
         }
         self.client: Any = (
             RedisCluster.from_url(redis_url, **common)
