@@ -1,11 +1,13 @@
-"""Placement under a busy machine: ``python -m bench.busy [--recipes montage,...]``.
+"""Real workflows, quiet and beside a busy process: ``python -m bench.busy [--recipes
+montage,epigenomics,cycles,genome] [--engines shoal,shoal-no-cgroups,dask]``.
 
 A WfCommons-shaped workflow whose tasks really compute (about ``--seconds`` of work on
-this machine's cores) on Redis + a gateway as it places workers (``--cgroups``: memory
-limits, quotas for fractions of a CPU, whole CPUs pinned) and with ``--no-cgroups``, each
-quiet and then beside a competing busy-loop process: the makespan against the ideal bound
-(the longer of the critical path and the work over the cores). Medians of ``--repeat``
-runs.
+this machine's cores) and pass bytes, on Redis + a gateway as it places workers
+(``shoal``: memory limits, quotas for fractions of a CPU, whole CPUs pinned), with
+``--no-cgroups`` (``shoal-no-cgroups``), and on Dask distributed (``dask``: a LocalCluster
+of one single-threaded worker process per core), each quiet and then beside a competing
+busy-loop process: the makespan against the ideal bound (the longer of the critical path
+and the work over the cores). Medians of ``--repeat`` runs after one warm-up.
 """
 
 from __future__ import annotations
@@ -19,14 +21,15 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import shoal
 
-from .live import _critical_path, scaled, wf_graph
+from .live import _critical_path, _spin, scaled, wf_graph
 from .servers import ShoalServers
-from .wfcommons import workflow
+from .wfcommons import WfTask, workflow
 
 
 def _spin_forever() -> None:
@@ -68,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.busy", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--recipes", default="montage")
+    p.add_argument("--engines", default="shoal,dask")
     p.add_argument("--size", type=int, default=250)
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--repeat", type=int, default=3)
@@ -77,28 +81,58 @@ def main(argv: list[str] | None = None) -> None:
     cores = os.cpu_count() or 1
     servers = ShoalServers().start()  # its Redis; its own gateway is not used here
     try:
-        print(f"{'recipe':12} {'placement':10} {'machine':6} {'makespan':>9} {'x bound':>8}")
+        print(f"load {os.getloadavg()[0]:.2f} before")
+        print(f"{'recipe':12} {'engine':16} {'machine':6} {'makespan':>9} {'x bound':>8}")
         for recipe in args.recipes.split(","):
             tasks = workflow(recipe, args.size, 0)
             scale = scaled(tasks, args.seconds, cores)
             bound = max(_critical_path(tasks), sum(t.runtime_s for t in tasks) / cores) * scale
-            for cgroups in (True, False):
-                with gateway(cgroups) as url:
+            for engine in args.engines.split(","):
+                with _engine(engine, servers.storage) as run:
                     for loaded in (False, True):
                         times = []
                         with busy(loaded):
                             for _ in range(args.repeat + 1):  # the first warms up
                                 started = time.perf_counter()
-                                shoal.compute(wf_graph(tasks, scale, 1e-3),
-                                              storage=servers.storage, workers=url,
-                                              progress=False)  # fmt: skip
+                                run(tasks, scale)
                                 times.append(time.perf_counter() - started)
                         median = statistics.median(times[1:])
-                        print(f"{recipe:12} {'cgroups' if cgroups else 'no-cgroups':10} "
-                              f"{'busy' if loaded else 'quiet':6} {median:8.2f}s "
-                              f"{median / bound:8.2f}")  # fmt: skip
+                        print(f"{recipe:12} {engine:16} {'busy' if loaded else 'quiet':6} "
+                              f"{median:8.2f}s {median / bound:8.2f}", flush=True)  # fmt: skip
     finally:
         servers.close()
+
+
+@contextmanager
+def _engine(name: str, storage: str) -> Iterator[Callable[[list[WfTask], float], None]]:
+    """A function that runs a workflow (its tasks, its runtime scale) on ``name``."""
+    if name == "dask":
+        import dask
+        from distributed import Client, LocalCluster
+
+        with LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1,
+                          processes=True, dashboard_address=None) as cluster, \
+                Client(cluster) as client:  # fmt: skip
+
+            def on_dask(tasks: list[WfTask], scale: float) -> None:
+                spin = dask.delayed(_spin, pure=False)
+                nodes: list[Any] = []
+                for t in tasks:
+                    nbytes = min(200_000, int(t.output_bytes * 1e-3))  # as wf_graph
+                    nodes.append(spin(t.runtime_s * scale, nbytes, *(nodes[p] for p in t.parents)))
+                has_child = {p for t in tasks for p in t.parents}
+                sinks = [nodes[t.id] for t in tasks if t.id not in has_child]
+                client.compute(sinks, sync=True)
+
+            yield on_dask
+        return
+    with gateway(name != "shoal-no-cgroups") as url:
+
+        def on_shoal(tasks: list[WfTask], scale: float) -> None:
+            shoal.compute(wf_graph(tasks, scale, 1e-3), storage=storage, workers=url,
+                          progress=False)  # fmt: skip
+
+        yield on_shoal
 
 
 if __name__ == "__main__":

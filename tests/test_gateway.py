@@ -166,8 +166,9 @@ def test_a_task_beyond_its_memory_size_fails_with_memory_error(
     def hog() -> int:
         return len(bytearray(1024 * 1024 * 1024))  # 1 GB on a 256 MB worker
 
-    with pytest.raises(MemoryError):
+    with pytest.raises(MemoryError) as caught:
         _run(hog(), redis_url, gateway_url)
+    assert any("hog" in note for note in caught.value.__notes__)  # the task is named
 
 
 def _cpu_share() -> float:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import inspect
 import json
 import logging
 import zlib
@@ -24,6 +25,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import AuthenticationError, AuthorizationError, InvalidResponse, RedisError
@@ -54,6 +56,14 @@ OUTAGE_BACKOFF_CAP_S = 0.5
 DEFAULT_INLINE_BYTES = 64 * 1024
 _FIELDS_PER_HSET = 1_000  # pages per HSET when a run is created
 _OPTIONS = {"ttl", "inline_bytes", "blobs", "blob_above"}
+#: No CLIENT SETINFO: a round trip per connection, and redis-py reads its own version from
+#: the package metadata (~1 ms) each time it makes one. (redis-py 8 says it with
+#: ``driver_info``; earlier ones with ``lib_name`` and ``lib_version``.)
+_NO_CLIENT_SETINFO: dict[str, Any] = (
+    {"driver_info": None}
+    if "driver_info" in inspect.signature(AbstractConnection.__init__).parameters
+    else {"lib_name": None, "lib_version": None}
+)
 #: The most one Redis value (and one script argument) holds.
 VALUE_LIMIT = 512 << 20
 
@@ -93,10 +103,7 @@ class RedisStore:
             "socket_connect_timeout": 5,
             "health_check_interval": 30,
             "retry": Retry(NoBackoff(), 0),
-            # No CLIENT SETINFO: a round trip per connection, and redis-py reads its own
-            # version from the package metadata (~1 ms) each time it makes one.
-            "lib_name": None,
-            "lib_version": None,
+            **_NO_CLIENT_SETINFO,
         }
         self.client: Any = (
             RedisCluster.from_url(redis_url, **common)
