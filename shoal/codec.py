@@ -12,6 +12,7 @@ from __future__ import annotations
 import pickle
 import struct
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import cloudpickle
@@ -149,7 +150,7 @@ class Codec:
     def load_value(self, blob: bytes) -> Any:
         """The output in ``blob``, or a :class:`BlobRef` when it is kept in a blob."""
         data = self.signer.verify(blob, "a task output")
-        if data[:1] == _BLOB_REF:
+        if data and data[0] == _BLOB_REF[0]:
             return BlobRef(int(bytes(data[2:])), data[1:2] == b"s")
         return pickle.loads(data)
 
@@ -162,7 +163,11 @@ class Codec:
         buffers: list[pickle.PickleBuffer] = []
         dumps = pickle.dumps if type(value) in _SCALARS else cloudpickle.dumps
         data = dumps(value, PROTOCOL, buffer_callback=buffers.append)
-        raws = [b.raw() for b in buffers]
+        return Codec.frame_pickled(data, [b.raw() for b in buffers]), bool(buffers)
+
+    @staticmethod
+    def frame_pickled(data: bytes, raws: Sequence[memoryview] = ()) -> list[bytes | memoryview]:
+        """The frame of a pickle ``data`` and its out-of-band buffers ``raws``."""
         offset = _FRAME.size + 16 * len(raws) + len(data)
         parts: list[bytes | memoryview] = [b"", data]
         places: list[int] = []
@@ -176,7 +181,7 @@ class Codec:
             offset += raw.nbytes
         header = _FRAME.pack(_FRAME_MAGIC, len(raws), len(data))
         parts[0] = header + struct.pack(f"<{len(places)}Q", *places)
-        return parts, bool(raws)
+        return parts
 
     @staticmethod
     def unframe_value(frame: memoryview) -> Any:

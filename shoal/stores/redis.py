@@ -39,6 +39,7 @@ from ..errors import BadSignature, ConfigError, RunNotFound, StoreUnavailable
 from ..events import Event, EventKind, decode_events, encode_events
 from ..failures import TaskFailure
 from ..graph import PAGE, EncodedGraph, ShippedGraph, TaskFunction
+from ..graph.template import _SCALARS
 from ..leases import CLIENT, Recovered
 from ..security import TAG_BYTES, Signer
 from . import scripts
@@ -286,7 +287,7 @@ class RedisStore:
         blobs = await self._present(run_id, tasks, blobs)
         values = [self.codec.load_value(b) for b in blobs]
         read = sum(map(len, blobs))
-        kept = [i for i, v in enumerate(values) if isinstance(v, BlobRef)]
+        kept = [i for i, v in enumerate(values) if type(v) is BlobRef]
         if kept:
             found = await asyncio.gather(
                 *(self._get_blob(run_id, tasks[i], values[i]) for i in kept)
@@ -361,13 +362,17 @@ class RedisStore:
         """What the store keeps for ``task``'s output, and the bytes put in the blob store
         for it (0: none). UnstorableOutput, before anything is written, if it cannot be."""
         try:
-            if self.blobs is None:
-                return self._as_value(self.codec.pickle_value(output)), 0
-            parts, out_of_band = self.codec.frame_value(output)
+            if self.blobs is None or type(output) in _SCALARS:  # no buffers to leave out
+                data = self.codec.pickle_value(output)
+                if self.blobs is None or len(data) <= self.blob_above:
+                    return self._as_value(data), 0
+                parts = self.codec.frame_pickled(data)
+            else:
+                parts, out_of_band = self.codec.frame_value(output)
+                if sum(map(len, parts)) <= self.blob_above:  # the pickle, buffers in it
+                    pickled = self.codec.pickle_value(output) if out_of_band else parts[1]
+                    return self._as_value(bytes(pickled)), 0
             size = sum(map(len, parts))
-            if size <= self.blob_above:  # the pickle alone, with its buffers in it
-                data = self.codec.pickle_value(output) if out_of_band else parts[1]
-                return self._as_value(bytes(data)), 0
             signed = not self.blobs.private
             if signed:
                 parts.insert(0, self.codec.signer.tag_parts(parts))
