@@ -262,7 +262,7 @@ async def _run(
         raise
     finally:
         bar.close()
-        await backend.close()
+        await backend.close(ok=error is None)
         await store.close()
         summary.wall_s = time.perf_counter() - started
         record(summary)

@@ -6,12 +6,14 @@ secret shared by the client and its workers. A worker refuses a blob whose tag i
 wrong before unpickling anything.
 
 The secret comes from ``$SHOAL_SECRET``. When it is unset and every worker is the client's
-own (the embedded engine, a private gateway), a fresh secret is made for the run and handed
-to the private gateway through its environment.
+own (the embedded engine, a private gateway), a fresh secret is made, once per client
+process (its private gateway serves its later runs), and handed to the private gateway
+through its environment.
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
 import os
 import secrets
@@ -90,4 +92,11 @@ def client_signer(private: bool) -> Signer | None:
     (whatever needs it then asks for ``$SHOAL_SECRET`` by name)."""
     if os.environ.get(SECRET_ENV):
         return Signer.from_env()
-    return Signer.new() if private else None
+    return _process_signer() if private else None
+
+
+@functools.cache
+def _process_signer() -> Signer:
+    """One secret per client process for its own workers: its private gateway outlives a
+    run, to serve the next (see :mod:`shoal.backends.gateway`)."""
+    return Signer.new()

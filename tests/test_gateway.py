@@ -267,16 +267,62 @@ def test_a_gateway_with_a_token_wants_it(redis_url: str, own_gateway: str) -> No
     assert _run(inc(1), redis_url, own_gateway + "?token=let-me-in") == 2
 
 
-def test_a_private_gateway_lives_for_one_run(
+def test_a_private_gateway_serves_the_processs_runs_until_one_fails(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Without SHOAL_SECRET, the run makes up a secret and hands it to its gateway."""
+    """Without SHOAL_SECRET, the process makes up a secret and hands it to its gateway,
+    which it keeps for its next runs; a run that fails stops it (a task may be stuck)."""
     monkeypatch.delenv("SHOAL_SECRET")
     before = _children()
     assert _run(add(inc(1), inc(2)), redis_url, "gateway") == 5
     summary = shoal.last_run()
     assert summary is not None and summary.ok and summary.workers >= 1
+    gateway = _children() - before
+    assert len(gateway) == 1  # kept, idle
+    assert _run(add(inc(3), inc(4)), redis_url, "gateway") == 9
+    assert _children() - before == gateway  # the same one served the second run
+    with pytest.raises(ZeroDivisionError):
+        _run(divide(1, 0), redis_url, "gateway")
     assert _children() == before  # the gateway and its workers are gone
+
+
+@shoal.task
+def divide(a: int, b: int) -> float:
+    return a / b
+
+
+KEEPING_CLIENT = """
+import os, sys
+from pathlib import Path
+import shoal
+
+@shoal.task
+def inc(x):
+    return x + 1
+
+for i in range(3):
+    shoal.compute(inc(i), storage=sys.argv[1], workers="gateway", progress=False)
+def parent(entry):
+    return entry.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1]
+
+me = str(os.getpid())
+children = [p.name for p in Path("/proc").iterdir() if p.name.isdigit() and parent(p) == me]
+print(" ".join(children), flush=True)
+"""
+
+
+def test_a_private_gateway_stops_in_order_when_its_process_exits(
+    redis_url: str, tmp_path: Path
+) -> None:
+    script = tmp_path / "client.py"
+    script.write_text(KEEPING_CLIENT)
+    env = {k: v for k, v in os.environ.items() if k != "SHOAL_SECRET"}
+    done = subprocess.run([sys.executable, str(script), redis_url], env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    kept = [int(pid) for pid in done.stdout.split()]
+    assert len(kept) == 1  # one gateway served the three runs
+    assert not Path(f"/proc/{kept[0]}").exists()  # gone, before its client's exit ended
 
 
 def _children() -> set[int]:

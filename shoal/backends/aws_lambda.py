@@ -224,7 +224,7 @@ class LambdaWorkers:
                 self._made_client = True
             return self._client
 
-    async def close(self) -> None:
+    async def close(self, ok: bool = True) -> None:
         if self._made_client and self._client is not None:
             self._client.close()  # its HTTP connections
             self._client = None

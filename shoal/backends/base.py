@@ -130,7 +130,9 @@ class Workers(Protocol):
     async def platform(self) -> Platform:
         """Where workers run, for the planners: shared CPUs, keep-warm, idle workers."""
 
-    async def close(self) -> None: ...
+    async def close(self, ok: bool = True) -> None:
+        """Done with the run (``ok``: it finished well, so workers kept for the next run
+        of this process may stay)."""
 
 
 async def invoke_all(workers: Workers, invocations: Sequence[Invocation]) -> None:

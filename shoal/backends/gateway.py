@@ -14,13 +14,16 @@ carries the ``gateway+http://`` address.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import os
 import random
 import signal
 import socket
+import subprocess
 import sys
+import threading
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -66,7 +69,7 @@ class GatewayWorkers:
         self._turn = random.randrange(len(self._bases) or 1)  # workers start apart
         self._codec: Codec | None = None
         self._http: dict[str, httpx.AsyncClient] = {}
-        self._process: asyncio.subprocess.Process | None = None
+        self._private: _PrivateGateway | None = None
 
     @classmethod
     def from_url(cls, url: str) -> GatewayWorkers:
@@ -81,31 +84,9 @@ class GatewayWorkers:
         self.parallelism = sum(int(info["parallelism"]) for info in infos)
 
     async def _start_private(self, signer: Signer) -> None:
-        listener = socket.create_server(("127.0.0.1", 0), backlog=512)
-        port = listener.getsockname()[1]
-        env = {**os.environ, SECRET_ENV: signer.secret}
-        try:
-            # Its stdin is a pipe from this process: the gateway stops at its end, when
-            # close() closes it or this process dies, even by SIGKILL. In a session of its
-            # own, it and its workers miss the signals sent to this process's group (a
-            # terminal's Ctrl-C, `timeout`): this process hears them and stops it in order.
-            self._process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "shoal",
-                "gateway",
-                "--fd",
-                str(listener.fileno()),
-                "--exit-with-stdin",
-                stdin=asyncio.subprocess.PIPE,
-                pass_fds=[listener.fileno()],
-                env=env,
-                start_new_session=True,
-            )
-        finally:
-            listener.close()  # the gateway has its own copy; requests queue until it accepts
-        self._bases = [f"http://127.0.0.1:{port}"]
-        self.url = f"gateway+{self._bases[0]}"
+        self._private = _private_gateway(signer.secret)
+        self._bases = [self._private.base]
+        self.url = f"gateway+{self._private.base}"
 
     async def invoke(self, invocation: Invocation) -> None:
         if self._codec is None:  # inside a worker: hand out with the worker's own secret
@@ -160,34 +141,99 @@ class GatewayWorkers:
             )
         return response.json()
 
-    async def close(self) -> None:
+    async def close(self, ok: bool = True) -> None:
         try:
             clients, self._http = list(self._http.values()), {}
             for http in clients:
                 await http.aclose()
         finally:
-            process, self._process = self._process, None
-            if process is not None:
-                await _stop(process)
+            private, self._private = self._private, None
+            if private is not None:
+                await asyncio.to_thread(private.release, ok)
 
 
-async def _stop(process: asyncio.subprocess.Process) -> None:
-    """Stop a private gateway: the end of its stdin tells it to shut down (its workers with
-    it). One still there after :data:`STOP_TIMEOUT_S` is killed, workers and all: they are
-    its process group."""
-    if process.stdin is not None:
-        process.stdin.close()
-    try:
-        await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
-    except TimeoutError:
-        log.warning(
-            "the private gateway (pid %d) did not stop within %g s: killing it and its workers",
-            process.pid,
-            STOP_TIMEOUT_S,
-        )
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # not reaped yet: still its group's id
-        await process.wait()
+class _PrivateGateway:
+    """A client process's own gateway: started by its first run on ``workers="gateway"``
+    (with the process's secret), kept for its later runs while each ends well (a run then
+    starts in milliseconds, on warm workers), and stopped in order after a run that did not
+    (a task may still be stuck in a worker) and when the process exits. Its stdin is a pipe
+    from this process, so it also stops when the process dies, even by SIGKILL. In a
+    session of its own, it and its workers miss the signals sent to this process's group
+    (a terminal's Ctrl-C, `timeout`): this process hears them and stops it in order."""
+
+    def __init__(self, secret: str) -> None:
+        listener = socket.create_server(("127.0.0.1", 0), backlog=512)
+        self.base = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "shoal", "gateway", "--fd", str(listener.fileno()),
+                 "--exit-with-stdin"],
+                stdin=subprocess.PIPE,
+                pass_fds=[listener.fileno()],
+                env={**os.environ, SECRET_ENV: secret},
+                start_new_session=True,
+            )  # fmt: skip
+        finally:
+            listener.close()  # the gateway has its own copy; requests queue until it accepts
+        self.secret = secret
+        self.users = 0
+        self.stale = False  # a run on it ended badly: no new run takes it
+
+    def usable(self, secret: str) -> bool:
+        return not self.stale and self.secret == secret and self.process.poll() is None
+
+    def release(self, ok: bool) -> None:
+        with _private_lock:
+            self.users -= 1
+            self.stale = self.stale or not ok
+            if not self.stale or self.users:
+                return
+        self.stop()
+
+    def stop(self) -> None:
+        """The end of its stdin tells it to shut down, its workers with it. One still there
+        after :data:`STOP_TIMEOUT_S` is killed, workers and all: they are its group."""
+        process = self.process
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            log.warning(
+                "the private gateway (pid %d) did not stop within %g s: killing it and its workers",
+                process.pid,
+                STOP_TIMEOUT_S,
+            )
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # not reaped yet: still its group's id
+            process.wait()
+
+
+_kept: _PrivateGateway | None = None
+_private_lock = threading.Lock()
+
+
+def _private_gateway(secret: str) -> _PrivateGateway:
+    """This process's private gateway for a new run: the kept one, else a new one."""
+    global _kept
+    with _private_lock:
+        old = kept = _kept
+        if kept is None or not kept.usable(secret):
+            if old is None:
+                atexit.register(_stop_private)
+            kept = _kept = _PrivateGateway(secret)
+        kept.users += 1
+    if old is not None and old is not kept and not old.users and old.process.poll() is None:
+        old.stop()  # the secret changed ($SHOAL_SECRET): the old one serves no one now
+    return kept
+
+
+def _stop_private() -> None:
+    """At exit: stop the kept private gateway in order."""
+    with _private_lock:
+        kept = _kept
+    if kept is not None and kept.process.poll() is None:
+        kept.stop()
 
 
 def _error(response: httpx.Response) -> str:

@@ -262,7 +262,7 @@ class HttpWorkers:
             )
         return self._http
 
-    async def close(self) -> None:
+    async def close(self, ok: bool = True) -> None:
         """Cancel the requests still waiting for their answer, and close the client."""
         requests = list(self._requests)
         for request in requests:

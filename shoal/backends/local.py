@@ -107,7 +107,7 @@ class LocalWorkers:
                 self._idle += 1
         return self._queue.get()
 
-    async def close(self) -> None:
+    async def close(self, ok: bool = True) -> None:
         for _ in self._threads:
             self._queue.put(_STOP)  # one each, claimed or not: every thread gets one
         self._threads.clear()
