@@ -2,10 +2,13 @@
 semantics test in the shared suite takes it, so a new backend is added here only.
 
     embedded   memory:// store, local workers (threads of this process)
-    gateway    a real redis-server, a real ``shoal gateway`` with worker processes
-    cluster    a three-master Redis Cluster, the same gateway
-    blobs      the gateway engine with the data plane on for every output: each goes to a
-               blob store (files in a temporary directory), Redis holds references only
+    gateway    a real redis-server, a real ``shoal gateway`` with worker processes (the
+               data plane on its default: outputs over 1 MiB in files in /dev/shm)
+    cluster    a three-master Redis Cluster, the same gateway, and every output in a blob
+               (files in a temporary directory): the cluster holds references only
+    blobs      the gateway engine with every output in a blob (files in a temporary
+               directory); S3 blobs have tests of their own (test_blobs.py: moto's
+               emulator of S3 takes tens of milliseconds a request)
 
 After every test on a Redis engine, no key of any run may be left (checked with SCAN), and
 no blob.
@@ -23,7 +26,7 @@ from typing import Any
 
 import pytest
 import redis
-from servers import gateway, redis_cluster, redis_server
+from servers import S3_ENV, gateway, redis_cluster, redis_server, s3_emulator
 
 ENGINES = ["embedded", "gateway", "cluster", "blobs"]
 
@@ -66,8 +69,24 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def gateway_url(shared_secret: str) -> Iterator[str]:
-    with gateway() as url:
+    with gateway(env=S3_ENV) as url:  # its workers may use the S3 emulator
         yield url
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """The S3 emulator's endpoint; this process has its credentials meanwhile."""
+    saved = {name: os.environ.get(name) for name in S3_ENV}
+    os.environ.update(S3_ENV)
+    try:
+        with s3_emulator() as endpoint:
+            yield endpoint
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextlib.contextmanager
@@ -105,17 +124,17 @@ def engine(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     storage = request.getfixturevalue("cluster_url" if request.param == "cluster" else "redis_url")
     options = {"storage": storage, "workers": request.getfixturevalue("gateway_url")}
     blobs = request.getfixturevalue("tmp_path") / "blobs"
-    if request.param == "blobs":
-        options["blobs"] = blobs.as_uri()
-        options["storage"] += "?blob_above=0"
+    if request.param in ("cluster", "blobs"):
+        options.update(storage=storage + "?blob_above=0", blobs=blobs.as_uri())
     yield {**options, "progress": False}
     assert leftover_keys(storage) == [], "a run left keys behind"
     assert blobs_left(blobs) == [], "a run left blobs behind"
 
 
 def blob_files(root: Path) -> list[Path]:
-    """Files under a blob store's directory (its namespace and run folders aside)."""
-    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+    """Files under a blob store's directory (its namespace and run folders aside); a folder
+    deleted meanwhile (by a deletion thread) is skipped."""
+    return [Path(folder, name) for folder, _, names in os.walk(root) for name in names]
 
 
 def blobs_left(root: Path, within_s: float = 10.0) -> list[Path]:

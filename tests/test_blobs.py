@@ -13,14 +13,13 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from conftest import blob_files, blobs_left, leftover_keys
-from servers import S3_ENV, gateway, s3_emulator, s3_keys
+from servers import S3_ENV, gateway, s3_keys
 from signals import wait_for
 
 import shoal
@@ -31,18 +30,6 @@ from shoal.errors import BadSignature, ConfigError
 from shoal.stores.redis import RedisStore
 
 MiB = 1 << 20
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    with s3_emulator() as endpoint:
-        yield endpoint
-
-
-@pytest.fixture
-def s3_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in S3_ENV.items():
-        monkeypatch.setenv(name, value)
 
 
 # --------------------------------------------------------------------------- plain data
@@ -101,7 +88,7 @@ def test_file_blobs_are_written_whole_read_back_listed_and_deleted(tmp_path: Pat
     assert blobs_left(tmp_path / "b") == []  # no temporary file left either
 
 
-def test_s3_blobs_against_the_emulator(s3_endpoint: str, s3_env: None) -> None:
+def test_s3_blobs_against_the_emulator(s3_endpoint: str) -> None:
     blobs = open_blobs(f"s3://shoal-test/unit?endpoint_url={s3_endpoint}", "ns")
 
     async def scenario() -> None:
@@ -170,7 +157,6 @@ def test_blobs_are_gone_after_a_failed_run(
 ) -> None:
     if where == "s3":
         endpoint = request.getfixturevalue("s3_endpoint")
-        request.getfixturevalue("s3_env")
         blobs = f"s3://shoal-test/failed?endpoint_url={endpoint}"
     else:
         blobs = (tmp_path / "blobs").as_uri()
@@ -238,7 +224,7 @@ def where_and_size(data: bytes) -> tuple[str, int]:
 
 
 def test_workers_on_two_gateways_read_each_others_outputs_through_s3(
-    redis_url: str, s3_endpoint: str, s3_env: None, shared_secret: str
+    redis_url: str, s3_endpoint: str, shared_secret: str
 ) -> None:
     """Each gateway stands for a host: its workers have their own temporary directory, so
     only the S3 store is common to them."""
@@ -486,3 +472,12 @@ class _AnySize(int):
 
 
 ANY_SIZE = _AnySize(0)
+
+
+def test_a_deletion_left_half_done_by_a_dead_process_is_swept(tmp_path: Path) -> None:
+    blobs = FileBlobs((tmp_path / "b").as_uri(), "ns")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    (blobs.root / f".run1.{dead}.0").mkdir()  # its deleting process died
+    (blobs.root / f".run2.{os.getpid()}.0").mkdir()  # this process is deleting it
+    assert asyncio.run(blobs.runs()) == [f".run1.{dead}.0"]

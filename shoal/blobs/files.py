@@ -79,12 +79,14 @@ class FileBlobs:
         ).start()
 
     async def runs(self) -> list[str]:
-        """The runs with blobs here, and folders of deletions that never finished (their
-        names start with a dot: no run has them, so a sweep deletes them)."""
+        """The runs with blobs here, and folders of deletions whose process died before
+        they finished (``.<run>.<pid>.<n>``: no run has such a name, so a sweep deletes
+        them)."""
         try:
-            return [entry.name for entry in os.scandir(self.root) if entry.is_dir()]
+            names = [entry.name for entry in os.scandir(self.root) if entry.is_dir()]
         except FileNotFoundError:
             return []
+        return [n for n in names if not n.startswith(".") or not _alive(n.split(".")[2])]
 
     def _write(self, run_id: str, task: int, parts: Sequence[bytes | memoryview]) -> None:
         folder = self.root / run_id
@@ -100,3 +102,13 @@ def _only_mine(folder: Path) -> bool:
     """Whether only this user (and root) can write in ``folder``."""
     info = folder.stat()
     return info.st_uid == os.getuid() and not info.st_mode & 0o022
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
