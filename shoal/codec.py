@@ -132,10 +132,6 @@ class Codec:
         return fn
 
     # ----------------------------------------------------------------- values
-    def dump_value(self, value: Any) -> bytes:
-        """A task output, signed."""
-        return self.signer.sign(self.pickle_value(value))
-
     @staticmethod
     def pickle_value(value: Any) -> bytes:
         """A task output, not yet signed. Plain values skip cloudpickle's slower pickler."""
