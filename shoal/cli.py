@@ -275,7 +275,6 @@ def worker(host: str, port: int, fd: int | None, token: str | None) -> None:
 def dashboard(history_url: str | None, storage: str | None, port: int, host: str) -> None:
     """Open the dashboard (needs the dashboard extra): runs live, a finished run's graph,
     timeline, critical path and planned vs real, and the history of each workflow."""
-    import subprocess
 
     try:
         import streamlit  # noqa: F401
@@ -302,10 +301,11 @@ def dashboard(history_url: str | None, storage: str | None, port: int, host: str
     command = [sys.executable, "-m", "streamlit", "run", str(app)]
     for name, value in options.items():
         command += [f"--{name}", str(value)]
-    try:
-        raise SystemExit(subprocess.call(command, env=env))
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
+    # This process becomes Streamlit: a signal to it (Ctrl-C, a supervisor's SIGTERM)
+    # reaches the server itself, with no child left running behind a stopped parent.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, command, env)
 
 
 def _print_summary(runs: list[RunSummary]) -> None:

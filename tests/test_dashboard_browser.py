@@ -67,6 +67,15 @@ def dashboard(redis_url: str, history_file: Path) -> Iterator[str]:
         _stop(proc)
         if proc.stderr is not None:
             proc.stderr.close()
+        serving = [p for p in Path("/proc").glob("[0-9]*/cmdline") if _serves(p, port)]
+        assert serving == [], "the dashboard left a server behind"
+
+
+def _serves(cmdline: Path, port: int) -> bool:
+    try:
+        return f"--server.port\0{port}\0".encode() in cmdline.read_bytes()
+    except OSError:  # gone meanwhile
+        return False
 
 
 @pytest.fixture
