@@ -6,13 +6,20 @@ from that loop would expire under a long task. The heartbeat thread has its own 
 and its own connection to each store, and CPython hands it the GIL at least every few
 milliseconds, so a busy task cannot starve it. An invocation shorter than a heartbeat
 costs nothing here: its lease is taken with its claim and dropped with its release.
+
+A worker process of its own (a gateway's) gives up on user code that outlives its lease: a
+task still running a whole lease after its lease was lost (its run ended, failed or was
+cancelled, or its tasks went to another worker) will not be wanted, and its process exits
+with :data:`ABANDONED_EXIT`, freeing its slot. Threads of the client cannot be stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
+import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -20,17 +27,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: The exit status of a worker process that gave up on a task nobody waits for.
+ABANDONED_EXIT = 75
+
 
 class HeldLease:
     """A lease as its worker holds it: the worker writes the task it runs, the heartbeat
     sets ``lost`` when the lease is gone (its tasks were recovered, or the run ended)."""
 
-    __slots__ = ("invocation", "lease_s", "lost", "run_id", "store", "task")
+    __slots__ = ("invocation", "lease_s", "lost", "lost_at", "run_id", "store", "task")
 
     def __init__(self, store: Store, run_id: str, invocation: str, lease_s: float) -> None:
         self.store, self.run_id, self.invocation, self.lease_s = store, run_id, invocation, lease_s
         self.task: int | None = None
         self.lost = False
+        self.lost_at = 0.0  # monotonic
 
 
 class Heartbeat:
@@ -41,6 +52,8 @@ class Heartbeat:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        #: Set in a worker process of its own: exit when a lost lease's task runs on.
+        self.exit_when_abandoned = False
 
     def hold(self, store: Store, run_id: str, invocation: str, lease_s: float) -> HeldLease:
         held = HeldLease(store, run_id, invocation, lease_s)
@@ -76,6 +89,18 @@ class Heartbeat:
     async def _renew(self, held: list[HeldLease], stores: dict[str, Store]) -> None:
         with self._lock:  # still held: those dropped meanwhile are done
             held = [h for h in held if h in self._held]
+        if self.exit_when_abandoned:
+            now = time.monotonic()
+            for h in held:
+                if h.lost and now - h.lost_at > h.lease_s:
+                    log.warning(
+                        "worker process %d: task %s of run %s still runs a lease after its "
+                        "lease was lost; giving it up",
+                        os.getpid(),
+                        h.task,
+                        h.run_id,
+                    )
+                    os._exit(ABANDONED_EXIT)
         by_run: dict[tuple[str, str], list[HeldLease]] = {}
         for h in held:
             by_run.setdefault((h.store.url, h.run_id), []).append(h)
@@ -91,8 +116,8 @@ class Heartbeat:
                 log.debug("heartbeat of run %s failed: %r", run_id, exc)
                 continue
             for h in leases:
-                if h.invocation in lost:
-                    h.lost = True
+                if h.invocation in lost and not h.lost:
+                    h.lost, h.lost_at = True, time.monotonic()
 
 
 #: This process's heartbeat.

@@ -509,3 +509,33 @@ def test_a_killed_clients_run_is_deleted_by_its_workers(
         (tmp_path / "go").touch()  # the worker's task ends; the worker finds the run gone
         if client.poll() is None:
             client.kill()
+
+
+def test_a_task_stuck_after_its_run_ended_gives_its_gateway_worker_back(
+    redis_url: str, shared_secret: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A timed-out run's task stuck in user code: a lease after its lease was lost, its
+    worker process exits and the gateway has the slot again (no worker stays busy)."""
+    monkeypatch.setenv("SHOAL_LEASE_S", "1")
+
+    @shoal.task
+    def stuck() -> None:
+        import threading
+
+        threading.Event().wait()  # never returns, and ignores its lease
+
+    with gateway("--max-workers", "1") as url:
+        with pytest.raises(shoal.RunTimeout):
+            stuck().compute(storage=redis_url, workers=url, progress=False, timeout=0.5)
+        base = url.removeprefix("gateway+")
+        deadline = time.monotonic() + 10  # the lease (1 s), its grace (1 s), heartbeats
+        while _busy(base):
+            assert time.monotonic() < deadline, "the stuck worker still holds its slot"
+            time.sleep(0.05)  # polling the gateway, with a deadline
+        assert inc(1).compute(storage=redis_url, workers=url, progress=False) == 2
+    assert leftover_keys(redis_url) == []
+
+
+def _busy(base: str) -> int:
+    pools = httpx.get(base + "/info").json()["pools"].values()
+    return sum(pool.get("busy", 0) for pool in pools)

@@ -121,9 +121,11 @@ def preload() -> None:
 
 def serve(inp: BinaryIO, frames: BinaryIO, name: str | None) -> None:
     """Run the invocations the gateway sends until it closes ``inp``."""
+    from ..heartbeat import HEARTBEAT
     from ..runtime import WorkerRuntime
 
     logging.basicConfig(level=os.environ.get("SHOAL_LOG_LEVEL", "WARNING"))
+    HEARTBEAT.exit_when_abandoned = True  # this process is the worker's own
     with WorkerRuntime(name=name) as runtime:
         write_frame(frames, {"ready": True})
         while True:

@@ -33,6 +33,7 @@ from ..backends.gateway import TOKEN_ENV
 from ..codec import Codec
 from ..errors import BadSignature
 from ..events import EventKind, event
+from ..heartbeat import ABANDONED_EXIT
 from ..security import Signer
 from ..stores import Store, open_store
 from ..web import check_exposure, run_server, token_refusal
@@ -251,6 +252,9 @@ class Gateway:
         pending = worker.current
         assert pending is not None and worker.proc is not None
         inv = pending.invocation
+        if returncode == ABANDONED_EXIT:  # nobody waits for its task: nothing to report
+            log.info("gateway worker process %s gave up a task of run %s", worker.name, inv.run_id)
+            return
         how = (
             f"was killed by {signal.Signals(-returncode).name}"
             if returncode < 0
