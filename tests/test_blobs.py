@@ -481,3 +481,24 @@ def test_a_deletion_left_half_done_by_a_dead_process_is_swept(tmp_path: Path) ->
     (blobs.root / f".run1.{dead}.0").mkdir()  # its deleting process died
     (blobs.root / f".run2.{os.getpid()}.0").mkdir()  # this process is deleting it
     assert asyncio.run(blobs.runs()) == [f".run1.{dead}.0"]
+
+
+def test_a_gateway_sweeps_blobs_whose_run_expired(
+    redis_url: str, tmp_path: Path, shared_secret: str
+) -> None:
+    """Blobs expire like keys even with no client left: the gateway sweeps the blob stores
+    of the runs it served now and then."""
+    from shoal.security import Signer
+
+    root = tmp_path / "blobs"
+    with gateway(env={"SHOAL_BLOB_SWEEP_S": "0.1"}) as url:
+        assert (
+            first_bytes(b"abc").compute(
+                storage=redis_url, workers=url, blobs=root.as_uri(), progress=False
+            )
+            == b"abc"
+        )
+        store = RedisStore(storage_with_blobs(redis_url, root.as_uri(), True), Signer.new())
+        asyncio.run(store.blobs.put("expired", 0, [b"its keys are gone"]))  # type: ignore[union-attr]
+        assert blob_files(root) != []
+        assert blobs_left(root) == []  # within 10 s, by the gateway's sweep

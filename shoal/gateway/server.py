@@ -50,6 +50,10 @@ DEFAULT_KEEP_WARM_S = 60.0
 LAMBDA_MB_PER_CPU = 1769
 #: How often the queue is looked at for leases to renew when it was empty.
 QUEUED_RENEW_S = 0.25
+#: How often the blob stores of the runs served are swept of runs their store no longer
+#: has (expired keys included): blobs then expire like keys, with no client left to sweep.
+SWEEP_ENV = "SHOAL_BLOB_SWEEP_S"
+DEFAULT_SWEEP_S = 300.0
 
 
 @dataclass(slots=True)
@@ -94,6 +98,7 @@ class Gateway:
         self._next_cpu = 0
         self._lock = asyncio.Lock()
         self._stores: dict[str, Store] = {}
+        self._served: set[str] = set()  # storage URLs of the invocations received
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reaper: asyncio.Task[None] | None = None
         self.closing = False
@@ -108,6 +113,7 @@ class Gateway:
     async def submit(self, payload: bytes) -> Invocation:
         """Queue a signed invocation; :class:`BadSignature` if it is not ours."""
         invocation = self.codec.load_invocation(payload)
+        self._served.add(invocation.storage)
         self.queue.append(_Pending(payload, invocation, time.time()))
         await self._dispatch()
         return invocation
@@ -316,6 +322,18 @@ class Gateway:
                 except Exception as exc:
                     log.debug("could not renew queued invocations of run %s: %r", run_id, exc)
 
+    async def _sweep_blobs(self) -> None:
+        """Every ``$SHOAL_BLOB_SWEEP_S`` seconds (5 minutes by default), sweep the blob
+        stores of the runs served (:meth:`shoal.stores.Store.sweep_blobs`)."""
+        every = float(os.environ.get(SWEEP_ENV) or DEFAULT_SWEEP_S)
+        while True:
+            await asyncio.sleep(every)
+            for url in list(self._served):
+                try:
+                    await self._store(url).sweep_blobs()
+                except Exception as exc:  # a store that is away: the next sweep retries
+                    log.debug("could not sweep the blobs of %s: %r", url, exc)
+
     async def _reap(self) -> None:
         """Retire idle workers after the keep-warm period."""
         while True:
@@ -333,6 +351,7 @@ class Gateway:
     async def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap())
         self._keep(asyncio.create_task(self._keep_queued()))
+        self._keep(asyncio.create_task(self._sweep_blobs()))
         if self.cgroups and sys.platform.startswith("linux"):
             self._limiter = Limiter.detect()
         if self.fork and hasattr(os, "fork"):

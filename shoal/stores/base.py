@@ -173,7 +173,12 @@ class Store(Protocol):
         for the first one; returns them and the new cursor."""
 
     async def delete_run(self, run_id: str) -> None:
-        """Delete every key of the run. Later steps on it see the run as gone."""
+        """Delete every key of the run, and its blobs. Later steps on it see the run as
+        gone."""
+
+    async def sweep_blobs(self) -> list[str]:
+        """Delete the blobs of every run this store no longer has (finished, cancelled,
+        abandoned, expired), and return those runs (:mod:`shoal.blobs`)."""
 
     def clone(self) -> Store:
         """This store for another thread's event loop (itself when that is safe)."""

@@ -125,6 +125,9 @@ class MemoryStore:
         functions = self._run(run_id).graph.functions
         return [functions[i] for i in indices]
 
+    async def sweep_blobs(self) -> list[str]:
+        return []  # values pass by reference: no blobs
+
     async def load_constants(self, run_id: str, indices: Sequence[int]) -> list[Any]:
         raise LookupError(f"run {run_id} has no lifted constants: its specs pass by reference")
 
