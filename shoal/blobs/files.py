@@ -38,7 +38,8 @@ class FileBlobs:
         self.url = url
         base = Path(unquote(parts.path))
         self.root = base / namespace
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for folder in (base, self.root):  # 0700 each (parents=True would make base 0755)
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.private = all(_only_mine(folder) for folder in (base, self.root))
 
     @classmethod
