@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
+from ..registry import load
 from .base import Invocation, Platform, Size, Workers, invoke_all, new_invocation_id
 
 #: scheme (or bare name) -> "module:Class"; each class has ``from_url(url)``.
@@ -28,14 +28,8 @@ def open_workers(url: str) -> Workers:
         raise ConfigError(
             f"unknown workers {url!r}: expected one of " + ", ".join(sorted(BACKENDS))
         )
-    module, _, name = target.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except ImportError as exc:  # the backend's extra is not installed
-        extra = "lambda" if scheme == "lambda" else "gateway"
-        raise ConfigError(
-            f"workers {scheme!r} need the {exc.name!r} package: pip install 'shoal[{extra}]'"
-        ) from None
+    extra = "lambda" if scheme == "lambda" else "gateway"
+    cls = load(target, f"workers {scheme!r} need", extra)
     workers: Workers = cls.from_url(url)
     return workers
 

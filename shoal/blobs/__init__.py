@@ -22,7 +22,6 @@ whoever could forge a blob could change Shoal's own code as well.
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
 import tempfile
@@ -31,6 +30,7 @@ from typing import Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigError
+from ..registry import load
 
 #: scheme -> "module:Class"; each class has ``from_url(url, namespace)``.
 BLOB_STORES = {
@@ -87,13 +87,7 @@ def open_blobs(url: str, namespace: str) -> BlobStore:
             + ", ".join(f"{s}://..." for s in BLOB_STORES)
             + " (or 'off')"
         )
-    module, _, name = target.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except ImportError as exc:
-        raise ConfigError(
-            f"blob store {scheme}:// needs the {exc.name!r} package: pip install 'shoal[s3]'"
-        ) from None
+    cls = load(target, f"blob store {scheme}:// needs", "s3")
     store: BlobStore = cls.from_url(url, namespace)
     return store
 

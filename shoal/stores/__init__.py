@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
+from ..registry import load
 from .base import Settled, Store
 
 if TYPE_CHECKING:
@@ -32,13 +32,7 @@ def open_store(url: str, signer: Signer | None = None) -> Store:
             f"unknown storage URL {url!r}: expected one of "
             + ", ".join(f"{s}://..." for s in STORES)
         )
-    module, _, name = target.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except ImportError as exc:
-        raise ConfigError(
-            f"storage {scheme}:// needs the {exc.name!r} package: pip install 'shoal[redis]'"
-        ) from None
+    cls = load(target, f"storage {scheme}:// needs", "redis")
     store: Store = cls.from_url(url, signer)
     return store
 
