@@ -10,9 +10,10 @@ with no central scheduler.
     shoal.compute(add(add(1, 2), 3))   # -> (6,)
 """
 
+import importlib
 import logging
+from typing import TYPE_CHECKING, Any
 
-from .api import compute
 from .errors import (
     BadSignature,
     ConfigError,
@@ -26,9 +27,34 @@ from .errors import (
     WorkerLost,
 )
 from .events import Event, EventKind
-from .graph import Node, TaskFunction, task
-from .history import history
-from .summary import RunSummary, last_run
+
+if TYPE_CHECKING:
+    from .api import compute
+    from .graph import Node, TaskFunction, task
+    from .history import history
+    from .summary import RunSummary, last_run
+
+# Imported on first use: a gateway, its template process and every worker import this
+# package, and most of them never call compute() (its imports cost ~60 ms per process).
+_LAZY = {
+    "compute": "api",
+    "Node": "graph",
+    "TaskFunction": "graph",
+    "task": "graph",
+    "RunSummary": "summary",
+    "last_run": "summary",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "history":  # the module is callable: shoal.history(url) and shoal.history.*
+        return importlib.import_module(".history", __name__)
+    if name not in _LAZY:
+        raise AttributeError(f"module 'shoal' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 

@@ -221,9 +221,9 @@ def gateway(
     Use it with workers="gateway+http://HOST:PORT" and the same SHOAL_SECRET."""
     template = None
     if fork and hasattr(os, "fork"):  # first: it imports the worker runtime while we import
-        from .gateway.forkserver import launch_template
+        from .gateway.forkserver import take_template
 
-        template = launch_template()
+        template = take_template()
     from .gateway.server import serve
 
     serve(
@@ -336,9 +336,9 @@ def _print_summary(runs: list[RunSummary]) -> None:
     console.print(table)
 
 
-def main() -> None:
+def main(args: list[str] | None = None) -> None:
     try:
-        cli()
+        cli(args, prog_name="shoal")
     except ConfigError as exc:  # a wrong option, URL or environment: the message says it all
         click.echo(f"shoal: error: {exc}", err=True)
         sys.exit(2)

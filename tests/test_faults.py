@@ -260,7 +260,10 @@ def test_a_killed_gateway_with_queued_work_ends_the_run(
             if client.poll() is None:
                 client.kill()
     assert client.returncode == 3, err
-    assert "was lost with worker" in out and "lease expired" in out
+    # The usual end: a task's lease expires with its worker. When the client is handing
+    # the lost tasks out again just as the gateway dies, that hand-out fails first.
+    lost = "was lost with worker" in out and "lease expired" in out
+    assert lost or "cannot reach the gateway" in out, out
     assert took < 10 * LEASE_S + 5
     for pid_file in tmp_path.glob("pid-*"):
         assert _gone(int(pid_file.name.split("-")[1]), within=10), "a gateway worker outlived it"

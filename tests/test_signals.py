@@ -110,7 +110,7 @@ class Client:
         assert len(runs) == 1, runs
         self.keys = runs.pop().decode() + "*"
         commands = [c for pid, c in _marked(self.mark).items() if pid != self.proc.pid]
-        assert sum(" -m shoal gateway " in c for c in commands) == 1, commands
+        assert sum(" -m shoal.gateway " in c for c in commands) == 1, commands
         # The worker: forked from the gateway's template (same command line), or its own.
         forks = sum("-m shoal.gateway.forkserver" in c for c in commands)
         own = sum("-m shoal.gateway.process" in c for c in commands)

@@ -24,18 +24,19 @@ import socket
 import subprocess
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
-
-import httpx
 
 from ..codec import Codec
 from ..errors import BadSignature, ConfigError, WorkerLost
+from ..gateway import TOKEN_ENV
 from ..security import SECRET_ENV, Signer
 from ..stores import Store
 from .base import Invocation, Platform, Size, is_loopback, verify_for
 
-TOKEN_ENV = "SHOAL_GATEWAY_TOKEN"
+if TYPE_CHECKING:  # imported on first request (~45 ms): a gateway's template preloads it
+    import httpx
+
 #: Seconds a private gateway has to shut down before it is killed.
 STOP_TIMEOUT_S = 10.0
 
@@ -118,6 +119,8 @@ class GatewayWorkers:
         return int(reply["started"])
 
     async def _request(self, method: str, path: str, base: str, **kwargs: Any) -> Any:
+        import httpx
+
         http = self._http.get(base)
         if http is None:
             headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
@@ -166,7 +169,7 @@ class _PrivateGateway:
         self.base = f"http://127.0.0.1:{listener.getsockname()[1]}"
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "shoal", "gateway", "--fd", str(listener.fileno()),
+                [sys.executable, "-m", "shoal.gateway", "--fd", str(listener.fileno()),
                  "--exit-with-stdin"],
                 stdin=subprocess.PIPE,
                 pass_fds=[listener.fileno()],

@@ -15,6 +15,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import importlib
 import json
 import os
 import select
@@ -40,12 +41,16 @@ def _serve(control: socket.socket) -> None:
 
     process.die_with_parent()
     process.preload()
+    idle_imports = list(process.PRELOAD_WHEN_IDLE)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.set_wakeup_fd(wake_w)
     while True:
-        ready, _, _ = select.select([control.fileno(), wake_r], [], [])
+        ready, _, _ = select.select([control.fileno(), wake_r], [], [], 0 if idle_imports else None)
+        if not ready and idle_imports:
+            importlib.import_module(idle_imports.pop(0))
+            continue
         if wake_r in ready:
             os.read(wake_r, 512)
             _reap(control)
@@ -157,6 +162,23 @@ def launch_template() -> Template:
     finally:
         theirs.close()
     return proc, ours
+
+
+_early: Template | None = None
+
+
+def launch_template_early() -> None:
+    """Launch the template before anything else is imported (``python -m shoal.gateway``):
+    a private gateway's first run waits on it, not on the gateway's imports."""
+    global _early
+    _early = launch_template()
+
+
+def take_template() -> Template:
+    """The template launched early, or a new one."""
+    global _early
+    template, _early = _early, None
+    return template if template is not None else launch_template()
 
 
 class ForkServer:

@@ -119,6 +119,11 @@ def preload() -> None:
     from ..stores import redis as _redis  # noqa: F401
 
 
+#: Imported by the template once it serves, while no fork is asked of it: a worker forked
+#: before then imports what it needs itself (the HTTP client, for its first hand-out).
+PRELOAD_WHEN_IDLE = ("httpx",)
+
+
 def serve(inp: BinaryIO, frames: BinaryIO, name: str | None) -> None:
     """Run the invocations the gateway sends until it closes ``inp``."""
     from ..heartbeat import HEARTBEAT

@@ -29,7 +29,6 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..backends import Invocation, Size
-from ..backends.gateway import TOKEN_ENV
 from ..codec import Codec
 from ..errors import BadSignature
 from ..events import EventKind, event
@@ -37,6 +36,7 @@ from ..heartbeat import ABANDONED_EXIT
 from ..security import Signer
 from ..stores import Store, open_store
 from ..web import check_exposure, run_server, token_refusal
+from . import TOKEN_ENV
 from .forkserver import ForkedWorker, ForkServer, Template
 from .limits import Limiter
 from .policy import Place, ProcessInfo, cpu_set, expired, place

@@ -13,6 +13,8 @@ dashboard show. Chosen by URL (``compute(history=…)``, ``$SHOAL_HISTORY``):
 from __future__ import annotations
 
 import os
+import sys
+import types
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -115,6 +117,16 @@ def history(url: str | None = None) -> History:
     ``shoal.history().runs(workflow=None, limit=100)``, newest first."""
     return open_history(url)
 
+
+class _CallableModule(types.ModuleType):
+    """``shoal.history`` is this package and :func:`history` at once: importing any of its
+    modules makes it the package's attribute, so the package itself answers the call."""
+
+    def __call__(self, url: str | None = None) -> History:
+        return history(url)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = [
     "BackendStats",

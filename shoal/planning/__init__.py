@@ -20,13 +20,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..backends import Platform, Size
 from ..errors import ConfigError
-from ..history.records import Cost
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used: the CLI needs this package's names, fast
+    from ..backends import Platform, Size
     from ..graph import Graph
     from ..history import History
+    from ..history.records import Cost
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ def make_plan(
     """The plan ``planner`` makes for ``graph`` on ``backend`` from ``history``; None for
     ``none``, and (saying so in the log) when the history holds no earlier run of this
     workflow on this backend kind."""
+    from ..backends import Size
     from .model import BackendModel
     from .planners import PLANNERS, Problem
     from .predict import Predictor
