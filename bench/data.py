@@ -9,7 +9,8 @@ medians of ``--repeat`` runs; servers and clusters are started before and not ti
   strided sum), one task adds their results.
 
 Engines: ``shoal`` (Redis + a ``shoal gateway``, the data plane on its default: outputs
-over 1 MiB in files in ``/dev/shm``), ``shoal-redis`` (the same, every output through
+over 1 MiB in files in ``/dev/shm``), ``shoal-cluster`` (the same with task clustering
+forced on: ``optimizations=["cluster"]``), ``shoal-redis`` (the same, every output through
 Redis: ``blobs="off"``), ``ray`` (``ray.remote`` tasks passing object refs, objects in its
 shared-memory store) and ``dask`` (distributed, a LocalCluster of one single-threaded
 worker process per core). Ray is optional (``pip install ray``): without it, it is skipped.
@@ -87,8 +88,8 @@ def graph(tasks: dict[str, Any], workload: str, text: list[str]) -> Any:
 
 # --------------------------------------------------------------------------- engines
 class Shoal:
-    def __init__(self, name: str, blobs: str) -> None:
-        self.name, self.blobs = name, blobs
+    def __init__(self, name: str, blobs: str, optimizations: list[str] | None = None) -> None:
+        self.name, self.blobs, self.optimizations = name, blobs, optimizations
 
     def start(self, servers: Any) -> None:
         import shoal
@@ -102,6 +103,7 @@ class Shoal:
             storage=self.servers.storage,
             workers=self.servers.workers,
             blobs=self.blobs,
+            optimizations=self.optimizations,
             history="none",
             progress=False,
         )
@@ -164,12 +166,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--workloads", default="wordcount,fanout")
-    parser.add_argument("--engines", default="shoal,shoal-redis,ray,dask")
+    parser.add_argument("--engines", default="shoal,shoal-cluster,shoal-redis,ray,dask")
     args = parser.parse_args()
 
     from .servers import ShoalServers
 
     every = {"shoal": Shoal("shoal", "auto"), "shoal-redis": Shoal("shoal-redis", "off"),
+             "shoal-cluster": Shoal("shoal-cluster", "auto", ["cluster"]),
              "ray": Ray(), "dask": Dask()}  # fmt: skip
     engines = []
     for name in args.engines.split(","):

@@ -8,16 +8,18 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from .backends import open_workers
+from .backends import Workers, open_workers
 from .blobs import storage_with_blobs
 from .errors import ConfigError, RunCancelled
 from .graph import Graph, Node, build
 from .history import History, RunRecord, RunTrace, open_history
 from .metrics import DEFAULT_POLICY, parse_policy
+from .optimizations import OFF, Tuning, check_optimizations, tuning_for
 from .planning import Plan, check_options, make_plan
 from .progress import Progress
 from .protocol import new_run_id, run_graph
@@ -43,6 +45,7 @@ class _Options:
     planner: str
     sla: str
     deadline: float | None
+    optimizations: frozenset[str] | None
 
 
 def compute(
@@ -57,6 +60,7 @@ def compute(
     planner: str | None = None,
     sla: str | None = None,
     deadline: float | None = None,
+    optimizations: Iterable[str] | None = None,
 ) -> tuple[Any, ...]:
     """Run the graph ending in ``nodes`` (one run) and return their values as a tuple.
 
@@ -83,6 +87,9 @@ def compute(
     percentile ``p1``…``p99``.
     ``deadline``: seconds the run's makespan must meet (only with ``planner="deadline"``;
     or ``$SHOAL_DEADLINE``).
+    ``optimizations``: Wukong's optimizations (:mod:`shoal.optimizations`): None (the
+    default, or ``$SHOAL_OPTIMIZATIONS``) leaves them to the planner; a list such as
+    ``["cluster"]`` forces exactly those on wherever they apply; ``[]`` turns all off.
 
     A task that raises makes this raise the task's own exception. The run's summary is
     then available from :func:`shoal.last_run`, and its record from the history.
@@ -98,6 +105,7 @@ def compute(
     if deadline is None and os.environ.get("SHOAL_DEADLINE"):
         deadline = _seconds("SHOAL_DEADLINE", os.environ["SHOAL_DEADLINE"])
     check_options(planner, sla, deadline)
+    forced = check_optimizations(optimizations)
     kept = open_history(history)
     try:
         policy = metrics or os.environ.get("SHOAL_METRICS")
@@ -114,6 +122,7 @@ def compute(
             planner=planner,
             sla=sla,
             deadline=deadline,
+            optimizations=forced,
         )
         # The values come back beside asyncio.run, not through it: on its way out it formats
         # the finished task, results and all (a slow repr() of a big result costs seconds).
@@ -233,6 +242,7 @@ async def _run(
     plan: Plan | None = None
     try:
         await backend.start(store, signer)
+        tuning = _tuning(options, backend)
         if options.planner != "none":
             plan = make_plan(
                 graph,
@@ -254,6 +264,7 @@ async def _run(
             timeout=options.timeout,
             metrics=options.metrics,
             plan=plan,
+            tuning=tuning,
         )
         summary.ok = True
         outcome["values"] = tuple(values)
@@ -269,6 +280,23 @@ async def _run(
         if trace is not None:
             run = _record(summary, graph, backend.kind, started_at, error, plan)
             _keep(options.history, trace, graph, run, plan)
+
+
+def _tuning(options: _Options, backend: Workers) -> Tuning:
+    """The thresholds of the optimizations the run forces on, from the backend's model."""
+    if not options.optimizations:
+        return OFF
+    if backend.in_process:  # outputs pass by reference: nothing to save by not moving them
+        return tuning_for(options.optimizations, None)
+    from .backends import Platform
+    from .planning.model import BackendModel
+
+    # Thresholds need the backend's rates only (from the history), not its platform now:
+    # no request to the backend for them.
+    stats = options.history.backend_stats(backend.kind)
+    platform = Platform(float(backend.parallelism), 0.0, {})
+    model = BackendModel.learn(backend.kind, stats, options.sla, platform, backend.parallelism)
+    return tuning_for(options.optimizations, model)
 
 
 def _record(

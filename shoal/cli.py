@@ -46,6 +46,11 @@ def cli(log_level: str) -> None:
 @click.option(
     "--deadline", type=float, help="Seconds, with --planner deadline (sets SHOAL_DEADLINE)."
 )
+@click.option(
+    "--optimizations",
+    help="Force these on, comma-separated (e.g. cluster), or none for all off "
+    "(sets SHOAL_OPTIMIZATIONS) [default: the planner decides].",
+)
 @click.option("--history", help="History URL, or none (sets SHOAL_HISTORY).")
 @click.option(
     "--metrics", help="Upload policy of task metrics, e.g. batch, off (sets SHOAL_METRICS)."

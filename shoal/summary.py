@@ -116,7 +116,8 @@ class RunSummary:
             )
         return (
             f"run {self.run_id} {status}: {self.tasks_done:,}/{self.tasks:,} tasks on "
-            f"{self.workers} workers, makespan {self.makespan_s:.3f} s{predicted} "
+            f"{self.workers} worker{'' if self.workers == 1 else 's'}, "
+            f"makespan {self.makespan_s:.3f} s{predicted} "
             f"(wall {self.wall_s:.3f} s), "
             f"{_human_bytes(self.bytes_moved)} moved in {self.outputs_stored:,} stored outputs"
         )

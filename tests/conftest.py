@@ -2,6 +2,8 @@
 semantics test in the shared suite takes it, so a new backend is added here only.
 
     embedded   memory:// store, local workers (threads of this process)
+    optimized  the same, with every optimization forced on at thresholds of zero (a
+               fan-out clusters on its producer whatever its output's size)
     gateway    a real redis-server, a real ``shoal gateway`` with worker processes (the
                data plane on its default: outputs over 1 MiB in files in /dev/shm)
     cluster    a three-master Redis Cluster, the same gateway, and every output in a blob
@@ -9,6 +11,9 @@ semantics test in the shared suite takes it, so a new backend is added here only
     blobs      the gateway engine with every output in a blob (files in a temporary
                directory); S3 blobs have tests of their own (test_blobs.py: moto's
                emulator of S3 takes tens of milliseconds a request)
+
+``cluster`` and ``blobs`` force every optimization on too, as ``optimized`` does: each
+backend runs the suite with them, and the gateway runs it without.
 
 After every test on a Redis engine, no key of any run may be left (checked with SCAN), and
 no blob.
@@ -28,7 +33,12 @@ import pytest
 import redis
 from servers import S3_ENV, gateway, redis_cluster, redis_server, s3_emulator
 
-ENGINES = ["embedded", "gateway", "cluster", "blobs"]
+from shoal.optimizations import CLUSTER_ABOVE_ENV
+from shoal.optimizations import NAMES as OPTIMIZATION_NAMES
+
+ENGINES = ["embedded", "optimized", "gateway", "cluster", "blobs"]
+#: Engines that force every optimization on, at thresholds that make them act.
+OPTIMIZED = {"optimized", "cluster", "blobs"}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -116,17 +126,23 @@ def leftover_keys(url: str, pattern: str = "shoal:{*") -> list[bytes]:
 
 
 @pytest.fixture(params=ENGINES)
-def engine(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+def engine(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, Any]]:
     """Keyword options for ``shoal.compute`` selecting one backend."""
-    if request.param == "embedded":
-        yield {"storage": "memory://", "workers": "local", "progress": False}
+    optimized: dict[str, Any] = {}
+    if request.param in OPTIMIZED:
+        optimized = {"optimizations": list(OPTIMIZATION_NAMES)}
+        monkeypatch.setenv(CLUSTER_ABOVE_ENV, "0")
+    if request.param in ("embedded", "optimized"):
+        yield {"storage": "memory://", "workers": "local", "progress": False, **optimized}
         return
     storage = request.getfixturevalue("cluster_url" if request.param == "cluster" else "redis_url")
     options = {"storage": storage, "workers": request.getfixturevalue("gateway_url")}
     blobs = request.getfixturevalue("tmp_path") / "blobs"
     if request.param in ("cluster", "blobs"):
         options.update(storage=storage + "?blob_above=0", blobs=blobs.as_uri())
-    yield {**options, "progress": False}
+    yield {**options, "progress": False, **optimized}
     assert leftover_keys(storage) == [], "a run left keys behind"
     assert blobs_left(blobs) == [], "a run left blobs behind"
 

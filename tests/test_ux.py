@@ -143,6 +143,8 @@ def test_bad_planner_options_on_the_command_line_are_clear() -> None:
     assert result.returncode == 2 and "fastest" in result.stderr
     result = _shoal("run", "--sla", "p0", "examples/tree_reduction.py")
     assert result.returncode != 0 and "sla must be" in result.stderr
+    result = _shoal("run", "--optimizations", "cluster,turbo", "examples/tree_reduction.py")
+    assert result.returncode == 2 and "unknown optimization 'turbo'" in result.stderr
 
 
 def test_shoal_run_prints_the_scripts_output_and_a_summary_table() -> None:

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+from ..optimizations import OFF, Tuning
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
@@ -78,6 +80,7 @@ class Invocation:
     #: Tasks whose outputs were lost with a worker: run again first, only for their outputs.
     redo: tuple[int, ...] = ()
     expires: float = 0.0  # wall clock after which a worker refuses it (0: never)
+    tuning: Tuning = OFF  # the optimizations the run forces on (shoal.optimizations)
 
     def handing_out(
         self, tasks: Sequence[int], pages: dict[int, bytes] | None, size: Size

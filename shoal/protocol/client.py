@@ -18,6 +18,7 @@ from ..events import Event, EventKind, event
 from ..graph import EncodedGraph, Graph, ShippedGraph, pages_of
 from ..heartbeat import HEARTBEAT, HeldLease
 from ..leases import CLIENT
+from ..optimizations import OFF, Tuning
 from ..stores import Store
 
 if TYPE_CHECKING:
@@ -50,13 +51,15 @@ async def run_graph(
     metrics: str = "batch",
     plan: Plan | None = None,
     lease_s: float | None = None,
+    tuning: Tuning = OFF,
 ) -> list[Any]:
     """Run ``graph`` and return the value of each sink, in ``graph.sinks`` order.
     ``metrics``: the workers' upload policy of task metrics (:mod:`shoal.metrics`); unless
     it is ``off``, the client waits (at most :data:`SETTLE_S`) after the sinks for every
     worker's last records. ``plan``: each task's group and size (2.). ``lease_s``: how long
     a worker's lease lasts without a heartbeat (default ``$SHOAL_LEASE_S``, else
-    :data:`LEASE_S`)."""
+    :data:`LEASE_S`). ``tuning``: the optimizations the run forces on, as its
+    workers apply them."""
     shipped = graph.ship(plan)  # 3. ship
     announce = {  # for the dashboard's live view
         "name": graph.workflow_name,
@@ -87,6 +90,7 @@ async def run_graph(
             metrics,
             plan,
             lease_s,
+            tuning,
         )
         await invoker.invoke(_root_groups(graph, workers.parallelism, plan))  # 4. invoke
         watch = _Watch(run_id, store, on_events, timeout, _Recovery(graph, invoker), presence)
@@ -137,7 +141,9 @@ class _Invoker:
         metrics: str,
         plan: Plan | None,
         lease_s: float,
+        tuning: Tuning,
     ) -> None:
+        self.tuning = tuning
         self.graph, self.store, self.workers, self.run_id = graph, store, workers, run_id
         self.inline, self.encoded, self.metrics, self.plan = inline, encoded, metrics, plan
         self.lease_s = lease_s
@@ -166,6 +172,7 @@ class _Invoker:
             lease_s=self.lease_s,
             redo=tuple(redo),
             expires=now + PAYLOAD_TTL_S,
+            tuning=self.tuning,
         )
 
     async def invoke(self, groups: list[tuple[list[int], Size]]) -> None:

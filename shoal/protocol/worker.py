@@ -28,6 +28,7 @@ from ..failures import TaskFailure
 from ..graph import TaskFunction, TaskSpec
 from ..heartbeat import HEARTBEAT, HeldLease
 from ..metrics import MetricsBuffer, approx_nbytes, parse_policy, process_probe
+from ..optimizations.cluster import keep_all
 from ..stores import Store
 from ..stores.base import UnstorableOutput
 from .source import TaskSource
@@ -55,6 +56,7 @@ class _Worker:
         self.workers = workers
         self.name = name
         self.fanout = invocation.fanout
+        self.cluster_above = invocation.tuning.cluster_above
         self.source = TaskSource(invocation, store)
         in_hand = self.source.in_hand  # the fast path: the graph's objects
         self.specs = in_hand.specs if in_hand else None
@@ -62,6 +64,10 @@ class _Worker:
         self.owned = list(reversed(invocation.tasks))  # a stack: depth first keeps memory low
         self.held: dict[int, list[Any]] = {}  # task -> [output, local reads still to come]
         self.batch: list[Completion] = []  # completions not yet in the store
+        # Their tasks: an output stays held until its completion is stored, even once read
+        # as often as counted, since a child its batch readies may still be kept here (and
+        # then the store keeps no copy of it).
+        self.unflushed: set[int] = set()
         self.early: set[int] = set()  # children run before their parent's batch was stored
         self.urgent = False  # the batch holds a sink or children for other workers
         self.ran = 0
@@ -172,7 +178,7 @@ class _Worker:
         held = self.held
         if len(deps) == 1 and (entry := held.get(deps[0])) is not None:  # a chain
             entry[1] -= 1
-            if entry[1] <= 0:
+            if entry[1] <= 0 and deps[0] not in self.unflushed:
                 del held[deps[0]]
             return [entry[0]]
         values: list[Any] = []
@@ -185,7 +191,7 @@ class _Worker:
                 continue
             values.append(entry[0])
             entry[1] -= 1
-            if entry[1] <= 0:
+            if entry[1] <= 0 and dep not in self.unflushed:
                 del held[dep]
         if missing:
             wanted = [deps[i] for i in missing]
@@ -199,8 +205,11 @@ class _Worker:
         worker's (d.), unless they must be spread over other workers."""
         self.ran += 1
         children, needs, stay = spec.children, spec.child_deps, spec.stay
+        if self.cluster_above is not None:  # forced on: a large output keeps its children
+            stay = keep_all(children, result, self.cluster_above, approx_nbytes) or stay
         mode = upload_mode(spec.sink, needs, self.fanout, stay)
         self.batch.append(Completion(task, result, mode, children, needs, finished, stay))
+        self.unflushed.add(task)
         if len(children) == 1 and stay is None:  # the common case, quickly
             sure: Sequence[int] = children if needs[0] == 1 else ()
         else:
@@ -223,6 +232,7 @@ class _Worker:
         when the run is gone."""
         batch = self.batch[:]
         self.batch.clear()
+        self.unflushed.clear()
         self.urgent = False
         metrics = self.metrics
         extra: tuple[Event, ...] = ()

@@ -1,0 +1,106 @@
+"""Wukong's optimizations, each switchable per run (``compute(optimizations=…)``):
+
+    cluster     a task whose output is large keeps every child it readies on its own
+                worker, which reads the output from memory: nothing is uploaded for them,
+                no worker is started for them (:mod:`.cluster`)
+
+``optimizations=None`` (the default, or ``$SHOAL_OPTIMIZATIONS`` unset) leaves them to the
+planner: ``planner="optimizing"`` turns one on for a task where the simulator predicts it
+pays; the other planners, and every planner without history, turn none on. A list forces
+exactly the named ones on, for every task where they apply, and the others off: ``[]``
+(or ``$SHOAL_OPTIMIZATIONS=none``) turns them all off.
+
+What a worker needs to apply a forced optimization travels with every invocation as a
+:class:`Tuning`, its thresholds taken from the backend model (the history's measured
+bandwidths and hand-out times, or the model's defaults), not constants.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..planning.model import BackendModel
+
+#: The optimizations by name, as ``compute(optimizations=[...])`` takes them.
+NAMES = ("cluster",)
+OPTIMIZATIONS_ENV = "SHOAL_OPTIMIZATIONS"
+#: Overrides the cluster threshold (bytes) of :func:`tuning_for`, e.g. to see clustering
+#: act on small outputs.
+CLUSTER_ABOVE_ENV = "SHOAL_CLUSTER_ABOVE"
+
+
+def check_optimizations(value: Iterable[str] | str | None) -> frozenset[str] | None:
+    """The optimizations forced on (a set, maybe empty), or None to leave them to the
+    planner; :class:`~shoal.ConfigError` for a name that is not one, before anything runs.
+    A string is read as names separated by commas (``"none"``: none)."""
+    if value is None:
+        value = os.environ.get(OPTIMIZATIONS_ENV)
+        if value is None:
+            return None
+    if isinstance(value, str):
+        value = [] if value.strip() in ("", "none") else value.split(",")
+    try:
+        names = [str(name).strip() for name in value]
+    except TypeError:
+        raise ConfigError(
+            f"optimizations must be a list of names, None or a string, got {value!r}"
+        ) from None
+    unknown = [name for name in names if name not in NAMES]
+    if unknown:
+        listed = ", ".join(map(repr, unknown))
+        raise ConfigError(
+            f"unknown optimization{'s' if len(unknown) > 1 else ''} {listed}: expected some "
+            f"of {', '.join(NAMES)} (or [] for none)"
+        )
+    return frozenset(names)
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    """The optimizations a run forces on, as its workers apply them.
+
+    ``cluster_above``: a completion whose output is at least this many bytes keeps every
+    child it readies (None: clustering is off)."""
+
+    cluster_above: float | None = None
+
+    @property
+    def on(self) -> bool:
+        return self.cluster_above is not None
+
+
+OFF = Tuning()
+
+
+def tuning_for(forced: frozenset[str], model: BackendModel | None) -> Tuning:
+    """The thresholds for the ``forced`` optimizations on a backend as ``model`` knows it
+    (None: one that moves no bytes, its workers sharing the client's memory)."""
+    if "cluster" not in forced:
+        return OFF
+    return Tuning(cluster_above=cluster_threshold(model))
+
+
+def cluster_threshold(model: BackendModel | None) -> float:
+    """The output size from which keeping a task's children on its worker beats handing
+    them out: where moving the output to another worker (its upload and download, at the
+    backend's measured bandwidth) takes longer than starting one warm. Infinite where
+    outputs move for free (workers in the client's process)."""
+    override = os.environ.get(CLUSTER_ABOVE_ENV)
+    if override:
+        try:
+            return float(override)
+        except ValueError:
+            raise ConfigError(
+                f"${CLUSTER_ABOVE_ENV} must be a number of bytes, got {override!r}"
+            ) from None
+    if model is None:
+        return math.inf
+    per_byte = model.write_s_per_byte + model.read_s_per_byte
+    return model.handout_warm_s / per_byte if per_byte > 0 else math.inf

@@ -1,0 +1,199 @@
+"""Wukong's optimizations (shoal.optimizations): the option, the pure decisions, and each
+one acting on a real gateway, seen from the run's record. (The shared graph suite runs with
+every optimization forced on: conftest's ``optimized``, ``cluster`` and ``blobs`` engines.)"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import shoal
+from shoal.backends import Platform
+from shoal.backends.local import LocalWorkers
+from shoal.graph import build
+from shoal.history.records import BackendStats
+from shoal.optimizations import (
+    CLUSTER_ABOVE_ENV,
+    OFF,
+    OPTIMIZATIONS_ENV,
+    check_optimizations,
+    cluster_threshold,
+    tuning_for,
+)
+from shoal.optimizations.cluster import keep_all
+from shoal.planning.model import BackendModel
+from shoal.protocol import new_run_id, run_graph
+from shoal.stores.memory import MemoryStore
+
+# --------------------------------------------------------------------------- the option
+
+
+def test_the_option_reads_lists_strings_and_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(OPTIMIZATIONS_ENV, raising=False)
+    assert check_optimizations(None) is None  # the planner's say
+    assert check_optimizations([]) == frozenset()
+    assert check_optimizations(["cluster"]) == {"cluster"}
+    assert check_optimizations("cluster") == {"cluster"}
+    assert check_optimizations(" cluster ,cluster") == {"cluster"}
+    assert check_optimizations("none") == frozenset()
+    monkeypatch.setenv(OPTIMIZATIONS_ENV, "cluster")
+    assert check_optimizations(None) == {"cluster"}
+    assert check_optimizations([]) == frozenset()  # the argument wins
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (["cluster", "turbo"], r"unknown optimization 'turbo': expected some of cluster"),
+        ("fast,turbo", r"unknown optimizations 'fast', 'turbo'"),
+        (3, r"optimizations must be a list of names, None or a string, got 3"),
+    ],
+)
+def test_a_bad_option_is_refused_naming_it(value: Any, message: str) -> None:
+    with pytest.raises(shoal.ConfigError, match=message):
+        check_optimizations(value)
+
+
+@shoal.task
+def touch(path: str) -> str:
+    Path(path).write_text("ran")
+    return path
+
+
+def test_an_unknown_optimization_fails_before_anything_runs(tmp_path: Path) -> None:
+    flag = tmp_path / "ran"
+    with pytest.raises(shoal.ConfigError, match="unknown optimization 'preload-everything'"):
+        touch(str(flag)).compute(progress=False, optimizations=["preload-everything"])
+    assert not flag.exists()
+
+
+# --------------------------------------------------------------------------- thresholds
+
+
+def _model(kind: str, bandwidth: float | None = None) -> BackendModel:
+    model = BackendModel.learn(kind, BackendStats(), "mean", Platform(2.0, 60.0, {}), 2)
+    if bandwidth is not None:
+        model.read_s_per_byte = model.write_s_per_byte = 1 / bandwidth
+    return model
+
+
+def test_the_cluster_threshold_follows_the_backend_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(CLUSTER_ABOVE_ENV, raising=False)
+    slow, fast = _model("gateway", 100e6), _model("gateway", 400e6)
+    # Where moving the output (up and down) costs a warm hand-out.
+    assert cluster_threshold(slow) == pytest.approx(slow.handout_warm_s * 100e6 / 2)
+    assert cluster_threshold(fast) == pytest.approx(4 * cluster_threshold(slow))
+    assert cluster_threshold(None) == math.inf  # workers share the client's memory
+    assert tuning_for(frozenset(), slow) == OFF
+    assert tuning_for(frozenset({"cluster"}), slow).cluster_above == cluster_threshold(slow)
+    monkeypatch.setenv(CLUSTER_ABOVE_ENV, "0")
+    assert cluster_threshold(slow) == 0
+    monkeypatch.setenv(CLUSTER_ABOVE_ENV, "lots")
+    with pytest.raises(shoal.ConfigError, match=r"\$SHOAL_CLUSTER_ABOVE must be a number"):
+        cluster_threshold(slow)
+
+
+def test_a_large_output_keeps_every_child_a_small_one_leaves_them() -> None:
+    def nbytes(value: bytes) -> int:
+        return len(value)
+
+    assert keep_all((3, 4, 5), b"x" * 100, 100, nbytes) == (True, True, True)
+    assert keep_all((3, 4, 5), b"x" * 99, 100, nbytes) is None
+    assert keep_all((), b"x" * 100, 100, nbytes) is None  # a sink: nothing to keep
+    assert keep_all((3,), b"x", None, nbytes) is None  # clustering off
+
+
+# --------------------------------------------------------------------------- acting
+
+
+@shoal.task
+def make_array(n: int) -> np.ndarray:
+    return np.arange(n, dtype=np.float64)
+
+
+@shoal.task
+def strided(array: np.ndarray, i: int) -> float:
+    return float(array[i::8].sum())
+
+
+@shoal.task
+def total(*parts: float) -> float:
+    return float(sum(parts))
+
+
+def _fan_out(n: int = 500_000) -> shoal.Node:
+    array = make_array(n)  # 4 MB: above the default threshold on a gateway (~0.8 MB)
+    return total(*[strided(array, i) for i in range(8)])
+
+
+def _last_record(where: str) -> Any:
+    return shoal.history(where).runs(limit=1)[0]
+
+
+def test_clustering_runs_a_fan_out_on_its_producer_and_stores_only_the_sink(
+    redis_url: str, gateway_url: str, tmp_path: Path
+) -> None:
+    where = str(tmp_path / "h.db")
+    options = {"storage": redis_url, "workers": gateway_url, "history": where, "progress": False}
+    expected = float(np.arange(500_000, dtype=np.float64).sum())
+
+    assert _fan_out().compute(**options, optimizations=["cluster"]) == expected
+    clustered = shoal.last_run()
+    assert clustered is not None and clustered.outputs_stored == 1  # the sink's only
+    assert clustered.workers == 1
+    assert len({t.worker for t in _last_record(where).tasks}) == 1  # all on the producer
+
+    assert _fan_out().compute(**options, optimizations=[]) == expected
+    spread = shoal.last_run()
+    assert spread is not None and spread.workers > 1
+    assert spread.bytes_moved >= 4_000_000 > clustered.bytes_moved
+
+
+def test_without_a_planner_or_a_forced_list_nothing_clusters(
+    redis_url: str, gateway_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(OPTIMIZATIONS_ENV, raising=False)
+    options = {"storage": redis_url, "workers": gateway_url, "progress": False}
+    _fan_out().compute(**options, history=str(tmp_path / "h.db"))
+    summary = shoal.last_run()
+    assert summary is not None and summary.workers > 1 and summary.bytes_moved >= 4_000_000
+
+
+@shoal.task
+def ident(x: Any) -> Any:
+    return x
+
+
+@shoal.task
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def test_a_kept_child_reads_an_output_an_earlier_child_of_its_batch_read_already() -> None:
+    """One worker (fan-out 1): ``c`` readies ``add`` (run at once) and, with ``add``, the
+    child needing both; ``c``'s output is then not stored (every child stayed), so the
+    worker must still hold it after ``add`` read it."""
+
+    async def run() -> list[Any]:
+        store, workers = MemoryStore(), LocalWorkers(parallelism=1)
+        await workers.start(store)
+        c = ident(5)
+        try:
+            return await run_graph(
+                build([ident([c, add(c, c)])]),
+                store,
+                workers,
+                run_id=new_run_id(),
+                on_events=lambda e: None,
+            )
+        finally:
+            await workers.close()
+
+    assert asyncio.run(run()) == [[5, 10]]
