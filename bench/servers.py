@@ -62,9 +62,10 @@ def _wait_for(proc, marker, timeout):
 class ShoalServers:
     """A redis-server and a ``shoal gateway`` for the ``shoal-gateway`` engine."""
 
-    def __init__(self, max_workers=None, listen=None):
+    def __init__(self, max_workers=None, listen=None, gateway_args=()):
         self.max_workers = max_workers or os.cpu_count() or 1
         self.listen = listen or LISTEN
+        self.gateway_args = list(gateway_args)  # e.g. ["--invoke-latency", "0.05"]
         self.procs, self.tmp, self.redis, self.http = [], None, None, None
 
     def start(self):
@@ -91,7 +92,7 @@ class ShoalServers:
         """``shoal gateway`` on a socket bound here (``--fd``, as tests/servers.py does), or
         on a free port it binds itself (``--port``, as a user starts it); its port."""
         cmd = [sys.executable, "-m", "shoal", "gateway", "--max-workers", str(self.max_workers)]
-        cmd += ["--keep-warm", "3600"]  # no worker retires during the benchmark
+        cmd += ["--keep-warm", "3600", *self.gateway_args]  # none retires during the benchmark
         env = {**os.environ, "SHOAL_SECRET": self.secret}
         if self.listen == "port":
             port = free_port()

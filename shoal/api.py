@@ -19,7 +19,7 @@ from .errors import ConfigError, RunCancelled
 from .graph import Graph, Node, build
 from .history import History, RunRecord, RunTrace, open_history
 from .metrics import DEFAULT_POLICY, parse_policy
-from .optimizations import OFF, Tuning, check_optimizations, tuning_for
+from .optimizations import Tuning, check_optimizations, tuning_for
 from .planning import Plan, check_options, make_plan
 from .progress import Progress
 from .protocol import new_run_id, run_graph
@@ -284,8 +284,8 @@ async def _run(
 
 def _tuning(options: _Options, backend: Workers) -> Tuning:
     """The thresholds of the optimizations the run forces on, from the backend's model."""
-    if not options.optimizations:
-        return OFF
+    if not options.optimizations:  # the default, or all off
+        return tuning_for(options.optimizations, None)
     if backend.in_process:  # outputs pass by reference: nothing to save by not moving them
         return tuning_for(options.optimizations, None)
     from .backends import Platform

@@ -203,6 +203,14 @@ def _table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) ->
     help="A worker's CPU share follows its memory, 1 CPU per 1769 MB, as on AWS Lambda.",
 )
 @click.option(
+    "--invoke-latency",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Seconds each invocation request takes to answer, as a FaaS platform's invoke API "
+    "does (Lambda: ~0.05): makes wide hand-outs' costs measurable here.",
+)
+@click.option(
     "--exit-with-stdin",
     is_flag=True,
     hidden=True,
@@ -218,6 +226,7 @@ def gateway(
     fork: bool,
     cgroups: bool,
     lambda_cpu: bool,
+    invoke_latency: float,
     exit_with_stdin: bool,
 ) -> None:
     """Run a local FaaS gateway: pools of worker processes per size, with warm reuse,
@@ -241,6 +250,7 @@ def gateway(
         fork=fork,
         cgroups=cgroups,
         lambda_cpu=lambda_cpu,
+        invoke_latency_s=invoke_latency,
         exit_with_stdin=exit_with_stdin,
         template=template,
     )

@@ -51,6 +51,7 @@ class RunSummary:
     workers: int = 0  # workers started (cold + warm)
     cold_starts: int = 0
     cold_start_s: float = 0.0  # time workers spent starting cold, from invocation to work
+    forwarded: int = 0  # invocations workers sent on as they started (a tree of invokers)
     retries: int = 0
     makespan_s: float = 0.0  # first task start to last task end, from the events
     wall_s: float = 0.0  # compute() call, build and clean-up included
@@ -82,9 +83,11 @@ class RunSummary:
                     self.outputs_stored += 1
             elif kind is EventKind.WORKER_STARTED:
                 self.workers += 1
-                if ev.data and ev.data.get("cold"):
+                data = ev.data or {}
+                if data.get("cold"):
                     self.cold_starts += 1
-                    self.cold_start_s += float(ev.data.get("start_s", 0.0))
+                    self.cold_start_s += float(data.get("start_s", 0.0))
+                self.forwarded += int(data.get("forwards", 0))
             elif kind is EventKind.TASK_RETRIED:
                 self.retries += 1
                 self.errors.append(Attempt.of(ev))

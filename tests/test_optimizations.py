@@ -11,6 +11,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from servers import gateway
 
 import shoal
 from shoal.backends import Platform
@@ -19,6 +22,7 @@ from shoal.graph import build
 from shoal.history.records import BackendStats
 from shoal.optimizations import (
     CLUSTER_ABOVE_ENV,
+    DEFAULT,
     OFF,
     OPTIMIZATIONS_ENV,
     check_optimizations,
@@ -26,6 +30,7 @@ from shoal.optimizations import (
     tuning_for,
 )
 from shoal.optimizations.cluster import keep_all
+from shoal.optimizations.tree import BRANCHING, split_tree
 from shoal.planning.model import BackendModel
 from shoal.protocol import new_run_id, run_graph
 from shoal.stores.memory import MemoryStore
@@ -41,7 +46,7 @@ def test_the_option_reads_lists_strings_and_the_environment(
     assert check_optimizations([]) == frozenset()
     assert check_optimizations(["cluster"]) == {"cluster"}
     assert check_optimizations("cluster") == {"cluster"}
-    assert check_optimizations(" cluster ,cluster") == {"cluster"}
+    assert check_optimizations(" cluster ,invoke-tree") == {"cluster", "invoke-tree"}
     assert check_optimizations("none") == frozenset()
     monkeypatch.setenv(OPTIMIZATIONS_ENV, "cluster")
     assert check_optimizations(None) == {"cluster"}
@@ -51,7 +56,7 @@ def test_the_option_reads_lists_strings_and_the_environment(
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        (["cluster", "turbo"], r"unknown optimization 'turbo': expected some of cluster"),
+        (["cluster", "turbo"], r"unknown optimization 'turbo': expected some of cluster, "),
         ("fast,turbo", r"unknown optimizations 'fast', 'turbo'"),
         (3, r"optimizations must be a list of names, None or a string, got 3"),
     ],
@@ -92,6 +97,7 @@ def test_the_cluster_threshold_follows_the_backend_model(monkeypatch: pytest.Mon
     assert cluster_threshold(fast) == pytest.approx(4 * cluster_threshold(slow))
     assert cluster_threshold(None) == math.inf  # workers share the client's memory
     assert tuning_for(frozenset(), slow) == OFF
+    assert tuning_for(None, slow) == DEFAULT and DEFAULT.tree and DEFAULT.cluster_above is None
     assert tuning_for(frozenset({"cluster"}), slow).cluster_above == cluster_threshold(slow)
     monkeypatch.setenv(CLUSTER_ABOVE_ENV, "0")
     assert cluster_threshold(slow) == 0
@@ -197,3 +203,72 @@ def test_a_kept_child_reads_an_output_an_earlier_child_of_its_batch_read_already
             await workers.close()
 
     assert asyncio.run(run()) == [[5, 10]]
+
+
+# --------------------------------------------------------------------------- invoke tree
+
+
+@given(st.integers(0, 3000), st.integers(2, 20))
+def test_a_tree_hands_out_every_invocation_once_in_log_rounds(n: int, branching: int) -> None:
+    sent: list[int] = []
+    deepest = 0
+
+    def walk(items: list[int], depth: int) -> None:
+        nonlocal deepest
+        heads = split_tree(items, branching)
+        assert len(heads) <= branching  # never more in flight than an invoker may have
+        for head, share in heads:
+            sent.append(head)
+            deepest = max(deepest, depth)
+            walk(share, depth + 1)
+
+    walk(list(range(n)), 0)
+    assert sorted(sent) == list(range(n))
+    if n:  # rounds: 1 + log_branching(n), not n / branching
+        assert deepest <= math.ceil(math.log(n, branching)) if n > 1 else deepest == 0
+
+
+def test_a_forwarded_invocation_carries_its_tasks_pages_and_lease_parent() -> None:
+    from shoal.backends import Invocation
+
+    pages = {0: b"page0", 1: b"page1", 2: b"page2"}
+    head = Invocation("run", (1,), 4, pages={0: pages[0]}, id="h", parent="p")
+    others = [
+        Invocation("run", (70,), 4, pages={1: pages[1]}, id="a", parent="p"),
+        Invocation("run", (130, 131), 4, pages={2: pages[2]}, id="b", parent="p", redo=(5,)),
+    ]
+    carrying = head.forwarding(others)
+    assert carrying.pages == pages and [f.id for f in carrying.forward] == ["a", "b"]
+    sent = carrying.forwarded()
+    assert [(i.id, i.tasks, i.parent, i.redo, i.forward) for i in sent] == [
+        ("a", (70,), "p", (), ()),
+        ("b", (130, 131), "p", (5,), ()),
+    ]
+    assert [i.pages for i in sent] == [{1: b"page1"}, {2: b"page2"}]
+    assert head.forwarding([]) is head
+
+
+@shoal.task
+def seed() -> int:
+    return 0
+
+
+@shoal.task
+def plus(x: int, i: int) -> int:
+    return x + i
+
+
+def test_a_wide_hand_out_goes_out_as_a_tree_unless_turned_off(redis_url: str) -> None:
+    """20 children of one task on a gateway that runs 20 at once: the root's worker keeps
+    one and hands 19 out. As a tree, it sends 8 heads, which send the other 11 on; flat,
+    it sends all 19 itself."""
+    s = seed()
+    node = total(*[plus(s, i) for i in range(20)])
+    with gateway("--max-workers", "20", "--invoke-latency", "0.01") as url:
+        options = {"storage": redis_url, "workers": url, "history": "none", "progress": False}
+        assert node.compute(**options) == sum(range(20))
+        tree = shoal.last_run()
+        assert tree is not None and tree.forwarded == 19 - BRANCHING
+        assert node.compute(**options, optimizations=[]) == sum(range(20))
+        flat = shoal.last_run()
+        assert flat is not None and flat.forwarded == 0 and flat.workers == tree.workers

@@ -12,7 +12,9 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+from ..graph.spec import pages_of
 from ..optimizations import OFF, Tuning
+from ..optimizations.tree import BRANCHING, split_tree
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -52,6 +54,8 @@ class Platform(NamedTuple):
     cpu_per_mb: float | None = None
     #: Workers alive at most, idle ones included (a new one retires the idlest), if any.
     alive: int | None = None
+    #: How long one invocation request takes (a FaaS invoke API's latency).
+    invoke_latency_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +85,9 @@ class Invocation:
     redo: tuple[int, ...] = ()
     expires: float = 0.0  # wall clock after which a worker refuses it (0: never)
     tuning: Tuning = OFF  # the optimizations the run forces on (shoal.optimizations)
+    #: Invocations its worker sends on as it starts: a share of a wide fan-out, handed out
+    #: by a tree of invokers (shoal.optimizations.tree).
+    forward: tuple[Forward, ...] = ()
 
     def handing_out(
         self, tasks: Sequence[int], pages: dict[int, bytes] | None, size: Size
@@ -96,6 +103,48 @@ class Invocation:
             parent=self.id,
             redo=(),
         )
+
+    def forwarding(self, share: Sequence[Invocation]) -> Invocation:
+        """This invocation carrying ``share`` (invocations of the same hand-out) for its
+        worker to send on, with the pages of their tasks."""
+        if not share:
+            return self
+        pages = self.pages
+        if pages is not None:
+            pages = dict(pages)
+            for other in share:
+                pages.update(other.pages or {})
+        forward = tuple(Forward(i.id, i.tasks, i.size, i.redo) for i in share)
+        return replace(self, forward=forward, pages=pages)
+
+    def forwarded(self) -> list[Invocation]:
+        """The invocations this one carries, to send on now (from the same hand-out: their
+        tasks were handed off to them already)."""
+        now, pages = time.time(), self.pages
+        return [
+            replace(
+                self,
+                tasks=f.tasks,
+                id=f.id,
+                size=f.size,
+                redo=f.redo,
+                pages=None
+                if pages is None
+                else {p: pages[p] for p in pages_of(f.tasks) if p in pages},
+                forward=(),
+                sent=now,
+            )
+            for f in self.forward
+        ]
+
+
+class Forward(NamedTuple):
+    """An invocation a worker sends on as it starts (see :attr:`Invocation.forward`)."""
+
+    id: str
+    tasks: tuple[int, ...]
+    size: Size
+    redo: tuple[int, ...] = ()
 
 
 def new_invocation_id() -> str:
@@ -139,13 +188,27 @@ class Workers(Protocol):
 
 
 async def invoke_all(workers: Workers, invocations: Sequence[Invocation]) -> None:
-    """Start a worker on each of ``invocations`` at once (they do not wait on each other:
-    with a platform's invoke latency, N invocations one after another would start the last
-    worker N latencies late)."""
+    """Start a worker on each of ``invocations`` (one hand-out), at most
+    :data:`~shoal.optimizations.tree.BRANCHING` in flight at once: with a platform's
+    invoke latency, one after another would start the last worker N latencies late. More
+    than that go out as a tree of invokers, unless the run turned it off."""
     if len(invocations) == 1:
         await workers.invoke(invocations[0])
-    elif invocations:
+        return
+    if not invocations:
+        return
+    if workers.in_process:  # a queue in this process: no latency to hide
         await asyncio.gather(*(workers.invoke(i) for i in invocations))
+        return
+    if invocations[0].tuning.tree and len(invocations) > BRANCHING:
+        invocations = [head.forwarding(share) for head, share in split_tree(invocations)]
+    in_flight = asyncio.Semaphore(BRANCHING)
+
+    async def invoke(invocation: Invocation) -> None:
+        async with in_flight:
+            await workers.invoke(invocation)
+
+    await asyncio.gather(*(invoke(i) for i in invocations))
 
 
 def verify_for(url: str) -> ssl.SSLContext | bool:

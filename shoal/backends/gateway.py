@@ -110,6 +110,7 @@ class GatewayWorkers:
             idle,
             cpu_per_mb=infos[0].get("cpu_per_mb"),
             alive=sum(int(info["limit"]) for info in infos),
+            invoke_latency_s=float(infos[0].get("invoke_latency_s", 0.0)),
         )
 
     async def prewarm(self, cpus: float, memory_mb: int, count: int) -> int:

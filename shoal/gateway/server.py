@@ -84,6 +84,7 @@ class Gateway:
         cgroups: bool = True,
         lambda_cpu: bool = False,
         template: Template | None = None,
+        invoke_latency_s: float = 0.0,
     ) -> None:
         self.codec = Codec(signer)
         self.signer = signer
@@ -108,6 +109,7 @@ class Gateway:
         self.cgroups = cgroups  # sizes enforced by cgroups where the host has them
         self._limiter: Limiter | None = None
         self.lambda_cpu = lambda_cpu  # a worker's CPU share follows its memory, as on Lambda
+        self.invoke_latency_s = invoke_latency_s  # each invocation request takes this long
 
     # ----------------------------------------------------------------- requests
     async def submit(self, payload: bytes) -> Invocation:
@@ -151,6 +153,7 @@ class Gateway:
             # How sizes are enforced, and (like Lambda) whether the CPU follows memory.
             "cgroups": self._limiter is not None,
             "cpu_per_mb": 1 / LAMBDA_MB_PER_CPU if self.lambda_cpu else None,
+            "invoke_latency_s": self.invoke_latency_s,
         }
 
     # ----------------------------------------------------------------- placing work
@@ -397,6 +400,8 @@ def create_app(gateway: Gateway, token: str | None = None) -> Starlette:
     async def invoke(request: Request) -> Response:
         if (denied := refused(request)) is not None:
             return denied
+        if gateway.invoke_latency_s:  # a FaaS platform's invoke API, e.g. Lambda's ~50 ms
+            await asyncio.sleep(gateway.invoke_latency_s)
         try:
             invocation = await gateway.submit(await request.body())
         except BadSignature as exc:
@@ -456,6 +461,7 @@ def serve(
     lambda_cpu: bool = False,
     exit_with_stdin: bool = False,
     template: Template | None = None,
+    invoke_latency_s: float = 0.0,
 ) -> None:
     """Run a gateway until SIGTERM or SIGINT, or with ``exit_with_stdin`` (a private
     gateway) until its stdin ends: its client closed it, or died. ``fd``: an already
@@ -469,6 +475,7 @@ def serve(
         cgroups=cgroups,
         lambda_cpu=lambda_cpu,
         template=template,
+        invoke_latency_s=invoke_latency_s,
     )
     app = create_app(gateway, token)
     # Requests answer at once (an invoke is queued): one still running after a few seconds

@@ -3,6 +3,9 @@
     cluster     a task whose output is large keeps every child it readies on its own
                 worker, which reads the output from memory: nothing is uploaded for them,
                 no worker is started for them (:mod:`.cluster`)
+    invoke-tree a wide hand-out goes out through a tree of invokers, each sending on a
+                share as it starts, so the last worker starts after O(log n) invocation
+                rounds, not O(n) (:mod:`.tree`); on unless a list leaves it out
 
 ``optimizations=None`` (the default, or ``$SHOAL_OPTIMIZATIONS`` unset) leaves them to the
 planner: ``planner="optimizing"`` turns one on for a task where the simulator predicts it
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
     from ..planning.model import BackendModel
 
 #: The optimizations by name, as ``compute(optimizations=[...])`` takes them.
-NAMES = ("cluster",)
+NAMES = ("cluster", "invoke-tree")
 OPTIMIZATIONS_ENV = "SHOAL_OPTIMIZATIONS"
 #: Overrides the cluster threshold (bytes) of :func:`tuning_for`, e.g. to see clustering
 #: act on small outputs.
@@ -67,24 +70,26 @@ class Tuning:
     """The optimizations a run forces on, as its workers apply them.
 
     ``cluster_above``: a completion whose output is at least this many bytes keeps every
-    child it readies (None: clustering is off)."""
+    child it readies (None: clustering is off). ``tree``: wide hand-outs go out through a
+    tree of invokers."""
 
     cluster_above: float | None = None
-
-    @property
-    def on(self) -> bool:
-        return self.cluster_above is not None
+    tree: bool = False
 
 
 OFF = Tuning()
+#: Without a list: what needs no plan to pay (a wide hand-out goes out as a tree).
+DEFAULT = Tuning(tree=True)
 
 
-def tuning_for(forced: frozenset[str], model: BackendModel | None) -> Tuning:
-    """The thresholds for the ``forced`` optimizations on a backend as ``model`` knows it
-    (None: one that moves no bytes, its workers sharing the client's memory)."""
-    if "cluster" not in forced:
-        return OFF
-    return Tuning(cluster_above=cluster_threshold(model))
+def tuning_for(forced: frozenset[str] | None, model: BackendModel | None) -> Tuning:
+    """The thresholds for the ``forced`` optimizations (None: the default, without a
+    list) on a backend as ``model`` knows it (None: one that moves no bytes, its workers
+    sharing the client's memory)."""
+    if forced is None:
+        return DEFAULT
+    cluster = cluster_threshold(model) if "cluster" in forced else None
+    return Tuning(cluster_above=cluster, tree="invoke-tree" in forced)
 
 
 def cluster_threshold(model: BackendModel | None) -> float:

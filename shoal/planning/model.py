@@ -53,6 +53,7 @@ class BackendModel:
     write_latency_s: float
     write_s_per_byte: float
     cpu_per_mb: float | None = None  # Lambda: a size's CPUs follow its memory
+    invoke_s: float = 0.0  # one invocation request, as the invoker waits for it
     price: Price = field(default_factory=lambda: price_of("lambda"))
     max_cpus: float = 1.0  # the largest CPU count a planner may ask for
     min_memory_mb: int = MEMORY_STEPS[0]  # the smallest memory a planner may ask for
@@ -108,6 +109,7 @@ class BackendModel:
             write_latency_s=write_latency,
             write_s_per_byte=write_spb,
             cpu_per_mb=platform.cpu_per_mb,
+            invoke_s=platform.invoke_latency_s,
             price=price_of(kind),
             max_cpus=min(capacity, 8.0) if capacity else 8.0,
             min_memory_mb=MIN_MEMORY_MB.get(kind, MEMORY_STEPS[0]),

@@ -4,6 +4,9 @@ to every task's predicted start and end, the worker it runs on, the makespan and
 It plays Shoal's own protocol (:mod:`shoal.protocol`) forward in time, step by step:
 
 - the client invokes one worker per group of roots;
+- an invoker has at most :data:`~shoal.optimizations.tree.BRANCHING` invocations in
+  flight, each taking the platform's invoke latency; a wider hand-out goes out as a tree
+  (each head sends its share on as it starts, before its own tasks) unless ``tree`` is off;
 - an invocation waits while ``cap`` workers are busy; it then starts on an idle warm
   worker of its size (after the warm hand-out delay) or a new one (the cold delay); a
   worker that stops stays warm for ``keep_warm_s``;
@@ -38,6 +41,7 @@ from typing import Any, NamedTuple
 from ..backends import Size
 from ..decisions import NEVER, group_roots, must_store, split_ready, upload_mode
 from ..history.records import Cost
+from ..optimizations.tree import BRANCHING, split_tree
 from .model import BackendModel
 
 
@@ -81,10 +85,13 @@ class Schedule:
 
 
 class _Worker:
-    __slots__ = ("id", "size", "group", "started", "stack", "held")
+    __slots__ = ("id", "size", "group", "started", "stack", "held", "forward")
 
-    def __init__(self, id: int, size: Size, group: int | None, stack: list[int]) -> None:
+    def __init__(
+        self, id: int, size: Size, group: int | None, stack: list[int], forward: list[Any]
+    ) -> None:
         self.id, self.size, self.group, self.stack = id, size, group, stack
+        self.forward = forward  # invocations it sends on as it starts (a tree's share)
         self.started = 0.0
         self.held: set[int] = set()
 
@@ -99,11 +106,12 @@ def simulate(
     model: BackendModel,
     groups: Sequence[int] | None = None,
     fanout: int | None = None,
+    tree: bool = True,
 ) -> Schedule:
     """The predicted schedule of one run: without ``groups`` as workers split work on
     their own (over ``fanout`` workers, default the model's cap), with them as the plan
-    says."""
-    return _Simulation(shape, work, model, groups, fanout or model.cap).run()
+    says; ``tree``: wide hand-outs go out as a tree of invokers."""
+    return _Simulation(shape, work, model, groups, fanout or model.cap, tree).run()
 
 
 class _Simulation:
@@ -114,10 +122,11 @@ class _Simulation:
         model: BackendModel,
         groups: Sequence[int] | None,
         fanout: int,
+        tree: bool,
     ) -> None:
         n = len(shape.deps)
         self.shape, self.work, self.model = shape, work, model
-        self.groups, self.fanout = groups, fanout
+        self.groups, self.fanout, self.tree = groups, fanout, tree
         self.remaining = [len(d) for d in shape.deps]
         self.needs = [len(d) for d in shape.deps]
         self.start = [math.nan] * n
@@ -127,7 +136,7 @@ class _Simulation:
         self.seq = itertools.count()
         self.ids = itertools.count()
         self.busy = 0
-        self.waiting: deque[tuple[tuple[int, ...], Size, int | None]] = deque()
+        self.waiting: deque[tuple[tuple[int, ...], Size, int | None, list[Any]]] = deque()
         self.local = model.kind == "local"  # any idle thread takes any size
         # Warm idle workers per size: when each stopped, oldest first.
         self.idle: dict[Size, deque[float]] = {}
@@ -159,8 +168,7 @@ class _Simulation:
             for r in roots:
                 by_group.setdefault(groups[r], []).append(r)
             root_groups = list(by_group.values())
-        for tasks in root_groups:
-            self._invoke(0.0, tuple(tasks))
+        self._hand_out(0.0, [tuple(tasks) for tasks in root_groups])
         # Only what other workers may see goes through the queue of events: invocations
         # (the cap), task ends (the marks), stops (a freed slot) and, where CPUs are
         # shared, compute starts. The rest of a worker's timeline is its own.
@@ -188,18 +196,32 @@ class _Simulation:
             workers=self.workers,
         )
 
-    def _invoke(self, time: float, tasks: tuple[int, ...]) -> None:
+    def _hand_out(self, time: float, groups: list[tuple[int, ...]]) -> float:
+        """Invoke a worker per group, at most :data:`BRANCHING` in flight, each taking the
+        invoke latency; wider, as a tree. When the invoker is done sending."""
+        latency = self.model.invoke_s
+        if self.tree and len(groups) > BRANCHING:
+            for head, share in split_tree(groups):
+                self._invoke(time + latency, head, share)
+            return time + latency
+        for i, tasks in enumerate(groups):
+            self._invoke(time + (i // BRANCHING + 1) * latency, tasks, [])
+        return time + math.ceil(len(groups) / BRANCHING) * latency
+
+    def _invoke(self, time: float, tasks: tuple[int, ...], forward: list[Any]) -> None:
         sizes = self.work.size
         if len(tasks) == 1:
             size = sizes[tasks[0]]
         else:
             size = Size(max(sizes[t].cpus for t in tasks), max(sizes[t].memory_mb for t in tasks))
         group = None if self.groups is None else self.groups[tasks[0]]
-        self._push(time, _INVOKE, (tasks, size, group))
+        self._push(time, _INVOKE, (tasks, size, group, forward))
 
-    def _dispatch(self, time: float, tasks: tuple[int, ...], size: Size, group: int | None) -> None:
+    def _dispatch(
+        self, time: float, tasks: tuple[int, ...], size: Size, group: int | None, forward: list[Any]
+    ) -> None:
         if self.busy >= self.model.cap:
-            self.waiting.append((tasks, size, group))
+            self.waiting.append((tasks, size, group, forward))
             return
         self.busy += 1
         idle = self.idle.get(self._pool(size))
@@ -209,7 +231,7 @@ class _Simulation:
         else:
             delay = self.model.handout_cold_s
             self._make_room(time)
-        worker = _Worker(next(self.ids), size, group, list(reversed(tasks)))
+        worker = _Worker(next(self.ids), size, group, list(reversed(tasks)), forward)
         self.workers += 1
         self._start(time + delay, worker)
 
@@ -230,6 +252,8 @@ class _Simulation:
 
     def _start(self, time: float, worker: _Worker) -> None:
         worker.started = time
+        if worker.forward:  # a tree's share: sent on before any task
+            time = self._hand_out(time, worker.forward)
         nbytes = 0.0
         if len(worker.stack) > 1:  # the inputs its tasks share, read once
             uses: dict[int, int] = {}
@@ -299,8 +323,8 @@ class _Simulation:
             done_at += self.model.write_s(self.work.out_bytes[task])
         worker.stack.extend(reversed(early))
         worker.stack.extend(reversed(keep))
-        for tasks in hand_out:
-            self._invoke(done_at, tuple(tasks))
+        if hand_out:  # the worker goes on once its invocations are sent
+            done_at = self._hand_out(done_at, [tuple(tasks) for tasks in hand_out])
         self._next(done_at, worker)
 
     def _decide(
@@ -366,5 +390,4 @@ class _Simulation:
         pool.append(time)
         self.busy -= 1
         if self.waiting:
-            tasks, size, group = self.waiting.popleft()
-            self._dispatch(time, tasks, size, group)
+            self._dispatch(time, *self.waiting.popleft())

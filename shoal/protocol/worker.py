@@ -362,6 +362,7 @@ async def run_worker(
             "size": [size.cpus, size.memory_mb],
             "kind": workers.kind,
             "tasks": list(invocation.tasks[:STARTED_TASKS]),
+            "forwards": len(invocation.forward),
         },
     )
     inv = invocation.id
@@ -381,6 +382,8 @@ async def run_worker(
         )
         return
     lease = HEARTBEAT.hold(store, run_id, inv, invocation.lease_s)
+    if invocation.forward:  # a share of a wide hand-out: send it on before any task
+        await _forward(invocation, workers, worker)
     policy = parse_policy(invocation.metrics)
     state = _Worker(
         invocation, store, workers, worker, MetricsBuffer(policy) if policy.on else None
@@ -404,6 +407,22 @@ async def run_worker(
 
 
 TASK_STARTED, TASK_FINISHED = EventKind.TASK_STARTED, EventKind.TASK_FINISHED
+
+
+async def _forward(invocation: Invocation, workers: Workers, worker: str) -> None:
+    """Send on the invocations this one carries (shoal.optimizations.tree). One that
+    cannot be sent is left to its pending lease: it expires, and the run recovers it."""
+    try:
+        await invoke_all(workers, invocation.forwarded())
+    except Exception as exc:
+        log.warning(
+            "worker %s: could not send on %d invocations of run %s (%r): they will be "
+            "recovered when their leases expire",
+            worker,
+            len(invocation.forward),
+            invocation.run_id,
+            exc,
+        )
 
 
 async def _retry(
