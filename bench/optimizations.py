@@ -12,9 +12,12 @@
   ``[]``) or as a tree of invokers (``["invoke-tree"]``). Also shown: when the last
   worker started, after the first task's end.
 
-The variants alternate, after one warm-up run each; medians of ``--repeat`` runs of the
-wall time (``compute()``), the makespan (first task start to last task end), and the bytes
-moved through the store. The load is printed at the end.
+Every run is planned by ``planner="optimizing"``, with the optimizations forced as said
+(so its plan is critical-path's, with the forced ones simulated): the predicted makespan
+is shown beside the measured one. The variants alternate, after two warm-up runs each (the
+history the plans learn from); medians of ``--repeat`` runs of the wall time
+(``compute()``), the makespan (first task start to last task end), the predicted makespan,
+and the bytes moved through the store. The load is printed at the end.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ ARRAY_BYTES = 50 * 10**6
 LEAVES = 16
 LEAF_BYTES = 10 * 10**6
 WIDE = 2000
+WARM_UP = 2
 
 
 @shoal.task
@@ -132,18 +136,21 @@ def run(workload: Workload, repeat: int, folder: str) -> None:
     history = os.path.join(folder, f"{workload.name}.db")
     try:
         variants = {"off": workload.off, "on": workload.on}
-        for round_ in range(repeat + 1):  # the first: warm-up
+        for round_ in range(repeat + WARM_UP):
             for label, optimizations in variants.items():
                 started = time.perf_counter()
                 node.compute(storage=servers.storage, workers=servers.workers, history=history,
-                             optimizations=optimizations, progress=False)  # fmt: skip
+                             optimizations=optimizations, planner="optimizing",
+                             progress=False)  # fmt: skip
                 wall = time.perf_counter() - started
                 servers.wait_idle()
                 summary = shoal.last_run()
                 assert summary is not None and summary.ok
-                if round_:
+                if round_ >= WARM_UP:
+                    assert summary.predicted_makespan_s is not None
                     workload.runs.setdefault(label, []).append({
                         "wall": wall, "makespan": summary.makespan_s,
+                        "predicted": summary.predicted_makespan_s,
                         "moved": summary.bytes_moved, "workers": summary.workers,
                         "last_start": _last_worker_start(history),
                     })  # fmt: skip
@@ -159,7 +166,8 @@ def report(workload: Workload) -> None:
     for label, m in medians.items():
         extra = f", last worker started {1e3 * m['last_start']:.0f} ms after the first task's end"
         print(f"{workload.name:15} {label:3} {str(getattr(workload, label)):17} wall "
-              f"{1e3 * m['wall']:7.1f} ms, makespan {1e3 * m['makespan']:7.1f} ms, "
+              f"{1e3 * m['wall']:7.1f} ms, makespan {1e3 * m['makespan']:7.1f} ms (predicted "
+              f"{1e3 * m['predicted']:.1f}: {m['predicted'] / m['makespan'] - 1:+.0%}), "
               f"{m['moved'] / 1e6:7.1f} MB moved, {m['workers']:.0f} workers"
               + (extra if workload.name == "wide-fanout" else ""))  # fmt: skip
     off, on = medians["off"], medians["on"]

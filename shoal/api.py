@@ -80,7 +80,8 @@ def compute(
     without a history).
     ``planner``: how each task's worker size and group are chosen from the history:
     ``none`` (the default, or ``$SHOAL_PLANNER``: workers split work as they go),
-    ``uniform``, ``critical-path`` or ``deadline`` (see :mod:`shoal.planning.planners`);
+    ``uniform``, ``critical-path``, ``deadline`` or ``optimizing`` (critical-path's plan
+    with Wukong's optimizations where they pay; see :mod:`shoal.planning.planners`);
     without an earlier run of the workflow on this backend, a planner says so in the log
     and runs ``none``.
     ``sla``: the statistic predictions use, ``mean`` (the default, or ``$SHOAL_SLA``) or a
@@ -253,6 +254,8 @@ async def _run(
                 backend=backend.kind,
                 platform=await backend.platform(),
                 cap=backend.parallelism,
+                tuning=tuning,
+                forced=options.optimizations,
             )
             summary.planned(plan, options.planner, options.sla)
         values = await run_graph(

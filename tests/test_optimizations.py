@@ -272,3 +272,21 @@ def test_a_wide_hand_out_goes_out_as_a_tree_unless_turned_off(redis_url: str) ->
         assert node.compute(**options, optimizations=[]) == sum(range(20))
         flat = shoal.last_run()
         assert flat is not None and flat.forwarded == 0 and flat.workers == tree.workers
+
+
+def test_the_optimizing_planner_clusters_only_once_history_shows_it_pays(
+    redis_url: str, gateway_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without history it plans nothing (planner none: no optimization on); once two runs
+    show the 4 MB array's moves, it plans the fan-out on its producer's worker."""
+    monkeypatch.delenv(OPTIMIZATIONS_ENV, raising=False)
+    where = str(tmp_path / "h.db")
+    options = {"storage": redis_url, "workers": gateway_url, "history": where, "progress": False}
+    _fan_out().compute(**options, planner="optimizing")
+    unplanned = shoal.last_run()
+    assert unplanned is not None and unplanned.planner == "none" and unplanned.workers > 1
+    _fan_out().compute(**options)
+    _fan_out().compute(**options, planner="optimizing")
+    planned = shoal.last_run()
+    assert planned is not None and planned.planner == "optimizing"
+    assert planned.workers == 1 and planned.outputs_stored == 1

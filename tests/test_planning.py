@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from shoal.backends import Platform, Size
 from shoal.history import BackendStats, FunctionStats, StatsKey
 from shoal.history.stats import Fit, Summary
+from shoal.optimizations import Tuning
+from shoal.planning import simulate as simulate_module
 from shoal.planning.model import BackendModel, memory_for
 from shoal.planning.planners import (
     Problem,
@@ -22,6 +24,7 @@ from shoal.planning.planners import (
     make_groups,
     plan_critical_path,
     plan_deadline,
+    plan_optimizing,
     plan_uniform,
 )
 from shoal.planning.predict import UNSEEN, Law, Predictor
@@ -375,3 +378,69 @@ def test_groups_follow_chains_and_the_input_that_finishes_last() -> None:
     # a different size starts a group of its own
     mixed = make_groups(shape, finish, level, [Size(), Size(2, 2048), Size(), Size()], 4)
     assert mixed[0] != mixed[1]
+
+
+# --------------------------------------------------------------------------- optimizations
+
+
+def _fan_out_problem(output_bytes: float, forced: frozenset[str] | None = None) -> Problem:
+    """A root whose output (``output_bytes``) 8 children of 10 ms each read, then a join,
+    on a gateway of 2 shared CPUs moving 100 MB/s, starting a worker in 5 ms."""
+    model = _model("gateway", cap=2, capacity=2.0)
+    model.read_s_per_byte = model.write_s_per_byte = 1e-8
+    model.handout_cold_s = model.handout_warm_s = 0.005
+    stats = {
+        StatsKey("m.root", 1.0, 512, "gateway"): _stats([0.01], output=output_bytes),
+        StatsKey("m.child", 1.0, 512, "gateway"): _stats([0.01], output=8.0),
+        StatsKey("m.join", 1.0, 512, "gateway"): _stats([0.001], output=8.0),
+    }
+    deps = [(), *[(0,)] * 8, tuple(range(1, 9))]
+    functions = ["m.root", *["m.child"] * 8, "m.join"]
+    problem = _problem(deps, functions, stats, model)
+    problem.forced = forced
+    return problem
+
+
+def test_the_optimizing_planner_clusters_a_fan_out_where_moving_its_input_costs_more() -> None:
+    big = _fan_out_problem(100e6)  # 1 s up, 1 s down, against 80 ms of children
+    decided = plan_optimizing(big)
+    assert decided.optimized == {"cluster": [0]}
+    assert len(set(decided.groups)) == 1 and decided.schedule.workers == 1
+    assert decided.schedule.makespan_s < plan_critical_path(big).schedule.makespan_s / 2
+
+    small = _fan_out_problem(1e3)  # moving it is free: the children spread out
+    assert plan_optimizing(small).optimized == {}
+    assert plan_optimizing(small).schedule.workers > 1
+    # Forced on or off by the run, optimizations are not the planner's to choose.
+    assert plan_optimizing(_fan_out_problem(100e6, frozenset())).optimized == {}
+
+
+def test_the_simulator_plays_forced_clustering_on_outputs_over_the_threshold() -> None:
+    deps = [(), (0,), (0,), (0,), (0,)]
+    model = _free(cap=4)
+    model.handout_warm_s = model.handout_cold_s = 0.1
+    work = _work([1.0] * 5)
+    work.out_bytes[0] = 5000.0
+    spread = simulate(_shape(deps), work, model)
+    clustered = simulate(_shape(deps), work, model, tuning=Tuning(cluster_above=5000.0))
+    above = simulate(_shape(deps), work, model, tuning=Tuning(cluster_above=5001.0))
+    assert spread.workers == 4 and above.workers == 4
+    assert clustered.workers == 1 and clustered.makespan_s == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize(
+    ("tree", "expected"), [(False, [1, 1, 1, 2, 2, 2, 3]), (True, [1, 1, 1, 2])]
+)
+def test_the_simulator_sends_a_wide_hand_out_in_rounds_or_as_a_tree(
+    tree: bool, expected: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """7 children on a platform where an invoker has 3 invocations in flight and each takes
+    1 s: flat, the last goes in the third round; as a tree, 3 heads send the other 3 on."""
+    monkeypatch.setattr(simulate_module, "BRANCHING", 3)
+    deps = [(), *[(0,)] * 8]  # the root's worker keeps one child, hands out 7
+    model = _free(cap=100)
+    model.invoke_s = 1.0
+    schedule = simulate(_shape(deps), _work([0.0] * 9), model, tuning=Tuning(tree=tree))
+    rounds = sorted({round(s) for s in schedule.start[1:]} - {0})
+    assert rounds == sorted(set(expected))
+    assert schedule.makespan_s == pytest.approx(max(expected))

@@ -201,7 +201,8 @@ async def invoke_all(workers: Workers, invocations: Sequence[Invocation]) -> Non
         await asyncio.gather(*(workers.invoke(i) for i in invocations))
         return
     if invocations[0].tuning.tree and len(invocations) > BRANCHING:
-        invocations = [head.forwarding(share) for head, share in split_tree(invocations)]
+        heads = split_tree(invocations, BRANCHING)
+        invocations = [head.forwarding(share) for head, share in heads]
     in_flight = asyncio.Semaphore(BRANCHING)
 
     async def invoke(invocation: Invocation) -> None:

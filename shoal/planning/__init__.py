@@ -5,7 +5,8 @@ predicted start and end of every task, the makespan and the cost.
                   bytes, memory
     model.py      the backend: starts, store costs, concurrency, sizes, shared CPUs, price
     simulate.py   plan + predictions + backend -> the schedule, as the protocol runs it
-    planners.py   none, uniform, critical-path, deadline (pure functions, by name)
+    planners.py   none, uniform, critical-path, deadline, optimizing (pure functions,
+                  by name)
     cost.py       the price table
 
 ``compute(planner=…, sla=…, deadline=…)`` asks :func:`make_plan` before shipping the graph;
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
@@ -27,10 +28,11 @@ if TYPE_CHECKING:  # imported where used: the CLI needs this package's names, fa
     from ..graph import Graph
     from ..history import History
     from ..history.records import Cost
+    from ..optimizations import Tuning
 
 log = logging.getLogger(__name__)
 
-PLANNER_NAMES = ("none", "uniform", "critical-path", "deadline")
+PLANNER_NAMES = ("none", "uniform", "critical-path", "deadline", "optimizing")
 #: The newest runs of a workflow whose tasks the predictions learn from one by one.
 RECENT_RUNS = 10
 _SLA = re.compile(r"mean|p([1-9]|[1-9][0-9])")
@@ -50,6 +52,8 @@ class Plan:
     cost: Cost
     deadline_s: float | None = None
     planning_s: float = 0.0  # how long planning took
+    #: The tasks each optimization was turned on for, by name (the optimizing planner).
+    optimized: dict[str, list[int]] = field(default_factory=dict)
 
 
 def check_options(planner: str, sla: str, deadline: float | None) -> None:
@@ -82,10 +86,13 @@ def make_plan(
     backend: str,
     platform: Platform,
     cap: int,
+    tuning: Tuning | None = None,
+    forced: frozenset[str] | None = None,
 ) -> Plan | None:
     """The plan ``planner`` makes for ``graph`` on ``backend`` from ``history``; None for
     ``none``, and (saying so in the log) when the history holds no earlier run of this
-    workflow on this backend kind."""
+    workflow on this backend kind. ``tuning``/``forced``: the optimizations the run forces
+    on (the simulator plays them), and their names (None: the planner's choice)."""
     from ..backends import Size
     from .model import BackendModel
     from .planners import PLANNERS, Problem
@@ -124,6 +131,8 @@ def make_plan(
         wanted = options.cpus is not None or options.memory_mb is not None
         declared.append(Size.fitting([options]) if wanted else None)
     problem = Problem(Shape.of(graph), functions, declared, predictor, model, sla, deadline)
+    if tuning is not None:
+        problem.tuning, problem.forced = tuning, forced
     decided = chosen(problem)
     schedule = decided.schedule
     plan = Plan(
@@ -136,6 +145,7 @@ def make_plan(
         cost=schedule.cost,
         deadline_s=deadline,
         planning_s=time.perf_counter() - started,
+        optimized=decided.optimized,
     )
     log.info(
         "planner %s: %d tasks in %d groups, predicted makespan %.3f s at %s, cost %.6f USD "
@@ -148,4 +158,6 @@ def make_plan(
         plan.cost.usd,
         plan.planning_s,
     )
+    for name, tasks in plan.optimized.items():
+        log.info("planner %s: %s on for %d tasks", planner, name, len(tasks))
     return plan

@@ -27,6 +27,9 @@ MEMORY_MARGIN = 1.2
 #: worker's virtual data size (RLIMIT_DATA), which runs ahead of its resident memory.
 MIN_MEMORY_MB = {"gateway": 512}
 
+#: A fit of store seconds against bytes is used when it explains this much of them.
+FIT_R2 = 0.6
+
 #: Defaults per backend kind before the history knows better: (cold hand-out, warm
 #: hand-out, gap between tasks, store latency, store bytes per second).
 DEFAULTS: dict[str, tuple[float, float, float, float, float]] = {
@@ -131,9 +134,11 @@ def _at(summary: Summary, sla: str, default: float) -> float:
 
 def _line(fit: Fit, latency: float, per_byte: float) -> tuple[float, float]:
     """(latency, seconds per byte) from a fit of seconds against bytes; the defaults where
-    the fit has no line or a meaningless one."""
+    the fit has no line or a meaningless one: one that explains little of the times (reads
+    of a few hundred bytes each, whose times vary by their round trips, would give any
+    slope at all)."""
     line = fit.line()
-    if line is None:
+    if line is None or fit.r2() < FIT_R2:
         if fit.n:  # one size only: its mean time is the latency
             return max(0.0, fit.sy / fit.n), per_byte
         return latency, per_byte

@@ -10,6 +10,9 @@ and the simulated schedule), registered by name in :data:`PLANNERS`.
                     path use its slack
     deadline        the least-cost plan whose predicted makespan meets ``deadline``; when
                     none can, the fastest, with a warning that says by how much it misses
+    optimizing      critical-path's plan, then Wukong's optimizations wherever the
+                    simulator predicts they pay (:func:`plan_optimizing`); the others turn
+                    none on
 
 Grouping. Every planner groups tasks for locality the way the protocol would without a
 plan: a task joins the group of the input that finishes last (the worker that readies
@@ -36,10 +39,11 @@ import heapq
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..backends import Size
+from ..optimizations import DEFAULT, Tuning
 from .model import BackendModel, memory_for
 from .predict import Predictor
 from .simulate import Schedule, Shape, Work, simulate
@@ -71,15 +75,21 @@ class Problem:
     model: BackendModel
     sla: str
     deadline_s: float | None = None
+    #: The optimizations the run forces on (the simulator plays them); ``forced``: which,
+    #: by name (None: the planner's choice).
+    tuning: Tuning = DEFAULT
+    forced: frozenset[str] | None = None
 
 
 @dataclass
 class Decided:
-    """A planner's answer: per task its size and group, and the simulated schedule."""
+    """A planner's answer: per task its size and group, and the simulated schedule;
+    ``optimized``: the tasks each optimization was turned on for, by name."""
 
     sizes: list[Size]
     groups: list[int]
     schedule: Schedule
+    optimized: dict[str, list[int]] = field(default_factory=dict)
 
 
 Planner = Callable[[Problem], Decided]
@@ -276,7 +286,7 @@ def _plan_sized(
     level = _bottom_levels(shape, seconds)
     groups = make_groups(shape, finish, level, sizes if by_size else None, model.cap)
     sized = _group_sizes(sizes, groups)
-    schedule = simulate(shape, _work(costs, problem, sized), model, groups)
+    schedule = simulate(shape, _work(costs, problem, sized), model, groups, tuning=problem.tuning)
     return Decided(sized, groups, schedule)
 
 
@@ -512,9 +522,55 @@ def _critical_path(problem: Problem, costs: _Costs, choice: Sequence[int]) -> fl
     return max(_earliest(problem.shape, seconds, costs), default=0.0)
 
 
+#: optimizing: the fan-outs it tries clustering, largest predicted outputs first.
+CLUSTER_TRIES = 32
+#: optimizing: how much a change must shorten the predicted makespan to be kept (within the
+#: predictions' noise it would only add risk).
+OPTIMIZE_GAIN = 0.02
+
+
+def plan_optimizing(problem: Problem) -> Decided:
+    """critical-path's plan, then each fan-out clustered on its producer's worker where the
+    simulator predicts a makespan shorter by :data:`OPTIMIZE_GAIN` or more: the groups of
+    its children (each child and the work it readies) join the producer's group, so its
+    worker runs them with the output in memory, uploading nothing for them. Largest
+    predicted outputs first, each judged against the plan so far. Optimizations the run
+    forces on or off are left as they are (the simulator plays the forced ones)."""
+    best = plan_critical_path(problem)
+    if problem.forced is not None:
+        return best
+    costs = _Costs(problem)
+    shape, model = problem.shape, problem.model
+    fan_outs = [t for t, children in enumerate(shape.children) if len(children) > 1]
+    fan_outs.sort(key=lambda t: -costs.out[t])
+    clustered: list[int] = []
+    for task in fan_outs[:CLUSTER_TRIES]:
+        if costs.out[task] <= 0:
+            break
+        groups = cluster_groups(best.groups, task, shape.children[task])
+        if groups == best.groups:
+            continue
+        sized = _group_sizes(best.sizes, groups)
+        work = _work(costs, problem, sized)
+        schedule = simulate(shape, work, model, groups, tuning=problem.tuning)
+        if schedule.makespan_s < best.schedule.makespan_s * (1 - OPTIMIZE_GAIN):
+            best = Decided(sized, groups, schedule)
+            clustered.append(task)
+    best.optimized = {"cluster": clustered} if clustered else {}
+    return best
+
+
+def cluster_groups(groups: Sequence[int], task: int, children: Sequence[int]) -> list[int]:
+    """``groups`` with the groups of ``task``'s children merged into ``task``'s own."""
+    mine = groups[task]
+    joining = {groups[c] for c in children} - {mine}
+    return _renumber([mine if g in joining else g for g in groups])
+
+
 PLANNERS: dict[str, Planner | None] = {
     "none": None,
     "uniform": plan_uniform,
     "critical-path": plan_critical_path,
     "deadline": plan_deadline,
+    "optimizing": plan_optimizing,
 }

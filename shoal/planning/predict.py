@@ -179,10 +179,13 @@ class Predictor:
 
     def _learn_gaps(self, run: RunRecord) -> None:
         """What each task's worker did between its end and the start of its next task
-        (its completion step, its output's serializing, a collection pause...)."""
+        (its completion step, its output's serializing, a collection pause...), less its
+        output's upload where it was stored: the simulator charges that by the bytes a plan
+        stores (a plan that keeps the output local saves it)."""
         col = COLUMN
         task_i, fn_i, worker_i = col["task"], col["function"], col["worker"]
         start_i, end_i, read_i = col["start"], col["end"], col["read_s"]
+        upload_i = col["upload_s"]
         functions = [key for key, _ in run.functions]
         by_worker: dict[int, list[list[Any]]] = {}
         for row in run.rows:
@@ -191,7 +194,8 @@ class Predictor:
         for rows in by_worker.values():
             rows.sort(key=lambda r: r[start_i])
             for before, after in zip(rows, rows[1:], strict=False):
-                gap = (after[start_i] - before[end_i] - (after[read_i] or 0)) / 1e6
+                waited = after[start_i] - before[end_i] - (after[read_i] or 0)
+                gap = (waited - (before[upload_i] or 0)) / 1e6
                 function = functions[before[fn_i]]
                 seen = self._tasks.get(before[task_i])
                 if seen is None or seen.function != function:

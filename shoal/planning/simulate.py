@@ -6,7 +6,9 @@ It plays Shoal's own protocol (:mod:`shoal.protocol`) forward in time, step by s
 - the client invokes one worker per group of roots;
 - an invoker has at most :data:`~shoal.optimizations.tree.BRANCHING` invocations in
   flight, each taking the platform's invoke latency; a wider hand-out goes out as a tree
-  (each head sends its share on as it starts, before its own tasks) unless ``tree`` is off;
+  (each head sends its share on as it starts, before its own tasks) if the tuning says so;
+- with clustering forced on, a completion whose output reaches the tuning's threshold
+  keeps every child it readies (:mod:`shoal.optimizations.cluster`);
 - an invocation waits while ``cap`` workers are busy; it then starts on an idle warm
   worker of its size (after the warm hand-out delay) or a new one (the cold delay); a
   worker that stops stays warm for ``keep_warm_s``;
@@ -41,6 +43,7 @@ from typing import Any, NamedTuple
 from ..backends import Size
 from ..decisions import NEVER, group_roots, must_store, split_ready, upload_mode
 from ..history.records import Cost
+from ..optimizations import DEFAULT, Tuning
 from ..optimizations.tree import BRANCHING, split_tree
 from .model import BackendModel
 
@@ -106,12 +109,12 @@ def simulate(
     model: BackendModel,
     groups: Sequence[int] | None = None,
     fanout: int | None = None,
-    tree: bool = True,
+    tuning: Tuning = DEFAULT,
 ) -> Schedule:
     """The predicted schedule of one run: without ``groups`` as workers split work on
     their own (over ``fanout`` workers, default the model's cap), with them as the plan
-    says; ``tree``: wide hand-outs go out as a tree of invokers."""
-    return _Simulation(shape, work, model, groups, fanout or model.cap, tree).run()
+    says; ``tuning``: the optimizations the run forces on."""
+    return _Simulation(shape, work, model, groups, fanout or model.cap, tuning).run()
 
 
 class _Simulation:
@@ -122,11 +125,12 @@ class _Simulation:
         model: BackendModel,
         groups: Sequence[int] | None,
         fanout: int,
-        tree: bool,
+        tuning: Tuning,
     ) -> None:
         n = len(shape.deps)
         self.shape, self.work, self.model = shape, work, model
-        self.groups, self.fanout, self.tree = groups, fanout, tree
+        self.groups, self.fanout = groups, fanout
+        self.tree, self.cluster_above = tuning.tree, tuning.cluster_above
         self.remaining = [len(d) for d in shape.deps]
         self.needs = [len(d) for d in shape.deps]
         self.start = [math.nan] * n
@@ -201,7 +205,7 @@ class _Simulation:
         invoke latency; wider, as a tree. When the invoker is done sending."""
         latency = self.model.invoke_s
         if self.tree and len(groups) > BRANCHING:
-            for head, share in split_tree(groups):
+            for head, share in split_tree(groups, BRANCHING):
                 self._invoke(time + latency, head, share)
             return time + latency
         for i, tasks in enumerate(groups):
@@ -338,7 +342,10 @@ class _Simulation:
         sink = task in self.shape.sinks
         if not children:
             return [], [], [], sink
-        if groups is None:
+        clustered = (
+            self.cluster_above is not None and self.work.out_bytes[task] >= self.cluster_above
+        )
+        if groups is None and not clustered:
             needs = [needs_of[c] for c in children]
             ready = []
             for c in children:
@@ -355,16 +362,17 @@ class _Simulation:
             keep = [c for c in kept if c not in early]
             hand_out = [g for g in ([c for c in h if c not in early] for h in handed) if g]
             return sure, keep, hand_out, stored
-        # With a plan: children of this group whose only input this was run at once, the
-        # others it readies stay; other groups' are handed out. The output is stored for a
+        # With a plan (or clustered: every child in this task's group): children of this
+        # group whose only input this was run at once, the others it readies stay; other
+        # groups' are handed out. The output is stored for a
         # sink, a child elsewhere, or a child of this group still waiting for inputs.
-        mine = groups[task]
+        mine = -1 if groups is None else groups[task]
         sure, keep = [], []
         by_group: dict[int, list[int]] = {}
         stored = sink
         for c in children:
             left = remaining[c] = remaining[c] - 1
-            g = groups[c]
+            g = mine if clustered or groups is None else groups[c]
             if g != mine:
                 stored = True
                 if not left:

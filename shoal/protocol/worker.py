@@ -75,6 +75,8 @@ class _Worker:
         # CPU time and peak memory are the task's only when the process is the worker's own.
         self.probe = process_probe() if metrics and not workers.in_process else None
         self.read_bytes = 0  # by the last gather()
+        #: The read of inputs its tasks share (seconds, bytes), charged to the first task.
+        self.shared_read: tuple[float, int] | None = None
 
     async def run(self, lease: HeldLease) -> None:
         """Run owned tasks until none is left and every completion is in the store, or the
@@ -107,6 +109,10 @@ class _Worker:
             read_at = perf_counter()
             values = await self.gather(spec.deps)  # a.
             read_s = perf_counter() - read_at
+            if self.shared_read is not None:
+                read_s += self.shared_read[0]
+                self.read_bytes += self.shared_read[1]
+                self.shared_read = None
             fn = functions[spec.func] if functions else await self.source.function(spec.func)
             if probe:
                 cpu_started = probe.start()
@@ -166,7 +172,9 @@ class _Worker:
                 uses[dep] = uses.get(dep, 0) + 1
         shared = [dep for dep, n in uses.items() if n > 1 and dep not in self.held]
         if shared:
-            values, _ = await self.store.get_outputs(self.run_id, shared)
+            started = perf_counter()
+            values, nbytes = await self.store.get_outputs(self.run_id, shared)
+            self.shared_read = (perf_counter() - started, nbytes)
             for dep, value in zip(shared, values, strict=True):
                 self.held[dep] = [value, uses[dep]]
 
