@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from servers import gateway
 
@@ -208,6 +208,7 @@ def test_a_kept_child_reads_an_output_an_earlier_child_of_its_batch_read_already
 # --------------------------------------------------------------------------- invoke tree
 
 
+@settings(deadline=None)
 @given(st.integers(0, 3000), st.integers(2, 20))
 def test_a_tree_hands_out_every_invocation_once_in_log_rounds(n: int, branching: int) -> None:
     sent: list[int] = []

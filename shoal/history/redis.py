@@ -126,4 +126,8 @@ class RedisHistory:
         return out
 
     def close(self) -> None:
+        # A cluster client's close() leaves its nodes' connections to the garbage collector.
+        for node in getattr(self.client, "get_nodes", list)():
+            if node.redis_connection is not None:
+                node.redis_connection.connection_pool.disconnect()
         self.client.close()
