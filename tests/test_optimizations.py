@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,13 @@ from shoal.optimizations import (
     DEFAULT,
     OFF,
     OPTIMIZATIONS_ENV,
+    Tuning,
     check_optimizations,
     cluster_threshold,
     tuning_for,
 )
 from shoal.optimizations.cluster import keep_all
+from shoal.optimizations.fanin import Hold, hold_back, wants_fan_in
 from shoal.optimizations.tree import BRANCHING, split_tree
 from shoal.planning.model import BackendModel
 from shoal.protocol import new_run_id, run_graph
@@ -291,3 +294,72 @@ def test_the_optimizing_planner_clusters_only_once_history_shows_it_pays(
     planned = shoal.last_run()
     assert planned is not None and planned.planner == "optimizing"
     assert planned.workers == 1 and planned.outputs_stored == 1
+
+
+# --------------------------------------------------------------------------- fan-ins
+
+
+def test_only_the_first_inputs_worker_holds_back_and_only_for_a_large_enough_output() -> None:
+    delayed = Tuning(delay_above=1000, delay_s_per_byte=1e-3)
+    assert hold_back(3, [3, 4], 2000, delayed) == Hold(2.0, 2.0)  # as long as moving it
+    assert hold_back(4, [3, 4], 2000, delayed) is None  # 3's worker holds back for it
+    assert hold_back(3, [3, 4], 999, delayed) is None  # too small to be worth it
+    preload = Tuning(preload=True, hold_idle_s=0.5)
+    assert hold_back(3, [3, 4], 1, preload) == Hold(math.inf, 0.5)
+    assert hold_back(3, [3, 4], 10**9, OFF) is None
+    assert wants_fan_in((9,), (2,), None) and wants_fan_in((9,), (2,), (True,))
+    assert not wants_fan_in((9,), (2,), (False,))  # the plan puts the fan-in elsewhere
+    assert not wants_fan_in((9, 10), (2, 2), None) and not wants_fan_in((9,), (1,), None)
+
+
+@shoal.task
+def late(seconds: float, n: int) -> np.ndarray:
+    time.sleep(seconds)
+    return np.full(n, seconds)
+
+
+@shoal.task
+def join_all(*arrays: np.ndarray) -> float:
+    return float(sum(a.sum() for a in arrays))
+
+
+def _fan_in_run(options: dict[str, Any], where: str, delays: list[float], n: int) -> Any:
+    node = join_all(*[late(d, n) for d in delays])
+    assert node.compute(**options, history=where) == pytest.approx(sum(d * n for d in delays))
+    return _last_record(where).tasks
+
+
+def test_preload_runs_the_fan_in_on_the_first_inputs_worker_with_every_input_read_ahead(
+    redis_url: str, gateway_url: str, tmp_path: Path
+) -> None:
+    """Three 400 KB inputs landing 0.15 s apart: the first input's worker waits, reads the
+    others as they are stored, and runs the fan-in having read nothing when it started."""
+    options = {"storage": redis_url, "workers": gateway_url, "progress": False}
+    delays, where = [0.0, 0.15, 0.3], str(tmp_path / "h.db")
+    plain = _fan_in_run({**options, "optimizations": []}, where, delays, 50_000)
+    assert plain[-1].worker == plain[2].worker and plain[-1].read_bytes  # the last input's
+    preloaded = _fan_in_run({**options, "optimizations": ["preload"]}, where, delays, 50_000)
+    assert preloaded[-1].worker == preloaded[0].worker != preloaded[2].worker
+    assert preloaded[-1].read_bytes == 0  # every input was in memory when it started
+
+
+def test_delayed_io_keeps_a_large_output_from_being_stored_when_the_other_input_is_quick(
+    redis_url: str, gateway_url: str, tmp_path: Path
+) -> None:
+    """A 40 MB input done first, and a small one 0.1 s later: held back (up to what moving
+    40 MB takes), the large one is the last input, so its worker runs the fan-in with it in
+    memory and stores nothing of it."""
+    options = {"storage": redis_url, "workers": gateway_url, "progress": False}
+    where = str(tmp_path / "h.db")
+    node = join_all(late(0.0, 5_000_000), late(0.1, 10))
+    expected = 0.1 * 10
+    assert node.compute(**options, history=where, optimizations=[]) == pytest.approx(expected)
+    plain = shoal.last_run()
+    assert plain is not None and plain.bytes_moved >= 40_000_000
+    assert node.compute(**options, history=where, optimizations=["delayed-io"]) == pytest.approx(
+        expected
+    )
+    held = shoal.last_run()
+    assert held is not None and held.bytes_moved < 1_000_000
+    tasks = _last_record(where).tasks
+    assert tasks[-1].worker == tasks[0].worker

@@ -6,6 +6,13 @@
     invoke-tree a wide hand-out goes out through a tree of invokers, each sending on a
                 share as it starts, so the last worker starts after O(log n) invocation
                 rounds, not O(n) (:mod:`.tree`); on unless a list leaves it out
+    delayed-io  a task whose large output feeds a fan-in that still waits for other inputs
+                holds its completion back for a while (no longer than moving the output
+                would take), so that it is the fan-in's last input and runs it with the
+                output in memory (:mod:`.fanin`)
+    preload     the same worker waits for every other input of the fan-in, downloading
+                each as soon as it is stored, and runs the fan-in the moment the last
+                lands (:mod:`.fanin`)
 
 ``optimizations=None`` (the default, or ``$SHOAL_OPTIMIZATIONS`` unset) leaves them to the
 planner: ``planner="optimizing"`` turns one on for a task where the simulator predicts it
@@ -32,7 +39,7 @@ if TYPE_CHECKING:
     from ..planning.model import BackendModel
 
 #: The optimizations by name, as ``compute(optimizations=[...])`` takes them.
-NAMES = ("cluster", "invoke-tree")
+NAMES = ("cluster", "invoke-tree", "delayed-io", "preload")
 OPTIMIZATIONS_ENV = "SHOAL_OPTIMIZATIONS"
 #: Overrides the cluster threshold (bytes) of :func:`tuning_for`, e.g. to see clustering
 #: act on small outputs.
@@ -71,10 +78,18 @@ class Tuning:
 
     ``cluster_above``: a completion whose output is at least this many bytes keeps every
     child it readies (None: clustering is off). ``tree``: wide hand-outs go out through a
-    tree of invokers."""
+    tree of invokers. ``delay_above``: an output of at least this many bytes feeding a
+    fan-in may be held back (delayed I/O), for up to ``delay_s_per_byte`` seconds per byte
+    of it (what moving it would take). ``preload``: the fan-in's waiting worker waits for
+    all its inputs, downloading each as it is stored, as long as one lands every
+    ``hold_idle_s`` seconds (a cold start's time)."""
 
     cluster_above: float | None = None
     tree: bool = False
+    delay_above: float | None = None
+    delay_s_per_byte: float = 0.0
+    preload: bool = False
+    hold_idle_s: float = 0.0
 
 
 OFF = Tuning()
@@ -88,8 +103,22 @@ def tuning_for(forced: frozenset[str] | None, model: BackendModel | None) -> Tun
     sharing the client's memory)."""
     if forced is None:
         return DEFAULT
-    cluster = cluster_threshold(model) if "cluster" in forced else None
-    return Tuning(cluster_above=cluster, tree="invoke-tree" in forced)
+    large = cluster_threshold(model) if forced & {"cluster", "delayed-io"} else None
+    delay = "delayed-io" in forced
+    preload = "preload" in forced and model is not None  # by reference: nothing to read
+    return Tuning(
+        cluster_above=large if "cluster" in forced else None,
+        tree="invoke-tree" in forced,
+        delay_above=large if delay else None,
+        delay_s_per_byte=_move_s_per_byte(model) if delay else 0.0,
+        preload=preload,
+        hold_idle_s=model.handout_cold_s if preload and model is not None else 0.0,
+    )
+
+
+def _move_s_per_byte(model: BackendModel | None) -> float:
+    """Seconds to move a byte to another worker: its upload and download."""
+    return 0.0 if model is None else model.write_s_per_byte + model.read_s_per_byte
 
 
 def cluster_threshold(model: BackendModel | None) -> float:
@@ -105,7 +134,7 @@ def cluster_threshold(model: BackendModel | None) -> float:
             raise ConfigError(
                 f"${CLUSTER_ABOVE_ENV} must be a number of bytes, got {override!r}"
             ) from None
-    if model is None:
+    per_byte = _move_s_per_byte(model)
+    if model is None or per_byte <= 0:
         return math.inf
-    per_byte = model.write_s_per_byte + model.read_s_per_byte
-    return model.handout_warm_s / per_byte if per_byte > 0 else math.inf
+    return model.handout_warm_s / per_byte

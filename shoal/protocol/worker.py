@@ -29,6 +29,7 @@ from ..graph import TaskFunction, TaskSpec
 from ..heartbeat import HEARTBEAT, HeldLease
 from ..metrics import MetricsBuffer, approx_nbytes, parse_policy, process_probe
 from ..optimizations.cluster import keep_all
+from ..optimizations.fanin import Hold, hold_back, wants_fan_in
 from ..stores import Store
 from ..stores.base import UnstorableOutput
 from .source import TaskSource
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 
 #: How many of its invocation's tasks a worker-started event names (for the live view).
 STARTED_TASKS = 64
+#: A worker holding its completion back for a fan-in checks its lease this often.
+HOLD_POLL_S = 1.0
 
 
 class _Worker:
@@ -56,7 +59,12 @@ class _Worker:
         self.workers = workers
         self.name = name
         self.fanout = invocation.fanout
-        self.cluster_above = invocation.tuning.cluster_above
+        self.tuning = invocation.tuning
+        self.cluster_above = self.tuning.cluster_above
+        self.fan_in_ok = self.tuning.preload or self.tuning.delay_above is not None
+        #: Completions that may be held back for their fan-in child (task, child, bytes).
+        self.holding: list[tuple[int, int, int]] = []
+        self.lease: HeldLease | None = None
         self.source = TaskSource(invocation, store)
         in_hand = self.source.in_hand  # the fast path: the graph's objects
         self.specs = in_hand.specs if in_hand else None
@@ -68,6 +76,7 @@ class _Worker:
         # as often as counted, since a child its batch readies may still be kept here (and
         # then the store keeps no copy of it).
         self.unflushed: set[int] = set()
+        self.prefetched: set[int] = set()  # inputs read ahead for a fan-in (preload)
         self.early: set[int] = set()  # children run before their parent's batch was stored
         self.urgent = False  # the batch holds a sink or children for other workers
         self.ran = 0
@@ -81,6 +90,7 @@ class _Worker:
     async def run(self, lease: HeldLease) -> None:
         """Run owned tasks until none is left and every completion is in the store, or the
         lease is lost (the tasks were given to another worker, or the run ended)."""
+        self.lease = lease
         if self.invocation.redo:
             await self.redo(self.invocation.redo)
         await self.read_shared_inputs(self.invocation.tasks)
@@ -234,14 +244,62 @@ class _Worker:
             self.early.update(sure)
             self.owned.extend(reversed(sure))
         self.held[task] = [result, len(sure)]
+        if self.fan_in_ok and wants_fan_in(children, needs, stay):
+            self.holding.append((task, children[0], approx_nbytes(result)))
 
     async def flush(self) -> bool:
         """Take the completion step for the buffered batch; own what it readied. False
-        when the run is gone."""
+        when the run is gone. A completion held back for a fan-in (delayed I/O, preload)
+        goes last, once its wait is over."""
         batch = self.batch[:]
         self.batch.clear()
         self.unflushed.clear()
         self.urgent = False
+        holding, self.holding = self.holding, []
+        if holding and not self.owned:  # nothing else to run: it may wait for a fan-in
+            for task, child, nbytes in holding:
+                inputs = (await self.source.spec(child)).deps
+                wait = hold_back(task, inputs, nbytes, self.tuning)
+                if wait is None:
+                    continue
+                rest = [c for c in batch if c.task != task]
+                if rest and not await self.complete(rest):
+                    return False
+                await self.wait_for_inputs(child, [d for d in inputs if d != task], wait)
+                batch = [c for c in batch if c.task == task]
+                break
+        return await self.complete(batch)
+
+    async def wait_for_inputs(self, child: int, others: Sequence[int], hold: Hold) -> None:
+        """Until ``others`` (the fan-in ``child``'s other inputs) have all finished, or the
+        ``hold`` is over: follow the run's events; with preload, read each input as soon
+        as it is stored, and hold it for the fan-in."""
+        left = set(others)
+        now = time.monotonic()
+        deadline, idle_until = now + hold.total, now + hold.idle
+        cursor: Any = None
+        lease = self.lease
+        while left and (lease is None or not lease.lost):
+            timeout = min(deadline, idle_until) - time.monotonic()
+            if timeout <= 0:
+                return
+            events, cursor = await self.store.read_events(
+                self.run_id, cursor, min(timeout, HOLD_POLL_S)
+            )
+            landed = [e.task for e in events if e.kind is TASK_FINISHED and e.task in left]
+            if landed:
+                idle_until = time.monotonic() + hold.idle
+            left.difference_update(landed)  # type: ignore[arg-type]
+            fetch = [t for t in landed if t is not None and t not in self.held]
+            if self.tuning.preload and fetch:
+                values, _ = await self.store.get_outputs(self.run_id, fetch)
+                for dep, value in zip(fetch, values, strict=True):
+                    self.held[dep] = [value, 0]  # counted once the fan-in is kept here
+                self.prefetched.update(fetch)
+
+    async def complete(self, batch: list[Completion]) -> bool:
+        """The completion step for ``batch``; own what it readied. False when the run is
+        gone."""
         metrics = self.metrics
         extra: tuple[Event, ...] = ()
         if metrics and metrics.policy.mode == "batch":  # the records ride along
@@ -297,10 +355,11 @@ class _Worker:
             self.owned.extend(reversed(keep))
         if handing:
             await self.hand_out(handing)
-        for completion in batch:
-            entry = held.get(completion.task)
+        for task in [c.task for c in batch] + list(self.prefetched):
+            entry = held.get(task)
             if entry is not None and entry[1] <= 0:
-                del held[completion.task]
+                del held[task]
+        self.prefetched.clear()
         return True
 
     async def hand_out(self, handing: list[Invocation]) -> None:

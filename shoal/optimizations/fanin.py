@@ -1,0 +1,59 @@
+"""Delayed I/O and pre-load (Wukong): a worker holds its completion back for a fan-in.
+
+When a task's only child is a fan-in that still waits for other inputs, its completion
+would store the output for whoever finishes the fan-in's last input, and that worker would
+download it. Instead the worker, once it has nothing else to run, holds the completion
+back while it watches the run's events for the fan-in's other inputs:
+
+- ``delayed-io``: for an output of at least the threshold, at most as long as moving it
+  would take; if the other inputs all land meanwhile, its completion is the last one, so
+  it keeps the fan-in and runs it with the output in memory, never uploading it.
+- ``preload``: until every other input has landed, downloading each one as soon as it is
+  stored; the fan-in then starts here the moment the last lands, its inputs in memory.
+  It gives up when no input lands for as long as starting a worker cold takes: a worker
+  holding back keeps its platform slot, and invocations queued behind it (a concurrency
+  cap) might be the very producers it waits for.
+
+Workers in the client's process (``local``) pass outputs by reference: none holds back.
+
+One worker per fan-in holds back: the producer of its first input (a plan may name
+another), so two holders never wait on each other. Deciding is a pure function of plain
+data (:func:`hold_back`); the worker loop carries it out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from . import Tuning
+
+
+class Hold(NamedTuple):
+    """How long a worker holds its completion back: ``total`` seconds at most, and at most
+    ``idle`` seconds without another input landing."""
+
+    total: float
+    idle: float
+
+
+def hold_back(task: int, fan_in_inputs: Sequence[int], nbytes: int, tuning: Tuning) -> Hold | None:
+    """Whether, and how long, the worker of ``task`` holds its completion back for its
+    fan-in child, whose inputs are ``fan_in_inputs`` (None: it does not)."""
+    if not fan_in_inputs or fan_in_inputs[0] != task:  # another input's worker holds back
+        return None
+    if tuning.preload and tuning.hold_idle_s > 0:
+        return Hold(math.inf, tuning.hold_idle_s)
+    if tuning.delay_above is None or nbytes < tuning.delay_above:
+        return None
+    wait = nbytes * tuning.delay_s_per_byte
+    return Hold(wait, wait) if wait > 0 else None
+
+
+def wants_fan_in(
+    children: Sequence[int], child_deps: Sequence[int], stay: Sequence[bool] | None
+) -> bool:
+    """Whether a completion may be held back at all: its only child is a fan-in, which
+    may run on this worker (a plan may put it elsewhere). Cheap: asked of every task."""
+    return len(children) == 1 and child_deps[0] >= 2 and (stay is None or stay[0])
