@@ -6,6 +6,13 @@
   ``["cluster"]`` (the children run on the producer, reading the array from memory).
 - ``cluster-tree``: 16 tasks make 10 MB arrays, summed pairwise in a tree: ``[]`` against
   ``["cluster"]``.
+- ``preload``: 8 tasks each make a 20 MB array, the i-th after ``i * 100 ms`` (producers
+  that finish at staggered times), one task sums them all: ``[]`` against ``["preload"]``
+  (the first producer's worker reads each array as it is stored, and sums the moment the
+  last lands), on a gateway running 8 workers at once.
+- ``delayed-io``: 4 tasks each make a 20 MB array after 50 ms (near-equal durations), one
+  task sums them: ``[]`` against ``["delayed-io"]`` (the first producer's worker holds its
+  array back until the others are in, and sums with it in memory), 4 workers at once.
 - ``wide-fanout``: one task readies 2 000 no-op children on a gateway that runs 64
   workers at once and answers each invocation after 50 ms (``--invoke-latency 0.05``, as
   Lambda's invoke API): the 63 invocations it hands out go out flat (at most 8 in flight:
@@ -14,7 +21,14 @@
 
 Every run is planned by ``planner="optimizing"``, with the optimizations forced as said
 (so its plan is critical-path's, with the forced ones simulated): the predicted makespan
-is shown beside the measured one. The variants alternate, after two warm-up runs each (the
+is shown beside the measured one.
+
+``preload-redis`` and ``delayed-io-redis`` are the same with every output through Redis
+(``blobs="off"``), where moving an output costs its bytes' time: on the default data plane
+a read of a big output is a mapping of its file in ``/dev/shm``, which costs next to
+nothing until the task touches it.
+
+The variants alternate, after two warm-up runs each (the
 history the plans learn from); medians of ``--repeat`` runs of the wall time
 (``compute()``), the makespan (first task start to last task end), the predicted makespan,
 and the bytes moved through the store. The load is printed at the end.
@@ -96,6 +110,25 @@ def cluster_tree() -> shoal.Node:
     return checksum(nodes[0])
 
 
+@shoal.task
+def produce(delay_s: float, nbytes: int, seed: int) -> np.ndarray:
+    time.sleep(delay_s)
+    return np.full(nbytes // 8, float(seed))
+
+
+@shoal.task
+def sum_all(*arrays: np.ndarray) -> float:
+    return float(sum(a.sum() for a in arrays))
+
+
+def preload() -> shoal.Node:
+    return sum_all(*[produce(0.1 * i, 20 * 10**6, i) for i in range(8)])
+
+
+def delayed_io() -> shoal.Node:
+    return sum_all(*[produce(0.05, 20 * 10**6, i) for i in range(4)])
+
+
 def wide_fanout() -> shoal.Node:
     root = seed()
     return count([noop(root, i) for i in range(WIDE)])
@@ -109,12 +142,17 @@ class Workload:
     on: list[str]
     max_workers: int | None = None
     gateway_args: tuple[str, ...] = ()
+    blobs: str = "auto"  # "off": every output through Redis
     runs: dict[str, list[dict[str, float]]] = field(default_factory=dict)
 
 
 WORKLOADS = [
     Workload("cluster-fanout", cluster_fanout, [], ["cluster"]),
     Workload("cluster-tree", cluster_tree, [], ["cluster"]),
+    Workload("preload", preload, [], ["preload"], 8),
+    Workload("preload-redis", preload, [], ["preload"], 8, blobs="off"),
+    Workload("delayed-io", delayed_io, [], ["delayed-io"], 4),
+    Workload("delayed-io-redis", delayed_io, [], ["delayed-io"], 4, blobs="off"),
     Workload("wide-fanout", wide_fanout, [], ["invoke-tree"], 64, ("--invoke-latency", "0.05")),
 ]
 
@@ -141,6 +179,7 @@ def run(workload: Workload, repeat: int, folder: str) -> None:
                 started = time.perf_counter()
                 node.compute(storage=servers.storage, workers=servers.workers, history=history,
                              optimizations=optimizations, planner="optimizing",
+                             blobs=workload.blobs,
                              progress=False)  # fmt: skip
                 wall = time.perf_counter() - started
                 servers.wait_idle()

@@ -73,6 +73,12 @@ class Recovered(NamedTuple):
     losses: tuple[int, ...]  # per task, the losses counted so far (this one included)
 
 
+def waiting(table: LeaseTable) -> int:
+    """How many invocations are handed out and not yet claimed: queued for a platform's
+    concurrency cap, or starting."""
+    return sum(1 for lease in table.leases.values() if not lease.claimed)
+
+
 def _expiry(now: float, lease_s: float) -> float:
     return NEVER if lease_s <= 0 else now + lease_s
 

@@ -24,6 +24,7 @@ from shoal.events import Event, EventKind
 from shoal.graph import build
 from shoal.security import Signer
 from shoal.stores.keys import run_keys
+from shoal.stores.memory import MemoryStore
 from shoal.stores.redis import RedisStore
 
 
@@ -135,6 +136,31 @@ async def _complete_on_a_deleted_run(store: RedisStore, done: Completion) -> Any
         return await store.complete_tasks("gone", [done], 2)
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("which", ["memory", "redis"])
+def test_invocations_handed_out_wait_until_claimed(
+    which: str, redis_url: str, shared_secret: str
+) -> None:
+    """What a worker holding back for a fan-in asks: is any invocation waiting to start?"""
+    store = MemoryStore() if which == "memory" else _store(redis_url, shared_secret)
+
+    async def steps() -> list[int]:
+        graph = build([add(inc(1), inc(2))])
+        await store.create_run("waits", graph.ship(), graph.sinks)
+        try:
+            seen = [await store.waiting_invocations("waits")]
+            await store.claim("waits", "client", "", (), None, 10.0)
+            await store.hand_off("waits", "", [("a", (0,)), ("b", (1,))], 10.0)
+            seen.append(await store.waiting_invocations("waits"))
+            await store.claim("waits", "a", "", (0,), None, 10.0)
+            seen.append(await store.waiting_invocations("waits"))
+            return seen
+        finally:
+            await store.delete_run("waits")
+            await store.close()
+
+    assert asyncio.run(steps()) == [0, 2, 1]
 
 
 # --------------------------------------------------------------------------- keys

@@ -81,8 +81,9 @@ class Tuning:
     tree of invokers. ``delay_above``: an output of at least this many bytes feeding a
     fan-in may be held back (delayed I/O), for up to ``delay_s_per_byte`` seconds per byte
     of it (what moving it would take). ``preload``: the fan-in's waiting worker waits for
-    all its inputs, downloading each as it is stored, as long as one lands every
-    ``hold_idle_s`` seconds (a cold start's time)."""
+    all its inputs, downloading each as it is stored; after ``hold_idle_s`` seconds (a
+    cold start's time) without one landing, it checks that no invocation waits for its
+    platform slot."""
 
     cluster_above: float | None = None
     tree: bool = False

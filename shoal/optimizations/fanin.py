@@ -10,9 +10,10 @@ back while it watches the run's events for the fan-in's other inputs:
   it keeps the fan-in and runs it with the output in memory, never uploading it.
 - ``preload``: until every other input has landed, downloading each one as soon as it is
   stored; the fan-in then starts here the moment the last lands, its inputs in memory.
-  It gives up when no input lands for as long as starting a worker cold takes: a worker
-  holding back keeps its platform slot, and invocations queued behind it (a concurrency
-  cap) might be the very producers it waits for.
+  A worker holding back keeps its platform slot, and invocations queued behind it (a
+  concurrency cap) might be the very producers it waits for: when no input has landed
+  for as long as a cold start takes and some of the run's invocations wait to start, it
+  stops holding.
 
 Workers in the client's process (``local``) pass outputs by reference: none holds back.
 

@@ -256,39 +256,48 @@ class _Worker:
         self.unflushed.clear()
         self.urgent = False
         holding, self.holding = self.holding, []
-        if holding and not self.owned:  # nothing else to run: it may wait for a fan-in
-            for task, child, nbytes in holding:
-                inputs = (await self.source.spec(child)).deps
-                wait = hold_back(task, inputs, nbytes, self.tuning)
-                if wait is None:
-                    continue
-                rest = [c for c in batch if c.task != task]
-                if rest and not await self.complete(rest):
-                    return False
-                await self.wait_for_inputs(child, [d for d in inputs if d != task], wait)
-                batch = [c for c in batch if c.task == task]
-                break
+        for task, child, nbytes in holding:
+            inputs = (await self.source.spec(child)).deps
+            wait = hold_back(task, inputs, nbytes, self.tuning)
+            if wait is None:
+                continue
+            rest = [c for c in batch if c.task != task]
+            if self.owned:  # work of its own first: the completion waits in the batch
+                self.batch = [c for c in batch if c.task == task]
+                self.unflushed = {task}
+                self.holding = [(task, child, nbytes)]
+                return not rest or await self.complete(rest)
+            if rest and not await self.complete(rest):
+                return False
+            await self.wait_for_inputs(child, [d for d in inputs if d != task], wait)
+            batch = [c for c in batch if c.task == task]
+            break
         return await self.complete(batch)
 
     async def wait_for_inputs(self, child: int, others: Sequence[int], hold: Hold) -> None:
         """Until ``others`` (the fan-in ``child``'s other inputs) have all finished, or the
         ``hold`` is over: follow the run's events; with preload, read each input as soon
-        as it is stored, and hold it for the fan-in."""
+        as it is stored, and hold it for the fan-in. Past ``hold.idle`` seconds without an
+        input landing, it stops holding if invocations of the run wait to start: this
+        worker keeps a platform slot, and they may be waiting for it."""
         left = set(others)
         now = time.monotonic()
-        deadline, idle_until = now + hold.total, now + hold.idle
+        deadline, quiet_until = now + hold.total, now + hold.idle
         cursor: Any = None
         lease = self.lease
         while left and (lease is None or not lease.lost):
-            timeout = min(deadline, idle_until) - time.monotonic()
-            if timeout <= 0:
+            now = time.monotonic()
+            if now >= deadline:
                 return
-            events, cursor = await self.store.read_events(
-                self.run_id, cursor, min(timeout, HOLD_POLL_S)
-            )
+            if now >= quiet_until:
+                if await self.store.waiting_invocations(self.run_id):
+                    return
+                quiet_until = now + hold.idle
+            timeout = min(deadline, quiet_until, now + HOLD_POLL_S) - now
+            events, cursor = await self.store.read_events(self.run_id, cursor, timeout)
             landed = [e.task for e in events if e.kind is TASK_FINISHED and e.task in left]
             if landed:
-                idle_until = time.monotonic() + hold.idle
+                quiet_until = time.monotonic() + hold.idle
             left.difference_update(landed)  # type: ignore[arg-type]
             fetch = [t for t in landed if t is not None and t not in self.held]
             if self.tuning.preload and fetch:

@@ -164,6 +164,9 @@ class Store(Protocol):
 
     async def get_failure(self, run_id: str, task: int) -> TaskFailure | None: ...
 
+    async def waiting_invocations(self, run_id: str) -> int:
+        """How many of the run's invocations are handed out and not yet claimed."""
+
     async def emit(self, run_id: str, events: Sequence[Event]) -> None: ...
 
     async def read_events(

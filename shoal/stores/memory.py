@@ -215,6 +215,13 @@ class MemoryStore:
         return batch, start + len(batch)
 
     # ----------------------------------------------------------------- leases
+    async def waiting_invocations(self, run_id: str) -> int:
+        run = self._runs.get(run_id)
+        if run is None:
+            return 0
+        with run.lease_lock:
+            return leases.waiting(run.leases)
+
     async def hand_off(
         self,
         run_id: str,

@@ -194,6 +194,10 @@ class RedisStore:
                     events += decode_events(fields[b"x"])
         return events, cursor
 
+    async def waiting_invocations(self, run_id: str) -> int:
+        values = await self._call(lambda: self.client.hvals(run_keys(run_id).leases))
+        return sum(1 for v in values if v and not json.loads(v).get("c"))  # "~": a marker
+
     async def get_failure(self, run_id: str, task: int) -> TaskFailure | None:
         blob = await self._call(lambda: self.client.hget(run_keys(run_id).failures, task))
         return None if blob is None else self.codec.load_failure(blob)
