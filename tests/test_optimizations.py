@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from servers import gateway
 
 import shoal
-from shoal.backends import Platform
+from shoal.backends import Platform, Size
 from shoal.backends.local import LocalWorkers
 from shoal.graph import build
 from shoal.history.records import BackendStats
@@ -33,6 +33,7 @@ from shoal.optimizations import (
 )
 from shoal.optimizations.cluster import keep_all
 from shoal.optimizations.fanin import Hold, hold_back, wants_fan_in
+from shoal.optimizations.prewarm import sizes_to_warm
 from shoal.optimizations.tree import BRANCHING, split_tree
 from shoal.planning.model import BackendModel
 from shoal.protocol import new_run_id, run_graph
@@ -363,3 +364,38 @@ def test_delayed_io_keeps_a_large_output_from_being_stored_when_the_other_input_
     assert held is not None and held.bytes_moved < 1_000_000
     tasks = _last_record(where).tasks
     assert tasks[-1].worker == tasks[0].worker
+
+
+# --------------------------------------------------------------------------- pre-warm
+
+
+def test_sizes_to_warm_are_the_childrens_other_sizes_at_most_a_fan_out_each() -> None:
+    own, small, big = Size(), Size(1, 512), Size(2, 4096)
+    assert sizes_to_warm(own, [own, small, small, small, big], fanout=2) == {small: 2, big: 1}
+    assert sizes_to_warm(own, [own, own], fanout=8) == {}
+
+
+@shoal.task
+def stage_one(seconds: float) -> int:
+    time.sleep(seconds)
+    return 1
+
+
+@shoal.task(memory_mb=1024)
+def stage_two(x: int, i: int) -> int:
+    return x + i
+
+
+@pytest.mark.parametrize(("optimizations", "cold"), [(["prewarm"], 1), ([], 2)])
+def test_prewarm_starts_the_second_stage_warm(
+    redis_url: str, optimizations: list[str], cold: int
+) -> None:
+    """A 0.3 s first stage whose children need a size no worker has: pre-warmed as it
+    starts, the children's worker starts warm; otherwise, cold (a fresh gateway each)."""
+    first = stage_one(0.3)
+    node = total(*[stage_two(first, i) for i in range(3)])
+    with gateway() as url:
+        options = {"storage": redis_url, "workers": url, "history": "none", "progress": False}
+        assert node.compute(**options, optimizations=optimizations) == 3 + 3
+        summary = shoal.last_run()
+        assert summary is not None and summary.cold_starts == cold

@@ -192,6 +192,10 @@ class LambdaWorkers:
         name = self.function_name(invocation.size)
         await asyncio.to_thread(self._invoke, name, self.event(invocation))
 
+    async def prewarm(self, cpus: float, memory_mb: int, count: int) -> int:
+        """Not asked of Lambda yet (a warming invocation would): nothing started."""
+        return 0
+
     async def platform(self) -> Platform:
         """Lambda: each worker its own CPUs, one vCPU per 1 769 MB; idle containers stay
         warm for minutes (AWS does not promise how long), none is assumed warm."""

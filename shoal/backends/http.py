@@ -156,6 +156,10 @@ class HttpWorkers:
         if not post.sent.is_set():  # so the request ended first: raise what ended it
             request.result()
 
+    async def prewarm(self, cpus: float, memory_mb: int, count: int) -> int:
+        """The platform behind the endpoint scales it by itself: nothing to ask."""
+        return 0
+
     async def platform(self) -> Platform:
         """The platform behind the endpoint is not known from here: a FaaS default (each
         worker its own CPUs, a minute of keep-warm, none warm)."""

@@ -91,6 +91,10 @@ class LocalWorkers:
                 if store is not self._store:
                     runner.run(store.close())
 
+    async def prewarm(self, cpus: float, memory_mb: int, count: int) -> int:
+        """Threads of this process are always warm: nothing to start."""
+        return 0
+
     async def platform(self) -> Platform:
         """Threads of this process: its CPUs, always warm; any idle thread takes any size."""
         with self._lock:

@@ -10,6 +10,8 @@
                 holds its completion back for a while (no longer than moving the output
                 would take), so that it is the fan-in's last input and runs it with the
                 output in memory (:mod:`.fanin`)
+    prewarm     a worker that starts asks its platform to warm workers of the sizes its
+                tasks' children need, where they differ from its own (:mod:`.prewarm`)
     preload     the same worker waits for every other input of the fan-in, downloading
                 each as soon as it is stored, and runs the fan-in the moment the last
                 lands (:mod:`.fanin`)
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
     from ..planning.model import BackendModel
 
 #: The optimizations by name, as ``compute(optimizations=[...])`` takes them.
-NAMES = ("cluster", "invoke-tree", "delayed-io", "preload")
+NAMES = ("cluster", "invoke-tree", "delayed-io", "preload", "prewarm")
 OPTIMIZATIONS_ENV = "SHOAL_OPTIMIZATIONS"
 #: Overrides the cluster threshold (bytes) of :func:`tuning_for`, e.g. to see clustering
 #: act on small outputs.
@@ -83,7 +85,7 @@ class Tuning:
     of it (what moving it would take). ``preload``: the fan-in's waiting worker waits for
     all its inputs, downloading each as it is stored; after ``hold_idle_s`` seconds (a
     cold start's time) without one landing, it checks that no invocation waits for its
-    platform slot."""
+    platform slot. ``prewarm``: a worker warms workers of its children's sizes."""
 
     cluster_above: float | None = None
     tree: bool = False
@@ -91,6 +93,7 @@ class Tuning:
     delay_s_per_byte: float = 0.0
     preload: bool = False
     hold_idle_s: float = 0.0
+    prewarm: bool = False
 
 
 OFF = Tuning()
@@ -114,6 +117,7 @@ def tuning_for(forced: frozenset[str] | None, model: BackendModel | None) -> Tun
         delay_s_per_byte=_move_s_per_byte(model) if delay else 0.0,
         preload=preload,
         hold_idle_s=model.handout_cold_s if preload and model is not None else 0.0,
+        prewarm="prewarm" in forced and model is not None,
     )
 
 

@@ -30,6 +30,7 @@ from ..heartbeat import HEARTBEAT, HeldLease
 from ..metrics import MetricsBuffer, approx_nbytes, parse_policy, process_probe
 from ..optimizations.cluster import keep_all
 from ..optimizations.fanin import Hold, hold_back, wants_fan_in
+from ..optimizations.prewarm import sizes_to_warm
 from ..stores import Store
 from ..stores.base import UnstorableOutput
 from .source import TaskSource
@@ -464,6 +465,8 @@ async def run_worker(
     state = _Worker(
         invocation, store, workers, worker, MetricsBuffer(policy) if policy.on else None
     )
+    if invocation.tuning.prewarm:
+        await _prewarm(state, worker)
     try:
         await state.run(lease)
     except RunNotFound:
@@ -483,6 +486,18 @@ async def run_worker(
 
 
 TASK_STARTED, TASK_FINISHED = EventKind.TASK_STARTED, EventKind.TASK_FINISHED
+
+
+async def _prewarm(state: _Worker, worker: str) -> None:
+    """Warm workers of the sizes the children of this invocation's tasks need."""
+    source, inv = state.source, state.invocation
+    try:
+        children = {c for t in inv.tasks for c in (await source.spec(t)).children}
+        sizes = [await source.size([c]) for c in sorted(children)]
+        for size, count in sizes_to_warm(inv.size, sizes, inv.fanout).items():
+            await state.workers.prewarm(size.cpus, size.memory_mb, count)
+    except Exception as exc:  # a missed warm-up costs a cold start, not the run
+        log.warning("worker %s: could not pre-warm workers (%r)", worker, exc)
 
 
 async def _forward(invocation: Invocation, workers: Workers, worker: str) -> None:
