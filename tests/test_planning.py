@@ -444,3 +444,19 @@ def test_the_simulator_sends_a_wide_hand_out_in_rounds_or_as_a_tree(
     rounds = sorted({round(s) for s in schedule.start[1:]} - {0})
     assert rounds == sorted(set(expected))
     assert schedule.makespan_s == pytest.approx(max(expected))
+
+
+def test_the_simulator_plays_prewarm_as_warm_workers_a_cold_start_after_the_parent_starts() -> None:
+    deps = [(), (0,), (0,)]
+    model = _free(cap=4)
+    model.handout_cold_s, model.handout_warm_s = 0.5, 0.0
+    work = _work([1.0, 1.0, 1.0])
+    work.size = [Size(), Size(1, 512), Size(1, 512)]
+    cold = simulate(_shape(deps), work, model, tuning=Tuning(prewarm=False))
+    warm = simulate(_shape(deps), work, model, tuning=Tuning(prewarm=True))
+    # the root's worker keeps one child; the other is handed out: cold, or warmed meanwhile
+    assert sorted(cold.start[1:]) == pytest.approx([1.0, 1.5])
+    assert sorted(warm.start[1:]) == pytest.approx([1.0, 1.0])
+    work.duration[0] = 0.2  # handed out before the warm-up is over: it waits for the rest
+    early = simulate(_shape(deps), work, model, tuning=Tuning(prewarm=True))
+    assert sorted(early.start[1:]) == pytest.approx([0.2, 0.5])

@@ -7,6 +7,8 @@ It plays Shoal's own protocol (:mod:`shoal.protocol`) forward in time, step by s
 - an invoker has at most :data:`~shoal.optimizations.tree.BRANCHING` invocations in
   flight, each taking the platform's invoke latency; a wider hand-out goes out as a tree
   (each head sends its share on as it starts, before its own tasks) if the tuning says so;
+- with pre-warm, a worker that starts warms workers of its children's other sizes (ready
+  a cold start later);
 - with clustering forced on, a completion whose output reaches the tuning's threshold
   keeps every child it readies (:mod:`shoal.optimizations.cluster`);
 - an invocation waits while ``cap`` workers are busy; it then starts on an idle warm
@@ -44,6 +46,7 @@ from ..backends import Size
 from ..decisions import NEVER, group_roots, must_store, split_ready, upload_mode
 from ..history.records import Cost
 from ..optimizations import DEFAULT, Tuning
+from ..optimizations.prewarm import sizes_to_warm
 from ..optimizations.tree import BRANCHING, split_tree
 from .model import BackendModel
 
@@ -131,6 +134,7 @@ class _Simulation:
         self.shape, self.work, self.model = shape, work, model
         self.groups, self.fanout = groups, fanout
         self.tree, self.cluster_above = tuning.tree, tuning.cluster_above
+        self.prewarm = tuning.prewarm
         self.remaining = [len(d) for d in shape.deps]
         self.needs = [len(d) for d in shape.deps]
         self.start = [math.nan] * n
@@ -230,8 +234,8 @@ class _Simulation:
         self.busy += 1
         idle = self.idle.get(self._pool(size))
         if idle and time - idle[-1] <= self.model.keep_warm_s:  # the most recent: warmest
-            idle.pop()
-            delay = self.model.handout_warm_s
+            warm_at = idle.pop()  # a pre-warmed one may still be starting
+            delay = self.model.handout_warm_s + max(0.0, warm_at - time)
         else:
             delay = self.model.handout_cold_s
             self._make_room(time)
@@ -258,6 +262,12 @@ class _Simulation:
         worker.started = time
         if worker.forward:  # a tree's share: sent on before any task
             time = self._hand_out(time, worker.forward)
+        if self.prewarm:  # workers of its children's other sizes, warm after a cold start
+            sizes = self.work.size
+            children = [sizes[c] for t in worker.stack for c in self.shape.children[t]]
+            for size, count in sizes_to_warm(worker.size, children, self.fanout).items():
+                warm_at = time + self.model.handout_cold_s
+                self.idle.setdefault(self._pool(size), deque()).extend([warm_at] * count)
         nbytes = 0.0
         if len(worker.stack) > 1:  # the inputs its tasks share, read once
             uses: dict[int, int] = {}

@@ -78,6 +78,8 @@ class _Worker:
         # then the store keeps no copy of it).
         self.unflushed: set[int] = set()
         self.prefetched: set[int] = set()  # inputs read ahead for a fan-in (preload)
+        #: A completion held back for a fan-in while the worker still has work of its own.
+        self.held_back: list[Completion] = []
         self.early: set[int] = set()  # children run before their parent's batch was stored
         self.urgent = False  # the batch holds a sink or children for other workers
         self.ran = 0
@@ -109,6 +111,8 @@ class _Worker:
                     len(batch), ended - batch[0].finished.time, last_task_s, self.urgent
                 )
             )
+            if not owned and self.held_back:  # its own work is done: now it may wait
+                due = True
             if due and not await self.flush():
                 return  # the run is gone: finished elsewhere, failed or cancelled
             if not owned:
@@ -252,8 +256,9 @@ class _Worker:
         """Take the completion step for the buffered batch; own what it readied. False
         when the run is gone. A completion held back for a fan-in (delayed I/O, preload)
         goes last, once its wait is over."""
-        batch = self.batch[:]
+        batch = self.held_back + self.batch
         self.batch.clear()
+        self.held_back = []
         self.unflushed.clear()
         self.urgent = False
         holding, self.holding = self.holding, []
@@ -262,10 +267,13 @@ class _Worker:
             wait = hold_back(task, inputs, nbytes, self.tuning)
             if wait is None:
                 continue
+            in_batch = {c.task for c in batch}
+            if all(d in in_batch for d in inputs):  # all here: they complete together
+                break
             rest = [c for c in batch if c.task != task]
-            if self.owned:  # work of its own first: the completion waits in the batch
-                self.batch = [c for c in batch if c.task == task]
-                self.unflushed = {task}
+            if self.owned:  # work of its own first: the completion waits aside
+                self.held_back = [c for c in batch if c.task == task]
+                self.unflushed.add(task)
                 self.holding = [(task, child, nbytes)]
                 return not rest or await self.complete(rest)
             if rest and not await self.complete(rest):
