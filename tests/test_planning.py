@@ -154,6 +154,31 @@ def test_the_model_learns_from_history_and_falls_back_on_defaults() -> None:
     assert model.capacity == 2.0 and [s.cpus for s in model.sizes(512)] == [1.0, 2.0]
 
 
+def test_a_read_fit_is_used_where_its_bytes_pin_the_slope_however_little_they_explain() -> None:
+    # Reads of 50 MB cost little more than reads of 500 B, and their times scatter: the
+    # bytes explain little of the times (r2 ~ 0.1), but they spread far enough to show that
+    # a byte costs ~0.013 ns, not the default's.
+    big, small = [0.001, 0.004, 0.0015, 0.0005], [0.0003, 0.0035, 0.0002, 0.0004]
+    fit = Fit.of([50e6] * 4 + [500.0] * 4, big + small)
+    assert fit.r2() < 0.6
+    model = BackendModel.learn(
+        "gateway", BackendStats(read_fit=fit), "mean", Platform(2.0, 60, {}), 2
+    )
+    assert model.read_s_per_byte == pytest.approx(0.00065 / 50e6, rel=0.01)
+    assert model.read_s(50e6) == pytest.approx(sum(big) / 4, rel=0.01)
+
+
+def test_a_read_fit_of_bytes_too_alike_falls_back_on_the_default_per_byte_cost() -> None:
+    # Reads of a few hundred bytes whose times vary by their round trips: any slope at all.
+    fit = Fit.of([300.0, 320.0, 310.0, 305.0], [0.0002, 0.0009, 0.0003, 0.0004])
+    model = BackendModel.learn(
+        "gateway", BackendStats(read_fit=fit), "mean", Platform(2.0, 60, {}), 2
+    )
+    default = BackendModel.learn("gateway", BackendStats(), "mean", Platform(2.0, 60, {}), 2)
+    assert model.read_s_per_byte == default.read_s_per_byte
+    assert model.read_s(308.75) == pytest.approx(0.00045)  # the mean time at the mean bytes
+
+
 # --------------------------------------------------------------------------- simulator
 
 
@@ -213,6 +238,16 @@ def test_a_fan_out_is_shared_over_the_cap_and_waits_for_it() -> None:
     # the root's worker keeps two children; the other two go to one new worker, 0.1 s later
     assert sorted(schedule.start[1:5]) == pytest.approx([1.0, 1.1, 2.0, 2.1])
     assert schedule.start[5] == pytest.approx(3.1) and schedule.workers == 2
+
+
+def test_workers_the_platform_has_idle_now_start_warm() -> None:
+    deps = [(), (0,), (0,)]  # the root's worker keeps one child, hands out the other
+    model = _free(cap=2)
+    model.handout_cold_s, model.handout_warm_s, model.keep_warm_s = 0.5, 0.01, 60.0
+    cold = simulate(_shape(deps), _work([1.0, 1.0, 1.0]), model)
+    model.idle = {Size(): 2}
+    warm = simulate(_shape(deps), _work([1.0, 1.0, 1.0]), model)
+    assert cold.makespan_s == pytest.approx(2.5) and warm.makespan_s == pytest.approx(2.01)
 
 
 def test_shared_cpus_slow_tasks_down_alike() -> None:

@@ -142,10 +142,11 @@ class _Simulation:
         self.busy = 0
         self.waiting: deque[tuple[tuple[int, ...], Size, int | None, list[Any]]] = deque()
         self.local = model.kind == "local"  # any idle thread takes any size
-        # Warm idle workers per size: when each stopped, oldest first.
+        # Warm idle workers per size: when each stopped, oldest first. Those the platform
+        # has idle now are warm now: as if they stopped as the run starts.
         self.idle: dict[Size, deque[float]] = {}
         for size, count in model.idle.items():
-            self.idle.setdefault(self._pool(size), deque()).extend([-math.inf] * count)
+            self.idle.setdefault(self._pool(size), deque()).extend([0.0] * count)
         self.cost = Cost()
         self.workers = 0
         # Processor sharing on a machine of `capacity` CPUs.
