@@ -164,6 +164,10 @@ class RunTrace:
                 read_s = metrics[after][READ_S] if after in metrics else 0.0
                 gaps.append(finished[after].start - finished[before].time - read_s)
         reads = [(m[READ_BYTES], m[READ_S]) for m in metrics.values() if m[READ_BYTES] > 0]
+        # A step that stored nothing may still have written: an output that goes to the
+        # store unless its children all stay is written (to the blob store, if large)
+        # before the store judges it unneeded and drops it. Its bytes are not known.
+        writes = [(f[1], f[2]) for f in self.flushes if f[1] > 0]
         return BackendStats(
             cold_start=Summary.of(starts["cold"]),
             warm_start=Summary.of(starts["warm"]),
@@ -171,7 +175,7 @@ class RunTrace:
             handout_warm=Summary.of(starts["hand_warm"]),
             gap=Summary.of(gaps),
             read_fit=Fit.of([b for b, _ in reads], [s for _, s in reads]),
-            write_fit=Fit.of([f[1] for f in self.flushes], [f[2] for f in self.flushes]),
+            write_fit=Fit.of([b for b, _ in writes], [s for _, s in writes]),
         )
 
 
