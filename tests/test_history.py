@@ -146,6 +146,38 @@ def test_a_runs_events_fold_into_its_record_statistics_and_cost() -> None:
     assert backend.read_fit.n == 1 and backend.write_fit.n == 1
 
 
+def test_the_backend_gap_leaves_out_uploads_and_hand_outs() -> None:
+    graph = build([total([leaf(0), leaf(1)])])  # tasks 0, 1 (leaves) and 2 (total)
+    events = [
+        _started("a", 100.0, False, (1.0, 2048)),
+        Event(EventKind.TASK_FINISHED, "a", 0, 101.0, None, 100.5, 20),
+        Event(EventKind.TASK_FINISHED, "a", 1, 102.0, None, 101.5, 20),
+        Event(EventKind.TASK_FINISHED, "a", 2, 103.0, None, 102.5, 30),
+        Event(
+            EventKind.TASK_METRICS,
+            "a",
+            data={
+                "tasks": [
+                    [0, 0.0, 0, 0.5, 0.5, 40.0, 20, 0.3],
+                    [1, 0.0, 0, 0.5, 0.5, 40.0, 20, 0.3],
+                    [2, 0.0, 0, 0.5, 0.4, 45.0, 30, 0.001],
+                ],
+            },
+        ),
+    ]
+    trace = RunTrace()
+    trace.add(events)
+    run = RunRecord("r", graph.structure_hash, "total", 99.0, "gateway", "redis")
+    _, backend = trace.fold(graph, run)
+    assert backend.gap.n == 2 and backend.gap.total == pytest.approx(2 * (0.5 - 0.3))
+    # The same on two workers: b's completion of task 1 readies task 2, which a runs.
+    events[2] = Event(EventKind.TASK_FINISHED, "b", 1, 102.0, None, 101.5, 20)
+    trace = RunTrace()
+    trace.add([_started("b", 100.0, False, (1.0, 2048)), *events])
+    _, backend = trace.fold(graph, run)
+    assert backend.gap.n == 1 and backend.gap.total == pytest.approx(1.5 - 0.3)
+
+
 # --------------------------------------------------------------------------- stores
 
 

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shoal.backends import Platform, Size
-from shoal.history import BackendStats, FunctionStats, StatsKey
+from shoal.history import BackendStats, FunctionStats, RunRecord, StatsKey
+from shoal.history.records import TaskRecord
 from shoal.history.stats import Fit, Summary
 from shoal.optimizations import Tuning
 from shoal.planning import simulate as simulate_module
@@ -177,6 +178,39 @@ def test_a_read_fit_of_bytes_too_alike_falls_back_on_the_default_per_byte_cost()
     default = BackendModel.learn("gateway", BackendStats(), "mean", Platform(2.0, 60, {}), 2)
     assert model.read_s_per_byte == default.read_s_per_byte
     assert model.read_s(308.75) == pytest.approx(0.00045)  # the mean time at the mean bytes
+
+
+def _ran(tasks: list[tuple[str, float, float, float]], deps: list[list[int]]) -> RunRecord:
+    """A run of ``tasks`` (worker, start, end, upload seconds), each of function m.f."""
+    run = RunRecord("r", "wf", "f", 0.0, "gateway", "redis", ok=True)
+    run.set_tasks([
+        TaskRecord(t, f"f-{t}", "m.f", 1.0, 2048, w, start=s, end=e, run_s=e - s, read_s=0.0,
+                   upload_s=u)
+        for t, (w, s, e, u) in enumerate(tasks)
+    ])  # fmt: skip
+    run.deps = deps
+    return run
+
+
+def test_a_tasks_gap_is_its_workers_time_to_the_next_task_less_its_upload() -> None:
+    run = _ran([("a", 0.0, 1.0, 0.5), ("a", 2.0, 3.0, 0.0)], [[], [0]])  # a chain
+    p = Predictor({}, "mean", _model(), [run])
+    assert p.task_gap(0, "m.f") == pytest.approx(0.5)
+
+
+def test_a_completion_that_handed_work_out_teaches_no_gap() -> None:
+    # Task 0 readied 1 and 2 and handed 2 out to worker b: its worker's second until task
+    # 1 held the hand-out, which the simulator plays itself.
+    run = _ran([("a", 0.0, 1.0, 0.0), ("a", 2.0, 3.0, 0.0), ("b", 2.5, 3.0, 0.0)], [[], [0], [0]])
+    model = _model()
+    assert Predictor({}, "mean", model, [run]).task_gap(0, "m.f") == model.gap_s
+
+
+def test_a_hand_out_is_learned_without_the_invoke_request_the_simulator_charges() -> None:
+    stats = BackendStats(handout_warm=Summary.of([0.06, 0.06]))
+    platform = Platform(2.0, 60.0, {}, invoke_latency_s=0.05)
+    model = BackendModel.learn("gateway", stats, "mean", platform, 2)
+    assert model.handout_warm_s == pytest.approx(0.01) and model.invoke_s == 0.05
 
 
 # --------------------------------------------------------------------------- simulator

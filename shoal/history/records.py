@@ -14,6 +14,7 @@ merging statistics is adding them up (see :mod:`.stats`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NamedTuple
 
@@ -137,6 +138,22 @@ MICROSECONDS = frozenset(
     for c in ("start", "end", "predicted_start", "predicted_end", "run_s", "read_s",
               "upload_s", "cpu_s")
 )  # fmt: skip
+
+
+def handing_out(
+    deps: Sequence[Sequence[int]], worker: Sequence[Any], end: Sequence[float | None]
+) -> set[int]:
+    """The tasks whose completion handed work out: it readied a child (it was the child's
+    input that finished last) that ran on another worker. Their workers' time before
+    their next task holds the hand-out, which the simulator plays itself."""
+    out = set()
+    for child, inputs in enumerate(deps):
+        ended = [(end[d], d) for d in inputs if end[d] is not None]
+        if ended and worker[child] is not None:
+            last = max(ended)[1]
+            if worker[last] != worker[child]:
+                out.add(last)
+    return out
 
 
 def us(seconds: float | None) -> int | None:

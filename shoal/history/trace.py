@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..events import Event, EventKind
 from ..metrics import TaskMetrics
-from .records import BackendStats, Cost, FunctionStats, RunRecord, StatsKey, us
+from .records import BackendStats, Cost, FunctionStats, RunRecord, StatsKey, handing_out, us
 from .stats import Fit, Summary
 
 if TYPE_CHECKING:
@@ -148,12 +148,21 @@ class RunTrace:
         record.workers = len(workers)
         record.cold_starts = sum(w.cold for w in workers.values())
         record.cost = _cost(workers.values(), price_of(backend))
-        return {k: v.stats() for k, v in samples.items()}, self._backend_stats()
+        return {k: v.stats() for k, v in samples.items()}, self._backend_stats(deps)
 
-    def _backend_stats(self) -> BackendStats:
+    def _handing_out(self, deps: Sequence[Sequence[int]]) -> set[int]:
+        finished = self.finished
+        worker = [finished[t].worker if t in finished else None for t in range(len(deps))]
+        end = [finished[t].time if t in finished else None for t in range(len(deps))]
+        return handing_out(deps, worker, end)
+
+    def _backend_stats(self, deps: Sequence[Sequence[int]]) -> BackendStats:
         finished, metrics = self.finished, self.metrics
         starts: dict[str, list[float]] = {"cold": [], "warm": [], "hand_cold": [], "hand_warm": []}
         gaps: list[float] = []
+        # As the simulator plays them: a gap without the hand-out and the upload it holds
+        # (see Predictor._learn_gaps).
+        handed = self._handing_out(deps)
         for worker in self.workers.values():
             temp = "cold" if worker.cold else "warm"
             starts[temp].append(worker.start_s)
@@ -161,8 +170,11 @@ class RunTrace:
                 starts["hand_" + temp].append(worker.handout_s)
             ran = sorted(worker.tasks, key=lambda t: finished[t].start)
             for before, after in zip(ran, ran[1:], strict=False):
+                if before in handed:
+                    continue
                 read_s = metrics[after][READ_S] if after in metrics else 0.0
-                gaps.append(finished[after].start - finished[before].time - read_s)
+                upload_s = metrics[before][UPLOAD_S] if before in metrics else 0.0
+                gaps.append(finished[after].start - finished[before].time - read_s - upload_s)
         reads = [(m[READ_BYTES], m[READ_S]) for m in metrics.values() if m[READ_BYTES] > 0]
         # A step that stored nothing may still have written: an output that goes to the
         # store unless its children all stay is written (to the blob store, if large)

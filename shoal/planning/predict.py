@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ..backends import Size
-from ..history.records import COLUMN, FunctionStats, RunRecord, StatsKey
+from ..history.records import COLUMN, FunctionStats, RunRecord, StatsKey, handing_out
 from .model import BackendModel
 
 #: A fit of duration or output against input bytes is used when it explains this much.
@@ -181,7 +181,9 @@ class Predictor:
         """What each task's worker did between its end and the start of its next task
         (its completion step, its output's serializing, a collection pause...), less its
         output's upload where it was stored: the simulator charges that by the bytes a plan
-        stores (a plan that keeps the output local saves it)."""
+        stores (a plan that keeps the output local saves it). A completion that handed work
+        out is no sample: its time holds the hand-out (invocations, in rounds, each taking
+        the platform's latency), which the simulator plays by what a plan hands out."""
         col = COLUMN
         task_i, fn_i, worker_i = col["task"], col["function"], col["worker"]
         start_i, end_i, read_i = col["start"], col["end"], col["read_s"]
@@ -191,9 +193,16 @@ class Predictor:
         for row in run.rows:
             if row[worker_i] is not None and row[start_i] is not None:
                 by_worker.setdefault(row[worker_i], []).append(row)
+        if len(run.deps) == len(run.rows):  # rows are in task order
+            handed = handing_out(run.deps, [r[worker_i] for r in run.rows],
+                                 [r[end_i] for r in run.rows])  # fmt: skip
+        else:
+            handed = set()
         for rows in by_worker.values():
             rows.sort(key=lambda r: r[start_i])
             for before, after in zip(rows, rows[1:], strict=False):
+                if before[task_i] in handed:
+                    continue
                 waited = after[start_i] - before[end_i] - (after[read_i] or 0)
                 gap = (waited - (before[upload_i] or 0)) / 1e6
                 function = functions[before[fn_i]]
