@@ -178,6 +178,33 @@ def test_the_backend_gap_leaves_out_uploads_and_hand_outs() -> None:
     assert backend.gap.n == 1 and backend.gap.total == pytest.approx(1.5 - 0.3)
 
 
+def test_a_cold_workers_first_read_is_left_out_of_the_read_fit() -> None:
+    graph = build([total([leaf(0), leaf(1)])])
+    events = [
+        _started("a", 100.0, True, (1.0, 2048)),
+        _started("b", 100.0, False, (1.0, 2048)),
+        Event(EventKind.TASK_FINISHED, "a", 0, 101.0, None, 100.5, 20),
+        Event(EventKind.TASK_FINISHED, "b", 1, 101.0, None, 100.5, 20),
+        Event(EventKind.TASK_FINISHED, "a", 2, 102.0, None, 101.5, 30),
+        Event(
+            EventKind.TASK_METRICS,
+            "a",
+            data={
+                "tasks": [
+                    [0, 0.05, 20, 0.5, 0.5, 40.0, 20, 0.0],  # imports as it reads
+                    [1, 0.001, 20, 0.5, 0.5, 40.0, 20, 0.0],
+                    [2, 0.001, 20, 0.5, 0.4, 45.0, 30, 0.0],
+                ],
+            },
+        ),
+    ]
+    trace = RunTrace()
+    trace.add(events)
+    run = RunRecord("r", graph.structure_hash, "total", 99.0, "gateway", "redis")
+    _, backend = trace.fold(graph, run)
+    assert backend.read_fit.n == 2 and backend.read_fit.sy == pytest.approx(0.002)
+
+
 # --------------------------------------------------------------------------- stores
 
 

@@ -198,6 +198,15 @@ def test_a_tasks_gap_is_its_workers_time_to_the_next_task_less_its_upload() -> N
     assert p.task_gap(0, "m.f") == pytest.approx(0.5)
 
 
+def test_a_run_far_outside_the_spread_of_a_tasks_others_is_held_to_it() -> None:
+    # Two first runs in fresh processes (importing numpy) among eight alike.
+    runs = [_ran([("a", 0.0, d, 0.0)], [[]]) for d in [0.120, 0.102] + [0.0133] * 7 + [0.0135]]
+    p = Predictor({}, "mean", _model(), runs)
+    assert p.task_base(0, "m.f") == pytest.approx(0.0133, abs=0.0001)
+    noisy = [_ran([("a", 0.0, d, 0.0)], [[]]) for d in [1.0, 1.2, 0.8, 1.4, 1.1]]
+    assert Predictor({}, "mean", _model(), noisy).task_base(0, "m.f") == pytest.approx(1.1)
+
+
 def test_a_completion_that_handed_work_out_teaches_no_gap() -> None:
     # Task 0 readied 1 and 2 and handed 2 out to worker b: its worker's second until task
     # 1 held the hand-out, which the simulator plays itself.

@@ -255,12 +255,16 @@ class Predictor:
 
     def _own(self, samples: list[float]) -> float:
         """The SLA statistic of a task's own runs: for ``mean`` their mean with each run
-        held to three times their median (slow runs happen, a collection pause or a busy
-        CPU, and count; a first run in a cold process is no guide), for a percentile that
-        percentile (nearest rank; the slowest of fewer than three)."""
+        held to three robust standard deviations above their median (1.4826 times the
+        median absolute deviation: Hampel's bound), for a percentile that percentile
+        (nearest rank; the slowest of fewer than three). Slow runs within the spread of the
+        others count; one far outside it is no guide, as a first run in a fresh process
+        (which imports the task's libraries: 13 ms runs once took 120 ms)."""
         ordered = sorted(samples)
         if self.sla == "mean":
-            cap = 3 * statistics.median(ordered)
+            median = statistics.median(ordered)
+            spread = statistics.median(abs(s - median) for s in ordered)
+            cap = median + 3 * 1.4826 * spread
             return sum(min(s, cap) for s in ordered) / len(ordered)
         if len(ordered) < 3:
             return ordered[-1]
