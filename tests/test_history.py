@@ -205,6 +205,31 @@ def test_a_cold_workers_first_read_is_left_out_of_the_read_fit() -> None:
     assert backend.read_fit.n == 2 and backend.read_fit.sy == pytest.approx(0.002)
 
 
+def test_a_burst_of_starts_teaches_the_platforms_pace_and_workers_their_lead() -> None:
+    graph = build([total([leaf(0), leaf(1)])])
+
+    def started(worker: str, t: float, handout_s: float, forwards: int = 0) -> Event:
+        data = {"cold": False, "handout_s": handout_s, "size": [1.0, 2048], "forwards": forwards}
+        return Event(EventKind.WORKER_STARTED, worker, None, t, data)
+
+    events = [
+        started("a", 100.0, 0.1, forwards=2),  # sent at 99.9, alone; sends on b and c
+        started("b", 100.2, 0.15),  # sent at 100.05, after a started: alone too
+        started("c", 100.3, 0.25),  # sent at 100.05, before b started: after it
+        Event(EventKind.TASK_FINISHED, "a", 0, 101.0, None, 100.5, 20),
+        Event(EventKind.TASK_FINISHED, "b", 1, 101.0, None, 100.4, 20),
+        Event(EventKind.TASK_FINISHED, "c", 2, 102.0, None, 101.5, 30),
+    ]
+    trace = RunTrace()
+    trace.add(events)
+    run = RunRecord("r", graph.structure_hash, "total", 99.0, "gateway", "redis")
+    _, backend = trace.fold(graph, run)
+    assert backend.start_spacing.n == 1 and backend.start_spacing.total == pytest.approx(0.1)
+    assert backend.handout_warm.n == 2 and backend.handout_warm.total == pytest.approx(0.25)
+    # a's lead held its forwarding, which the simulator plays: b's and c's are leads
+    assert backend.lead.n == 2 and backend.lead.total == pytest.approx(0.2 + 1.2)
+
+
 # --------------------------------------------------------------------------- stores
 
 

@@ -293,6 +293,16 @@ def test_workers_the_platform_has_idle_now_start_warm() -> None:
     assert cold.makespan_s == pytest.approx(2.5) and warm.makespan_s == pytest.approx(2.01)
 
 
+def test_a_burst_of_workers_starts_at_the_platforms_pace_each_taking_its_lead() -> None:
+    model = _free(cap=4)
+    model.start_spacing_s = 0.1
+    schedule = simulate(_shape([(), (), ()]), _work([1.0, 1.0, 1.0]), model)  # 3 roots
+    assert sorted(schedule.start) == pytest.approx([0.0, 0.1, 0.2])
+    model.start_spacing_s, model.lead_s = 0.0, 0.05
+    schedule = simulate(_shape([(), (0,), (0,)]), _work([1.0, 1.0, 1.0]), model)
+    assert sorted(schedule.start[1:]) == pytest.approx([1.0, 1.05])  # kept, handed out
+
+
 def test_shared_cpus_slow_tasks_down_alike() -> None:
     deps = [(), ()]
     alone = simulate(_shape(deps), _work([2.0, 2.0]), _free("gateway", cap=2, capacity=2.0))

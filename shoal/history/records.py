@@ -6,8 +6,9 @@ merging statistics is adding them up (see :mod:`.stats`).
                    time, output bytes and peak memory, and fits of duration and output
                    bytes against input bytes
     BackendStats   per backend kind: worker starts (cold and warm), the delay from a
-                   hand-out to a worker's start, the worker loop's gap between tasks, and
-                   fits of store reads and writes (seconds against bytes)
+                   hand-out to a worker's start and between the starts of a burst, a
+                   worker's lead to its first task, the worker loop's gap between tasks,
+                   and fits of store reads and writes (seconds against bytes)
     RunRecord      one run: what was planned, what happened, what it cost; with a
                    TaskRecord per task
 """
@@ -67,6 +68,10 @@ class BackendStats:
     handout_cold: Summary = field(default_factory=Summary)  # hand-out to worker start
     handout_warm: Summary = field(default_factory=Summary)
     gap: Summary = field(default_factory=Summary)  # a task's end to the worker's next start
+    #: Between two worker starts, where the second was sent before the first started: how
+    #: fast the platform starts a burst of workers (one after another on one machine).
+    start_spacing: Summary = field(default_factory=Summary)
+    lead: Summary = field(default_factory=Summary)  # a worker's start to its first task
     read_fit: Fit = field(default_factory=Fit)  # store read seconds against bytes
     write_fit: Fit = field(default_factory=Fit)  # completion step seconds against bytes
 

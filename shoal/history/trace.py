@@ -36,6 +36,7 @@ class _Worker:
     handout_s: float | None = None  # from the hand-out to the start, queueing left out
     cpus: float = 1.0
     memory_mb: int = 2048
+    forwards: int = 0  # invocations it sent on as it started (a tree's share)
     tasks: list[int] = field(default_factory=list)
 
 
@@ -70,6 +71,7 @@ class RunTrace:
                     handout_s=_unqueued(data.get("handout_s"), data.get("queued_s")),
                     cpus=float(cpus),
                     memory_mb=int(memory_mb),
+                    forwards=int(data.get("forwards") or 0),
                 )
             elif kind is EventKind.WORKER_STOPPED:
                 worker = workers.get(ev.worker)
@@ -150,6 +152,20 @@ class RunTrace:
         record.cost = _cost(workers.values(), price_of(backend))
         return {k: v.stats() for k, v in samples.items()}, self._backend_stats(deps)
 
+    def _start_spacing(self) -> tuple[set[str], list[float]]:
+        """The workers whose invocation was sent before the worker started ahead of them
+        (a burst: it may have waited for that start), and the time from that start to
+        theirs. The others' hand-outs are what one invocation alone takes."""
+        queued, spacing = set(), []
+        previous: float | None = None
+        for w in sorted(self.workers.values(), key=lambda w: w.started):
+            sent = None if w.handout_s is None else w.started - w.handout_s
+            if sent is not None and previous is not None and sent < previous:
+                queued.add(w.name)
+                spacing.append(w.started - previous)
+            previous = w.started
+        return queued, spacing
+
     def _handing_out(self, deps: Sequence[Sequence[int]]) -> set[int]:
         finished = self.finished
         worker = [finished[t].worker if t in finished else None for t in range(len(deps))]
@@ -160,15 +176,22 @@ class RunTrace:
         finished, metrics = self.finished, self.metrics
         starts: dict[str, list[float]] = {"cold": [], "warm": [], "hand_cold": [], "hand_warm": []}
         gaps: list[float] = []
+        leads: list[float] = []
         # As the simulator plays them: a gap without the hand-out and the upload it holds
         # (see Predictor._learn_gaps).
         handed = self._handing_out(deps)
+        queued, spacing = self._start_spacing()
         for worker in self.workers.values():
             temp = "cold" if worker.cold else "warm"
             starts[temp].append(worker.start_s)
-            if worker.handout_s is not None:
+            if worker.handout_s is not None and worker.name not in queued:
                 starts["hand_" + temp].append(worker.handout_s)
             ran = sorted(worker.tasks, key=lambda t: finished[t].start)
+            # A share sent on is the simulator's to play; a cold worker's lead also imports
+            # what its first task needs (tens of milliseconds), part of a cold start.
+            if ran and not worker.forwards and not worker.cold:
+                read_s = metrics[ran[0]][READ_S] if ran[0] in metrics else 0.0
+                leads.append(finished[ran[0]].start - worker.started - read_s)
             for before, after in zip(ran, ran[1:], strict=False):
                 if before in handed:
                     continue
@@ -196,6 +219,8 @@ class RunTrace:
             handout_cold=Summary.of(starts["hand_cold"]),
             handout_warm=Summary.of(starts["hand_warm"]),
             gap=Summary.of(gaps),
+            start_spacing=Summary.of(spacing),
+            lead=Summary.of(leads),
             read_fit=Fit.of([b for b, _ in reads], [s for _, s in reads]),
             write_fit=Fit.of([b for b, _ in writes], [s for _, s in writes]),
         )

@@ -53,6 +53,9 @@ class BackendModel:
     handout_cold_s: float  # a hand-out to the worker's start, when it starts cold
     handout_warm_s: float
     gap_s: float  # the worker loop's own time between two tasks
+    lead_s: float  # a worker's start to its first task (claiming it, loading its specs)
+    #: Between two starts of a burst (one after another on one machine; 0: no limit).
+    start_spacing_s: float
     read_latency_s: float
     read_s_per_byte: float
     write_latency_s: float
@@ -109,6 +112,8 @@ class BackendModel:
             handout_cold_s=_handout(stats.handout_cold, sla, cold, platform.invoke_latency_s),
             handout_warm_s=_handout(stats.handout_warm, sla, warm, platform.invoke_latency_s),
             gap_s=_at(stats.gap, sla, gap),
+            lead_s=_at(stats.lead, sla, 0.0),  # unmeasured: within the hand-out
+            start_spacing_s=_at(stats.start_spacing, sla, 0.0),
             read_latency_s=read_latency,
             read_s_per_byte=read_spb,
             write_latency_s=write_latency,
