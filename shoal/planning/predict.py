@@ -193,11 +193,13 @@ class Predictor:
         for row in run.rows:
             if row[worker_i] is not None and row[start_i] is not None:
                 by_worker.setdefault(row[worker_i], []).append(row)
-        if len(run.deps) == len(run.rows):  # rows are in task order
-            handed = handing_out(run.deps, [r[worker_i] for r in run.rows],
-                                 [r[end_i] for r in run.rows])  # fmt: skip
-        else:
-            handed = set()
+        n = len(run.deps)  # a record of an older version may have no edges: no hand-outs
+        worker: list[Any] = [None] * n
+        end: list[Any] = [None] * n
+        for row in run.rows:
+            if row[task_i] < n:
+                worker[row[task_i]], end[row[task_i]] = row[worker_i], row[end_i]
+        handed = handing_out(run.deps, worker, end)
         for rows in by_worker.values():
             rows.sort(key=lambda r: r[start_i])
             for before, after in zip(rows, rows[1:], strict=False):
