@@ -65,7 +65,9 @@ class FunctionStats:
 class BackendStats:
     cold_start: Summary = field(default_factory=Summary)  # platform start, cold (seconds)
     warm_start: Summary = field(default_factory=Summary)
-    handout_cold: Summary = field(default_factory=Summary)  # hand-out to worker start
+    #: From a hand-out (its sending) to the worker's start, of invocations that did not
+    #: wait for another worker's start (those teach ``start_spacing``).
+    handout_cold: Summary = field(default_factory=Summary)
     handout_warm: Summary = field(default_factory=Summary)
     gap: Summary = field(default_factory=Summary)  # a task's end to the worker's next start
     #: Between two worker starts, where the second was sent before the first started: how
