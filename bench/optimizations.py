@@ -219,11 +219,15 @@ def main(argv: list[str] | None = None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--workloads", default=",".join(w.name for w in WORKLOADS))
+    p.add_argument("--keep-history", metavar="DIR",
+                   help="write the histories (<workload>.db) in DIR and keep them")  # fmt: skip
     args = p.parse_args(argv)
     chosen = [w for w in WORKLOADS if w.name in args.workloads.split(",")]
     with tempfile.TemporaryDirectory(prefix="shoal-bench-") as folder:
+        if args.keep_history:
+            os.makedirs(args.keep_history, exist_ok=True)
         for workload in chosen:
-            run(workload, args.repeat, folder)
+            run(workload, args.repeat, args.keep_history or folder)
     print(f"load at the end: {os.getloadavg()[0]:.2f}; medians of {args.repeat} runs")
     for workload in chosen:
         report(workload)

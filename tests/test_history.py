@@ -141,7 +141,93 @@ def test_a_runs_events_fold_into_its_record_statistics_and_cost() -> None:
     assert run.cost.vcpu_s == pytest.approx(2.1 * 1 + 1.2 * 2) and run.cost.requests == 2
     assert backend.cold_start.n == 1 and backend.handout_warm.mean == pytest.approx(0.02)
     assert backend.gap.n == 1 and backend.gap.total == pytest.approx(0.49)  # 101.5-101.0-0.01
-    assert backend.read_fit.n == 1 and backend.write_fit.n == 2
+    # The step that stored nothing is left out of the write fit: it may have written an
+    # output the store then dropped, bytes it does not count.
+    assert backend.read_fit.n == 1 and backend.write_fit.n == 1
+
+
+def test_the_backend_gap_leaves_out_uploads_and_hand_outs() -> None:
+    graph = build([total([leaf(0), leaf(1)])])  # tasks 0, 1 (leaves) and 2 (total)
+    events = [
+        _started("a", 100.0, False, (1.0, 2048)),
+        Event(EventKind.TASK_FINISHED, "a", 0, 101.0, None, 100.5, 20),
+        Event(EventKind.TASK_FINISHED, "a", 1, 102.0, None, 101.5, 20),
+        Event(EventKind.TASK_FINISHED, "a", 2, 103.0, None, 102.5, 30),
+        Event(
+            EventKind.TASK_METRICS,
+            "a",
+            data={
+                "tasks": [
+                    [0, 0.0, 0, 0.5, 0.5, 40.0, 20, 0.3],
+                    [1, 0.0, 0, 0.5, 0.5, 40.0, 20, 0.3],
+                    [2, 0.0, 0, 0.5, 0.4, 45.0, 30, 0.001],
+                ],
+            },
+        ),
+    ]
+    trace = RunTrace()
+    trace.add(events)
+    run = RunRecord("r", graph.structure_hash, "total", 99.0, "gateway", "redis")
+    _, backend = trace.fold(graph, run)
+    assert backend.gap.n == 2 and backend.gap.total == pytest.approx(2 * (0.5 - 0.3))
+    # The same on two workers: b's completion of task 1 readies task 2, which a runs.
+    events[2] = Event(EventKind.TASK_FINISHED, "b", 1, 102.0, None, 101.5, 20)
+    trace = RunTrace()
+    trace.add([_started("b", 100.0, False, (1.0, 2048)), *events])
+    _, backend = trace.fold(graph, run)
+    assert backend.gap.n == 1 and backend.gap.total == pytest.approx(1.5 - 0.3)
+
+
+def test_a_cold_workers_first_read_is_left_out_of_the_read_fit() -> None:
+    graph = build([total([leaf(0), leaf(1)])])
+    events = [
+        _started("a", 100.0, True, (1.0, 2048)),
+        _started("b", 100.0, False, (1.0, 2048)),
+        Event(EventKind.TASK_FINISHED, "a", 0, 101.0, None, 100.5, 20),
+        Event(EventKind.TASK_FINISHED, "b", 1, 101.0, None, 100.5, 20),
+        Event(EventKind.TASK_FINISHED, "a", 2, 102.0, None, 101.5, 30),
+        Event(
+            EventKind.TASK_METRICS,
+            "a",
+            data={
+                "tasks": [
+                    [0, 0.05, 20, 0.5, 0.5, 40.0, 20, 0.0],  # imports as it reads
+                    [1, 0.001, 20, 0.5, 0.5, 40.0, 20, 0.0],
+                    [2, 0.001, 20, 0.5, 0.4, 45.0, 30, 0.0],
+                ],
+            },
+        ),
+    ]
+    trace = RunTrace()
+    trace.add(events)
+    run = RunRecord("r", graph.structure_hash, "total", 99.0, "gateway", "redis")
+    _, backend = trace.fold(graph, run)
+    assert backend.read_fit.n == 2 and backend.read_fit.sy == pytest.approx(0.002)
+
+
+def test_a_burst_of_starts_teaches_the_platforms_pace_and_workers_their_lead() -> None:
+    graph = build([total([leaf(0), leaf(1)])])
+
+    def started(worker: str, t: float, handout_s: float, forwards: int = 0) -> Event:
+        data = {"cold": False, "handout_s": handout_s, "size": [1.0, 2048], "forwards": forwards}
+        return Event(EventKind.WORKER_STARTED, worker, None, t, data)
+
+    events = [
+        started("a", 100.0, 0.1, forwards=2),  # sent at 99.9, alone; sends on b and c
+        started("b", 100.2, 0.15),  # sent at 100.05, after a started: alone too
+        started("c", 100.3, 0.25),  # sent at 100.05, before b started: after it
+        Event(EventKind.TASK_FINISHED, "a", 0, 101.0, None, 100.5, 20),
+        Event(EventKind.TASK_FINISHED, "b", 1, 101.0, None, 100.4, 20),
+        Event(EventKind.TASK_FINISHED, "c", 2, 102.0, None, 101.5, 30),
+    ]
+    trace = RunTrace()
+    trace.add(events)
+    run = RunRecord("r", graph.structure_hash, "total", 99.0, "gateway", "redis")
+    _, backend = trace.fold(graph, run)
+    assert backend.start_spacing.n == 1 and backend.start_spacing.total == pytest.approx(0.1)
+    assert backend.handout_warm.n == 2 and backend.handout_warm.total == pytest.approx(0.25)
+    # a's lead held its forwarding, which the simulator plays: b's and c's are leads
+    assert backend.lead.n == 2 and backend.lead.total == pytest.approx(0.2 + 1.2)
 
 
 # --------------------------------------------------------------------------- stores

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shoal.backends import Platform, Size
-from shoal.history import BackendStats, FunctionStats, StatsKey
+from shoal.history import BackendStats, FunctionStats, RunRecord, StatsKey
+from shoal.history.records import TaskRecord
 from shoal.history.stats import Fit, Summary
 from shoal.optimizations import Tuning
 from shoal.planning import simulate as simulate_module
@@ -154,6 +155,73 @@ def test_the_model_learns_from_history_and_falls_back_on_defaults() -> None:
     assert model.capacity == 2.0 and [s.cpus for s in model.sizes(512)] == [1.0, 2.0]
 
 
+def test_a_read_fit_is_used_where_its_bytes_pin_the_slope_however_little_they_explain() -> None:
+    # Reads of 50 MB cost little more than reads of 500 B, and their times scatter: the
+    # bytes explain little of the times (r2 ~ 0.1), but they spread far enough to show that
+    # a byte costs ~0.013 ns, not the default's.
+    big, small = [0.001, 0.004, 0.0015, 0.0005], [0.0003, 0.0035, 0.0002, 0.0004]
+    fit = Fit.of([50e6] * 4 + [500.0] * 4, big + small)
+    assert fit.r2() < 0.6
+    model = BackendModel.learn(
+        "gateway", BackendStats(read_fit=fit), "mean", Platform(2.0, 60, {}), 2
+    )
+    assert model.read_s_per_byte == pytest.approx(0.00065 / 50e6, rel=0.01)
+    assert model.read_s(50e6) == pytest.approx(sum(big) / 4, rel=0.01)
+
+
+def test_a_read_fit_of_bytes_too_alike_falls_back_on_the_default_per_byte_cost() -> None:
+    # Reads of a few hundred bytes whose times vary by their round trips: any slope at all.
+    fit = Fit.of([300.0, 320.0, 310.0, 305.0], [0.0002, 0.0009, 0.0003, 0.0004])
+    model = BackendModel.learn(
+        "gateway", BackendStats(read_fit=fit), "mean", Platform(2.0, 60, {}), 2
+    )
+    default = BackendModel.learn("gateway", BackendStats(), "mean", Platform(2.0, 60, {}), 2)
+    assert model.read_s_per_byte == default.read_s_per_byte
+    assert model.read_s(308.75) == pytest.approx(0.00045)  # the mean time at the mean bytes
+
+
+def _ran(tasks: list[tuple[str, float, float, float]], deps: list[list[int]]) -> RunRecord:
+    """A run of ``tasks`` (worker, start, end, upload seconds), each of function m.f."""
+    run = RunRecord("r", "wf", "f", 0.0, "gateway", "redis", ok=True)
+    run.set_tasks([
+        TaskRecord(t, f"f-{t}", "m.f", 1.0, 2048, w, start=s, end=e, run_s=e - s, read_s=0.0,
+                   upload_s=u)
+        for t, (w, s, e, u) in enumerate(tasks)
+    ])  # fmt: skip
+    run.deps = deps
+    return run
+
+
+def test_a_tasks_gap_is_its_workers_time_to_the_next_task_less_its_upload() -> None:
+    run = _ran([("a", 0.0, 1.0, 0.5), ("a", 2.0, 3.0, 0.0)], [[], [0]])  # a chain
+    p = Predictor({}, "mean", _model(), [run])
+    assert p.task_gap(0, "m.f") == pytest.approx(0.5)
+
+
+def test_a_run_far_outside_the_spread_of_a_tasks_others_is_held_to_it() -> None:
+    # Two first runs in fresh processes (importing numpy) among eight alike.
+    runs = [_ran([("a", 0.0, d, 0.0)], [[]]) for d in [0.120, 0.102] + [0.0133] * 7 + [0.0135]]
+    p = Predictor({}, "mean", _model(), runs)
+    assert p.task_base(0, "m.f") == pytest.approx(0.0133, abs=0.0001)
+    noisy = [_ran([("a", 0.0, d, 0.0)], [[]]) for d in [1.0, 1.2, 0.8, 1.4, 1.1]]
+    assert Predictor({}, "mean", _model(), noisy).task_base(0, "m.f") == pytest.approx(1.1)
+
+
+def test_a_completion_that_handed_work_out_teaches_no_gap() -> None:
+    # Task 0 readied 1 and 2 and handed 2 out to worker b: its worker's second until task
+    # 1 held the hand-out, which the simulator plays itself.
+    run = _ran([("a", 0.0, 1.0, 0.0), ("a", 2.0, 3.0, 0.0), ("b", 2.5, 3.0, 0.0)], [[], [0], [0]])
+    model = _model()
+    assert Predictor({}, "mean", model, [run]).task_gap(0, "m.f") == model.gap_s
+
+
+def test_a_hand_out_is_learned_without_the_invoke_request_the_simulator_charges() -> None:
+    stats = BackendStats(handout_warm=Summary.of([0.06, 0.06]))
+    platform = Platform(2.0, 60.0, {}, invoke_latency_s=0.05)
+    model = BackendModel.learn("gateway", stats, "mean", platform, 2)
+    assert model.handout_warm_s == pytest.approx(0.01) and model.invoke_s == 0.05
+
+
 # --------------------------------------------------------------------------- simulator
 
 
@@ -213,6 +281,26 @@ def test_a_fan_out_is_shared_over_the_cap_and_waits_for_it() -> None:
     # the root's worker keeps two children; the other two go to one new worker, 0.1 s later
     assert sorted(schedule.start[1:5]) == pytest.approx([1.0, 1.1, 2.0, 2.1])
     assert schedule.start[5] == pytest.approx(3.1) and schedule.workers == 2
+
+
+def test_workers_the_platform_has_idle_now_start_warm() -> None:
+    deps = [(), (0,), (0,)]  # the root's worker keeps one child, hands out the other
+    model = _free(cap=2)
+    model.handout_cold_s, model.handout_warm_s, model.keep_warm_s = 0.5, 0.01, 60.0
+    cold = simulate(_shape(deps), _work([1.0, 1.0, 1.0]), model)
+    model.idle = {Size(): 2}
+    warm = simulate(_shape(deps), _work([1.0, 1.0, 1.0]), model)
+    assert cold.makespan_s == pytest.approx(2.5) and warm.makespan_s == pytest.approx(2.01)
+
+
+def test_a_burst_of_workers_starts_at_the_platforms_pace_each_taking_its_lead() -> None:
+    model = _free(cap=4)
+    model.start_spacing_s = 0.1
+    schedule = simulate(_shape([(), (), ()]), _work([1.0, 1.0, 1.0]), model)  # 3 roots
+    assert sorted(schedule.start) == pytest.approx([0.0, 0.1, 0.2])
+    model.start_spacing_s, model.lead_s = 0.0, 0.05
+    schedule = simulate(_shape([(), (0,), (0,)]), _work([1.0, 1.0, 1.0]), model)
+    assert sorted(schedule.start[1:]) == pytest.approx([1.0, 1.05])  # kept, handed out
 
 
 def test_shared_cpus_slow_tasks_down_alike() -> None:

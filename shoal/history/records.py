@@ -6,14 +6,16 @@ merging statistics is adding them up (see :mod:`.stats`).
                    time, output bytes and peak memory, and fits of duration and output
                    bytes against input bytes
     BackendStats   per backend kind: worker starts (cold and warm), the delay from a
-                   hand-out to a worker's start, the worker loop's gap between tasks, and
-                   fits of store reads and writes (seconds against bytes)
+                   hand-out to a worker's start and between the starts of a burst, a
+                   worker's lead to its first task, the worker loop's gap between tasks,
+                   and fits of store reads and writes (seconds against bytes)
     RunRecord      one run: what was planned, what happened, what it cost; with a
                    TaskRecord per task
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NamedTuple
 
@@ -63,9 +65,15 @@ class FunctionStats:
 class BackendStats:
     cold_start: Summary = field(default_factory=Summary)  # platform start, cold (seconds)
     warm_start: Summary = field(default_factory=Summary)
-    handout_cold: Summary = field(default_factory=Summary)  # hand-out to worker start
+    #: From a hand-out (its sending) to the worker's start, of invocations that did not
+    #: wait for another worker's start (those teach ``start_spacing``).
+    handout_cold: Summary = field(default_factory=Summary)
     handout_warm: Summary = field(default_factory=Summary)
     gap: Summary = field(default_factory=Summary)  # a task's end to the worker's next start
+    #: Between two worker starts, where the second was sent before the first started: how
+    #: fast the platform starts a burst of workers (one after another on one machine).
+    start_spacing: Summary = field(default_factory=Summary)
+    lead: Summary = field(default_factory=Summary)  # a worker's start to its first task
     read_fit: Fit = field(default_factory=Fit)  # store read seconds against bytes
     write_fit: Fit = field(default_factory=Fit)  # completion step seconds against bytes
 
@@ -137,6 +145,22 @@ MICROSECONDS = frozenset(
     for c in ("start", "end", "predicted_start", "predicted_end", "run_s", "read_s",
               "upload_s", "cpu_s")
 )  # fmt: skip
+
+
+def handing_out(
+    deps: Sequence[Sequence[int]], worker: Sequence[Any], end: Sequence[float | None]
+) -> set[int]:
+    """The tasks whose completion handed work out: it readied a child (it was the child's
+    input that finished last) that ran on another worker. Their workers' time before
+    their next task holds the hand-out, which the simulator plays itself."""
+    out = set()
+    for child, inputs in enumerate(deps):
+        ended = [(end[d], d) for d in inputs if end[d] is not None]
+        if ended and worker[child] is not None:
+            last = max(ended)[1]
+            if worker[last] != worker[child]:
+                out.add(last)
+    return out
 
 
 def us(seconds: float | None) -> int | None:

@@ -162,6 +162,21 @@ class Fit:
         cov = self.n * self.sxy - self.sx * self.sy
         return min(1.0, cov * cov / (var_x * var_y))
 
+    def slope_error(self) -> float | None:
+        """The standard error of the line's slope (None without a line): how far the
+        slope may be off, given how the points scatter about it and how far apart their
+        ``x`` lie. Two points show no scatter: their line goes through both (0)."""
+        if self.line() is None:
+            return None
+        n = self.n
+        if n == 2:
+            return 0.0
+        sxx = self.sxx - self.sx * self.sx / n
+        syy = self.syy - self.sy * self.sy / n
+        sxy = self.sxy - self.sx * self.sy / n
+        residual = max(0.0, syy - sxy * sxy / sxx)
+        return math.sqrt(residual / (n - 2) / sxx)
+
     def to_json(self) -> list[float]:
         return [self.n, self.sx, self.sy, self.sxx, self.sxy, self.syy]
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..events import Event, EventKind
 from ..metrics import TaskMetrics
-from .records import BackendStats, Cost, FunctionStats, RunRecord, StatsKey, us
+from .records import BackendStats, Cost, FunctionStats, RunRecord, StatsKey, handing_out, us
 from .stats import Fit, Summary
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ class _Worker:
     handout_s: float | None = None  # from the hand-out to the start, queueing left out
     cpus: float = 1.0
     memory_mb: int = 2048
+    forwards: int = 0  # invocations it sent on as it started (a tree's share)
     tasks: list[int] = field(default_factory=list)
 
 
@@ -70,6 +71,7 @@ class RunTrace:
                     handout_s=_unqueued(data.get("handout_s"), data.get("queued_s")),
                     cpus=float(cpus),
                     memory_mb=int(memory_mb),
+                    forwards=int(data.get("forwards") or 0),
                 )
             elif kind is EventKind.WORKER_STOPPED:
                 worker = workers.get(ev.worker)
@@ -148,30 +150,79 @@ class RunTrace:
         record.workers = len(workers)
         record.cold_starts = sum(w.cold for w in workers.values())
         record.cost = _cost(workers.values(), price_of(backend))
-        return {k: v.stats() for k, v in samples.items()}, self._backend_stats()
+        return {k: v.stats() for k, v in samples.items()}, self._backend_stats(deps)
 
-    def _backend_stats(self) -> BackendStats:
+    def _start_spacing(self) -> tuple[set[str], list[float]]:
+        """The workers whose invocation was sent before the worker started ahead of them
+        (a burst: it may have waited for that start), and the time from that start to
+        theirs. The others' hand-outs are what one invocation alone takes."""
+        queued, spacing = set(), []
+        previous: float | None = None
+        for w in sorted(self.workers.values(), key=lambda w: w.started):
+            sent = None if w.handout_s is None else w.started - w.handout_s
+            if sent is not None and previous is not None and sent < previous:
+                queued.add(w.name)
+                spacing.append(w.started - previous)
+            previous = w.started
+        return queued, spacing
+
+    def _handing_out(self, deps: Sequence[Sequence[int]]) -> set[int]:
+        finished = self.finished
+        worker = [finished[t].worker if t in finished else None for t in range(len(deps))]
+        end = [finished[t].time if t in finished else None for t in range(len(deps))]
+        return handing_out(deps, worker, end)
+
+    def _backend_stats(self, deps: Sequence[Sequence[int]]) -> BackendStats:
         finished, metrics = self.finished, self.metrics
         starts: dict[str, list[float]] = {"cold": [], "warm": [], "hand_cold": [], "hand_warm": []}
         gaps: list[float] = []
+        leads: list[float] = []
+        # As the simulator plays them: a gap without the hand-out and the upload it holds
+        # (see Predictor._learn_gaps).
+        handed = self._handing_out(deps)
+        queued, spacing = self._start_spacing()
         for worker in self.workers.values():
             temp = "cold" if worker.cold else "warm"
             starts[temp].append(worker.start_s)
-            if worker.handout_s is not None:
+            if worker.handout_s is not None and worker.name not in queued:
                 starts["hand_" + temp].append(worker.handout_s)
             ran = sorted(worker.tasks, key=lambda t: finished[t].start)
+            # A share sent on is the simulator's to play; a cold worker's lead also imports
+            # what its first task needs (tens of milliseconds), part of a cold start.
+            if ran and not worker.forwards and not worker.cold:
+                read_s = metrics[ran[0]][READ_S] if ran[0] in metrics else 0.0
+                leads.append(finished[ran[0]].start - worker.started - read_s)
             for before, after in zip(ran, ran[1:], strict=False):
+                if before in handed:
+                    continue
                 read_s = metrics[after][READ_S] if after in metrics else 0.0
-                gaps.append(finished[after].start - finished[before].time - read_s)
-        reads = [(m[READ_BYTES], m[READ_S]) for m in metrics.values() if m[READ_BYTES] > 0]
+                upload_s = metrics[before][UPLOAD_S] if before in metrics else 0.0
+                gaps.append(finished[after].start - finished[before].time - read_s - upload_s)
+        # A cold worker's first read also imports what its values need (numpy: ~50 ms).
+        fresh = {
+            min(w.tasks, key=lambda t: finished[t].start)
+            for w in self.workers.values()
+            if w.cold and w.tasks
+        }
+        reads = [
+            (m[READ_BYTES], m[READ_S])
+            for t, m in metrics.items()
+            if m[READ_BYTES] > 0 and t not in fresh
+        ]
+        # A step that stored nothing may still have written: an output that goes to the
+        # store unless its children all stay is written (to the blob store, if large)
+        # before the store judges it unneeded and drops it. Its bytes are not known.
+        writes = [(f[1], f[2]) for f in self.flushes if f[1] > 0]
         return BackendStats(
             cold_start=Summary.of(starts["cold"]),
             warm_start=Summary.of(starts["warm"]),
             handout_cold=Summary.of(starts["hand_cold"]),
             handout_warm=Summary.of(starts["hand_warm"]),
             gap=Summary.of(gaps),
+            start_spacing=Summary.of(spacing),
+            lead=Summary.of(leads),
             read_fit=Fit.of([b for b, _ in reads], [s for _, s in reads]),
-            write_fit=Fit.of([f[1] for f in self.flushes], [f[2] for f in self.flushes]),
+            write_fit=Fit.of([b for b, _ in writes], [s for _, s in writes]),
         )
 
 

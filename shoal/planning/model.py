@@ -27,16 +27,18 @@ MEMORY_MARGIN = 1.2
 #: worker's virtual data size (RLIMIT_DATA), which runs ahead of its resident memory.
 MIN_MEMORY_MB = {"gateway": 512}
 
-#: A fit of store seconds against bytes is used when it explains this much of them.
-FIT_R2 = 0.6
-
 #: Defaults per backend kind before the history knows better: (cold hand-out, warm
-#: hand-out, gap between tasks, store latency, store bytes per second).
-DEFAULTS: dict[str, tuple[float, float, float, float, float]] = {
-    "local": (0.0005, 0.0002, 0.00002, 0.0, math.inf),
-    "gateway": (0.45, 0.004, 0.0005, 0.0004, 400e6),
-    "http": (0.5, 0.01, 0.0005, 0.0005, 200e6),
-    "lambda": (0.3, 0.05, 0.001, 0.001, 80e6),
+#: hand-out, gap between tasks, store latency, store read and write bytes per second).
+#: The gateway forks its workers from a preloaded template (tens of milliseconds cold), and
+#: its workers share the machine's Redis and /dev/shm: an output over 1 MiB is a file
+#: there, which a reader maps lazily (~1 ms for 50 MB, then a page fault per page its task
+#: touches: ~5 GB/s), and which a writer pickles and copies there (a few GB/s; HMAC-signed
+#: where the folder is shared: ~1 GB/s).
+DEFAULTS: dict[str, tuple[float, float, float, float, float, float]] = {
+    "local": (0.0005, 0.0002, 0.00002, 0.0, math.inf, math.inf),
+    "gateway": (0.03, 0.004, 0.0005, 0.0004, 5e9, 1e9),
+    "http": (0.5, 0.01, 0.0005, 0.0005, 200e6, 200e6),
+    "lambda": (0.3, 0.05, 0.001, 0.001, 80e6, 80e6),
 }
 
 
@@ -51,6 +53,9 @@ class BackendModel:
     handout_cold_s: float  # a hand-out to the worker's start, when it starts cold
     handout_warm_s: float
     gap_s: float  # the worker loop's own time between two tasks
+    lead_s: float  # a worker's start to its first task (claiming it, loading its specs)
+    #: Between two starts of a burst (one after another on one machine; 0: no limit).
+    start_spacing_s: float
     read_latency_s: float
     read_s_per_byte: float
     write_latency_s: float
@@ -93,9 +98,9 @@ class BackendModel:
     ) -> BackendModel:
         """The model of backend ``kind`` from its history ``stats`` (at ``sla``), the
         ``platform`` as it is now, and ``cap`` workers at once."""
-        cold, warm, gap, latency, bandwidth = DEFAULTS.get(kind, DEFAULTS["http"])
-        read_latency, read_spb = _line(stats.read_fit, latency, 1 / bandwidth)
-        write_latency, write_spb = _line(stats.write_fit, latency, 1 / bandwidth)
+        cold, warm, gap, latency, read_bps, write_bps = DEFAULTS.get(kind, DEFAULTS["http"])
+        read_latency, read_spb = _line(stats.read_fit, latency, 1 / read_bps)
+        write_latency, write_spb = _line(stats.write_fit, latency, 1 / write_bps)
         capacity = platform.cpus
         return cls(
             kind=kind,
@@ -104,9 +109,11 @@ class BackendModel:
             keep_warm_s=platform.keep_warm_s,
             idle=dict(platform.idle),
             alive=platform.alive,
-            handout_cold_s=_at(stats.handout_cold, sla, cold),
-            handout_warm_s=_at(stats.handout_warm, sla, warm),
+            handout_cold_s=_handout(stats.handout_cold, sla, cold, platform.invoke_latency_s),
+            handout_warm_s=_handout(stats.handout_warm, sla, warm, platform.invoke_latency_s),
             gap_s=_at(stats.gap, sla, gap),
+            lead_s=_at(stats.lead, sla, 0.0),  # unmeasured: within the hand-out
+            start_spacing_s=_at(stats.start_spacing, sla, 0.0),
             read_latency_s=read_latency,
             read_s_per_byte=read_spb,
             write_latency_s=write_latency,
@@ -132,15 +139,26 @@ def _at(summary: Summary, sla: str, default: float) -> float:
     return summary.at(sla) if summary.n else default
 
 
+def _handout(summary: Summary, sla: str, default: float, invoke_s: float) -> float:
+    """The delay from an invocation to its worker's start, without the invoke request: a
+    hand-out is measured from its sending, and the simulator charges the request itself
+    (the platform's invoke latency, per round of invocations in flight)."""
+    return max(0.0, summary.at(sla) - invoke_s) if summary.n else default
+
+
 def _line(fit: Fit, latency: float, per_byte: float) -> tuple[float, float]:
-    """(latency, seconds per byte) from a fit of seconds against bytes; the defaults where
-    the fit has no line or a meaningless one: one that explains little of the times (reads
-    of a few hundred bytes each, whose times vary by their round trips, would give any
-    slope at all)."""
-    line = fit.line()
-    if line is None or fit.r2() < FIT_R2:
-        if fit.n:  # one size only: its mean time is the latency
-            return max(0.0, fit.sy / fit.n), per_byte
+    """(latency, seconds per byte) from a fit of seconds against bytes. Its slope is used
+    where the bytes seen pin it more tightly than the default does, however little they
+    explain of the times (large reads may cost little more than small ones): its
+    standard error is below the default per-byte cost, so that extrapolated to larger
+    bytes it is no worse a guess; a slope below zero so pinned is a cost too small to
+    show. Elsewhere (no line, or bytes too alike for their cost to show through the
+    scatter of the times, as reads of a few hundred bytes each) the default per-byte
+    cost, with the line through the mean time at the mean bytes."""
+    if not fit.n:
         return latency, per_byte
-    intercept, slope = line
-    return max(0.0, intercept), slope if slope > 0 else per_byte
+    line, error = fit.line(), fit.slope_error()
+    slope = per_byte
+    if line is not None and error is not None and error < per_byte:
+        slope = max(0.0, line[1])
+    return max(0.0, (fit.sy - slope * fit.sx) / fit.n), slope

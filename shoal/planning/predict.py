@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ..backends import Size
-from ..history.records import COLUMN, FunctionStats, RunRecord, StatsKey
+from ..history.records import COLUMN, FunctionStats, RunRecord, StatsKey, handing_out
 from .model import BackendModel
 
 #: A fit of duration or output against input bytes is used when it explains this much.
@@ -181,7 +181,9 @@ class Predictor:
         """What each task's worker did between its end and the start of its next task
         (its completion step, its output's serializing, a collection pause...), less its
         output's upload where it was stored: the simulator charges that by the bytes a plan
-        stores (a plan that keeps the output local saves it)."""
+        stores (a plan that keeps the output local saves it). A completion that handed work
+        out is no sample: its time holds the hand-out (invocations, in rounds, each taking
+        the platform's latency), which the simulator plays by what a plan hands out."""
         col = COLUMN
         task_i, fn_i, worker_i = col["task"], col["function"], col["worker"]
         start_i, end_i, read_i = col["start"], col["end"], col["read_s"]
@@ -191,9 +193,18 @@ class Predictor:
         for row in run.rows:
             if row[worker_i] is not None and row[start_i] is not None:
                 by_worker.setdefault(row[worker_i], []).append(row)
+        n = len(run.deps)  # a record of an older version may have no edges: no hand-outs
+        worker: list[Any] = [None] * n
+        end: list[Any] = [None] * n
+        for row in run.rows:
+            if row[task_i] < n:
+                worker[row[task_i]], end[row[task_i]] = row[worker_i], row[end_i]
+        handed = handing_out(run.deps, worker, end)
         for rows in by_worker.values():
             rows.sort(key=lambda r: r[start_i])
             for before, after in zip(rows, rows[1:], strict=False):
+                if before[task_i] in handed:
+                    continue
                 waited = after[start_i] - before[end_i] - (after[read_i] or 0)
                 gap = (waited - (before[upload_i] or 0)) / 1e6
                 function = functions[before[fn_i]]
@@ -246,12 +257,16 @@ class Predictor:
 
     def _own(self, samples: list[float]) -> float:
         """The SLA statistic of a task's own runs: for ``mean`` their mean with each run
-        held to three times their median (slow runs happen, a collection pause or a busy
-        CPU, and count; a first run in a cold process is no guide), for a percentile that
-        percentile (nearest rank; the slowest of fewer than three)."""
+        held to three robust standard deviations above their median (1.4826 times the
+        median absolute deviation: Hampel's bound), for a percentile that percentile
+        (nearest rank; the slowest of fewer than three). Slow runs within the spread of the
+        others count; one far outside it is no guide, as a first run in a fresh process
+        (which imports the task's libraries: 13 ms runs once took 120 ms)."""
         ordered = sorted(samples)
         if self.sla == "mean":
-            cap = 3 * statistics.median(ordered)
+            median = statistics.median(ordered)
+            spread = statistics.median(abs(s - median) for s in ordered)
+            cap = median + 3 * 1.4826 * spread
             return sum(min(s, cap) for s in ordered) / len(ordered)
         if len(ordered) < 3:
             return ordered[-1]

@@ -12,8 +12,10 @@ It plays Shoal's own protocol (:mod:`shoal.protocol`) forward in time, step by s
 - with clustering forced on, a completion whose output reaches the tuning's threshold
   keeps every child it readies (:mod:`shoal.optimizations.cluster`);
 - an invocation waits while ``cap`` workers are busy; it then starts on an idle warm
-  worker of its size (after the warm hand-out delay) or a new one (the cold delay); a
-  worker that stops stays warm for ``keep_warm_s``;
+  worker of its size (after the warm hand-out delay) or a new one (the cold delay), and
+  no sooner than the platform's spacing after the previous start (a burst of starts on
+  one machine goes one after another); a worker that stops stays warm for
+  ``keep_warm_s``; it takes its lead (claiming its invocation) before its first task;
 - a worker runs the tasks it owns one at a time, depth first (a stack), as the worker
   loop does: it reads the inputs it does not hold (the inputs its invocation's tasks
   share, once, when it starts), runs the task, and takes the completion step (the loop's
@@ -144,12 +146,14 @@ class _Simulation:
         self.seq = itertools.count()
         self.ids = itertools.count()
         self.busy = 0
+        self.last_start = -math.inf  # the latest worker start so far
         self.waiting: deque[tuple[tuple[int, ...], Size, int | None, list[Any]]] = deque()
         self.local = model.kind == "local"  # any idle thread takes any size
-        # Warm idle workers per size: when each stopped, oldest first.
+        # Warm idle workers per size: when each stopped, oldest first. Those the platform
+        # has idle now are warm now: as if they stopped as the run starts.
         self.idle: dict[Size, deque[float]] = {}
         for size, count in model.idle.items():
-            self.idle.setdefault(self._pool(size), deque()).extend([-math.inf] * count)
+            self.idle.setdefault(self._pool(size), deque()).extend([0.0] * count)
         self.cost = Cost()
         self.workers = 0
         # Processor sharing on a machine of `capacity` CPUs.
@@ -241,7 +245,10 @@ class _Simulation:
             self._make_room(time)
         worker = _Worker(next(self.ids), size, group, list(reversed(tasks)), forward)
         self.workers += 1
-        self._start(time + delay, worker)
+        # A burst starts one worker after another, at the platform's measured pace.
+        started = max(time + delay, self.last_start + self.model.start_spacing_s)
+        self.last_start = started
+        self._start(started, worker)
 
     def _make_room(self, time: float) -> None:
         """Before a new worker starts: forget the idle ones whose keep-warm ran out, and
@@ -268,6 +275,7 @@ class _Simulation:
             for size, count in sizes_to_warm(worker.size, children, self.fanout).items():
                 warm_at = time + self.model.handout_cold_s
                 self.idle.setdefault(self._pool(size), deque()).extend([warm_at] * count)
+        time += self.model.lead_s
         nbytes = 0.0
         if len(worker.stack) > 1:  # the inputs its tasks share, read once
             uses: dict[int, int] = {}
