@@ -271,13 +271,13 @@ class _Worker:
             if all(d in in_batch for d in inputs):  # all here: they complete together
                 break
             rest = [c for c in batch if c.task != task]
-            if self.owned:  # work of its own first: the completion waits aside
+            if rest and not await self.complete(rest):
+                return False
+            if self.owned:  # work of its own first (maybe readied by `rest`): it waits aside
                 self.held_back = [c for c in batch if c.task == task]
                 self.unflushed.add(task)
                 self.holding = [(task, child, nbytes)]
-                return not rest or await self.complete(rest)
-            if rest and not await self.complete(rest):
-                return False
+                return True
             await self.wait_for_inputs(child, [d for d in inputs if d != task], wait)
             batch = [c for c in batch if c.task == task]
             break
