@@ -120,7 +120,8 @@ def test_every_task_lands_in_the_history_with_its_metrics(
         assert big.peak_mb is not None and small.peak_mb is not None
         assert big.peak_mb - small.peak_mb > 40  # 64 MB against 1 MB, in one process each
         assert big.cpu_s is not None and big.cpu_s > 0
-        assert any(t.read_bytes for t in run.tasks)  # somebody read the 200 kB from Redis
+        if not engine.get("optimizations"):  # (clustered, the hogs read it from memory)
+            assert any(t.read_bytes for t in run.tasks)  # somebody read the 200 kB
     stats = history.function_stats(run.workflow, kind)
     assert {k.function.rsplit(".", 1)[1] for k in stats} == {"make", "hog", "join"}
     assert sum(s.duration.n for s in stats.values()) == 4
