@@ -180,6 +180,20 @@ def test_a_read_fit_of_bytes_too_alike_falls_back_on_the_default_per_byte_cost()
     assert model.read_s(308.75) == pytest.approx(0.00045)  # the mean time at the mean bytes
 
 
+def test_a_store_clearly_slower_than_the_default_is_learned_as_it_is() -> None:
+    # Writes through Redis at ~100 MB/s, tens of ms of scatter: ten times the default cost.
+    sizes = [1e6, 5e6, 10e6, 20e6, 20e6, 2e6]
+    scatter = [0.0, 30e-3, -20e-3, 40e-3, -30e-3, 10e-3]
+    times = [1e-8 * b + 0.002 + j for b, j in zip(sizes, scatter, strict=True)]
+    fit = Fit.of(sizes, times)
+    default = BackendModel.learn("gateway", BackendStats(), "mean", Platform(2.0, 60, {}), 2)
+    assert fit.slope_error() > default.write_s_per_byte  # not pinned tighter than it
+    model = BackendModel.learn(
+        "gateway", BackendStats(write_fit=fit), "mean", Platform(2.0, 60, {}), 2
+    )
+    assert model.write_s_per_byte == pytest.approx(1e-8, rel=0.2)
+
+
 def _ran(tasks: list[tuple[str, float, float, float]], deps: list[list[int]]) -> RunRecord:
     """A run of ``tasks`` (worker, start, end, upload seconds), each of function m.f."""
     run = RunRecord("r", "wf", "f", 0.0, "gateway", "redis", ok=True)

@@ -27,6 +27,9 @@ MEMORY_MARGIN = 1.2
 #: worker's virtual data size (RLIMIT_DATA), which runs ahead of its resident memory.
 MIN_MEMORY_MB = {"gateway": 512}
 
+#: Bytes per second below which a fitted store cost is taken for noise, not bandwidth.
+SLOWEST_STORE = 1e6
+
 #: Defaults per backend kind before the history knows better: (cold hand-out, warm
 #: hand-out, gap between tasks, store latency, store read and write bytes per second).
 #: The gateway forks its workers from a preloaded template (tens of milliseconds cold), and
@@ -154,11 +157,17 @@ def _line(fit: Fit, latency: float, per_byte: float) -> tuple[float, float]:
     bytes it is no worse a guess; a slope below zero so pinned is a cost too small to
     show. Elsewhere (no line, or bytes too alike for their cost to show through the
     scatter of the times, as reads of a few hundred bytes each) the default per-byte
-    cost, with the line through the mean time at the mean bytes."""
+    cost, with the line through the mean time at the mean bytes. A slope three times its
+    standard error is used too: it shows, whatever the default says."""
     if not fit.n:
         return latency, per_byte
     line, error = fit.line(), fit.slope_error()
     slope = per_byte
-    if line is not None and error is not None and error < per_byte:
-        slope = max(0.0, line[1])
+    # Pinned: more tightly than the default, or to within a third of itself where it is a
+    # store's cost at all (faster than SLOWEST_STORE: a store several times slower than the
+    # default shows so; a steeper slope is the scatter of round trips).
+    if line is not None and error is not None:
+        clear = error < abs(line[1]) / 3 and line[1] < 1 / SLOWEST_STORE
+        if error < per_byte or clear:
+            slope = max(0.0, line[1])
     return max(0.0, (fit.sy - slope * fit.sx) / fit.n), slope
