@@ -32,7 +32,7 @@ from shoal.optimizations import (
     tuning_for,
 )
 from shoal.optimizations.cluster import keep_all
-from shoal.optimizations.fanin import Hold, hold_back, wants_fan_in
+from shoal.optimizations.fanin import Hold, hold_back, holder, wants_fan_in
 from shoal.optimizations.prewarm import sizes_to_warm
 from shoal.optimizations.tree import BRANCHING, split_tree
 from shoal.planning.model import BackendModel
@@ -300,14 +300,17 @@ def test_the_optimizing_planner_clusters_only_once_history_shows_it_pays(
 # --------------------------------------------------------------------------- fan-ins
 
 
-def test_only_the_first_inputs_worker_holds_back_and_only_for_a_large_enough_output() -> None:
+def test_one_inputs_worker_holds_back_and_only_for_a_large_enough_output() -> None:
     delayed = Tuning(delay_above=1000, delay_s_per_byte=1e-3)
-    assert hold_back(3, [3, 4], 2000, delayed) == Hold(2.0, 2.0)  # as long as moving it
-    assert hold_back(4, [3, 4], 2000, delayed) is None  # 3's worker holds back for it
-    assert hold_back(3, [3, 4], 999, delayed) is None  # too small to be worth it
+    assert holder([3, 4], None, []) == 3  # without a plan: the first input
+    assert holder([3, 4, 5], 7, [6, 7, 7]) == 4  # with one: the first in the fan-in's group
+    assert holder([3, 4], 7, [6, 6]) is None  # none planned with it: nobody holds back
+    assert hold_back(3, 3, 2000, delayed) == Hold(2.0, 2.0)  # as long as moving it
+    assert hold_back(4, 3, 2000, delayed) is None  # 3's worker holds back for it
+    assert hold_back(3, 3, 999, delayed) is None  # too small to be worth it
     preload = Tuning(preload=True, hold_idle_s=0.5)
-    assert hold_back(3, [3, 4], 1, preload) == Hold(math.inf, 0.5)
-    assert hold_back(3, [3, 4], 10**9, OFF) is None
+    assert hold_back(3, 3, 1, preload) == Hold(math.inf, 0.5)
+    assert hold_back(3, 3, 10**9, OFF) is None
     assert wants_fan_in((9,), (2,), None) and wants_fan_in((9,), (2,), (True,))
     assert not wants_fan_in((9,), (2,), (False,))  # the plan puts the fan-in elsewhere
     assert not wants_fan_in((9, 10), (2, 2), None) and not wants_fan_in((9,), (1,), None)

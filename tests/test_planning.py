@@ -562,3 +562,17 @@ def test_the_simulator_plays_prewarm_as_warm_workers_a_cold_start_after_the_pare
     work.duration[0] = 0.2  # handed out before the warm-up is over: it waits for the rest
     early = simulate(_shape(deps), work, model, tuning=Tuning(prewarm=True))
     assert sorted(early.start[1:]) == pytest.approx([0.2, 0.5])
+
+
+def test_with_preload_forced_a_fan_in_is_planned_with_its_earliest_input() -> None:
+    model = _model("gateway", cap=2, capacity=2.0)
+    stats = {
+        StatsKey("m.quick", 1.0, 512, "gateway"): _stats([0.01]),
+        StatsKey("m.slow", 1.0, 512, "gateway"): _stats([1.0]),
+        StatsKey("m.join", 1.0, 512, "gateway"): _stats([0.01]),
+    }
+    problem = _problem([(), (), (0, 1)], ["m.quick", "m.slow", "m.join"], stats, model)
+    assert plan_critical_path(problem).groups[2] == plan_critical_path(problem).groups[1]
+    problem.forced = frozenset({"preload"})
+    decided = plan_optimizing(problem)
+    assert decided.groups[2] == decided.groups[0] and decided.optimized == {"preload": [2]}

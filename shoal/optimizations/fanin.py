@@ -17,8 +17,9 @@ back while it watches the run's events for the fan-in's other inputs:
 
 Workers in the client's process (``local``) pass outputs by reference: none holds back.
 
-One worker per fan-in holds back: the producer of its first input (a plan may name
-another), so two holders never wait on each other. Deciding is a pure function of plain
+One worker per fan-in holds back, so two holders never wait on each other: the producer
+of its first input, or with a plan the first input planned in the fan-in's group (the
+plan names the worker that runs the fan-in: :func:`holder`). Deciding is a pure function of plain
 data (:func:`hold_back`); the worker loop carries it out.
 """
 
@@ -39,10 +40,20 @@ class Hold(NamedTuple):
     idle: float
 
 
-def hold_back(task: int, fan_in_inputs: Sequence[int], nbytes: int, tuning: Tuning) -> Hold | None:
+def holder(
+    inputs: Sequence[int], fan_in_group: int | None, groups: Sequence[int | None]
+) -> int | None:
+    """The input of a fan-in whose worker holds back for it: the first; with a plan, the
+    first planned in the fan-in's group (``groups``: each input's), if any."""
+    if fan_in_group is None:
+        return inputs[0] if inputs else None
+    return next((d for d, g in zip(inputs, groups, strict=True) if g == fan_in_group), None)
+
+
+def hold_back(task: int, designated: int | None, nbytes: int, tuning: Tuning) -> Hold | None:
     """Whether, and how long, the worker of ``task`` holds its completion back for its
-    fan-in child, whose inputs are ``fan_in_inputs`` (None: it does not)."""
-    if not fan_in_inputs or fan_in_inputs[0] != task:  # another input's worker holds back
+    fan-in child, whose holder is ``designated`` (see :func:`holder`; None: it does not)."""
+    if designated != task:  # another input's worker holds back, or none
         return None
     if tuning.preload and tuning.hold_idle_s > 0:
         return Hold(math.inf, tuning.hold_idle_s)

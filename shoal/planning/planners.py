@@ -538,6 +538,8 @@ def plan_optimizing(problem: Problem) -> Decided:
     forces on or off are left as they are (the simulator plays the forced ones)."""
     best = plan_critical_path(problem)
     if problem.forced is not None:
+        if "preload" in problem.forced:
+            return _preload_groups(problem, best)
         return best
     costs = _Costs(problem)
     shape, model = problem.shape, problem.model
@@ -558,6 +560,28 @@ def plan_optimizing(problem: Problem) -> Decided:
             clustered.append(task)
     best.optimized = {"cluster": clustered} if clustered else {}
     return best
+
+
+def _preload_groups(problem: Problem, plan: Decided) -> Decided:
+    """With pre-load forced on: each fan-in planned in the group of its input predicted to
+    end first, whose worker then reads the others as they land (the plan names the worker
+    that holds back: :func:`shoal.optimizations.fanin.holder`). Simulated as planned (the
+    simulator does not play pre-load)."""
+    groups, end = list(plan.groups), plan.schedule.end
+    moved = []
+    for task, deps in enumerate(problem.shape.deps):
+        if len(deps) > 1:
+            first = min(deps, key=lambda d: end[d])
+            if groups[task] != groups[first]:
+                groups[task] = groups[first]
+                moved.append(task)
+    if not moved:
+        return plan
+    costs = _Costs(problem)
+    sized = _group_sizes(plan.sizes, groups)
+    work = _work(costs, problem, sized)
+    schedule = simulate(problem.shape, work, problem.model, groups, tuning=problem.tuning)
+    return Decided(sized, groups, schedule, {"preload": moved})
 
 
 def cluster_groups(groups: Sequence[int], task: int, children: Sequence[int]) -> list[int]:

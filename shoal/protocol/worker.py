@@ -29,7 +29,7 @@ from ..graph import TaskFunction, TaskSpec
 from ..heartbeat import HEARTBEAT, HeldLease
 from ..metrics import MetricsBuffer, approx_nbytes, parse_policy, process_probe
 from ..optimizations.cluster import keep_all
-from ..optimizations.fanin import Hold, hold_back, wants_fan_in
+from ..optimizations.fanin import Hold, hold_back, holder, wants_fan_in
 from ..optimizations.prewarm import sizes_to_warm
 from ..stores import Store
 from ..stores.base import UnstorableOutput
@@ -263,8 +263,11 @@ class _Worker:
         self.urgent = False
         holding, self.holding = self.holding, []
         for task, child, nbytes in holding:
-            inputs = (await self.source.spec(child)).deps
-            wait = hold_back(task, inputs, nbytes, self.tuning)
+            fan_in = await self.source.spec(child)
+            inputs = fan_in.deps
+            planned = fan_in.group is not None
+            groups = [(await self.source.spec(d)).group for d in inputs] if planned else []
+            wait = hold_back(task, holder(inputs, fan_in.group, groups), nbytes, self.tuning)
             if wait is None:
                 continue
             in_batch = {c.task for c in batch}
