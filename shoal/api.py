@@ -258,6 +258,8 @@ async def _run(
                 forced=options.optimizations,
             )
             summary.planned(plan, options.planner, options.sla)
+            if plan is not None and plan.tuning is not None and options.optimizations is None:
+                tuning = plan.tuning  # the planner's say, as the run gave it
         values = await run_graph(
             graph,
             store,

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from servers import gateway
 
 import shoal
+from shoal import optimizations
 from shoal.backends import Platform, Size
 from shoal.backends.local import LocalWorkers
 from shoal.graph import build
@@ -348,15 +349,17 @@ def test_preload_runs_the_fan_in_on_the_first_inputs_worker_with_every_input_rea
 
 
 def test_delayed_io_keeps_a_large_output_from_being_stored_when_the_other_input_is_quick(
-    redis_url: str, gateway_url: str, tmp_path: Path
+    redis_url: str, gateway_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A 40 MB input done first, and a small one 0.1 s later: held back (up to what moving
-    40 MB takes), the large one is the last input, so its worker runs the fan-in with it in
-    memory and stores nothing of it."""
-    options = {"storage": redis_url, "workers": gateway_url, "progress": False}
+    """A 40 MB input done first, and a small one 0.5 s later, through Redis: held back (up
+    to what moving 40 MB takes, here pinned to 50 MB/s each way instead of learned from
+    one run, so 1.6 s), the large one is the last input, so its worker runs the fan-in
+    with it in memory and stores nothing of it."""
+    monkeypatch.setattr(optimizations, "_move_s_per_byte", lambda model: 4e-8)
+    options = {"storage": redis_url, "workers": gateway_url, "progress": False, "blobs": "off"}
     where = str(tmp_path / "h.db")
-    node = join_all(late(0.0, 5_000_000), late(0.1, 10))
-    expected = 0.1 * 10
+    node = join_all(late(0.0, 5_000_000), late(0.5, 10))
+    expected = 0.5 * 10
     assert node.compute(**options, history=where, optimizations=[]) == pytest.approx(expected)
     plain = shoal.last_run()
     assert plain is not None and plain.bytes_moved >= 40_000_000

@@ -576,3 +576,38 @@ def test_with_preload_forced_a_fan_in_is_planned_with_its_earliest_input() -> No
     problem.forced = frozenset({"preload"})
     decided = plan_optimizing(problem)
     assert decided.groups[2] == decided.groups[0] and decided.optimized == {"preload": [2]}
+
+
+def test_the_simulator_plays_a_worker_holding_back_for_a_fan_in() -> None:
+    """Four 100 MB inputs (1 s to write, 1 s to read each), ending at 0.1, 0.2, 0.3 and
+    1 s: without holding back, the last one's worker reads the other three (3 s); with
+    pre-load the first one's worker read them as they landed, and reads only the last
+    (written first, since the fan-in still waited for the holder): 1 s + 1 s."""
+    deps = [(), (), (), (), (0, 1, 2, 3)]
+    model = _free(cap=4)
+    model.read_s_per_byte = model.write_s_per_byte = 1e-8
+    work = _work([0.1, 0.2, 0.3, 1.0, 0.0])
+    work.out_bytes = [100e6] * 4 + [8.0]
+    plain = simulate(_shape(deps), work, model, tuning=Tuning())
+    assert plain.start[4] == pytest.approx(4.0) and plain.worker[4] == plain.worker[3]
+    preload = simulate(_shape(deps), work, model, tuning=Tuning(preload=True, hold_idle_s=1))
+    assert preload.start[4] == pytest.approx(3.0) and preload.worker[4] == preload.worker[0]
+
+
+def test_the_optimizing_planner_holds_back_for_fan_ins_where_that_pays() -> None:
+    """Four 100 MB inputs ending 0.1, 0.2, 0.3 and 1 s into a run, at 100 MB/s each way:
+    pre-load saves the last input's worker three reads; the plan turns it on, run-wide."""
+    model = _model("gateway", cap=4, capacity=4.0)
+    model.read_s_per_byte = model.write_s_per_byte = 1e-8
+    model.handout_cold_s = model.handout_warm_s = 0.001
+    stats = {
+        StatsKey(f"m.p{i}", 1.0, 512, "gateway"): _stats([d], output=100e6)
+        for i, d in enumerate([0.1, 0.2, 0.3, 1.0])
+    }
+    stats[StatsKey("m.join", 1.0, 512, "gateway")] = _stats([0.001], output=8.0)
+    deps = [(), (), (), (), (0, 1, 2, 3)]
+    problem = _problem(deps, ["m.p0", "m.p1", "m.p2", "m.p3", "m.join"], stats, model)
+    decided = plan_optimizing(problem)
+    assert decided.optimized.get("preload") == [4]
+    assert decided.tuning is not None and decided.tuning.preload
+    assert decided.schedule.makespan_s < plan_critical_path(problem).schedule.makespan_s * 0.9

@@ -54,6 +54,8 @@ class Plan:
     planning_s: float = 0.0  # how long planning took
     #: The tasks each optimization was turned on for, by name (the optimizing planner).
     optimized: dict[str, list[int]] = field(default_factory=dict)
+    #: Run-wide optimizations the plan turns on (None: the run's own).
+    tuning: Tuning | None = None
 
 
 def check_options(planner: str, sla: str, deadline: float | None) -> None:
@@ -146,6 +148,7 @@ def make_plan(
         deadline_s=deadline,
         planning_s=time.perf_counter() - started,
         optimized=decided.optimized,
+        tuning=decided.tuning,
     )
     log.info(
         "planner %s: %d tasks in %d groups, predicted makespan %.3f s at %s, cost %.6f USD "

@@ -11,8 +11,9 @@ and the simulated schedule), registered by name in :data:`PLANNERS`.
     deadline        the least-cost plan whose predicted makespan meets ``deadline``; when
                     none can, the fastest, with a warning that says by how much it misses
     optimizing      critical-path's plan, then Wukong's optimizations wherever the
-                    simulator predicts they pay (:func:`plan_optimizing`); the others turn
-                    none on
+                    simulator predicts they pay (:func:`plan_optimizing`): clustering per
+                    fan-out, holding back for fan-ins (pre-load or delayed I/O) per run;
+                    the others turn none on
 
 Grouping. Every planner groups tasks for locality the way the protocol would without a
 plan: a task joins the group of the input that finishes last (the worker that readies
@@ -43,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..backends import Size
-from ..optimizations import DEFAULT, Tuning
+from ..optimizations import DEFAULT, Tuning, tuning_for
 from .model import BackendModel, memory_for
 from .predict import Predictor
 from .simulate import Schedule, Shape, Work, simulate
@@ -90,6 +91,8 @@ class Decided:
     groups: list[int]
     schedule: Schedule
     optimized: dict[str, list[int]] = field(default_factory=dict)
+    #: Run-wide optimizations the plan turns on (None: the run's own).
+    tuning: Tuning | None = None
 
 
 Planner = Callable[[Problem], Decided]
@@ -559,29 +562,45 @@ def plan_optimizing(problem: Problem) -> Decided:
             best = Decided(sized, groups, schedule)
             clustered.append(task)
     best.optimized = {"cluster": clustered} if clustered else {}
+    # Holding back for fan-ins, run-wide: the better of the two, if it pays.
+    base = best
+    for name in ("preload", "delayed-io"):
+        tuning = tuning_for(frozenset({"invoke-tree", name}), model)
+        held = _fan_in_groups(problem, base, name, tuning)
+        if held.schedule.makespan_s < best.schedule.makespan_s * (1 - OPTIMIZE_GAIN):
+            held.optimized = {**base.optimized, **held.optimized}
+            best = held
     return best
 
 
 def _preload_groups(problem: Problem, plan: Decided) -> Decided:
-    """With pre-load forced on: each fan-in planned in the group of its input predicted to
-    end first, whose worker then reads the others as they land (the plan names the worker
-    that holds back: :func:`shoal.optimizations.fanin.holder`). Simulated as planned (the
-    simulator does not play pre-load)."""
+    """With pre-load forced on: the fan-ins planned for it (see :func:`_fan_in_groups`)."""
+    return _fan_in_groups(problem, plan, "preload", problem.tuning)
+
+
+def _fan_in_groups(problem: Problem, plan: Decided, name: str, tuning: Tuning) -> Decided:
+    """``plan`` with each fan-in in the group of the input whose worker should hold back
+    for it (the plan names that worker: :func:`shoal.optimizations.fanin.holder`): for
+    pre-load the input predicted to end first (it reads the others as they land), for
+    delayed I/O the one with the largest output (the one worth keeping home); simulated
+    with ``tuning``."""
     groups, end = list(plan.groups), plan.schedule.end
-    moved = []
+    costs = _Costs(problem)
+    fan_ins = []
     for task, deps in enumerate(problem.shape.deps):
         if len(deps) > 1:
-            first = min(deps, key=lambda d: end[d])
-            if groups[task] != groups[first]:
-                groups[task] = groups[first]
-                moved.append(task)
-    if not moved:
+            fan_ins.append(task)
+            if name == "preload":
+                chosen = min(deps, key=lambda d: end[d])
+            else:
+                chosen = max(deps, key=lambda d: (costs.out[d], -end[d]))
+            groups[task] = groups[chosen]
+    if not fan_ins:
         return plan
-    costs = _Costs(problem)
     sized = _group_sizes(plan.sizes, groups)
     work = _work(costs, problem, sized)
-    schedule = simulate(problem.shape, work, problem.model, groups, tuning=problem.tuning)
-    return Decided(sized, groups, schedule, {"preload": moved})
+    schedule = simulate(problem.shape, work, problem.model, groups, tuning=tuning)
+    return Decided(sized, groups, schedule, {name: fan_ins}, tuning)
 
 
 def cluster_groups(groups: Sequence[int], task: int, children: Sequence[int]) -> list[int]:

@@ -7,6 +7,9 @@ It plays Shoal's own protocol (:mod:`shoal.protocol`) forward in time, step by s
 - an invoker has at most :data:`~shoal.optimizations.tree.BRANCHING` invocations in
   flight, each taking the platform's invoke latency; a wider hand-out goes out as a tree
   (each head sends its share on as it starts, before its own tasks) if the tuning says so;
+- a worker holding its completion back for a fan-in (delayed I/O, pre-load) waits while
+  nothing else is left to it, until it is the fan-in's last input (its output then stays
+  home) or its wait is over; with pre-load it has read each other input as it landed;
 - with pre-warm, a worker that starts warms workers of its children's other sizes (ready
   a cold start later);
 - with clustering forced on, a completion whose output reaches the tuning's threshold
@@ -48,6 +51,7 @@ from ..backends import Size
 from ..decisions import NEVER, group_roots, must_store, split_ready, upload_mode
 from ..history.records import Cost
 from ..optimizations import DEFAULT, Tuning
+from ..optimizations.fanin import hold_back, holder
 from ..optimizations.prewarm import sizes_to_warm
 from ..optimizations.tree import BRANCHING, split_tree
 from .model import BackendModel
@@ -105,7 +109,7 @@ class _Worker:
 
 
 # Event kinds, in the order they are handled when simultaneous.
-_INVOKE, _STOP, _COMPUTE, _DONE = range(4)
+_INVOKE, _STOP, _COMPUTE, _DONE, _RESUME = range(5)
 
 
 def simulate(
@@ -137,6 +141,10 @@ class _Simulation:
         self.groups, self.fanout = groups, fanout
         self.tree, self.cluster_above = tuning.tree, tuning.cluster_above
         self.prewarm = tuning.prewarm
+        self.tuning = tuning
+        # Fan-ins a worker holds its completion back for: fan-in -> (worker, task, since).
+        self.holds: dict[int, tuple[_Worker, int, float]] = {}
+        self.resume: list[int] = []  # fan-ins whose holder is now their last input
         self.remaining = [len(d) for d in shape.deps]
         self.needs = [len(d) for d in shape.deps]
         self.start = [math.nan] * n
@@ -194,6 +202,8 @@ class _Simulation:
                 self._dispatch(time, *data)
             elif kind == _STOP:
                 self._stop(time, data)
+            elif kind == _RESUME:
+                self._resume(time, data)
             else:
                 self._compute(time, *data)
         cost = self.cost
@@ -339,12 +349,57 @@ class _Simulation:
         self.end[task] = time
         worker = self.owner.pop(task)
         worker.held.add(task)
+        if self._hold(time, worker, task):
+            return
+        self._complete(time, worker, task)
+
+    def _hold(self, time: float, worker: _Worker, task: int) -> bool:
+        """Whether ``task``'s worker holds its completion back for its fan-in (delayed I/O,
+        pre-load: :mod:`shoal.optimizations.fanin`), as the worker loop does: its holder,
+        with nothing else to run, while other inputs are still to come."""
+        children, tuning = self.shape.children[task], self.tuning
+        if not (tuning.preload or tuning.delay_above is not None) or worker.stack:
+            return False
+        if len(children) != 1 or self.needs[children[0]] < 2 or self.remaining[children[0]] < 2:
+            return False
+        fan_in = children[0]
+        inputs = self.shape.deps[fan_in]
+        groups = self.groups
+        if groups is None:
+            designated = holder(inputs, None, [])
+        else:
+            designated = holder(inputs, groups[fan_in], [groups[d] for d in inputs])
+        hold = hold_back(task, designated, int(self.work.out_bytes[task]), tuning)
+        if hold is None:
+            return False
+        self.holds[fan_in] = (worker, task, time)
+        if math.isfinite(hold.total):
+            self._push(time + hold.total, _RESUME, fan_in)
+        return True
+
+    def _resume(self, time: float, fan_in: int) -> None:
+        """The holder of ``fan_in`` goes on: its other inputs are in (it is the last; with
+        pre-load it read each as it landed, all but the last), or its wait is over."""
+        held = self.holds.pop(fan_in, None)
+        if held is None:
+            return
+        worker, task, _ = held
+        if self.tuning.preload and self.remaining[fan_in] == 1:
+            others = [d for d in self.shape.deps[fan_in] if d != task]
+            last = max(others, key=lambda d: self.end[d])
+            worker.held.update(d for d in others if d != last)
+        self._complete(time, worker, task)
+
+    def _complete(self, time: float, worker: _Worker, task: int) -> None:
         early, keep, hand_out, stored = self._decide(worker, task)
         done_at = time + (self.model.gap_s if self.work.gap is None else self.work.gap[task])
         if stored:
             done_at += self.model.write_s(self.work.out_bytes[task])
         worker.stack.extend(reversed(early))
         worker.stack.extend(reversed(keep))
+        for fan_in in self.resume:  # its holder is now its last input: it goes on
+            self._push(done_at, _RESUME, fan_in)
+        self.resume.clear()
         if hand_out:  # the worker goes on once its invocations are sent
             done_at = self._hand_out(done_at, [tuple(tasks) for tasks in hand_out])
         self._next(done_at, worker)
@@ -363,6 +418,9 @@ class _Simulation:
         clustered = (
             self.cluster_above is not None and self.work.out_bytes[task] >= self.cluster_above
         )
+        holds = self.holds
+        if holds:
+            self.resume += [c for c in children if c in holds and remaining[c] == 2]
         if groups is None and not clustered:
             needs = [needs_of[c] for c in children]
             ready = []
