@@ -318,7 +318,14 @@ def test_blobs_are_gone_after_a_cancelled_run(
     )
     try:
         assert wait_for(flag), "the task never started"
-        assert blob_files(tmp_path / "blobs") != []  # the big output is a blob, in use
+        blobs = tmp_path / "blobs"
+        deadline = time.monotonic() + 5
+        while not blob_files(blobs) and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling the directory, with a deadline
+        listed = (
+            sorted(str(p.relative_to(blobs)) for p in blobs.rglob("*")) if blobs.exists() else []
+        )
+        assert blob_files(blobs) != [], listed  # the big output is a blob, in use
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 3, out
