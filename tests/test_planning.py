@@ -212,6 +212,13 @@ def test_a_tasks_gap_is_its_workers_time_to_the_next_task_less_its_upload() -> N
     assert p.task_gap(0, "m.f") == pytest.approx(0.5)
 
 
+def test_waiting_for_the_next_tasks_other_inputs_is_no_gap() -> None:
+    # Worker a ran task 0 (ends at 1 s), then the fan-in 2, whose other input 1 ended at
+    # 2.5 s on worker b: a held back for it; its loop's own gap is from 2.5 s to 3 s.
+    run = _ran([("a", 0.0, 1.0, 0.0), ("b", 0.0, 2.5, 0.0), ("a", 3.0, 3.5, 0.0)], [[], [], [0, 1]])
+    assert Predictor({}, "mean", _model(), [run]).task_gap(0, "m.f") == pytest.approx(0.5)
+
+
 def test_a_run_far_outside_the_spread_of_a_tasks_others_is_held_to_it() -> None:
     # Two first runs in fresh processes (importing numpy) among eight alike.
     runs = [_ran([("a", 0.0, d, 0.0)], [[]]) for d in [0.120, 0.102] + [0.0133] * 7 + [0.0135]]

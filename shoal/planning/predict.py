@@ -205,7 +205,12 @@ class Predictor:
             for before, after in zip(rows, rows[1:], strict=False):
                 if before[task_i] in handed:
                     continue
-                waited = after[start_i] - before[end_i] - (after[read_i] or 0)
+                # Waiting for the next task's inputs is no gap (a worker holding back for
+                # a fan-in waits for the others): the gap runs from the later of its end
+                # and the next task's last input's end.
+                deps = run.deps[after[task_i]] if after[task_i] < n else ()
+                ready = max([end[d] for d in deps if end[d] is not None], default=0)
+                waited = after[start_i] - max(before[end_i], ready) - (after[read_i] or 0)
                 gap = (waited - (before[upload_i] or 0)) / 1e6
                 function = functions[before[fn_i]]
                 seen = self._tasks.get(before[task_i])
