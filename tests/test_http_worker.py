@@ -4,6 +4,7 @@ failures, one invocation at a time, warm reuse, signatures and tokens."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -210,3 +211,20 @@ def test_the_workers_url_sets_the_token_and_parallelism(monkeypatch: pytest.Monk
     for bad in ("http://", "ftp://host/x", "http://h:99999/", "http://h/?parallelism=0"):
         with pytest.raises(ConfigError):
             HttpWorkers(bad)
+
+
+def test_prewarm_sends_a_warm_up_request_per_worker_wanted(shared_secret: str) -> None:
+    """Pre-warm over HTTP: a GET of the worker's health check (or ``?warmup=PATH``) per
+    worker wanted, at once; ``?warmup=off`` sends none."""
+    with worker_service() as url:
+
+        async def warm(target: str) -> int:
+            workers = HttpWorkers(target)
+            try:
+                return await workers.prewarm(1.0, 2048, 3)
+            finally:
+                await workers.close()
+
+        assert asyncio.run(warm(url)) == 3
+        assert asyncio.run(warm(url + "?warmup=off")) == 0
+        assert asyncio.run(warm(url + "?warmup=nowhere")) == 0  # 404s: none warmed

@@ -196,6 +196,28 @@ def test_invoke_request(stubbed: Stubbed, shared_secret: str) -> None:
         decode(stubbed.requests[0]["Payload"], "another secret, 16+ characters")
 
 
+def test_prewarm_sends_warming_invocations_that_only_make_the_runtime(
+    stubbed: Stubbed, shared_secret: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pre-warm (stubbed Lambda client): one warming event per worker wanted, to the
+    function of that size; the handler makes its runtime for it and runs nothing."""
+    for _ in range(2):
+        expected = {**EVENT_INVOKE, "FunctionName": "shoal-test-4096"}
+        stubbed.stubber.add_response("invoke", {"StatusCode": 202}, expected)
+    workers = LambdaWorkers(URL, client=stubbed.client)
+    assert asyncio.run(workers.prewarm(2.0, 4096, 2)) == 2
+    events = [json.loads(r["Payload"]) for r in stubbed.requests]
+    assert events == [aws_lambda.WARM_EVENT] * 2
+    ran: list[Any] = []
+    monkeypatch.setattr("shoal.runtime.WorkerRuntime.run", lambda *a, **k: ran.append(a))
+    aws_lambda.shutdown()
+    try:
+        assert handler(events[0], None) is None
+        assert aws_lambda._runtime is not None and ran == []  # warm, and nothing ran
+    finally:
+        aws_lambda.shutdown()
+
+
 @pytest.mark.parametrize("carried", ["graph", "pages"])
 def test_an_oversized_invocation_goes_without_its_graph_and_specs(
     stubbed: Stubbed, shared_secret: str, carried: str

@@ -193,8 +193,15 @@ class LambdaWorkers:
         await asyncio.to_thread(self._invoke, name, self.event(invocation))
 
     async def prewarm(self, cpus: float, memory_mb: int, count: int) -> int:
-        """Not asked of Lambda yet (a warming invocation would): nothing started."""
-        return 0
+        """A warming invocation per worker wanted, of the function of that size: its
+        container starts (the worker runtime made), runs nothing and stays warm."""
+        name = self.function_name(Size(cpus, memory_mb))
+        body = json.dumps(WARM_EVENT).encode()
+        sent = await asyncio.gather(
+            *(asyncio.to_thread(self._invoke, name, body) for _ in range(count)),
+            return_exceptions=True,
+        )
+        return sum(1 for s in sent if not isinstance(s, BaseException))
 
     async def platform(self) -> Platform:
         """Lambda: each worker its own CPUs, one vCPU per 1 769 MB; idle containers stay
@@ -248,6 +255,10 @@ def encode_event(payload: bytes, sent: float | None = None) -> bytes:
     return json.dumps(event, separators=(",", ":")).encode()
 
 
+#: The event of a warming invocation (pre-warm): the handler makes its runtime, nothing else.
+WARM_EVENT = {"shoal": "warm"}
+
+
 def read_event(event: Any) -> tuple[bytes, float | None]:
     """The signed invocation payload in a Lambda ``event`` (as Lambda hands it over: parsed
     JSON) and when it was sent. Checking the signature is the runtime's job."""
@@ -278,12 +289,15 @@ def handler(event: Any, context: Any) -> None:
     (reported in its event stream), not the invocation's.
     """
     global _runtime
-    payload, sent = read_event(event)
+    warming = event == WARM_EVENT  # pre-warm: the cold start only (nothing to verify)
+    payload, sent = (b"", None) if warming else read_event(event)
     with _runtime_lock:
         if _runtime is None:
             from ..runtime import WorkerRuntime  # the worker loop's imports: not for clients
 
             _runtime = WorkerRuntime(name=f"lambda-{secrets.token_hex(3)}")
+        if warming:
+            return
         invocation = _runtime.load(payload)
         _runtime.run(invocation, received=sent)
 

@@ -39,7 +39,7 @@ import random
 import time
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import httpx
 
@@ -67,7 +67,7 @@ BACKOFF_BASE = 1.0
 #: The longest wait before a retry, ``Retry-After`` included.
 MAX_WAIT = 30.0
 #: Query parameters that configure this backend; the endpoint never sees them.
-_OPTIONS = ("token", "parallelism", "attempts")
+_OPTIONS = ("token", "parallelism", "attempts", "warmup")
 #: httpcore's trace event once the whole request body is written (HTTP/1.1 or HTTP/2).
 _BODY_SENT = "send_request_body.complete"
 # No read or pool timeout: the answer comes when the invocation ends, however long it
@@ -116,6 +116,10 @@ class HttpWorkers:
         self.same_host = is_loopback(parts.hostname)
         rest = urlencode([(k, v) for k, v in query if k not in _OPTIONS])
         self.endpoint = urlunsplit((parts.scheme, parts.netloc, parts.path or "/", rest, ""))
+        # Pre-warm (shoal.optimizations.prewarm): a GET of this, beside the endpoint (the
+        # worker's health check by default; "off": none), per worker wanted.
+        warmup = options.get("warmup", "health")
+        self.warmup_url = None if warmup == "off" else urljoin(self.endpoint, warmup)
         #: The endpoint for messages and events: no token, no credentials.
         self.where = _redact(url)
         self._codec: Codec | None = None
@@ -157,8 +161,16 @@ class HttpWorkers:
             request.result()
 
     async def prewarm(self, cpus: float, memory_mb: int, count: int) -> int:
-        """The platform behind the endpoint scales it by itself: nothing to ask."""
-        return 0
+        """A warm-up request (``?warmup=PATH`` beside the endpoint, its ``health`` check by
+        default) per worker wanted, all at once: a platform that scales by requests, at a
+        concurrency of one per instance, starts an instance for each. How many answered."""
+        if self.warmup_url is None or count <= 0:
+            return 0
+        http, url = self._client(), self.warmup_url
+        answers = await asyncio.gather(
+            *(http.get(url) for _ in range(count)), return_exceptions=True
+        )
+        return sum(1 for a in answers if isinstance(a, httpx.Response) and a.is_success)
 
     async def platform(self) -> Platform:
         """The platform behind the endpoint is not known from here: a FaaS default (each
