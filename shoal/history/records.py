@@ -155,11 +155,20 @@ def handing_out(
     their next task holds the hand-out, which the simulator plays itself."""
     out = set()
     for child, inputs in enumerate(deps):
-        ended = [(end[d], d) for d in inputs if end[d] is not None]
-        if ended and worker[child] is not None:
+        ran_on = worker[child]
+        if ran_on is None or not inputs:
+            continue
+        if len(inputs) == 1:  # the common case, quickly
+            last = inputs[0]
+            if end[last] is None:
+                continue
+        else:
+            ended = [(end[d], d) for d in inputs if end[d] is not None]
+            if not ended:
+                continue
             last = max(ended)[1]
-            if worker[last] != worker[child]:
-                out.add(last)
+        if worker[last] != ran_on:
+            out.add(last)
     return out
 
 

@@ -167,6 +167,8 @@ class RunTrace:
         return queued, spacing
 
     def _handing_out(self, deps: Sequence[Sequence[int]]) -> set[int]:
+        if len(self.workers) <= 1:  # one worker hands nothing out
+            return set()
         finished = self.finished
         worker = [finished[t].worker if t in finished else None for t in range(len(deps))]
         end = [finished[t].time if t in finished else None for t in range(len(deps))]
