@@ -95,6 +95,22 @@ def _started(worker: str, t: float, cold: bool, size: tuple[float, int]) -> Even
     return Event(EventKind.WORKER_STARTED, worker, None, t, {**data, "size": list(size)})
 
 
+def _metrics(worker: str, *tasks: list[float], flushes: list[list[float]] | None = None) -> Event:
+    """A task-metrics event of ``worker``: a row per task (shoal.metrics' TaskMetrics)."""
+    data: dict[str, Any] = {"tasks": [list(t) for t in tasks]}
+    if flushes is not None:
+        data["flushes"] = flushes
+    return Event(EventKind.TASK_METRICS, worker, data=data)
+
+
+def _backend_of(graph: Any, events: list[Event]) -> BackendStats:
+    """The backend statistics a run of ``graph`` with ``events`` teaches."""
+    trace = RunTrace()
+    trace.add(events)
+    run = RunRecord("r", graph.structure_hash, "total", 99.0, "gateway", "redis")
+    return trace.fold(graph, run)[1]
+
+
 def test_a_runs_events_fold_into_its_record_statistics_and_cost() -> None:
     graph = build([total([leaf(0), leaf(1)])])  # tasks 0, 1 (leaves) and 2 (total)
     events = [
@@ -103,20 +119,13 @@ def test_a_runs_events_fold_into_its_record_statistics_and_cost() -> None:
         Event(EventKind.TASK_FINISHED, "a", 0, 101.0, None, 100.5, 0),
         Event(EventKind.TASK_FINISHED, "b", 1, 101.2, None, 100.6, 50),
         Event(EventKind.TASK_FINISHED, "a", 2, 102.0, None, 101.5, 30),
-        Event(
-            EventKind.TASK_METRICS,
+        _metrics(
             "a",
-            data={
-                "tasks": [
-                    [0, 0.0, 0, 0.5, 0.5, 40.0, 20, 0.0],
-                    [2, 0.01, 50, 0.5, 0.4, 45.0, 30, 0.001],
-                ],
-                "flushes": [[1, 0, 0.001], [1, 30, 0.002]],
-            },
+            [0, 0.0, 0, 0.5, 0.5, 40.0, 20, 0.0],
+            [2, 0.01, 50, 0.5, 0.4, 45.0, 30, 0.001],
+            flushes=[[1, 0, 0.001], [1, 30, 0.002]],
         ),
-        Event(
-            EventKind.TASK_METRICS, "b", data={"tasks": [[1, 0.0, 0, 0.6, 1.1, 80.0, 50, 0.003]]}
-        ),
+        _metrics("b", [1, 0.0, 0, 0.6, 1.1, 80.0, 50, 0.003]),
         Event(EventKind.WORKER_STOPPED, "a", None, 102.1),
         Event(EventKind.WORKER_STOPPED, "b", None, 101.3),
     ]
@@ -153,28 +162,18 @@ def test_the_backend_gap_leaves_out_uploads_and_hand_outs() -> None:
         Event(EventKind.TASK_FINISHED, "a", 0, 101.0, None, 100.5, 20),
         Event(EventKind.TASK_FINISHED, "a", 1, 102.0, None, 101.5, 20),
         Event(EventKind.TASK_FINISHED, "a", 2, 103.0, None, 102.5, 30),
-        Event(
-            EventKind.TASK_METRICS,
+        _metrics(
             "a",
-            data={
-                "tasks": [
-                    [0, 0.0, 0, 0.5, 0.5, 40.0, 20, 0.3],
-                    [1, 0.0, 0, 0.5, 0.5, 40.0, 20, 0.3],
-                    [2, 0.0, 0, 0.5, 0.4, 45.0, 30, 0.001],
-                ],
-            },
+            [0, 0.0, 0, 0.5, 0.5, 40.0, 20, 0.3],
+            [1, 0.0, 0, 0.5, 0.5, 40.0, 20, 0.3],
+            [2, 0.0, 0, 0.5, 0.4, 45.0, 30, 0.001],
         ),
     ]
-    trace = RunTrace()
-    trace.add(events)
-    run = RunRecord("r", graph.structure_hash, "total", 99.0, "gateway", "redis")
-    _, backend = trace.fold(graph, run)
+    backend = _backend_of(graph, events)
     assert backend.gap.n == 2 and backend.gap.total == pytest.approx(2 * (0.5 - 0.3))
     # The same on two workers: b's completion of task 1 readies task 2, which a runs.
     events[2] = Event(EventKind.TASK_FINISHED, "b", 1, 102.0, None, 101.5, 20)
-    trace = RunTrace()
-    trace.add([_started("b", 100.0, False, (1.0, 2048)), *events])
-    _, backend = trace.fold(graph, run)
+    backend = _backend_of(graph, [_started("b", 100.0, False, (1.0, 2048)), *events])
     assert backend.gap.n == 1 and backend.gap.total == pytest.approx(1.5 - 0.3)
 
 
@@ -186,22 +185,14 @@ def test_a_cold_workers_first_read_is_left_out_of_the_read_fit() -> None:
         Event(EventKind.TASK_FINISHED, "a", 0, 101.0, None, 100.5, 20),
         Event(EventKind.TASK_FINISHED, "b", 1, 101.0, None, 100.5, 20),
         Event(EventKind.TASK_FINISHED, "a", 2, 102.0, None, 101.5, 30),
-        Event(
-            EventKind.TASK_METRICS,
+        _metrics(
             "a",
-            data={
-                "tasks": [
-                    [0, 0.05, 20, 0.5, 0.5, 40.0, 20, 0.0],  # imports as it reads
-                    [1, 0.001, 20, 0.5, 0.5, 40.0, 20, 0.0],
-                    [2, 0.001, 20, 0.5, 0.4, 45.0, 30, 0.0],
-                ],
-            },
+            [0, 0.05, 20, 0.5, 0.5, 40.0, 20, 0.0],  # imports as it reads
+            [1, 0.001, 20, 0.5, 0.5, 40.0, 20, 0.0],
+            [2, 0.001, 20, 0.5, 0.4, 45.0, 30, 0.0],
         ),
     ]
-    trace = RunTrace()
-    trace.add(events)
-    run = RunRecord("r", graph.structure_hash, "total", 99.0, "gateway", "redis")
-    _, backend = trace.fold(graph, run)
+    backend = _backend_of(graph, events)
     assert backend.read_fit.n == 2 and backend.read_fit.sy == pytest.approx(0.002)
 
 
@@ -220,10 +211,7 @@ def test_a_burst_of_starts_teaches_the_platforms_pace_and_workers_their_lead() -
         Event(EventKind.TASK_FINISHED, "b", 1, 101.0, None, 100.4, 20),
         Event(EventKind.TASK_FINISHED, "c", 2, 102.0, None, 101.5, 30),
     ]
-    trace = RunTrace()
-    trace.add(events)
-    run = RunRecord("r", graph.structure_hash, "total", 99.0, "gateway", "redis")
-    _, backend = trace.fold(graph, run)
+    backend = _backend_of(graph, events)
     assert backend.start_spacing.n == 1 and backend.start_spacing.total == pytest.approx(0.1)
     assert backend.handout_warm.n == 2 and backend.handout_warm.total == pytest.approx(0.25)
     # a's lead held its forwarding, which the simulator plays: b's and c's are leads
