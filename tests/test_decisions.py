@@ -22,6 +22,8 @@ from shoal.decisions import (
     group_roots,
     mark_children,
     must_store,
+    remember_marks,
+    settled_here,
     should_flush,
     split_ready,
     upload_mode,
@@ -226,6 +228,24 @@ def test_an_input_of_a_child_handed_out_by_a_fan_out_in_the_same_batch_is_stored
     # with a fan-out of one, the worker keeps both: task 0's output stays in its memory
     readies, stored = complete_batch(Marks(), batch, 1)
     assert stored == [False, True]
+
+
+def test_a_worker_skips_encoding_what_its_own_marks_settle() -> None:
+    """Leaves 0 and 1 of add 2: stored together, neither is needed by anyone else; stored
+    one after the other, the second is settled by the first's mark, which the worker
+    remembers; a mark only another worker made leaves the output to the store's say."""
+    both = [_done(0, (2,), (2,), Upload.IF_PENDING), _done(1, (2,), (2,), Upload.IF_PENDING)]
+    assert settled_here(both, 8, {}) == [Upload.NEVER, Upload.NEVER]
+    sent: dict[int, set[int]] = {}
+    assert settled_here(both[:1], 8, sent) == [Upload.IF_PENDING]  # 1 may be anyone's
+    remember_marks(sent, both[:1], [[]])
+    assert sent == {2: {0}}
+    assert settled_here(both[1:], 8, sent) == [Upload.NEVER]
+    remember_marks(sent, both[1:], [[2]])
+    assert sent == {}  # readied: nothing left to remember
+    # a child it readies but hands out (a fan-out of two groups) is another worker's
+    fan = [_done(0, (10,), (2,), Upload.IF_PENDING), _done(1, (11, 10), (1, 2), Upload.ALWAYS)]
+    assert settled_here(fan, 2, {}) == [Upload.IF_PENDING, Upload.ALWAYS]
 
 
 def test_a_redelivered_batch_readies_nothing() -> None:

@@ -32,7 +32,7 @@ from shoal.optimizations import (
     cluster_threshold,
     tuning_for,
 )
-from shoal.optimizations.cluster import keep_all
+from shoal.optimizations.cluster import keep_all, made_here, stays_for_fan_in
 from shoal.optimizations.fanin import Hold, hold_back, holder, wants_fan_in
 from shoal.optimizations.prewarm import sizes_to_warm
 from shoal.optimizations.tree import BRANCHING, split_tree
@@ -121,6 +121,34 @@ def test_a_large_output_keeps_every_child_a_small_one_leaves_them() -> None:
     assert keep_all((3,), b"x", None, nbytes) is None  # clustering off
 
 
+def test_a_single_child_is_no_fan_out_to_keep() -> None:
+    assert keep_all((3,), b"x" * 100, 1, len) is None  # the plan's, or its readier's
+
+
+# A reduction: leaves 0-3, 4 = 0+1, 5 = 2+3, 6 = 4+5.
+TREE = {4: (0, 1), 5: (2, 3), 6: (4, 5)}
+
+
+def test_a_worker_makes_what_it_owns_and_what_only_its_own_work_feeds() -> None:
+    owned = {1, 2, 3}
+    assert made_here(2, TREE.get, owned.__contains__)
+    assert made_here(5, TREE.get, owned.__contains__)  # both its inputs are owned
+    assert not made_here(4, TREE.get, owned.__contains__)  # 0 is not
+    assert not made_here(5, TREE.get, owned.__contains__, depth=0)  # looks no higher
+    assert not made_here(5, lambda t: None, owned.__contains__)  # planned elsewhere
+
+
+def test_an_output_waits_aside_only_while_its_fan_ins_other_inputs_are_coming_here() -> None:
+    def aside(made: set[int], owned: set[int], inputs: tuple[int, ...]) -> bool:
+        return stays_for_fan_in(inputs, made.__contains__, owned.__contains__, TREE.get)
+
+    assert aside({0}, {1, 2, 3}, TREE[4])  # 1 is its own work: 0 waits, unstored
+    assert not aside({0, 1}, {2, 3}, TREE[4])  # both made: they complete together
+    assert not aside({0}, {2, 3}, TREE[4])  # 1 is another worker's: 0 is stored
+    assert aside({0, 1, 4}, {2, 3}, TREE[6])  # 5 comes from 2 and 3, both its own
+    assert not aside({0, 1, 4}, {3}, TREE[6])
+
+
 # --------------------------------------------------------------------------- acting
 
 
@@ -175,6 +203,47 @@ def test_without_a_planner_or_a_forced_list_nothing_clusters(
     _fan_out().compute(**options, history=str(tmp_path / "h.db"))
     summary = shoal.last_run()
     assert summary is not None and summary.workers > 1 and summary.bytes_moved >= 4_000_000
+
+
+@shoal.task
+def slow_array(n: int) -> np.ndarray:
+    time.sleep(0.005)  # long enough that its worker stores each completion as it comes
+    return np.arange(n, dtype=np.float64)
+
+
+@shoal.task
+def pair_sum(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return a + b
+
+
+@shoal.task
+def checksum(array: np.ndarray) -> float:
+    return float(array.sum())
+
+
+def _reduction(leaves: int = 8, n: int = 500_000) -> shoal.Node:
+    nodes = [slow_array(n) for _ in range(leaves)]
+    while len(nodes) > 1:
+        nodes = [pair_sum(nodes[i], nodes[i + 1]) for i in range(0, len(nodes), 2)]
+    return checksum(nodes[0])
+
+
+def test_clustering_runs_a_reduction_where_its_inputs_are_and_stores_none_of_them(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """One gateway worker at a time: every leaf and merge runs on one worker. Clustered,
+    each merge waits unstored until its worker has made the other input, so no array is
+    stored; without it, every array that completes before its sibling is."""
+    expected = 8 * float(np.arange(500_000, dtype=np.float64).sum())
+    with gateway("--max-workers", "1") as url:
+        options = {"storage": redis_url, "workers": url, "progress": False}
+        assert _reduction().compute(**options, optimizations=["cluster"]) == expected
+        clustered = shoal.last_run()
+        assert _reduction().compute(**options, optimizations=[]) == expected
+        spread = shoal.last_run()
+    assert clustered is not None and spread is not None
+    assert clustered.outputs_stored == 1  # the checksum's only
+    assert spread.bytes_moved >= 4 * 4_000_000 > clustered.bytes_moved
 
 
 @shoal.task

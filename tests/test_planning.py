@@ -489,6 +489,46 @@ def test_groups_follow_chains_and_the_input_that_finishes_last() -> None:
     assert mixed[0] != mixed[1]
 
 
+def _reduction_shape(leaves: int) -> Shape:
+    deps: list[tuple[int, ...]] = [()] * leaves
+    level = list(range(leaves))
+    while len(level) > 1:
+        nxt = []
+        for i in range(0, len(level), 2):
+            deps.append((level[i], level[i + 1]))
+            nxt.append(len(deps) - 1)
+        level = nxt
+    return _shape(deps)
+
+
+def test_equal_roots_are_dealt_in_runs_so_a_reduction_keeps_its_subtrees_together() -> None:
+    shape = _reduction_shape(8)  # leaves 0-7, merges 8-11 (pairs), 12-13, 14
+    level = [3.0] * 8 + [2.0] * 4 + [1.0, 1.0, 0.5]
+    finish = [1.0] * 8 + [2.0] * 4 + [3.0, 3.0, 4.0]
+    groups = make_groups(shape, finish, level, None, fanout=2)
+    assert len({groups[t] for t in range(4)}) == 1 and len({groups[t] for t in range(4, 8)}) == 1
+    assert groups[0] != groups[4]
+    # one task much longer than the others: dealt by load, the longest alone
+    level[5] = 40.0
+    groups = make_groups(shape, finish, level, None, fanout=2)
+    assert [t for t in range(8) if groups[t] == groups[5]] == [5]
+
+
+def test_the_simulator_plays_a_reduction_clustered_on_one_worker_storing_nothing() -> None:
+    """One worker makes the whole tree: clustered, each merge's first input waits
+    unstored for the other, which its worker makes; without, each is written."""
+    shape = _reduction_shape(4)
+    model = _free(cap=1)
+    model.write_s_per_byte = 1e-9
+    work = _work([1.0] * 7)
+    work.out_bytes = [1e8] * 7  # 0.1 s to write each
+    plain = simulate(shape, work, model)
+    clustered = simulate(shape, work, model, tuning=Tuning(aside_above=1e8))
+    assert plain.workers == clustered.workers == 1
+    assert clustered.makespan_s == pytest.approx(7.0)  # nothing written
+    assert plain.makespan_s == pytest.approx(7.0 + 3 * 0.1)  # leaves 0 and 2, merge 4
+
+
 # --------------------------------------------------------------------------- optimizations
 
 

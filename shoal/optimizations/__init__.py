@@ -79,7 +79,9 @@ class Tuning:
     """The optimizations a run forces on, as its workers apply them.
 
     ``cluster_above``: a completion whose output is at least this many bytes keeps every
-    child it readies (None: clustering is off). ``tree``: wide hand-outs go out through a
+    child of a fan-out it readies (None: clustering is off); ``aside_above``: one whose
+    output of at least this many bytes feeds a fan-in this worker will make waits for it
+    unstored (:mod:`.cluster`). ``tree``: wide hand-outs go out through a
     tree of invokers. ``delay_above``: an output of at least this many bytes feeding a
     fan-in may be held back (delayed I/O), for up to ``delay_s_per_byte`` seconds per byte
     of it (what moving it would take). ``preload``: the fan-in's waiting worker waits for
@@ -88,6 +90,7 @@ class Tuning:
     platform slot. ``prewarm``: a worker warms workers of its children's sizes."""
 
     cluster_above: float | None = None
+    aside_above: float | None = None
     tree: bool = False
     delay_above: float | None = None
     delay_s_per_byte: float = 0.0
@@ -112,6 +115,7 @@ def tuning_for(forced: frozenset[str] | None, model: BackendModel | None) -> Tun
     preload = "preload" in forced and model is not None  # by reference: nothing to read
     return Tuning(
         cluster_above=large if "cluster" in forced else None,
+        aside_above=aside_threshold(model) if "cluster" in forced else None,
         tree="invoke-tree" in forced,
         delay_above=large if delay else None,
         delay_s_per_byte=_move_s_per_byte(model) if delay else 0.0,
@@ -126,19 +130,39 @@ def _move_s_per_byte(model: BackendModel | None) -> float:
     return 0.0 if model is None else model.write_s_per_byte + model.read_s_per_byte
 
 
+def aside_threshold(model: BackendModel | None) -> float:
+    """The output size from which a completion waits unstored for a fan-in its worker will
+    make: where storing and reading it back takes longer than the worker loop's own step
+    between two tasks (that is all waiting costs). ``$SHOAL_CLUSTER_ABOVE`` overrides it."""
+    override = _override()
+    if override is not None:
+        return override
+    per_byte = _move_s_per_byte(model)
+    if model is None or per_byte <= 0:
+        return math.inf
+    return model.gap_s / per_byte
+
+
+def _override() -> float | None:
+    override = os.environ.get(CLUSTER_ABOVE_ENV)
+    if not override:
+        return None
+    try:
+        return float(override)
+    except ValueError:
+        raise ConfigError(
+            f"${CLUSTER_ABOVE_ENV} must be a number of bytes, got {override!r}"
+        ) from None
+
+
 def cluster_threshold(model: BackendModel | None) -> float:
     """The output size from which keeping a task's children on its worker beats handing
     them out: where moving the output to another worker (its upload and download, at the
     backend's measured bandwidth) takes longer than starting one warm. Infinite where
     outputs move for free (workers in the client's process)."""
-    override = os.environ.get(CLUSTER_ABOVE_ENV)
-    if override:
-        try:
-            return float(override)
-        except ValueError:
-            raise ConfigError(
-                f"${CLUSTER_ABOVE_ENV} must be a number of bytes, got {override!r}"
-            ) from None
+    override = _override()
+    if override is not None:
+        return override
     per_byte = _move_s_per_byte(model)
     if model is None or per_byte <= 0:
         return math.inf

@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 
 #: uniform: the cheapest size whose makespan is within this of the fastest size's.
 UNIFORM_SLACK = 0.10
+#: Tasks are dealt out in runs of neighbours where none is longer than this part of a
+#: share's total (_deal): the runs then differ by at most that much.
+RUN_SHARE = 0.5
 #: critical-path: how much the predicted makespan may grow while tasks shrink (within the
 #: predictions' own noise: it "holds").
 CRITICAL_PATH_SLACK = 0.05
@@ -243,9 +246,14 @@ def make_groups(
 
 def _deal(tasks: list[int], level: Sequence[float], shares: int) -> list[list[int]]:
     """``tasks`` (longest first) dealt into at most ``shares`` lists of about equal total
-    ``level``, the longest task in the first."""
+    ``level``, the longest task in the first. Where every task is small beside a share's
+    part, the lists are runs of neighbours (:func:`_runs`); else the longest goes to the
+    least loaded list, one after another."""
     if len(tasks) <= shares:
         return [[t] for t in tasks]
+    total = sum(level[t] for t in tasks)
+    if max(level[t] for t in tasks) <= RUN_SHARE * total / shares:
+        return _runs(tasks, level, shares, total)
     dealt: list[list[int]] = [[] for _ in range(shares)]
     least = [(0.0, k) for k in range(shares)]  # a heap of (load, share)
     for t in tasks:
@@ -253,6 +261,25 @@ def _deal(tasks: list[int], level: Sequence[float], shares: int) -> list[list[in
         dealt[k].append(t)
         heapq.heapreplace(least, (load + level[t], k))
     return [d for d in dealt if d]
+
+
+def _runs(tasks: list[int], level: Sequence[float], shares: int, total: float) -> list[list[int]]:
+    """``tasks`` cut, in id order, into ``shares`` runs of about equal total ``level``, the
+    run with the longest task first. Neighbours by id are near in the graph (ids are
+    topological): the inputs of a fan-in, a reduction's subtree; in one run, one worker
+    makes them all and can keep them (:mod:`shoal.optimizations.cluster`)."""
+    if total <= 0:  # nothing known: as many tasks each
+        level, total = [1.0] * (max(tasks) + 1), float(len(tasks))
+    runs: list[list[int]] = [[]]
+    done = 0.0
+    for t in sorted(tasks):
+        if runs[-1] and len(runs) < shares and done + level[t] / 2 > len(runs) * total / shares:
+            runs.append([])
+        runs[-1].append(t)
+        done += level[t]
+    first = next(i for i, run in enumerate(runs) if tasks[0] in run)
+    runs.insert(0, runs.pop(first))
+    return runs
 
 
 def _renumber(group: list[int]) -> list[int]:

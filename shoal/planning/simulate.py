@@ -13,7 +13,8 @@ It plays Shoal's own protocol (:mod:`shoal.protocol`) forward in time, step by s
 - with pre-warm, a worker that starts warms workers of its children's other sizes (ready
   a cold start later);
 - with clustering forced on, a completion whose output reaches the tuning's threshold
-  keeps every child it readies (:mod:`shoal.optimizations.cluster`);
+  keeps every child of a fan-out it readies, and one feeding a fan-in whose other inputs
+  its worker will make waits for them unstored (:mod:`shoal.optimizations.cluster`);
 - an invocation waits while ``cap`` workers are busy; it then starts on an idle warm
   worker of its size (after the warm hand-out delay) or a new one (the cold delay), and
   no sooner than the platform's spacing after the previous start (a burst of starts on
@@ -51,6 +52,7 @@ from ..backends import Size
 from ..decisions import NEVER, group_roots, must_store, split_ready, upload_mode
 from ..history.records import Cost
 from ..optimizations import DEFAULT, Tuning
+from ..optimizations.cluster import stays_for_fan_in
 from ..optimizations.fanin import hold_back, holder
 from ..optimizations.prewarm import sizes_to_warm
 from ..optimizations.tree import BRANCHING, split_tree
@@ -415,12 +417,17 @@ class _Simulation:
         sink = task in self.shape.sinks
         if not children:
             return [], [], [], sink
+        out, tuning = self.work.out_bytes[task], self.tuning
         clustered = (
-            self.cluster_above is not None and self.work.out_bytes[task] >= self.cluster_above
+            len(children) > 1 and self.cluster_above is not None and out >= self.cluster_above
         )
         holds = self.holds
         if holds:
             self.resume += [c for c in children if c in holds and remaining[c] == 2]
+        aside = tuning.aside_above is not None and out >= tuning.aside_above
+        if aside and self._set_aside(worker, task):  # the worker makes the fan-in's inputs
+            remaining[children[0]] -= 1
+            return [], [], [], False
         if groups is None and not clustered:
             needs = [needs_of[c] for c in children]
             ready = []
@@ -460,6 +467,26 @@ class _Simulation:
             else:
                 keep.append(c)
         return sure, keep, list(by_group.values()), stored
+
+    def _set_aside(self, worker: _Worker, task: int) -> bool:
+        """Whether the completion of ``task`` waits unstored for its fan-in child, whose
+        other inputs its worker will make (:func:`.cluster.stays_for_fan_in`)."""
+        children, groups = self.shape.children[task], self.groups
+        if len(children) != 1 or self.remaining[children[0]] < 2:
+            return False
+        fan_in = children[0]
+        mine = None if groups is None else groups[task]
+        if groups is not None and groups[fan_in] != mine:
+            return False
+        deps, end, ran_on, stack = self.shape.deps, self.end, self.ran_on, worker.stack
+
+        def deps_of(t: int) -> Sequence[int] | None:
+            return deps[t] if groups is None or groups[t] == mine else None
+
+        def made(t: int) -> bool:
+            return ran_on[t] == worker.id and not math.isnan(end[t])
+
+        return stays_for_fan_in(deps[fan_in], made, stack.__contains__, deps_of)
 
     def _stop(self, time: float, worker: _Worker) -> None:
         span = time - worker.started

@@ -15,9 +15,14 @@ from typing import Any
 from .. import capture
 from ..backends import Invocation, Size, Workers, invoke_all
 from ..decisions import (
+    IF_PENDING,
     Completion,
+    Marks,
     backoff_delays,
+    complete_batch,
     keeps,
+    remember_marks,
+    settled_here,
     should_flush,
     split_ready,
     upload_mode,
@@ -28,7 +33,7 @@ from ..failures import TaskFailure
 from ..graph import TaskFunction, TaskSpec
 from ..heartbeat import HEARTBEAT, HeldLease
 from ..metrics import MetricsBuffer, approx_nbytes, parse_policy, process_probe
-from ..optimizations.cluster import keep_all
+from ..optimizations.cluster import LOOKAHEAD, keep_all, stays_for_fan_in
 from ..optimizations.fanin import Hold, hold_back, holder, wants_fan_in
 from ..optimizations.prewarm import sizes_to_warm
 from ..stores import Store
@@ -39,6 +44,10 @@ log = logging.getLogger(__name__)
 
 #: How many of its invocation's tasks a worker-started event names (for the live view).
 STARTED_TASKS = 64
+#: An output this large is worth checking, before a store step, whether the step needs it.
+LARGE_OUTPUT = 1 << 16
+#: How many tasks a worker looks at, at most, to see that it will make a fan-in's inputs.
+NEARBY_TASKS = 256
 #: A worker holding its completion back for a fan-in checks its lease this often.
 HOLD_POLL_S = 1.0
 
@@ -62,6 +71,7 @@ class _Worker:
         self.fanout = invocation.fanout
         self.tuning = invocation.tuning
         self.cluster_above = self.tuning.cluster_above
+        self.aside_above = self.tuning.aside_above
         self.fan_in_ok = self.tuning.preload or self.tuning.delay_above is not None
         #: Completions that may be held back for their fan-in child (task, child, bytes).
         self.holding: list[tuple[int, int, int]] = []
@@ -80,6 +90,11 @@ class _Worker:
         self.prefetched: set[int] = set()  # inputs read ahead for a fan-in (preload)
         #: A completion held back for a fan-in while the worker still has work of its own.
         self.held_back: list[Completion] = []
+        #: Completions kept aside, unstored, for a fan-in this worker will run (cluster).
+        self.aside: list[Completion] = []
+        self.made: set[int] = set()  # tasks this worker ran (kept only to set aside)
+        #: Children of several inputs -> those of their inputs this worker completed.
+        self.sent: dict[int, set[int]] = {}
         self.early: set[int] = set()  # children run before their parent's batch was stored
         self.urgent = False  # the batch holds a sink or children for other workers
         self.ran = 0
@@ -111,7 +126,7 @@ class _Worker:
                     len(batch), ended - batch[0].finished.time, last_task_s, self.urgent
                 )
             )
-            if not owned and self.held_back:  # its own work is done: now it may wait
+            if not owned and (self.held_back or self.aside):  # its own work is done
                 due = True
             if due and not await self.flush():
                 return  # the run is gone: finished elsewhere, failed or cancelled
@@ -230,6 +245,8 @@ class _Worker:
         children, needs, stay = spec.children, spec.child_deps, spec.stay
         if self.cluster_above is not None:  # forced on: a large output keeps its children
             stay = keep_all(children, result, self.cluster_above, approx_nbytes) or stay
+        if self.aside_above is not None:
+            self.made.add(task)
         mode = upload_mode(spec.sink, needs, self.fanout, stay)
         self.batch.append(Completion(task, result, mode, children, needs, finished, stay))
         self.unflushed.add(task)
@@ -256,11 +273,16 @@ class _Worker:
         """Take the completion step for the buffered batch; own what it readied. False
         when the run is gone. A completion held back for a fan-in (delayed I/O, preload)
         goes last, once its wait is over."""
-        batch = self.held_back + self.batch
+        batch = self.held_back + self.aside + self.batch
         self.batch.clear()
-        self.held_back = []
+        self.held_back, self.aside = [], []
         self.unflushed.clear()
         self.urgent = False
+        if self.aside_above is not None:
+            batch, self.aside = await self.set_aside(batch)
+            self.unflushed.update(c.task for c in self.aside)
+            if not batch:
+                return True
         holding, self.holding = self.holding, []
         for task, child, nbytes in holding:
             fan_in = await self.source.spec(child)
@@ -284,7 +306,63 @@ class _Worker:
             await self.wait_for_inputs(child, [d for d in inputs if d != task], wait)
             batch = [c for c in batch if c.task == task]
             break
-        return await self.complete(batch)
+        if not await self.complete(batch):
+            return False
+        if self.aside and not self.owned:  # what it waited for is not coming here after all
+            aside, self.aside = self.aside, []
+            return await self.complete(aside)
+        return True
+
+    async def set_aside(self, batch: list[Completion]) -> tuple[list[Completion], list[Completion]]:
+        """``batch`` split into what completes now and what waits aside, unstored: a large
+        output whose fan-in child this worker will run once it has made the fan-in's other
+        inputs itself (:func:`~shoal.optimizations.cluster.stays_for_fan_in`)."""
+        above = self.aside_above
+        assert above is not None
+        candidates = [
+            c
+            for c in batch
+            if len(c.children) == 1
+            and c.child_deps[0] >= 2
+            and (c.stay is None or c.stay[0])
+            and approx_nbytes(c.output) >= above
+        ]
+        if not candidates:
+            return batch, []
+        # Its own work, and the children this batch readies and keeps (found as the store
+        # will find them: tasks only this worker's marks concern).
+        owned = set(self.owned)
+        readies, _ = complete_batch(Marks(), batch, self.fanout)
+        for c, ready in zip(batch, readies, strict=True):
+            owned.update(keeps(c, ready, self.fanout))
+        made = self.made.__contains__
+        aside = []
+        for c in candidates:
+            inputs = (await self.source.spec(c.children[0])).deps
+            group = (await self.source.spec(c.task)).group
+            deps = await self.deps_near(inputs, group, owned)
+            if stays_for_fan_in(inputs, made, owned.__contains__, deps.get):
+                aside.append(c)
+        return [c for c in batch if c not in aside], aside
+
+    async def deps_near(
+        self, tasks: Sequence[int], group: int | None, owned: set[int]
+    ) -> dict[int, Sequence[int] | None]:
+        """The inputs of ``tasks`` and of theirs, up to :data:`LOOKAHEAD` levels (None for
+        a task planned outside ``group``), stopping at tasks made here or ``owned``."""
+        deps: dict[int, Sequence[int] | None] = {}
+        made = self.made
+        frontier = [t for t in tasks if t not in made and t not in owned]
+        for _ in range(LOOKAHEAD):
+            found: list[int] = []
+            for t in frontier:
+                if t in deps or len(deps) >= NEARBY_TASKS:
+                    continue
+                spec = await self.source.spec(t)
+                deps[t] = spec.deps if spec.group == group else None
+                found += [d for d in spec.deps if d not in made and d not in owned]
+            frontier = found
+        return deps
 
     async def wait_for_inputs(self, child: int, others: Sequence[int], hold: Hold) -> None:
         """Until ``others`` (the fan-in ``child``'s other inputs) have all finished, or the
@@ -321,6 +399,11 @@ class _Worker:
     async def complete(self, batch: list[Completion]) -> bool:
         """The completion step for ``batch``; own what it readied. False when the run is
         gone."""
+        if len(batch) > 1 and any(
+            c.upload is IF_PENDING and approx_nbytes(c.output) >= LARGE_OUTPUT for c in batch
+        ):  # large outputs its own marks may settle: not encoded at all if so
+            uploads = settled_here(batch, self.fanout, self.sent)
+            batch = [c._replace(upload=u) for c, u in zip(batch, uploads, strict=True)]
         metrics = self.metrics
         extra: tuple[Event, ...] = ()
         if metrics and metrics.policy.mode == "batch":  # the records ride along
@@ -348,6 +431,7 @@ class _Worker:
             elif metrics.due():
                 await self.store.emit(self.run_id, self.metrics_events())
         self.source.pages.update(settled.pages)
+        remember_marks(self.sent, batch, settled.readies)
         held, early = self.held, self.early
         handing: list[Invocation] = []
         for completion, ready in zip(batch, settled.readies, strict=True):
