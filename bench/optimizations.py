@@ -13,6 +13,12 @@
 - ``delayed-io``: 4 tasks each make a 20 MB array after 50 ms (near-equal durations), one
   task sums them: ``[]`` against ``["delayed-io"]`` (the first producer's worker holds its
   array back until the others are in, and sums with it in memory), 4 workers at once.
+- ``prewarm``: a first stage of 1 s (a sleep) readies 4 children that need a size no
+  worker has (1 GB, against the default 2 GB), 50 ms each, on a gateway keeping idle
+  workers warm for 0.5 s: ``[]`` (the children start cold) against ``["prewarm"]`` (the
+  first stage's worker warms a worker per child a cold start before their predicted
+  start: warmed as it starts, they would have retired again). The gateway is left to
+  retire its idle workers between runs.
 - ``wide-fanout``: one task readies 2 000 no-op children on a gateway that runs 64
   workers at once and answers each invocation after 50 ms (``--invoke-latency 0.05``, as
   Lambda's invoke API): the 63 invocations it hands out go out flat (at most 8 in flight:
@@ -129,6 +135,23 @@ def delayed_io() -> shoal.Node:
     return sum_all(*[produce(0.05, 20 * 10**6, i) for i in range(4)])
 
 
+@shoal.task
+def first_stage(seconds: float) -> int:
+    time.sleep(seconds)
+    return 1
+
+
+@shoal.task(memory_mb=1024)
+def second_stage(x: int, i: int) -> int:
+    time.sleep(0.05)
+    return x + i
+
+
+def prewarm() -> shoal.Node:
+    first = first_stage(1.0)
+    return add_all(*[second_stage(first, i) for i in range(4)])
+
+
 def wide_fanout() -> shoal.Node:
     root = seed()
     return count([noop(root, i) for i in range(WIDE)])
@@ -143,6 +166,7 @@ class Workload:
     max_workers: int | None = None
     gateway_args: tuple[str, ...] = ()
     blobs: str = "auto"  # "off": every output through Redis
+    settle_s: float = 0.0  # a pause between runs (idle workers retire)
     runs: dict[str, list[dict[str, float]]] = field(default_factory=dict)
 
 
@@ -153,6 +177,14 @@ WORKLOADS = [
     Workload("preload-redis", preload, [], ["preload"], 8, blobs="off"),
     Workload("delayed-io", delayed_io, [], ["delayed-io"], 4),
     Workload("delayed-io-redis", delayed_io, [], ["delayed-io"], 4, blobs="off"),
+    Workload(
+        "prewarm",
+        prewarm,
+        [],
+        ["prewarm"],
+        gateway_args=("--keep-warm", "0.5", "--no-fork"),
+        settle_s=0.7,
+    ),
     Workload("wide-fanout", wide_fanout, [], ["invoke-tree"], 64, ("--invoke-latency", "0.05")),
 ]
 
@@ -183,6 +215,7 @@ def run(workload: Workload, repeat: int, folder: str) -> None:
                              progress=False)  # fmt: skip
                 wall = time.perf_counter() - started
                 servers.wait_idle()
+                time.sleep(workload.settle_s)
                 summary = shoal.last_run()
                 assert summary is not None and summary.ok
                 if round_ >= WARM_UP:
@@ -191,6 +224,7 @@ def run(workload: Workload, repeat: int, folder: str) -> None:
                         "wall": wall, "makespan": summary.makespan_s,
                         "predicted": summary.predicted_makespan_s,
                         "moved": summary.bytes_moved, "workers": summary.workers,
+                        "cold": summary.cold_starts,
                         "last_start": _last_worker_start(history),
                     })  # fmt: skip
     finally:
@@ -207,7 +241,8 @@ def report(workload: Workload) -> None:
         print(f"{workload.name:15} {label:3} {str(getattr(workload, label)):17} wall "
               f"{1e3 * m['wall']:7.1f} ms, makespan {1e3 * m['makespan']:7.1f} ms (predicted "
               f"{1e3 * m['predicted']:.1f}: {m['predicted'] / m['makespan'] - 1:+.0%}), "
-              f"{m['moved'] / 1e6:7.1f} MB moved, {m['workers']:.0f} workers"
+              f"{m['moved'] / 1e6:7.1f} MB moved, {m['workers']:.0f} workers "
+              f"({m['cold']:.0f} cold)"
               + (extra if workload.name == "wide-fanout" else ""))  # fmt: skip
     off, on = medians["off"], medians["on"]
     print(f"{'':15} on/off: wall {on['wall'] / off['wall']:.2f}x, "

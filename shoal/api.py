@@ -258,8 +258,10 @@ async def _run(
                 forced=options.optimizations,
             )
             summary.planned(plan, options.planner, options.sla)
-            if plan is not None and plan.tuning is not None and options.optimizations is None:
-                tuning = plan.tuning  # the planner's say, as the run gave it
+            if plan is not None and plan.tuning is not None:
+                # The planner's say where the run leaves it, else the forced ones as the
+                # plan times them (pre-warm).
+                tuning = plan.tuning
         values = await run_graph(
             graph,
             store,

@@ -105,6 +105,18 @@ def test_prewarmed_workers_take_the_first_run_warm(redis_url: str, own_gateway: 
     assert summary is not None and summary.workers >= 1 and summary.cold_starts == 0
 
 
+@pytest.mark.gateway_args("--keep-warm", "600")
+def test_a_prewarm_asked_for_later_starts_its_worker_then(own_gateway: str) -> None:
+    asked = time.monotonic()
+    reply = httpx.post(_http(own_gateway) + "/prewarm", params={"count": 1, "after_s": 0.5})
+    assert reply.status_code == 202 and reply.json() == {"started": 1}  # asked for
+    deadline = asked + 20
+    while not _idle(own_gateway):
+        assert time.monotonic() < deadline, _info(own_gateway)
+        time.sleep(0.02)
+    assert time.monotonic() - asked >= 0.5  # not before its time
+
+
 @pytest.mark.gateway_args("--max-workers", "2")
 def test_the_concurrency_cap_holds(redis_url: str, own_gateway: str, flags: Path) -> None:
     """A tree whose forks hand work out until four workers want to run at once, on a

@@ -34,7 +34,7 @@ from shoal.optimizations import (
 )
 from shoal.optimizations.cluster import keep_all, made_here, stays_for_fan_in
 from shoal.optimizations.fanin import Hold, hold_back, holder, wants_fan_in
-from shoal.optimizations.prewarm import sizes_to_warm
+from shoal.optimizations.prewarm import sizes_to_warm, warm_ups
 from shoal.optimizations.tree import BRANCHING, split_tree
 from shoal.planning.model import BackendModel
 from shoal.protocol import new_run_id, run_graph
@@ -448,6 +448,14 @@ def test_sizes_to_warm_are_the_childrens_other_sizes_at_most_a_fan_out_each() ->
     own, small, big = Size(), Size(1, 512), Size(2, 4096)
     assert sizes_to_warm(own, [own, small, small, small, big], fanout=2) == {small: 2, big: 1}
     assert sizes_to_warm(own, [own, own], fanout=8) == {}
+
+
+def test_each_size_is_warmed_at_the_earliest_delay_of_the_tasks_needing_it() -> None:
+    own, small, big = Size(), Size(1, 512), Size(2, 4096)
+    children = {0: [small, own], 1: [small, big], 2: [own]}
+    assert warm_ups(own, children, 8, {0: 2.0, 1: 0.5}) == [(0.5, small, 2), (0.5, big, 1)]
+    assert warm_ups(own, children, 8, {}) == [(0.0, small, 2), (0.0, big, 1)]  # at once
+    assert warm_ups(own, {2: [own]}, 8, {}) == []
 
 
 @shoal.task

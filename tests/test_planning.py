@@ -564,6 +564,36 @@ def test_the_optimizing_planner_clusters_a_fan_out_where_moving_its_input_costs_
     assert plan_optimizing(_fan_out_problem(100e6, frozenset())).optimized == {}
 
 
+def _two_stage_problem(keep_warm_s: float, forced: frozenset[str] | None = None) -> Problem:
+    """A 1 s root readying 8 children of 0.3 s that need 3 GB (its own worker is smaller:
+    too many to cluster), on a platform starting a worker cold in 0.5 s, warm in 10 ms."""
+    model = _model("lambda", cap=10, handout_cold_s=0.5, handout_warm_s=0.01)
+    model.keep_warm_s = keep_warm_s
+    stats = {
+        StatsKey("m.root", 1.0, 512, "lambda"): _stats([1.0], peak=100),
+        StatsKey("m.child", 1.0, 3072, "lambda"): _stats([0.3], peak=3000),
+    }
+    problem = _problem([(), *[(0,)] * 8], ["m.root", *["m.child"] * 8], stats, model)
+    problem.forced = forced
+    return problem
+
+
+def test_the_optimizing_planner_prewarms_a_later_size_timed_by_its_predicted_start() -> None:
+    kept = plan_optimizing(_two_stage_problem(60.0))
+    assert kept.optimized == {"prewarm": [0]} and kept.tuning is not None
+    assert kept.tuning.prewarm and kept.tuning.warm_after == ((0, 0.0),)  # warm for long
+    cold = plan_critical_path(_two_stage_problem(60.0)).schedule.makespan_s
+    assert kept.schedule.makespan_s == pytest.approx(cold - 0.49, abs=0.02)
+    # Kept warm 0.4 s only: warmed at once it would retire first; it is warmed so as to
+    # be ready 0.2 s before the children start (1 s), a cold start (0.5 s) earlier.
+    brief = plan_optimizing(_two_stage_problem(0.4))
+    assert brief.tuning is not None and brief.tuning.warm_after == ((0, pytest.approx(0.3)),)
+    assert brief.schedule.makespan_s == pytest.approx(kept.schedule.makespan_s)
+    # Forced on, it is timed the same way; the planner chooses nothing without history.
+    forced = plan_optimizing(_two_stage_problem(0.4, frozenset({"prewarm"})))
+    assert forced.tuning is not None and forced.tuning.warm_after == brief.tuning.warm_after
+
+
 def test_the_simulator_plays_forced_clustering_on_outputs_over_the_threshold() -> None:
     deps = [(), (0,), (0,), (0,), (0,)]
     model = _free(cap=4)

@@ -192,9 +192,10 @@ class LambdaWorkers:
         name = self.function_name(invocation.size)
         await asyncio.to_thread(self._invoke, name, self.event(invocation))
 
-    async def prewarm(self, cpus: float, memory_mb: int, count: int) -> int:
+    async def prewarm(self, cpus: float, memory_mb: int, count: int, after_s: float = 0.0) -> int:
         """A warming invocation per worker wanted, of the function of that size: its
-        container starts (the worker runtime made), runs nothing and stays warm."""
+        container starts (the worker runtime made), runs nothing and stays warm (for
+        minutes: sent at once, whatever ``after_s``)."""
         name = self.function_name(Size(cpus, memory_mb))
         body = json.dumps(WARM_EVENT).encode()
         sent = await asyncio.gather(

@@ -182,9 +182,10 @@ class Workers(Protocol):
     async def platform(self) -> Platform:
         """Where workers run, for the planners: shared CPUs, keep-warm, idle workers."""
 
-    async def prewarm(self, cpus: float, memory_mb: int, count: int) -> int:
-        """Start up to ``count`` idle workers of a size ahead of need; how many started
-        (0 where the platform cannot be asked)."""
+    async def prewarm(self, cpus: float, memory_mb: int, count: int, after_s: float = 0.0) -> int:
+        """Start up to ``count`` idle workers of a size ahead of need, ``after_s`` seconds
+        from now where the platform can keep the time (else at once: FaaS platforms keep
+        an idle instance for minutes); how many (0 where the platform cannot be asked)."""
 
     async def close(self, ok: bool = True) -> None:
         """Done with the run (``ok``: it finished well, so workers kept for the next run

@@ -113,9 +113,10 @@ class GatewayWorkers:
             invoke_latency_s=float(infos[0].get("invoke_latency_s", 0.0)),
         )
 
-    async def prewarm(self, cpus: float, memory_mb: int, count: int) -> int:
-        """Ask the (first) gateway to start ``count`` idle workers of a size ahead of need."""
-        params = {"cpus": cpus, "memory_mb": memory_mb, "count": count}
+    async def prewarm(self, cpus: float, memory_mb: int, count: int, after_s: float = 0.0) -> int:
+        """Ask the (first) gateway to start ``count`` idle workers of a size ahead of need,
+        ``after_s`` seconds from now (the gateway keeps the time)."""
+        params = {"cpus": cpus, "memory_mb": memory_mb, "count": count, "after_s": after_s}
         reply = await self._request("POST", "/prewarm", self._bases[0], params=params)
         return int(reply["started"])
 

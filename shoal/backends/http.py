@@ -160,10 +160,11 @@ class HttpWorkers:
         if not post.sent.is_set():  # so the request ended first: raise what ended it
             request.result()
 
-    async def prewarm(self, cpus: float, memory_mb: int, count: int) -> int:
+    async def prewarm(self, cpus: float, memory_mb: int, count: int, after_s: float = 0.0) -> int:
         """A warm-up request (``?warmup=PATH`` beside the endpoint, its ``health`` check by
-        default) per worker wanted, all at once: a platform that scales by requests, at a
-        concurrency of one per instance, starts an instance for each. How many answered."""
+        default) per worker wanted, all at once (whatever ``after_s``): a platform that
+        scales by requests, at a concurrency of one per instance, starts an instance for
+        each. How many answered."""
         if self.warmup_url is None or count <= 0:
             return 0
         http, url = self._client(), self.warmup_url

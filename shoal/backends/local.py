@@ -91,7 +91,7 @@ class LocalWorkers:
                 if store is not self._store:
                     runner.run(store.close())
 
-    async def prewarm(self, cpus: float, memory_mb: int, count: int) -> int:
+    async def prewarm(self, cpus: float, memory_mb: int, count: int, after_s: float = 0.0) -> int:
         """Threads of this process are always warm: nothing to start."""
         return 0
 

@@ -113,15 +113,22 @@ class Gateway:
 
     # ----------------------------------------------------------------- requests
     async def submit(self, payload: bytes) -> Invocation:
-        """Queue a signed invocation; :class:`BadSignature` if it is not ours."""
+        """Queue a signed invocation; :class:`BadSignature` if it is not ours. Placed in
+        the background: the invoker is answered at once, not after a cold start (as an
+        asynchronous FaaS invocation is)."""
         invocation = self.codec.load_invocation(payload)
         self._served.add(invocation.storage)
         self.queue.append(_Pending(payload, invocation, time.time()))
-        await self._dispatch()
+        self._keep(asyncio.create_task(self._dispatch()))
         return invocation
 
-    async def prewarm(self, size: Size, count: int) -> int:
-        """Start up to ``count`` idle workers of ``size`` (as room allows); how many."""
+    async def prewarm(self, size: Size, count: int, after_s: float = 0.0) -> int:
+        """Start up to ``count`` idle workers of ``size`` (as room allows), ``after_s``
+        seconds from now (a plan's timing: see shoal.optimizations.prewarm); how many
+        (asked for, when later)."""
+        if after_s > 0:
+            self._keep(asyncio.create_task(self._prewarm_later(size, count, after_s)))
+            return count
         started = 0
         async with self._lock:
             for _ in range(count):
@@ -130,6 +137,10 @@ class Gateway:
                 await self._spawn(size)
                 started += 1
         return started
+
+    async def _prewarm_later(self, size: Size, count: int, after_s: float) -> None:
+        await asyncio.sleep(after_s)
+        await self.prewarm(size, count)
 
     def info(self) -> dict[str, Any]:
         pools: dict[str, dict[str, int]] = {}
@@ -417,9 +428,10 @@ def create_app(gateway: Gateway, token: str | None = None) -> Starlette:
         try:
             size = Size(float(q.get("cpus", 1)), int(q.get("memory_mb", Size().memory_mb)))
             count = int(q.get("count", 1))
+            after_s = float(q.get("after_s", 0.0))
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse({"started": await gateway.prewarm(size, count)}, 202)
+        return JSONResponse({"started": await gateway.prewarm(size, count, after_s)}, 202)
 
     async def info(request: Request) -> Response:
         if (denied := refused(request)) is not None:

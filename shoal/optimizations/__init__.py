@@ -87,7 +87,8 @@ class Tuning:
     of it (what moving it would take). ``preload``: the fan-in's waiting worker waits for
     all its inputs, downloading each as it is stored; after ``hold_idle_s`` seconds (a
     cold start's time) without one landing, it checks that no invocation waits for its
-    platform slot. ``prewarm``: a worker warms workers of its children's sizes."""
+    platform slot. ``prewarm``: a worker warms workers of its children's sizes, each
+    ``warm_after`` seconds after it starts (a plan's timing, by task; none: at once)."""
 
     cluster_above: float | None = None
     aside_above: float | None = None
@@ -97,6 +98,7 @@ class Tuning:
     preload: bool = False
     hold_idle_s: float = 0.0
     prewarm: bool = False
+    warm_after: tuple[tuple[int, float], ...] = ()
 
 
 OFF = Tuning()

@@ -40,7 +40,7 @@ import heapq
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..backends import Size
@@ -569,7 +569,12 @@ def plan_optimizing(problem: Problem) -> Decided:
     best = plan_critical_path(problem)
     if problem.forced is not None:
         if "preload" in problem.forced:
-            return _preload_groups(problem, best)
+            best = _preload_groups(problem, best)
+        if "prewarm" in problem.forced:  # timed by the plan
+            tuning = replace(best.tuning or problem.tuning, warm_after=_warm_after(problem, best))
+            work = _work(_Costs(problem), problem, best.sizes)
+            schedule = simulate(problem.shape, work, problem.model, best.groups, tuning=tuning)
+            best = Decided(best.sizes, best.groups, schedule, best.optimized, tuning)
         return best
     costs = _Costs(problem)
     shape, model = problem.shape, problem.model
@@ -597,7 +602,40 @@ def plan_optimizing(problem: Problem) -> Decided:
         if held.schedule.makespan_s < best.schedule.makespan_s * (1 - OPTIMIZE_GAIN):
             held.optimized = {**base.optimized, **held.optimized}
             best = held
+    # Pre-warm, where children need sizes their parents' workers are not: timed.
+    warm_after = _warm_after(problem, best)
+    if warm_after:
+        tuning = replace(best.tuning or problem.tuning, prewarm=True, warm_after=warm_after)
+        work = _work(costs, problem, best.sizes)
+        schedule = simulate(shape, work, model, best.groups, tuning=tuning)
+        if schedule.makespan_s < best.schedule.makespan_s * (1 - OPTIMIZE_GAIN):
+            optimized = {**best.optimized, "prewarm": [t for t, _ in warm_after]}
+            best = Decided(best.sizes, best.groups, schedule, optimized, tuning)
     return best
+
+
+def _warm_after(problem: Problem, plan: Decided) -> tuple[tuple[int, float], ...]:
+    """Per task whose children need another size than its own, when its worker should
+    warm one, in seconds after that worker starts: ready (a cold start later) half the
+    platform's keep-warm period before the earliest such child is predicted ready (its
+    last input's end), so that an error either way still finds it warm (at once where
+    that is already past, as on a FaaS platform keeping idle instances for minutes)."""
+    schedule, sizes = plan.schedule, plan.sizes
+    first: dict[int, float] = {}  # each worker's first task start
+    for t, w in enumerate(schedule.worker):
+        first[w] = min(first.get(w, math.inf), schedule.start[t])
+    lead = problem.model.handout_cold_s + problem.model.keep_warm_s / 2
+    timing = []
+    for t, children in enumerate(problem.shape.children):
+        other = [
+            max(schedule.end[d] for d in problem.shape.deps[c])
+            for c in children
+            if sizes[c] != sizes[t]
+        ]
+        if other:
+            delay = min(other) - lead - first[schedule.worker[t]]
+            timing.append((t, max(0.0, round(delay, 4))))
+    return tuple(timing)
 
 
 def _preload_groups(problem: Problem, plan: Decided) -> Decided:

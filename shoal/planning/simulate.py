@@ -54,7 +54,7 @@ from ..history.records import Cost
 from ..optimizations import DEFAULT, Tuning
 from ..optimizations.cluster import stays_for_fan_in
 from ..optimizations.fanin import hold_back, holder
-from ..optimizations.prewarm import sizes_to_warm
+from ..optimizations.prewarm import warm_ups
 from ..optimizations.tree import BRANCHING, split_tree
 from .model import BackendModel
 
@@ -142,7 +142,7 @@ class _Simulation:
         self.shape, self.work, self.model = shape, work, model
         self.groups, self.fanout = groups, fanout
         self.tree, self.cluster_above = tuning.tree, tuning.cluster_above
-        self.prewarm = tuning.prewarm
+        self.prewarm, self.warm_after = tuning.prewarm, dict(tuning.warm_after)
         self.tuning = tuning
         # Fan-ins a worker holds its completion back for: fan-in -> (worker, task, since).
         self.holds: dict[int, tuple[_Worker, int, float]] = {}
@@ -283,10 +283,10 @@ class _Simulation:
             time = self._hand_out(time, worker.forward)
         if self.prewarm:  # workers of its children's other sizes, warm after a cold start
             sizes = self.work.size
-            children = [sizes[c] for t in worker.stack for c in self.shape.children[t]]
-            for size, count in sizes_to_warm(worker.size, children, self.fanout).items():
-                warm_at = time + self.model.handout_cold_s
-                self.idle.setdefault(self._pool(size), deque()).extend([warm_at] * count)
+            children = {t: [sizes[c] for c in self.shape.children[t]] for t in worker.stack}
+            for delay, size, n in warm_ups(worker.size, children, self.fanout, self.warm_after):
+                warm_at = time + delay + self.model.handout_cold_s
+                self.idle.setdefault(self._pool(size), deque()).extend([warm_at] * n)
         time += self.model.lead_s
         nbytes = 0.0
         if len(worker.stack) > 1:  # the inputs its tasks share, read once

@@ -35,7 +35,7 @@ from ..heartbeat import HEARTBEAT, HeldLease
 from ..metrics import MetricsBuffer, approx_nbytes, parse_policy, process_probe
 from ..optimizations.cluster import LOOKAHEAD, keep_all, stays_for_fan_in
 from ..optimizations.fanin import Hold, hold_back, holder, wants_fan_in
-from ..optimizations.prewarm import sizes_to_warm
+from ..optimizations.prewarm import warm_ups
 from ..stores import Store
 from ..stores.base import UnstorableOutput
 from .source import TaskSource
@@ -584,13 +584,17 @@ TASK_STARTED, TASK_FINISHED = EventKind.TASK_STARTED, EventKind.TASK_FINISHED
 
 
 async def _prewarm(state: _Worker, worker: str) -> None:
-    """Warm workers of the sizes the children of this invocation's tasks need."""
+    """Warm workers of the sizes the children of this invocation's tasks need, each when
+    the plan says (:func:`~shoal.optimizations.prewarm.warm_ups`): asked now, before any
+    task (which may hold this loop), the platform keeping the time."""
     source, inv = state.source, state.invocation
     try:
-        children = {c for t in inv.tasks for c in (await source.spec(t)).children}
-        sizes = [await source.size([c]) for c in sorted(children)]
-        for size, count in sizes_to_warm(inv.size, sizes, inv.fanout).items():
-            await state.workers.prewarm(size.cpus, size.memory_mb, count)
+        children = {
+            t: [await source.size([c]) for c in (await source.spec(t)).children] for t in inv.tasks
+        }
+        warm_after = dict(inv.tuning.warm_after)
+        for after_s, size, count in warm_ups(inv.size, children, inv.fanout, warm_after):
+            await state.workers.prewarm(size.cpus, size.memory_mb, count, after_s)
     except Exception as exc:  # a missed warm-up costs a cold start, not the run
         log.warning("worker %s: could not pre-warm workers (%r)", worker, exc)
 
