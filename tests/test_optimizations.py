@@ -195,6 +195,34 @@ def test_clustering_runs_a_fan_out_on_its_producer_and_stores_only_the_sink(
     assert spread.bytes_moved >= 4_000_000 > clustered.bytes_moved
 
 
+@shoal.task(cpus=2)
+def two_cpu_array(n: int) -> np.ndarray:
+    return np.arange(n, dtype=np.float64)
+
+
+@shoal.task(cpus=2)
+def slow_strided(array: np.ndarray, i: int) -> float:
+    time.sleep(0.3)  # a wait that holds no lock: the threads overlap
+    return float(array[i::4].sum())
+
+
+def test_a_clustered_fan_out_runs_on_as_many_threads_as_its_worker_has_cpus(
+    redis_url: str, gateway_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CLUSTER_ABOVE_ENV, "0")
+    where = str(tmp_path / "h.db")
+    array = two_cpu_array(1000)
+    node = total(*[slow_strided(array, i) for i in range(4)])
+    options = {"storage": redis_url, "workers": gateway_url, "history": where, "progress": False}
+    assert node.compute(**options, optimizations=["cluster"]) == float(np.arange(1000).sum())
+    children = [t for t in _last_record(where).tasks if t.task in (1, 2, 3, 4)]
+    assert len({t.worker for t in children}) == 1  # all on the producer's worker
+    children.sort(key=lambda t: t.start)
+    overlapping = sum(b.start < a.end for a, b in zip(children, children[1:], strict=False))
+    assert overlapping >= 2  # two at a time: 1 and 2 together, then 3 and 4
+    assert children[2].start >= min(children[0].end, children[1].end)  # no third at once
+
+
 def test_without_a_planner_or_a_forced_list_nothing_clusters(
     redis_url: str, gateway_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

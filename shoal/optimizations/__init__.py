@@ -1,8 +1,9 @@
 """Wukong's optimizations, each switchable per run (``compute(optimizations=…)``):
 
-    cluster     a task whose output is large keeps every child it readies on its own
-                worker, which reads the output from memory: nothing is uploaded for them,
-                no worker is started for them (:mod:`.cluster`)
+    cluster     a task whose output is large keeps every child of a fan-out it readies on
+                its own worker, which reads the output from memory: nothing is uploaded
+                for them, no worker is started for them; and one feeding a fan-in whose
+                other inputs its worker makes waits for them unstored (:mod:`.cluster`)
     invoke-tree a wide hand-out goes out through a tree of invokers, each sending on a
                 share as it starts, so the last worker starts after O(log n) invocation
                 rounds, not O(n) (:mod:`.tree`); on unless a list leaves it out
@@ -11,7 +12,8 @@
                 would take), so that it is the fan-in's last input and runs it with the
                 output in memory (:mod:`.fanin`)
     prewarm     a worker that starts asks its platform to warm workers of the sizes its
-                tasks' children need, where they differ from its own (:mod:`.prewarm`)
+                tasks' children need, where they differ from its own, when the plan
+                says (:mod:`.prewarm`)
     preload     the same worker waits for every other input of the fan-in, downloading
                 each as soon as it is stored, and runs the fan-in the moment the last
                 lands (:mod:`.fanin`)

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from time import perf_counter
 from traceback import format_exception
 from typing import Any
@@ -18,7 +19,6 @@ from ..decisions import (
     IF_PENDING,
     Completion,
     Marks,
-    backoff_delays,
     complete_batch,
     keeps,
     remember_marks,
@@ -38,6 +38,7 @@ from ..optimizations.fanin import Hold, hold_back, holder, wants_fan_in
 from ..optimizations.prewarm import warm_ups
 from ..stores import Store
 from ..stores.base import UnstorableOutput
+from .attempts import Attempt, attempt, attempt_record, retry
 from .source import TaskSource
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 STARTED_TASKS = 64
 #: An output this large is worth checking, before a store step, whether the step needs it.
 LARGE_OUTPUT = 1 << 16
+#: How many tasks whose inputs it holds a worker of several CPUs takes at once.
+TOGETHER_MAX = 64
 #: How many tasks a worker looks at, at most, to see that it will make a fan-in's inputs.
 NEARBY_TASKS = 256
 #: A worker holding its completion back for a fan-in checks its lease this often.
@@ -104,6 +107,11 @@ class _Worker:
         self.read_bytes = 0  # by the last gather()
         #: The read of inputs its tasks share (seconds, bytes), charged to the first task.
         self.shared_read: tuple[float, int] | None = None
+        #: A worker of several CPUs runs tasks whose inputs it holds on as many threads.
+        cpus = int(invocation.size.cpus)
+        self.threads = (
+            ThreadPoolExecutor(cpus, "shoal-task") if cpus > 1 and not workers.in_process else None
+        )
 
     async def run(self, lease: HeldLease) -> None:
         """Run owned tasks until none is left and every completion is in the store, or the
@@ -132,6 +140,12 @@ class _Worker:
                 return  # the run is gone: finished elsewhere, failed or cancelled
             if not owned:
                 return
+            if self.threads is not None and len(owned) > 1:
+                ran = await self.run_together()
+                if ran is not None:
+                    if not ran:
+                        return
+                    continue
             task = lease.task = owned.pop()
             spec = specs[task] if specs else await self.source.spec(task)
             if task in lifted:
@@ -153,9 +167,8 @@ class _Worker:
                 result = fn.func(*args, **kwargs)
             except Exception as exc:
                 output = capture.stop()
-                await self.store.emit(self.run_id, [Event(TASK_STARTED, self.name, task, started)])
-                ok, result, started, output = await _retry(
-                    fn, spec, values, exc, output, self, task
+                ok, result, started, output = await self.retry(
+                    task, fn, spec, values, exc, output, started
                 )
                 if not ok:
                     await self.fail(task, fn, result, output)
@@ -173,6 +186,70 @@ class _Worker:
             self.finish(
                 task, spec, result, Event(TASK_FINISHED, self.name, task, ended, None, started)
             )
+
+    async def run_together(self) -> bool | None:
+        """On a worker of several CPUs: the tasks on top of its stack whose inputs it holds
+        (a clustered fan-out's children), run at once on its threads, as many as it has
+        CPUs and the rest as they free up. None if fewer than two are; False if one
+        failed (the run fails)."""
+        owned, held, source = self.owned, self.held, self.source
+        wave: list[tuple[int, TaskSpec]] = []
+        for task in reversed(owned[-TOGETHER_MAX:]):
+            spec = await source.spec(task)
+            if task in source.lifted or any(d not in held for d in spec.deps):
+                break
+            wave.append((task, spec))
+        if len(wave) < 2:
+            return None
+        del owned[-len(wave) :]
+        loop = asyncio.get_running_loop()
+        calls = []
+        for _, spec in wave:
+            values = await self.gather(spec.deps)
+            fn = await source.function(spec.func)
+            calls.append(loop.run_in_executor(self.threads, _timed_attempt, fn, spec, values))
+        for (task, spec), call in zip(wave, calls, strict=True):
+            self.lease.task = task  # type: ignore[union-attr]
+            (ok, result, started, output), ended = await call
+            if not ok:
+                fn = await source.function(spec.func)
+                values = await self.gather(spec.deps)
+                ok, result, started, output = await self.retry(
+                    task, fn, spec, values, result, output, started
+                )
+                if not ok:
+                    await self.fail(task, fn, result, output)
+                    return False
+                ended = time.time()
+            if self.metrics:  # CPU time is the process's: not one task's
+                self.metrics.measured.append(
+                    (task, 0.0, 0, ended - started, None, None, approx_nbytes(result), 0.0)
+                )
+            self.finish(
+                task, spec, result, Event(TASK_FINISHED, self.name, task, ended, None, started)
+            )
+        return True
+
+    async def retry(
+        self,
+        task: int,
+        fn: TaskFunction[Any, Any],
+        spec: TaskSpec,
+        values: list[Any],
+        error: Exception,
+        output: str,
+        started: float,
+    ) -> Attempt:
+        """``task`` failed its first attempt (started then): retry it as its options allow,
+        each failed attempt in a retried event."""
+        await self.store.emit(self.run_id, [Event(TASK_STARTED, self.name, task, started)])
+
+        async def record(info: dict[str, Any]) -> None:
+            retried = event(EventKind.TASK_RETRIED, self.name, task, info)
+            await self.store.emit(self.run_id, [retried])
+
+        name = await self.source.name(task)
+        return await retry(fn, spec, values, error, output, name, record)
 
     async def redo(self, tasks: Sequence[int]) -> None:
         """Run again, in order, tasks whose outputs were lost with a worker, only to hold
@@ -506,6 +583,13 @@ class _Worker:
         )
 
 
+def _timed_attempt(
+    fn: TaskFunction[Any, Any], spec: TaskSpec, values: list[Any]
+) -> tuple[Attempt, float]:
+    """One attempt, and when it ended (on the thread that ran it)."""
+    return attempt(fn, spec, values), time.time()
+
+
 async def run_worker(
     invocation: Invocation,
     store: Store,
@@ -574,6 +658,8 @@ async def run_worker(
         if not isinstance(exc, Exception):
             raise
     finally:
+        if state.threads is not None:
+            state.threads.shutdown(wait=False)
         HEARTBEAT.drop(lease)
         stopped = event(EventKind.WORKER_STOPPED, worker, data={"tasks": state.ran})
         with contextlib.suppress(Exception):
@@ -613,48 +699,3 @@ async def _forward(invocation: Invocation, workers: Workers, worker: str) -> Non
             invocation.run_id,
             exc,
         )
-
-
-async def _retry(
-    fn: TaskFunction[Any, Any],
-    spec: TaskSpec,
-    values: list[Any],
-    error: Exception,
-    output: str,
-    worker: _Worker,
-    task: int,
-) -> tuple[bool, Any, float, str]:
-    """After a first failure, retry with exponential backoff and jitter, recording each
-    failed attempt (its error, traceback and output) in its retried event. Returns (True,
-    the result) or (False, the last exception), when the last attempt started, and the
-    last failed attempt's output."""
-    retries = fn.options.retries
-    started = time.time()
-    name = await worker.source.name(task)
-    for attempt, delay in enumerate(backoff_delays(retries, fn.options.retry_delay), 1):
-        info = attempt_record(name, attempt, error, output)
-        retried = event(EventKind.TASK_RETRIED, worker.name, task, info)
-        await worker.store.emit(worker.run_id, [retried])
-        await asyncio.sleep(delay)
-        started = time.time()
-        capture.start()
-        try:
-            args, kwargs = spec.arguments(values)
-            result = fn.func(*args, **kwargs)
-        except Exception as exc:
-            error, output = exc, capture.stop()
-        else:
-            capture.stop()
-            return True, result, started, output
-    return False, error, started, output
-
-
-def attempt_record(name: str, attempt: int, error: BaseException, output: str) -> dict[str, Any]:
-    """A failed attempt as its event carries it (see :class:`shoal.summary.Attempt`)."""
-    return {
-        "name": name,
-        "attempt": attempt,
-        "error": f"{type(error).__name__}: {error}",
-        "traceback": "".join(format_exception(error)),
-        "output": output,
-    }
