@@ -14,10 +14,12 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import importlib
 import json
 import logging
 import os
 import resource
+import select
 import signal
 import struct
 import sys
@@ -133,7 +135,11 @@ def serve(inp: BinaryIO, frames: BinaryIO, name: str | None) -> None:
     HEARTBEAT.exit_when_abandoned = True  # this process is the worker's own
     with WorkerRuntime(name=name) as runtime:
         write_frame(frames, {"ready": True})
+        idle_imports: list[str] = []
         while True:
+            if idle_imports and not select.select([inp], [], [], 0)[0]:
+                importlib.import_module(idle_imports.pop(0))
+                continue
             try:
                 header, payload = read_frame(inp)
             except EOFError:
@@ -151,6 +157,9 @@ def serve(inp: BinaryIO, frames: BinaryIO, name: str | None) -> None:
                 log.warning("invocation failed before its worker loop ran: %r", exc)
                 error = "".join(traceback.format_exception(exc))
             write_frame(frames, {"done": True, "error": error})
+            # Warm now, it imports while it waits what a hand-out will need (one forked
+            # before its template had, or started afresh, would pay it in its next run).
+            idle_imports = [m for m in PRELOAD_WHEN_IDLE if m not in sys.modules]
 
 
 if __name__ == "__main__":

@@ -165,6 +165,7 @@ class Gateway:
             "cgroups": self._limiter is not None,
             "cpu_per_mb": 1 / LAMBDA_MB_PER_CPU if self.lambda_cpu else None,
             "invoke_latency_s": self.invoke_latency_s,
+            "pid": os.getpid(),  # names its cgroups (shoal-PID-...)
         }
 
     # ----------------------------------------------------------------- placing work
