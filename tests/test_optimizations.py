@@ -406,8 +406,9 @@ def test_one_inputs_worker_holds_back_and_only_for_a_large_enough_output() -> No
     assert hold_back(3, 3, 2000, delayed) == Hold(2.0, 2.0)  # as long as moving it
     assert hold_back(4, 3, 2000, delayed) is None  # 3's worker holds back for it
     assert hold_back(3, 3, 999, delayed) is None  # too small to be worth it
-    preload = Tuning(preload=True, hold_idle_s=0.5)
-    assert hold_back(3, 3, 1, preload) == Hold(math.inf, 0.5)
+    preload = Tuning(preload=True, preload_above=1000, hold_idle_s=0.5)
+    assert hold_back(3, 3, 1000, preload) == Hold(math.inf, 0.5)
+    assert hold_back(3, 3, 999, preload) is None  # nothing worth reading ahead
     assert hold_back(3, 3, 10**9, OFF) is None
     assert wants_fan_in((9,), (2,), None) and wants_fan_in((9,), (2,), (True,))
     assert not wants_fan_in((9,), (2,), (False,))  # the plan puts the fan-in elsewhere
@@ -432,10 +433,12 @@ def _fan_in_run(options: dict[str, Any], where: str, delays: list[float], n: int
 
 
 def test_preload_runs_the_fan_in_on_the_first_inputs_worker_with_every_input_read_ahead(
-    redis_url: str, gateway_url: str, tmp_path: Path
+    redis_url: str, gateway_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Three 400 KB inputs landing 0.15 s apart: the first input's worker waits, reads the
-    others as they are stored, and runs the fan-in having read nothing when it started."""
+    """Three 400 KB inputs landing 0.15 s apart (counted large here): the first input's
+    worker waits, reads the others as they are stored, and runs the fan-in having read
+    nothing when it started."""
+    monkeypatch.setenv(CLUSTER_ABOVE_ENV, "100000")
     options = {"storage": redis_url, "workers": gateway_url, "progress": False}
     delays, where = [0.0, 0.15, 0.3], str(tmp_path / "h.db")
     plain = _fan_in_run({**options, "optimizations": []}, where, delays, 50_000)

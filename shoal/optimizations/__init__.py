@@ -87,7 +87,9 @@ class Tuning:
     tree of invokers. ``delay_above``: an output of at least this many bytes feeding a
     fan-in may be held back (delayed I/O), for up to ``delay_s_per_byte`` seconds per byte
     of it (what moving it would take). ``preload``: the fan-in's waiting worker waits for
-    all its inputs, downloading each as it is stored; after ``hold_idle_s`` seconds (a
+    all its inputs, downloading each as it is stored, where its own output is at least
+    ``preload_above`` bytes (small outputs have nothing to read ahead); after
+    ``hold_idle_s`` seconds (a
     cold start's time) without one landing, it checks that no invocation waits for its
     platform slot. ``prewarm``: a worker warms workers of its children's sizes, each
     ``warm_after`` seconds after it starts (a plan's timing, by task; none: at once)."""
@@ -98,6 +100,7 @@ class Tuning:
     delay_above: float | None = None
     delay_s_per_byte: float = 0.0
     preload: bool = False
+    preload_above: float = 0.0
     hold_idle_s: float = 0.0
     prewarm: bool = False
     warm_after: tuple[tuple[int, float], ...] = ()
@@ -114,7 +117,7 @@ def tuning_for(forced: frozenset[str] | None, model: BackendModel | None) -> Tun
     sharing the client's memory)."""
     if forced is None:
         return DEFAULT
-    large = cluster_threshold(model) if forced & {"cluster", "delayed-io"} else None
+    large = cluster_threshold(model) if forced & {"cluster", "delayed-io", "preload"} else None
     delay = "delayed-io" in forced
     preload = "preload" in forced and model is not None  # by reference: nothing to read
     return Tuning(
@@ -124,6 +127,7 @@ def tuning_for(forced: frozenset[str] | None, model: BackendModel | None) -> Tun
         delay_above=large if delay else None,
         delay_s_per_byte=_move_s_per_byte(model) if delay else 0.0,
         preload=preload,
+        preload_above=large if preload and large is not None else 0.0,  # worth holding
         hold_idle_s=model.handout_cold_s if preload and model is not None else 0.0,
         prewarm="prewarm" in forced and model is not None,
     )

@@ -8,12 +8,12 @@ back while it watches the run's events for the fan-in's other inputs:
 - ``delayed-io``: for an output of at least the threshold, at most as long as moving it
   would take; if the other inputs all land meanwhile, its completion is the last one, so
   it keeps the fan-in and runs it with the output in memory, never uploading it.
-- ``preload``: until every other input has landed, downloading each one as soon as it is
-  stored; the fan-in then starts here the moment the last lands, its inputs in memory.
-  A worker holding back keeps its platform slot, and invocations queued behind it (a
-  concurrency cap) might be the very producers it waits for: when no input has landed
-  for as long as a cold start takes and some of the run's invocations wait to start, it
-  stops holding.
+- ``preload``: for an output of at least the threshold too, until every other input has
+  landed, downloading each one as soon as it is stored; the fan-in then starts here the
+  moment the last lands, its inputs in memory. A worker holding back keeps its platform
+  slot, and invocations queued behind it (a concurrency cap) might be the very producers
+  it waits for: when no input has landed for as long as a cold start takes and some of
+  the run's invocations wait to start, it stops holding.
 
 Workers in the client's process (``local``) pass outputs by reference: none holds back.
 
@@ -55,7 +55,7 @@ def hold_back(task: int, designated: int | None, nbytes: int, tuning: Tuning) ->
     fan-in child, whose holder is ``designated`` (see :func:`holder`; None: it does not)."""
     if designated != task:  # another input's worker holds back, or none
         return None
-    if tuning.preload and tuning.hold_idle_s > 0:
+    if tuning.preload and tuning.hold_idle_s > 0 and nbytes >= tuning.preload_above:
         return Hold(math.inf, tuning.hold_idle_s)
     if tuning.delay_above is None or nbytes < tuning.delay_above:
         return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -75,7 +76,12 @@ class _Worker:
         self.tuning = invocation.tuning
         self.cluster_above = self.tuning.cluster_above
         self.aside_above = self.tuning.aside_above
-        self.fan_in_ok = self.tuning.preload or self.tuning.delay_above is not None
+        # Outputs from this size may be held back for a fan-in (delayed I/O, pre-load).
+        tuning = self.tuning
+        self.hold_above = min(
+            tuning.preload_above if tuning.preload else math.inf,
+            math.inf if tuning.delay_above is None else tuning.delay_above,
+        )
         #: Completions that may be held back for their fan-in child (task, child, bytes).
         self.holding: list[tuple[int, int, int]] = []
         self.lease: HeldLease | None = None
@@ -343,8 +349,10 @@ class _Worker:
             self.early.update(sure)
             self.owned.extend(reversed(sure))
         self.held[task] = [result, len(sure)]
-        if self.fan_in_ok and wants_fan_in(children, needs, stay):
-            self.holding.append((task, children[0], approx_nbytes(result)))
+        if self.hold_above < math.inf and wants_fan_in(children, needs, stay):
+            nbytes = approx_nbytes(result)
+            if nbytes >= self.hold_above:
+                self.holding.append((task, children[0], nbytes))
 
     async def flush(self) -> bool:
         """Take the completion step for the buffered batch; own what it readied. False
@@ -674,9 +682,18 @@ async def _prewarm(state: _Worker, worker: str) -> None:
     the plan says (:func:`~shoal.optimizations.prewarm.warm_ups`): asked now, before any
     task (which may hold this loop), the platform keeping the time."""
     source, inv = state.source, state.invocation
+    sizes: dict[tuple[Any, int], Size] = {}  # by (planned size, function): few of them
+
+    async def size_of(task: int) -> Size:
+        spec = await source.spec(task)
+        key = (spec.size, spec.func)
+        if key not in sizes:
+            sizes[key] = await source.size([task])
+        return sizes[key]
+
     try:
         children = {
-            t: [await source.size([c]) for c in (await source.spec(t)).children] for t in inv.tasks
+            t: [await size_of(c) for c in (await source.spec(t)).children] for t in inv.tasks
         }
         warm_after = dict(inv.tuning.warm_after)
         for after_s, size, count in warm_ups(inv.size, children, inv.fanout, warm_after):
