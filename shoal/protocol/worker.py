@@ -428,7 +428,8 @@ class _Worker:
             deps = await self.deps_near(inputs, group, owned)
             if stays_for_fan_in(inputs, made, owned.__contains__, deps.get):
                 aside.append(c)
-        return [c for c in batch if c not in aside], aside
+        waiting = {c.task for c in aside}
+        return [c for c in batch if c.task not in waiting], aside
 
     async def deps_near(
         self, tasks: Sequence[int], group: int | None, owned: set[int]
