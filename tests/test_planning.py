@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from shoal.backends import Platform, Size
 from shoal.history import BackendStats, FunctionStats, RunRecord, StatsKey
-from shoal.history.records import TaskRecord
+from shoal.history.records import COLUMN, TaskRecord, unneeded_writes
 from shoal.history.stats import Fit, Summary
 from shoal.optimizations import Tuning
 from shoal.planning import simulate as simulate_module
@@ -194,6 +194,20 @@ def test_a_store_clearly_slower_than_the_default_is_learned_as_it_is() -> None:
     assert model.write_s_per_byte == pytest.approx(1e-8, rel=0.2)
 
 
+def test_a_store_fit_whose_line_would_start_below_zero_seconds_goes_through_the_origin() -> None:
+    # Reads of 140 MB that scatter widely, and one of 160 MB (slow) that tilts the line:
+    # it would cross zero seconds at ~125 MB, and put 4 s on a 140 MB read.
+    xs, ys = [140e6] * 5 + [160e6], [0.24, 0.38, 0.42, 0.59, 0.67, 1.08]
+    fit = Fit.of(xs, ys)
+    assert fit.line()[0] < 0  # type: ignore[index]
+    model = BackendModel.learn(
+        "gateway", BackendStats(read_fit=fit), "mean", Platform(2.0, 60, {}), 2
+    )
+    per_byte = sum(x * y for x, y in zip(xs, ys, strict=True)) / sum(x * x for x in xs)
+    assert model.read_latency_s == 0.0 and model.read_s_per_byte == pytest.approx(per_byte)
+    assert model.read_s(140e6) == pytest.approx(0.560, abs=0.001)
+
+
 def _ran(tasks: list[tuple[str, float, float, float]], deps: list[list[int]]) -> RunRecord:
     """A run of ``tasks`` (worker, start, end, upload seconds), each of function m.f."""
     run = RunRecord("r", "wf", "f", 0.0, "gateway", "redis", ok=True)
@@ -217,6 +231,40 @@ def test_waiting_for_the_next_tasks_other_inputs_is_no_gap() -> None:
     # 2.5 s on worker b: a held back for it; its loop's own gap is from 2.5 s to 3 s.
     run = _ran([("a", 0.0, 1.0, 0.0), ("b", 0.0, 2.5, 0.0), ("a", 3.0, 3.5, 0.0)], [[], [], [0, 1]])
     assert Predictor({}, "mean", _model(), [run]).task_gap(0, "m.f") == pytest.approx(0.5)
+
+
+def test_a_holders_gap_runs_from_its_inputs_landing_less_its_thrown_away_write() -> None:
+    # Tasks 1 and 2 (workers b, c) upload 1 MB each for 0.5 s; worker a held task 0 back
+    # for the fan-in 3, and went on once both landed (2.5 s): it wrote its own 1 MB (0.01
+    # s at the model's 1e-8 s/B), which the store threw away, and read the other two.
+    run = _ran(
+        [("a", 0.0, 1.0, 0.0), ("b", 0.0, 1.5, 0.5), ("c", 0.0, 2.0, 0.5), ("a", 3.0, 3.5, 0.0)],
+        [[], [], [], [0, 1, 2]],
+    )
+    for t, row in enumerate(run.rows):
+        row[COLUMN["out_bytes"]] = 1e6 if t < 3 else 8
+        row[COLUMN["stored_bytes"]] = 1e6 if t in (1, 2) else 0
+        row[COLUMN["read_bytes"]] = 2e6 if t == 3 else 0
+        row[COLUMN["read_s"]] = 200_000 if t == 3 else 0  # 0.2 s
+    model = _model(write_latency_s=0.0, write_s_per_byte=1e-8)
+    # 3.0 - 2.5 (landed) - 0.2 (read) - 0.01 (the write thrown away)
+    assert Predictor({}, "mean", model, [run]).task_gap(0, "m.f") == pytest.approx(0.29)
+    # With pre-load it had read both as they landed (its task read nothing): the read of
+    # the last one is the simulator's to charge.
+    run.rows[3][COLUMN["read_bytes"]] = run.rows[3][COLUMN["read_s"]] = 0
+    model.read_latency_s, model.read_s_per_byte = 0.0, 1e-7  # 0.1 s
+    assert Predictor({}, "mean", model, [run]).task_gap(0, "m.f") == pytest.approx(0.39)
+
+
+def test_the_one_unstored_input_made_where_its_fan_in_ran_was_written_for_nothing() -> None:
+    # 2 = f(0, 1), 5 = f(3, 4), 6 = f(2, 5): all on worker a except 4 (b). 0 was stored
+    # (2 waited for 1), 1 readied 2 and was written, then dropped; 4 was stored, 3 held
+    # back for it and was written, then dropped; 2 and 5 both went unstored (2 waited
+    # aside for 5): one step, which they settle: neither written.
+    deps = [[], [], [0, 1], [], [], [3, 4], [2, 5]]
+    worker = ["a", "a", "a", "a", "b", "a", "a"]
+    stored = [10, 0, 0, 0, 10, 0, None]
+    assert unneeded_writes(deps, worker, stored) == {1, 3}
 
 
 def test_a_run_far_outside_the_spread_of_a_tasks_others_is_held_to_it() -> None:
@@ -516,7 +564,9 @@ def test_equal_roots_are_dealt_in_runs_so_a_reduction_keeps_its_subtrees_togethe
 
 def test_the_simulator_plays_a_reduction_clustered_on_one_worker_storing_nothing() -> None:
     """One worker makes the whole tree: clustered, each merge's first input waits
-    unstored for the other, which its worker makes; without, each is written."""
+    unstored for the other, which its worker makes; without, each is written: the first
+    input stored for the merge still waiting, the second written and thrown away (the
+    merge it readies stays: nobody needs it, as the store finds only after the write)."""
     shape = _reduction_shape(4)
     model = _free(cap=1)
     model.write_s_per_byte = 1e-9
@@ -526,7 +576,7 @@ def test_the_simulator_plays_a_reduction_clustered_on_one_worker_storing_nothing
     clustered = simulate(shape, work, model, tuning=Tuning(aside_above=1e8))
     assert plain.workers == clustered.workers == 1
     assert clustered.makespan_s == pytest.approx(7.0)  # nothing written
-    assert plain.makespan_s == pytest.approx(7.0 + 3 * 0.1)  # leaves 0 and 2, merge 4
+    assert plain.makespan_s == pytest.approx(7.0 + 6 * 0.1)  # stored: 0, 2, 4; dropped: 1, 3, 5
 
 
 # --------------------------------------------------------------------------- optimizations
@@ -657,18 +707,20 @@ def test_with_preload_forced_a_fan_in_is_planned_with_its_earliest_input() -> No
 
 def test_the_simulator_plays_a_worker_holding_back_for_a_fan_in() -> None:
     """Four 100 MB inputs (1 s to write, 1 s to read each), ending at 0.1, 0.2, 0.3 and
-    1 s: without holding back, the last one's worker reads the other three (3 s); with
-    pre-load the first one's worker read them as they landed, and reads only the last
-    (written first, since the fan-in still waited for the holder): 1 s + 1 s."""
+    1 s: without holding back, the last one's worker writes its own (its fan-in might
+    have waited for more: the store throws it away, 1 s) and reads the other three (3 s);
+    with pre-load the first one's worker read them as they landed, and reads only the
+    last (written first, since the fan-in still waited for the holder), then writes its
+    own as the last one did: 1 s + 1 s + 1 s."""
     deps = [(), (), (), (), (0, 1, 2, 3)]
     model = _free(cap=4)
     model.read_s_per_byte = model.write_s_per_byte = 1e-8
     work = _work([0.1, 0.2, 0.3, 1.0, 0.0])
     work.out_bytes = [100e6] * 4 + [8.0]
     plain = simulate(_shape(deps), work, model, tuning=Tuning())
-    assert plain.start[4] == pytest.approx(4.0) and plain.worker[4] == plain.worker[3]
+    assert plain.start[4] == pytest.approx(5.0) and plain.worker[4] == plain.worker[3]
     preload = simulate(_shape(deps), work, model, tuning=Tuning(preload=True, hold_idle_s=1))
-    assert preload.start[4] == pytest.approx(3.0) and preload.worker[4] == preload.worker[0]
+    assert preload.start[4] == pytest.approx(4.0) and preload.worker[4] == preload.worker[0]
 
 
 def test_the_optimizing_planner_holds_back_for_fan_ins_where_that_pays() -> None:

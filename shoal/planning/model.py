@@ -158,7 +158,10 @@ def _line(fit: Fit, latency: float, per_byte: float) -> tuple[float, float]:
     show. Elsewhere (no line, or bytes too alike for their cost to show through the
     scatter of the times, as reads of a few hundred bytes each) the default per-byte
     cost, with the line through the mean time at the mean bytes. A slope three times its
-    standard error is used too: it shows, whatever the default says."""
+    standard error is used too: it shows, whatever the default says. A slope whose line
+    would cross zero seconds above zero bytes (a latency below zero: bytes all alike but
+    for a few, whose scatter tilts the line) is no store's cost: the line is then the one
+    through the origin that fits best, the time per byte the times show on average."""
     if not fit.n:
         return latency, per_byte
     line, error = fit.line(), fit.slope_error()
@@ -170,4 +173,6 @@ def _line(fit: Fit, latency: float, per_byte: float) -> tuple[float, float]:
         clear = error < abs(line[1]) / 3 and line[1] < 1 / SLOWEST_STORE
         if error < per_byte or clear:
             slope = max(0.0, line[1])
+            if line[0] < 0 and fit.sxx > 0:  # least squares with no latency at all
+                return 0.0, max(0.0, fit.sxy / fit.sxx)
     return max(0.0, (fit.sy - slope * fit.sx) / fit.n), slope

@@ -26,7 +26,14 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ..backends import Size
-from ..history.records import COLUMN, FunctionStats, RunRecord, StatsKey, handing_out
+from ..history.records import (
+    COLUMN,
+    FunctionStats,
+    RunRecord,
+    StatsKey,
+    handing_out,
+    unneeded_writes,
+)
 from .model import BackendModel
 
 #: A fit of duration or output against input bytes is used when it explains this much.
@@ -180,14 +187,17 @@ class Predictor:
     def _learn_gaps(self, run: RunRecord) -> None:
         """What each task's worker did between its end and the start of its next task
         (its completion step, its output's serializing, a collection pause...), less its
-        output's upload where it was stored: the simulator charges that by the bytes a plan
-        stores (a plan that keeps the output local saves it). A completion that handed work
-        out is no sample: its time holds the hand-out (invocations, in rounds, each taking
-        the platform's latency), which the simulator plays by what a plan hands out."""
+        output's upload where it was stored, or its write where the store threw it away
+        (:func:`~shoal.history.records.unneeded_writes`): the simulator charges those by
+        the bytes a plan writes (a plan that keeps the output local saves them). A
+        completion that handed work out is no sample: its time holds the hand-out
+        (invocations, in rounds, each taking the platform's latency), which the simulator
+        plays by what a plan hands out."""
         col = COLUMN
         task_i, fn_i, worker_i = col["task"], col["function"], col["worker"]
         start_i, end_i, read_i = col["start"], col["end"], col["read_s"]
-        upload_i = col["upload_s"]
+        upload_i, out_i, stored_i = col["upload_s"], col["out_bytes"], col["stored_bytes"]
+        read_bytes_i = col["read_bytes"]
         functions = [key for key, _ in run.functions]
         by_worker: dict[int, list[list[Any]]] = {}
         for row in run.rows:
@@ -196,10 +206,18 @@ class Predictor:
         n = len(run.deps)  # a record of an older version may have no edges: no hand-outs
         worker: list[Any] = [None] * n
         end: list[Any] = [None] * n
+        landed: list[Any] = [None] * n  # its end and its upload: when others could read it
+        out: list[float] = [0.0] * n
+        stored: list[Any] = [None] * n
         for row in run.rows:
-            if row[task_i] < n:
-                worker[row[task_i]], end[row[task_i]] = row[worker_i], row[end_i]
+            if (t := row[task_i]) < n:
+                worker[t], end[t], stored[t] = row[worker_i], row[end_i], row[stored_i]
+                out[t] = row[out_i] or 0.0
+                if end[t] is not None:
+                    landed[t] = end[t] + (row[upload_i] or 0)
         handed = handing_out(run.deps, worker, end)
+        dropped = unneeded_writes(run.deps, worker, stored)
+        model = self.model
         for rows in by_worker.values():
             rows.sort(key=lambda r: r[start_i])
             for before, after in zip(rows, rows[1:], strict=False):
@@ -207,11 +225,20 @@ class Predictor:
                     continue
                 # Waiting for the next task's inputs is no gap (a worker holding back for
                 # a fan-in waits for the others): the gap runs from the later of its end
-                # and the next task's last input's end.
+                # and the next task's last input's landing in the store. An input of
+                # another worker it did not read as it started it read ahead as it landed
+                # (pre-load): the simulator charges the read of the last of those.
                 deps = run.deps[after[task_i]] if after[task_i] < n else ()
-                ready = max([end[d] for d in deps if end[d] is not None], default=0)
+                others = [d for d in deps if worker[d] != after[worker_i]]
+                ready = max([landed[d] for d in others if landed[d] is not None], default=0)
                 waited = after[start_i] - max(before[end_i], ready) - (after[read_i] or 0)
                 gap = (waited - (before[upload_i] or 0)) / 1e6
+                if before[task_i] in dropped:
+                    gap -= model.write_s(out[before[task_i]])
+                read_bytes = after[read_bytes_i]
+                if others and read_bytes is not None and read_bytes < sum(out[d] for d in others):
+                    last = max(others, key=lambda d: landed[d] or 0)
+                    gap -= model.read_s(out[last])
                 function = functions[before[fn_i]]
                 seen = self._tasks.get(before[task_i])
                 if seen is None or seen.function != function:

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ..backends import Size
-from ..decisions import NEVER, group_roots, must_store, split_ready, upload_mode
+from ..decisions import IF_PENDING, NEVER, group_roots, must_store, split_ready, upload_mode
 from ..history.records import Cost
 from ..optimizations import DEFAULT, Tuning
 from ..optimizations.cluster import stays_for_fan_in
@@ -147,6 +147,7 @@ class _Simulation:
         # Fan-ins a worker holds its completion back for: fan-in -> (worker, task, since).
         self.holds: dict[int, tuple[_Worker, int, float]] = {}
         self.resume: list[int] = []  # fan-ins whose holder is now their last input
+        self.aside: set[int] = set()  # completions waiting unstored for their fan-in
         self.remaining = [len(d) for d in shape.deps]
         self.needs = [len(d) for d in shape.deps]
         self.start = [math.nan] * n
@@ -393,9 +394,9 @@ class _Simulation:
         self._complete(time, worker, task)
 
     def _complete(self, time: float, worker: _Worker, task: int) -> None:
-        early, keep, hand_out, stored = self._decide(worker, task)
+        early, keep, hand_out, written = self._decide(worker, task)
         done_at = time + (self.model.gap_s if self.work.gap is None else self.work.gap[task])
-        if stored:
+        if written:
             done_at += self.model.write_s(self.work.out_bytes[task])
         worker.stack.extend(reversed(early))
         worker.stack.extend(reversed(keep))
@@ -411,7 +412,12 @@ class _Simulation:
     ) -> tuple[list[int], list[int], list[list[int]], bool]:
         """What the completion of ``task`` does, as the worker loop and the store decide
         it: the children it runs at once, those it keeps, the groups it hands out, and
-        whether the output is stored."""
+        whether the output is written to the store. That is where it is stored, and also
+        where it goes to the store unless its children all stay (``IF_PENDING``) but the
+        store throws it away, its children all readied and kept: the worker wrote it
+        before the store step found nobody needs it. Unless completions set aside for a
+        child it readies go with it: then the worker tells from its own marks that the
+        step settles them all, and writes none (:func:`shoal.decisions.settled_here`)."""
         children = self.shape.children[task]
         remaining, needs_of, groups = self.remaining, self.needs, self.groups
         sink = task in self.shape.sinks
@@ -427,7 +433,9 @@ class _Simulation:
         aside = tuning.aside_above is not None and out >= tuning.aside_above
         if aside and self._set_aside(worker, task):  # the worker makes the fan-in's inputs
             remaining[children[0]] -= 1
+            self.aside.add(task)
             return [], [], [], False
+        joined = self._join_aside(task)
         if groups is None and not clustered:
             needs = [needs_of[c] for c in children]
             ready = []
@@ -444,7 +452,7 @@ class _Simulation:
             early = set(sure)
             keep = [c for c in kept if c not in early]
             hand_out = [g for g in ([c for c in h if c not in early] for h in handed) if g]
-            return sure, keep, hand_out, stored
+            return sure, keep, hand_out, stored or (mode is IF_PENDING and not joined)
         # With a plan (or clustered: every child in this task's group): children of this
         # group whose only input this was run at once, the others it readies stay; other
         # groups' are handed out. The output is stored for a
@@ -466,7 +474,20 @@ class _Simulation:
                 stored = True
             else:
                 keep.append(c)
-        return sure, keep, list(by_group.values()), stored
+        # Not stored, its children all here: it went to the store if one waited for more.
+        pending = any(needs_of[c] > 1 for c in children)
+        return sure, keep, list(by_group.values()), stored or (pending and not joined)
+
+    def _join_aside(self, task: int) -> bool:
+        """Whether completions set aside wait for a child of ``task`` (its other inputs,
+        made by the same worker): they go to the store step with it, which they settle."""
+        aside = self.aside
+        if not aside:
+            return False
+        deps = self.shape.deps
+        joining = {d for c in self.shape.children[task] for d in deps[c] if d in aside}
+        aside -= joining
+        return bool(joining)
 
     def _set_aside(self, worker: _Worker, task: int) -> bool:
         """Whether the completion of ``task`` waits unstored for its fan-in child, whose
