@@ -256,6 +256,18 @@ def test_a_holders_gap_runs_from_its_inputs_landing_less_its_thrown_away_write()
     assert Predictor({}, "mean", model, [run]).task_gap(0, "m.f") == pytest.approx(0.39)
 
 
+def test_a_quick_tasks_upload_counts_in_the_gap_of_the_step_that_took_it() -> None:
+    # A chain on worker a: 0 ran 1 ms (quick: its completion waited for the next step),
+    # 1 ran 10 ms; the step after 1 stored both outputs, 0.3 s each, and took 0.7 s.
+    run = _ran(
+        [("a", 0.0, 0.001, 0.3), ("a", 0.001, 0.011, 0.3), ("a", 0.711, 0.8, 0.0)],
+        [[], [0], [1]],
+    )
+    p = Predictor({}, "mean", _model(), [run])
+    assert p.task_gap(0, "m.f") == 0.0  # its write is charged after it, as if alone
+    assert p.task_gap(1, "m.f") == pytest.approx(0.1)  # 0.7 s less both writes
+
+
 def test_the_one_unstored_input_made_where_its_fan_in_ran_was_written_for_nothing() -> None:
     # 2 = f(0, 1), 5 = f(3, 4), 6 = f(2, 5): all on worker a except 4 (b). 0 was stored
     # (2 waited for 1), 1 readied 2 and was written, then dropped; 4 was stored, 3 held

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ..backends import Size
+from ..decisions import SMALL_TASK_S
 from ..history.records import (
     COLUMN,
     FunctionStats,
@@ -197,7 +198,7 @@ class Predictor:
         task_i, fn_i, worker_i = col["task"], col["function"], col["worker"]
         start_i, end_i, read_i = col["start"], col["end"], col["read_s"]
         upload_i, out_i, stored_i = col["upload_s"], col["out_bytes"], col["stored_bytes"]
-        read_bytes_i = col["read_bytes"]
+        read_bytes_i, run_i = col["read_bytes"], col["run_s"]
         functions = [key for key, _ in run.functions]
         by_worker: dict[int, list[list[Any]]] = {}
         for row in run.rows:
@@ -218,11 +219,25 @@ class Predictor:
         handed = handing_out(run.deps, worker, end)
         dropped = unneeded_writes(run.deps, worker, stored)
         model = self.model
+        has_children = {d for inputs in run.deps for d in inputs}
         for rows in by_worker.values():
             rows.sort(key=lambda r: r[start_i])
+            carried = 0.0  # writes of quick completions its next store step took
             for before, after in zip(rows, rows[1:], strict=False):
-                if before[task_i] in handed:
+                t = before[task_i]
+                written = (before[upload_i] or 0) / 1e6
+                if t in dropped:
+                    written += model.write_s(out[t])
+                if t in handed:  # urgent: its step took the quick ones before it too
+                    carried = 0.0
                     continue
+                # A quick task's completion waits for the worker's next step (after its
+                # next task: :func:`shoal.decisions.should_flush`), which writes its output:
+                # the simulator charges each write after its own task, as one step would.
+                if (before[run_i] or 0) < SMALL_TASK_S * 1e6 and t in has_children:
+                    carried, written = carried + written, 0.0
+                else:
+                    carried, written = 0.0, written + carried
                 # Waiting for the next task's inputs is no gap (a worker holding back for
                 # a fan-in waits for the others): the gap runs from the later of its end
                 # and the next task's last input's landing in the store. An input of
@@ -232,9 +247,7 @@ class Predictor:
                 others = [d for d in deps if worker[d] != after[worker_i]]
                 ready = max([landed[d] for d in others if landed[d] is not None], default=0)
                 waited = after[start_i] - max(before[end_i], ready) - (after[read_i] or 0)
-                gap = (waited - (before[upload_i] or 0)) / 1e6
-                if before[task_i] in dropped:
-                    gap -= model.write_s(out[before[task_i]])
+                gap = waited / 1e6 - written
                 read_bytes = after[read_bytes_i]
                 if others and read_bytes is not None and read_bytes < sum(out[d] for d in others):
                     last = max(others, key=lambda d: landed[d] or 0)
