@@ -180,6 +180,14 @@ def test_a_read_fit_of_bytes_too_alike_falls_back_on_the_default_per_byte_cost()
     assert model.read_s(308.75) == pytest.approx(0.00045)  # the mean time at the mean bytes
 
 
+def test_large_reads_too_alike_to_show_a_slope_are_their_bytes_time() -> None:
+    fit = Fit.of([140e6] * 4, [0.25, 0.3, 0.35, 0.3])
+    model = BackendModel.learn(
+        "gateway", BackendStats(read_fit=fit), "mean", Platform(2.0, 60, {}), 2
+    )
+    assert model.read_latency_s == 0.0 and model.read_s(20e6) == pytest.approx(0.3 / 7, rel=0.01)
+
+
 def test_a_store_clearly_slower_than_the_default_is_learned_as_it_is() -> None:
     # Writes through Redis at ~100 MB/s, tens of ms of scatter: ten times the default cost.
     sizes = [1e6, 5e6, 10e6, 20e6, 20e6, 2e6]
@@ -206,6 +214,23 @@ def test_a_store_fit_whose_line_would_start_below_zero_seconds_goes_through_the_
     per_byte = sum(x * y for x, y in zip(xs, ys, strict=True)) / sum(x * x for x in xs)
     assert model.read_latency_s == 0.0 and model.read_s_per_byte == pytest.approx(per_byte)
     assert model.read_s(140e6) == pytest.approx(0.560, abs=0.001)
+
+
+def test_a_store_that_serves_one_transfer_at_a_time_is_learned_so() -> None:
+    # Writes of 20 MB whose times follow the bytes the store moved meanwhile (one Redis
+    # thread: 0.2 s alone, 0.4 s beside another, 0.6 s beside two), and files written
+    # side by side, whose times follow their own bytes whatever moved meanwhile.
+    own, meanwhile = [20e6] * 6, [20e6, 40e6, 60e6, 20e6, 40e6, 60e6]
+    times = [0.2, 0.41, 0.6, 0.21, 0.4, 0.59]
+    stats = BackendStats(write_fit=Fit.of(own, times), write_shared_fit=Fit.of(meanwhile, times))
+    model = BackendModel.learn("gateway", stats, "mean", Platform(2.0, 60, {}), 2)
+    assert model.writes_shared and not model.reads_shared
+    assert model.write_s_per_byte == pytest.approx(1e-8, rel=0.05)
+    own, meanwhile = [10e6, 20e6, 10e6, 20e6], [30e6, 20e6, 10e6, 40e6]
+    times = [0.01, 0.02, 0.0101, 0.0199]
+    stats = BackendStats(write_fit=Fit.of(own, times), write_shared_fit=Fit.of(meanwhile, times))
+    model = BackendModel.learn("gateway", stats, "mean", Platform(2.0, 60, {}), 2)
+    assert not model.writes_shared and model.write_s(10e6) == pytest.approx(0.01, rel=0.02)
 
 
 def _ran(tasks: list[tuple[str, float, float, float]], deps: list[list[int]]) -> RunRecord:
@@ -718,21 +743,49 @@ def test_with_preload_forced_a_fan_in_is_planned_with_its_earliest_input() -> No
 
 
 def test_the_simulator_plays_a_worker_holding_back_for_a_fan_in() -> None:
-    """Four 100 MB inputs (1 s to write, 1 s to read each), ending at 0.1, 0.2, 0.3 and
-    1 s: without holding back, the last one's worker writes its own (its fan-in might
-    have waited for more: the store throws it away, 1 s) and reads the other three (3 s);
-    with pre-load the first one's worker read them as they landed, and reads only the
-    last (written first, since the fan-in still waited for the holder), then writes its
-    own as the last one did: 1 s + 1 s + 1 s."""
+    """Four 100 MB inputs (1 s to write, 1 s to read each, through one store that
+    shares its pace among them), ending at 0.1, 0.2, 0.3 and 1 s: without holding back,
+    the store writes all four (the last one's too: its fan-in might have waited for more,
+    so it goes to the store, which throws it away), busy from 0.1 s to 4.1 s, then the
+    last one's worker reads the other three (3 s). With pre-load the first one's worker
+    holds its own back: the store writes the other three by 3.2 s, the holder read them
+    as they landed but the last; it writes its own as the last one did (1 s) and reads
+    the last one (1 s). Where transfers go side by side: 1 s + 1 s + 3 s without, and
+    1 s (the last one written) + 1 s + 1 s with pre-load."""
     deps = [(), (), (), (), (0, 1, 2, 3)]
     model = _free(cap=4)
     model.read_s_per_byte = model.write_s_per_byte = 1e-8
+    model.reads_shared = model.writes_shared = True
     work = _work([0.1, 0.2, 0.3, 1.0, 0.0])
     work.out_bytes = [100e6] * 4 + [8.0]
+    preload_on = Tuning(preload=True, hold_idle_s=1)
     plain = simulate(_shape(deps), work, model, tuning=Tuning())
-    assert plain.start[4] == pytest.approx(5.0) and plain.worker[4] == plain.worker[3]
-    preload = simulate(_shape(deps), work, model, tuning=Tuning(preload=True, hold_idle_s=1))
-    assert preload.start[4] == pytest.approx(4.0) and preload.worker[4] == preload.worker[0]
+    assert plain.start[4] == pytest.approx(7.1) and plain.worker[4] == plain.worker[3]
+    preload = simulate(_shape(deps), work, model, tuning=preload_on)
+    assert preload.start[4] == pytest.approx(5.2) and preload.worker[4] == preload.worker[0]
+    model.reads_shared = model.writes_shared = False
+    assert simulate(_shape(deps), work, model, tuning=Tuning()).start[4] == pytest.approx(5.0)
+    assert simulate(_shape(deps), work, model, tuning=preload_on).start[4] == pytest.approx(4.0)
+
+
+def test_transfers_at_once_share_the_stores_pace() -> None:
+    """Two roots end together and write 100 MB each (1 s alone): the store shares its
+    pace, both land at 2 s. A read's latency is its worker's own wait, not the store's:
+    the fan-in reads one (1 s, and 0.5 s of latency) on the other's worker."""
+    model = _free(cap=4)
+    model.read_s_per_byte = model.write_s_per_byte = 1e-8
+    model.reads_shared = model.writes_shared = True
+    model.read_latency_s = 0.5
+    work = _work([1.0, 1.0, 0.0])
+    work.out_bytes = [100e6, 100e6, 8.0]
+    schedule = simulate(_shape([(), (), (0, 1)]), work, model, tuning=Tuning())
+    # Without a plan both are written (the first stored, the second thrown away: its
+    # worker keeps the fan-in): 1 s + 2 s (both at half pace) + 1.5 s (the read).
+    assert schedule.start[2] == pytest.approx(4.5)
+    alone = _work([1.0, 2.0, 0.0])  # the second ends as the first lands: one after another
+    alone.out_bytes = work.out_bytes
+    schedule = simulate(_shape([(), (), (0, 1)]), alone, model, tuning=Tuning())
+    assert schedule.start[2] == pytest.approx(2.0 + 1.0 + 1.5)
 
 
 def test_the_optimizing_planner_holds_back_for_fan_ins_where_that_pays() -> None:

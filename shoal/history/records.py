@@ -75,7 +75,11 @@ class BackendStats:
     start_spacing: Summary = field(default_factory=Summary)
     lead: Summary = field(default_factory=Summary)  # a worker's start to its first task
     read_fit: Fit = field(default_factory=Fit)  # store read seconds against bytes
-    write_fit: Fit = field(default_factory=Fit)  # completion step seconds against bytes
+    write_fit: Fit = field(default_factory=Fit)  # an output's store seconds against bytes
+    #: The same against the bytes the store moved meanwhile (each transfer's own and the
+    #: large ones of its kind at once): a store that serves them one at a time shows so.
+    read_shared_fit: Fit = field(default_factory=Fit)
+    write_shared_fit: Fit = field(default_factory=Fit)
 
     merge = FunctionStats.merge
     to_json = FunctionStats.to_json

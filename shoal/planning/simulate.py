@@ -110,8 +110,38 @@ class _Worker:
         self.held: set[int] = set()
 
 
+class _Shared:
+    """Transfers of one kind through the store (its writes, or its reads), which it
+    serves all at once, each at an equal share of its pace (processor sharing: one Redis
+    thread, or a machine's memory bandwidth). Each is done when the store's clock for
+    them (seconds of work each got so far) reaches its end."""
+
+    __slots__ = ("moving", "clock", "since", "version")
+
+    def __init__(self) -> None:
+        self.moving: list[tuple[float, int, float, Any]] = []  # (end, id, latency, then)
+        self.clock = 0.0
+        self.since = 0.0
+        self.version = 0
+
+    def advance(self, time: float) -> None:
+        if self.moving:
+            self.clock += (time - self.since) / len(self.moving)
+        self.since = time
+
+    def next_done(self, time: float) -> float | None:
+        """When the next transfer is done, at the pace it shares now (a new version)."""
+        self.version += 1
+        if not self.moving:
+            return None
+        return time + max(0.0, self.moving[0][0] - self.clock) * len(self.moving)
+
+
 # Event kinds, in the order they are handled when simultaneous.
-_INVOKE, _STOP, _COMPUTE, _DONE, _RESUME = range(5)
+_INVOKE, _STOP, _COMPUTE, _DONE, _RESUME, _MOVED = range(6)
+# What a worker does once a transfer of its ends: a completion step goes on (its
+# invocations, its next task), or a task whose inputs were read starts.
+_STEP, _READ = range(2)
 
 
 def simulate(
@@ -173,6 +203,10 @@ class _Simulation:
         self.since = 0.0
         self.version = 0
         self.owner: dict[int, _Worker] = {}
+        # Transfers through the store: writes share its pace, reads share it (apart: as
+        # the history learns them, see RunTrace).
+        self.writes, self.reads = _Shared(), _Shared()
+        self.transfers = itertools.count()
 
     def _pool(self, size: Size) -> Size:
         return Size() if self.local else size
@@ -207,6 +241,9 @@ class _Simulation:
                 self._stop(time, data)
             elif kind == _RESUME:
                 self._resume(time, data)
+            elif kind == _MOVED:
+                if data[1] == data[0].version:  # not superseded
+                    self._moved(time, data[0])
             else:
                 self._compute(time, *data)
         cost = self.cost
@@ -298,7 +335,7 @@ class _Simulation:
             shared = [dep for dep, n in uses.items() if n > 1]
             worker.held.update(shared)
             nbytes = sum(self.work.out_bytes[d] for d in shared)
-        self._next(time + self.model.read_s(nbytes), worker)
+        self._read_bytes(time, nbytes, (_READ, worker, None))
 
     def _next(self, time: float, worker: _Worker) -> None:
         stack = worker.stack
@@ -311,9 +348,13 @@ class _Simulation:
         for d in self.shape.deps[task]:
             if d not in held:
                 missing += out[d]
-        if missing:
-            time += self.model.read_latency_s + missing * self.model.read_s_per_byte
-        if self.model.capacity is None:
+        self._read_bytes(time, missing, (_READ, worker, task))
+
+    def _read(self, time: float, worker: _Worker, task: int | None) -> None:
+        """``worker`` has read what ``task`` needs (None: what its tasks share)."""
+        if task is None:
+            self._next(time, worker)
+        elif self.model.capacity is None:
             self._compute(time, worker, task)
         else:
             self._push(time, _COMPUTE, (worker, task))
@@ -396,16 +437,75 @@ class _Simulation:
     def _complete(self, time: float, worker: _Worker, task: int) -> None:
         early, keep, hand_out, written = self._decide(worker, task)
         done_at = time + (self.model.gap_s if self.work.gap is None else self.work.gap[task])
-        if written:
-            done_at += self.model.write_s(self.work.out_bytes[task])
         worker.stack.extend(reversed(early))
         worker.stack.extend(reversed(keep))
-        for fan_in in self.resume:  # its holder is now its last input: it goes on
-            self._push(done_at, _RESUME, fan_in)
-        self.resume.clear()
-        if hand_out:  # the worker goes on once its invocations are sent
-            done_at = self._hand_out(done_at, [tuple(tasks) for tasks in hand_out])
-        self._next(done_at, worker)
+        resume, self.resume = self.resume, []
+        model, then = self.model, (_STEP, worker, (hand_out, resume))
+        nbytes = self.work.out_bytes[task] if written else 0.0
+        if nbytes:
+            store = self.writes if model.writes_shared else None
+            seconds = nbytes * model.write_s_per_byte
+            self._transfer(store, done_at, model.write_latency_s, seconds, then)
+        else:
+            self._then(done_at, then)
+
+    def _step(
+        self, time: float, worker: _Worker, hand_out: list[list[int]], resume: list[int]
+    ) -> None:
+        """The store step of a completion is over: its holders go on, its invocations
+        are sent, and its worker goes on once they are."""
+        for fan_in in resume:  # its holder is now its last input: it goes on
+            self._push(time, _RESUME, fan_in)
+        if hand_out:
+            time = self._hand_out(time, [tuple(tasks) for tasks in hand_out])
+        self._next(time, worker)
+
+    # ------------------------------------------------------ transfers through the store
+    def _read_bytes(self, time: float, nbytes: float, then: tuple[int, _Worker, Any]) -> None:
+        model = self.model
+        if nbytes:
+            store = self.reads if model.reads_shared else None
+            seconds = nbytes * model.read_s_per_byte
+            self._transfer(store, time, model.read_latency_s, seconds, then)
+        else:
+            self._then(time, then)
+
+    def _transfer(
+        self,
+        store: _Shared | None,
+        time: float,
+        latency: float,
+        seconds: float,
+        then: tuple[int, _Worker, Any],
+    ) -> None:
+        """Move bytes through the store that take ``seconds`` alone, and ``latency``
+        besides (round trips: the worker's own wait), then go on as ``then`` says. The
+        bytes of transfers at once share the ``store``'s pace (processor sharing; None:
+        each goes at its own)."""
+        if seconds <= 0 or store is None:
+            self._then(time + latency + seconds, then)
+            return
+        store.advance(time)
+        heapq.heappush(store.moving, (store.clock + seconds, next(self.transfers), latency, then))
+        self._reschedule_store(store, time)
+
+    def _then(self, time: float, then: tuple[int, _Worker, Any]) -> None:
+        kind, worker, data = then
+        if kind == _STEP:
+            self._step(time, worker, *data)
+        else:
+            self._read(time, worker, data)
+
+    def _reschedule_store(self, store: _Shared, time: float) -> None:
+        done = store.next_done(time)
+        if done is not None:
+            self._push(done, _MOVED, (store, store.version))
+
+    def _moved(self, time: float, store: _Shared) -> None:
+        store.advance(time)
+        _, _, latency, then = heapq.heappop(store.moving)
+        self._reschedule_store(store, time)
+        self._then(time + latency, then)
 
     def _decide(
         self, worker: _Worker, task: int
