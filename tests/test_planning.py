@@ -291,6 +291,13 @@ def test_a_quick_tasks_upload_counts_in_the_gap_of_the_step_that_took_it() -> No
     p = Predictor({}, "mean", _model(), [run])
     assert p.task_gap(0, "m.f") == 0.0  # its write is charged after it, as if alone
     assert p.task_gap(1, "m.f") == pytest.approx(0.1)  # 0.7 s less both writes
+    # Quick tasks 0 and 1 feed task 2: the step that readied it took both writes.
+    run = _ran(
+        [("a", 0.0, 0.001, 0.3), ("a", 0.001, 0.002, 0.3), ("a", 0.702, 0.8, 0.0)],
+        [[], [], [0, 1]],
+    )
+    p = Predictor({}, "mean", _model(), [run])
+    assert p.task_gap(0, "m.f") == 0.0 and p.task_gap(1, "m.f") == pytest.approx(0.1)
 
 
 def test_the_one_unstored_input_made_where_its_fan_in_ran_was_written_for_nothing() -> None:

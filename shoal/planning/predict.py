@@ -234,7 +234,9 @@ class Predictor:
                 # A quick task's completion waits for the worker's next step (after its
                 # next task: :func:`shoal.decisions.should_flush`), which writes its output:
                 # the simulator charges each write after its own task, as one step would.
-                if (before[run_i] or 0) < SMALL_TASK_S * 1e6 and t in has_children:
+                # A next task of several inputs was readied by a step: it came first.
+                quick = (before[run_i] or 0) < SMALL_TASK_S * 1e6 and t in has_children
+                if quick and (after[task_i] >= n or len(run.deps[after[task_i]]) < 2):
                     carried, written = carried + written, 0.0
                 else:
                     carried, written = 0.0, written + carried
