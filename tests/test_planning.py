@@ -812,3 +812,43 @@ def test_the_optimizing_planner_holds_back_for_fan_ins_where_that_pays() -> None
     assert decided.optimized.get("preload") == [4]
     assert decided.tuning is not None and decided.tuning.preload
     assert decided.schedule.makespan_s < plan_critical_path(problem).schedule.makespan_s * 0.9
+
+
+def test_a_task_that_read_its_inputs_from_the_store_ran_longer_by_their_bytes() -> None:
+    # Task 1 ran 0.8 s where its worker held task 0's output, 1.5 s where it read its
+    # 10 MB from the store (a blob mapped as read, faulted in as touched).
+    runs = []
+    for worker, seconds in [("a", 0.8), ("b", 1.5), ("a", 0.8), ("b", 1.5)]:
+        run = _ran([("a", 0.0, 1.0, 0.0), (worker, 1.0, 1.0 + seconds, 0.0)], [[], [0]])
+        run.rows[1][COLUMN["read_bytes"]] = 10e6 if worker == "b" else 0
+        runs.append(run)
+    p = Predictor({}, "mean", _model(), runs)
+    assert p.task_base(1, "m.f") == pytest.approx(0.8)
+    assert p.task_touch(1, "m.f") == pytest.approx(0.7 / 10e6)
+    assert p.task_touch(0, "m.f") == 0.0  # it never read anything
+
+
+def test_a_task_runs_longer_by_the_bytes_it_reads_from_the_store() -> None:
+    # Two roots on two workers feed a fan-in: it holds one input, reads the other's
+    # 1 MB, and runs 1 s longer for it (1e-6 s a byte touched).
+    model = _free(cap=2)
+    work = _work([1.0, 2.0, 1.0])
+    work.out_bytes = [1e6, 1e6, 8.0]
+    work.touch = [0.0, 0.0, 1e-6]
+    schedule = simulate(_shape([(), (), (0, 1)]), work, model)
+    assert schedule.start[2] == pytest.approx(2.0) and schedule.end[2] == pytest.approx(4.0)
+    work.touch = None
+    assert simulate(_shape([(), (), (0, 1)]), work, model).end[2] == pytest.approx(3.0)
+
+
+def test_quick_tasks_share_one_round_trip_to_the_store() -> None:
+    # Two roots on one worker store their outputs for a fan-in planned on another (a 0.1
+    # s round trip each, no bytes to speak of). Quick (1 ms), the first one's completion
+    # waits for the second's step, which takes both at once and hands the fan-in out.
+    model = _free(cap=2)
+    model.write_latency_s = 0.1
+    shape, groups = _shape([(), (), (0, 1)]), [0, 0, 1]
+    quick = simulate(shape, _work([0.001, 0.001, 1.0]), model, groups=groups)
+    assert quick.start == pytest.approx([0.0, 0.001, 0.102])
+    slow = simulate(shape, _work([0.01, 0.01, 1.0]), model, groups=groups)
+    assert slow.start == pytest.approx([0.0, 0.11, 0.22])

@@ -49,7 +49,15 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ..backends import Size
-from ..decisions import IF_PENDING, NEVER, group_roots, must_store, split_ready, upload_mode
+from ..decisions import (
+    IF_PENDING,
+    NEVER,
+    SMALL_TASK_S,
+    group_roots,
+    must_store,
+    split_ready,
+    upload_mode,
+)
 from ..history.records import Cost
 from ..optimizations import DEFAULT, Tuning
 from ..optimizations.cluster import stays_for_fan_in
@@ -77,15 +85,18 @@ class Shape(NamedTuple):
 
 @dataclass
 class Work:
-    """What each task does, as predicted: seconds on its size, CPUs it keeps busy, output
-    bytes, the size of the worker it wants, and the seconds its worker loop takes after it
-    (the completion step; None: the backend's usual)."""
+    """What each task does, as predicted: seconds on its size (its inputs in hand), CPUs
+    it keeps busy, output bytes, the size of the worker it wants, the seconds its worker
+    loop takes after it (the completion step; None: the backend's usual), and the seconds
+    per byte it runs longer for inputs it reads from the store (a blob's pages faulted in
+    as it touches them; None: none)."""
 
     duration: list[float]
     demand: list[float]
     out_bytes: list[float]
     size: list[Size]
     gap: list[float] | None = None
+    touch: list[float] | None = None
 
 
 @dataclass
@@ -203,6 +214,7 @@ class _Simulation:
         self.since = 0.0
         self.version = 0
         self.owner: dict[int, _Worker] = {}
+        self.touching: dict[int, float] = {}  # task -> seconds it runs longer (Work.touch)
         # Transfers through the store: writes share its pace, reads share it (apart: as
         # the history learns them, see RunTrace).
         self.writes, self.reads = _Shared(), _Shared()
@@ -348,6 +360,8 @@ class _Simulation:
         for d in self.shape.deps[task]:
             if d not in held:
                 missing += out[d]
+        if missing and self.work.touch is not None:
+            self.touching[task] = self.work.touch[task] * missing
         self._read_bytes(time, missing, (_READ, worker, task))
 
     def _read(self, time: float, worker: _Worker, task: int | None) -> None:
@@ -363,7 +377,7 @@ class _Simulation:
         self.start[task] = time
         self.ran_on[task] = worker.id
         self.owner[task] = worker
-        duration = self.work.duration[task]
+        duration = self.work.duration[task] + self.touching.pop(task, 0.0)
         if self.model.capacity is None:
             heapq.heappush(self.events, (time + duration, _DONE, next(self.seq), (task, 0)))
             return
@@ -445,7 +459,13 @@ class _Simulation:
         if nbytes:
             store = self.writes if model.writes_shared else None
             seconds = nbytes * model.write_s_per_byte
-            self._transfer(store, done_at, model.write_latency_s, seconds, then)
+            # A quick task's completion waits for its worker's next step, which takes it
+            # with the next one's (should_flush): one round trip for both, unless another
+            # worker waits on it (a sink, a hand-out) or its worker has nothing left.
+            quick = self.end[task] - self.start[task] < SMALL_TASK_S
+            batched = quick and worker.stack and not hand_out and task not in self.shape.sinks
+            latency = 0.0 if batched else model.write_latency_s
+            self._transfer(store, done_at, latency, seconds, then)
         else:
             self._then(done_at, then)
 
