@@ -29,9 +29,16 @@ It plays Shoal's own protocol (:mod:`shoal.protocol`) forward in time, step by s
   others out; with a plan it keeps those of its own group and hands out the rest, one
   invocation per group, at the group's size. A child whose only input it was, and that
   it keeps, it runs at once. Outputs are stored as :func:`shoal.decisions.upload_mode`
-  and :func:`shoal.decisions.must_store` say;
+  and :func:`shoal.decisions.must_store` say, and written also where the store then
+  throws them away (an ``IF_PENDING`` output whose children all stay), unless
+  completions set aside go to the same step (:func:`shoal.decisions.settled_here`); a
+  quick task's write shares the round trip of its worker's next step;
+- a task that reads inputs from the store runs longer by their bytes (``Work.touch``:
+  a blob's pages faulted in as the task touches them);
 - where workers share a machine's CPUs (``capacity``), tasks that together want more
-  CPUs than it has slow down alike (processor sharing).
+  CPUs than it has slow down alike (processor sharing); where the store serves its
+  writes (reads) one at a time, as the history shows (``BackendModel.writes_shared``),
+  the bytes of those at once share its pace alike too, their round trips their own.
 
 Makespan is the one Shoal measures: the first task's start to the last task's end.
 Cost is each worker's time from its start to its stop, at its size (GB-s, vCPU-s) and
