@@ -194,10 +194,9 @@ class RunTrace:
         # (see Predictor._learn_gaps). An output written for the store to drop, and inputs
         # read ahead as they landed (pre-load), are the simulator's to charge by their
         # bytes, which the backend's rates are not known here to take out: no samples.
-        handed = self._handing_out(deps)
         worker_of = [finished[t].worker if t in finished else None for t in range(len(deps))]
         stored = [finished[t].stored if t in finished else None for t in range(len(deps))]
-        handed |= unneeded_writes(deps, worker_of, stored)
+        no_sample = self._handing_out(deps) | unneeded_writes(deps, worker_of, stored)
 
         def landed(t: int) -> float:
             return finished[t].time + (metrics[t][UPLOAD_S] if t in metrics else 0.0)
@@ -215,7 +214,7 @@ class RunTrace:
                 read_s = metrics[ran[0]][READ_S] if ran[0] in metrics else 0.0
                 leads.append(finished[ran[0]].start - worker.started - read_s)
             for before, after in zip(ran, ran[1:], strict=False):
-                if before in handed:
+                if before in no_sample:
                     continue
                 others = [d for d in deps[after] if worker_of[d] != worker.name]
                 if others and any(d not in finished for d in others):
