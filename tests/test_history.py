@@ -116,7 +116,7 @@ def test_a_runs_events_fold_into_its_record_statistics_and_cost() -> None:
     events = [
         _started("a", 100.0, True, (1.0, 1024)),
         _started("b", 100.1, False, (2.0, 2048)),
-        Event(EventKind.TASK_FINISHED, "a", 0, 101.0, None, 100.5, 0),
+        Event(EventKind.TASK_FINISHED, "a", 0, 101.0, None, 100.5, 20),
         Event(EventKind.TASK_FINISHED, "b", 1, 101.2, None, 100.6, 50),
         Event(EventKind.TASK_FINISHED, "a", 2, 102.0, None, 101.5, 30),
         _metrics(
@@ -149,10 +149,41 @@ def test_a_runs_events_fold_into_its_record_statistics_and_cost() -> None:
     assert run.cost.gb_s == pytest.approx(2.1 * 1 + 1.2 * 2)  # worker spans times GB
     assert run.cost.vcpu_s == pytest.approx(2.1 * 1 + 1.2 * 2) and run.cost.requests == 2
     assert backend.cold_start.n == 1 and backend.handout_warm.mean == pytest.approx(0.02)
-    assert backend.gap.n == 1 and backend.gap.total == pytest.approx(0.49)  # 101.5-101.0-0.01
-    # The step that stored nothing is left out of the write fit: it may have written an
-    # output the store then dropped, bytes it does not count.
-    assert backend.read_fit.n == 1 and backend.write_fit.n == 1
+    # From the landing of task 2's other input (b's, 101.203 s) less task 2's read.
+    assert backend.gap.n == 1 and backend.gap.total == pytest.approx(101.5 - 101.203 - 0.01)
+    # Each stored output is a write (an output not stored may have been written and
+    # dropped, bytes not counted): tasks 1 and 2, at different times.
+    assert backend.read_fit.n == 1 and backend.write_fit.n == 2
+    assert (backend.write_fit.sx, backend.write_fit.sy) == (80, pytest.approx(0.004))
+
+
+def test_a_transfer_is_learned_against_the_bytes_the_store_moved_meanwhile() -> None:
+    # Leaves 0 and 1 store 2 MB each from 101.0 s, for 0.2 s and 0.1 s: the store moved
+    # both while 0 was written, and half of 0's while 1 was. Task 2 stored 30 B in 10 ms
+    # from 101.05 s, too few to slow others: meanwhile the store moved a twentieth of 0
+    # and a tenth of 1. It read 20 B alone.
+    graph = build([total([leaf(0), leaf(1)])])
+    mb2 = 2_000_000
+    events = [
+        _started("a", 100.0, False, (1.0, 2048)),
+        _started("b", 100.0, False, (1.0, 2048)),
+        Event(EventKind.TASK_FINISHED, "a", 0, 101.0, None, 100.5, mb2),
+        Event(EventKind.TASK_FINISHED, "b", 1, 101.0, None, 100.5, mb2),
+        Event(EventKind.TASK_FINISHED, "a", 2, 101.05, None, 101.04, 30),
+        _metrics(
+            "a",
+            [0, 0.0, 0, 0.5, 0.5, 40.0, mb2, 0.2],
+            [2, 0.001, 20, 0.01, 0.01, 45.0, 30, 0.01],
+        ),
+        _metrics("b", [1, 0.0, 0, 0.5, 0.5, 40.0, mb2, 0.1]),
+    ]
+    backend = _backend_of(graph, events)
+    assert backend.write_fit.n == 3 and backend.write_fit.sx == 2 * mb2 + 30  # its own
+    shared = backend.write_shared_fit
+    assert shared.n == 3 and shared.sx == (2 * mb2) + (mb2 + mb2 // 2) + (
+        30 + mb2 // 20 + mb2 // 10
+    )
+    assert backend.read_fit.sx == backend.read_shared_fit.sx == 20
 
 
 def test_the_backend_gap_leaves_out_uploads_and_hand_outs() -> None:
@@ -171,10 +202,23 @@ def test_the_backend_gap_leaves_out_uploads_and_hand_outs() -> None:
     ]
     backend = _backend_of(graph, events)
     assert backend.gap.n == 2 and backend.gap.total == pytest.approx(2 * (0.5 - 0.3))
-    # The same on two workers: b's completion of task 1 readies task 2, which a runs.
-    events[2] = Event(EventKind.TASK_FINISHED, "b", 1, 102.0, None, 101.5, 20)
+    # On two workers: b's completion of task 1 (ended 101.2 s, stored by 101.3 s) readies
+    # task 2, which a runs (reading it in 0.1 s): a's gap runs from that landing, less
+    # its own upload; b's hand-out is no sample.
+    events[2] = Event(EventKind.TASK_FINISHED, "b", 1, 101.2, None, 100.7, 20)
+    events[4] = _metrics(
+        "a",
+        [0, 0.0, 0, 0.5, 0.5, 40.0, 20, 0.3],
+        [1, 0.0, 0, 0.5, 0.5, 40.0, 20, 0.1],
+        [2, 0.1, 20, 0.5, 0.4, 45.0, 30, 0.001],
+    )
     backend = _backend_of(graph, [_started("b", 100.0, False, (1.0, 2048)), *events])
-    assert backend.gap.n == 1 and backend.gap.total == pytest.approx(1.5 - 0.3)
+    assert backend.gap.n == 1 and backend.gap.total == pytest.approx(102.5 - 101.3 - 0.1 - 0.3)
+    # Had a read nothing as task 2 started, it would have read 1 ahead (pre-load): no
+    # sample (that read is the simulator's to charge).
+    events[4].data["tasks"][2][2] = 0  # type: ignore[index]
+    backend = _backend_of(graph, [_started("b", 100.0, False, (1.0, 2048)), *events])
+    assert backend.gap.n == 0
 
 
 def test_a_cold_workers_first_read_is_left_out_of_the_read_fit() -> None:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from shoal.backends import Platform, Size
 from shoal.history import BackendStats, FunctionStats, RunRecord, StatsKey
-from shoal.history.records import TaskRecord
+from shoal.history.records import COLUMN, TaskRecord, unneeded_writes
 from shoal.history.stats import Fit, Summary
 from shoal.optimizations import Tuning
 from shoal.planning import simulate as simulate_module
@@ -180,6 +180,14 @@ def test_a_read_fit_of_bytes_too_alike_falls_back_on_the_default_per_byte_cost()
     assert model.read_s(308.75) == pytest.approx(0.00045)  # the mean time at the mean bytes
 
 
+def test_large_reads_too_alike_to_show_a_slope_are_their_bytes_time() -> None:
+    fit = Fit.of([140e6] * 4, [0.25, 0.3, 0.35, 0.3])
+    model = BackendModel.learn(
+        "gateway", BackendStats(read_fit=fit), "mean", Platform(2.0, 60, {}), 2
+    )
+    assert model.read_latency_s == 0.0 and model.read_s(20e6) == pytest.approx(0.3 / 7, rel=0.01)
+
+
 def test_a_store_clearly_slower_than_the_default_is_learned_as_it_is() -> None:
     # Writes through Redis at ~100 MB/s, tens of ms of scatter: ten times the default cost.
     sizes = [1e6, 5e6, 10e6, 20e6, 20e6, 2e6]
@@ -192,6 +200,37 @@ def test_a_store_clearly_slower_than_the_default_is_learned_as_it_is() -> None:
         "gateway", BackendStats(write_fit=fit), "mean", Platform(2.0, 60, {}), 2
     )
     assert model.write_s_per_byte == pytest.approx(1e-8, rel=0.2)
+
+
+def test_a_store_fit_whose_line_would_start_below_zero_seconds_goes_through_the_origin() -> None:
+    # Reads of 140 MB that scatter widely, and one of 160 MB (slow) that tilts the line:
+    # it would cross zero seconds at ~125 MB, and put 4 s on a 140 MB read.
+    xs, ys = [140e6] * 5 + [160e6], [0.24, 0.38, 0.42, 0.59, 0.67, 1.08]
+    fit = Fit.of(xs, ys)
+    assert fit.line()[0] < 0  # type: ignore[index]
+    model = BackendModel.learn(
+        "gateway", BackendStats(read_fit=fit), "mean", Platform(2.0, 60, {}), 2
+    )
+    per_byte = sum(x * y for x, y in zip(xs, ys, strict=True)) / sum(x * x for x in xs)
+    assert model.read_latency_s == 0.0 and model.read_s_per_byte == pytest.approx(per_byte)
+    assert model.read_s(140e6) == pytest.approx(0.560, abs=0.001)
+
+
+def test_a_store_that_serves_one_transfer_at_a_time_is_learned_so() -> None:
+    # Writes of 20 MB whose times follow the bytes the store moved meanwhile (one Redis
+    # thread: 0.2 s alone, 0.4 s beside another, 0.6 s beside two), and files written
+    # side by side, whose times follow their own bytes whatever moved meanwhile.
+    own, meanwhile = [20e6] * 6, [20e6, 40e6, 60e6, 20e6, 40e6, 60e6]
+    times = [0.2, 0.41, 0.6, 0.21, 0.4, 0.59]
+    stats = BackendStats(write_fit=Fit.of(own, times), write_shared_fit=Fit.of(meanwhile, times))
+    model = BackendModel.learn("gateway", stats, "mean", Platform(2.0, 60, {}), 2)
+    assert model.writes_shared and not model.reads_shared
+    assert model.write_s_per_byte == pytest.approx(1e-8, rel=0.05)
+    own, meanwhile = [10e6, 20e6, 10e6, 20e6], [30e6, 20e6, 10e6, 40e6]
+    times = [0.01, 0.02, 0.0101, 0.0199]
+    stats = BackendStats(write_fit=Fit.of(own, times), write_shared_fit=Fit.of(meanwhile, times))
+    model = BackendModel.learn("gateway", stats, "mean", Platform(2.0, 60, {}), 2)
+    assert not model.writes_shared and model.write_s(10e6) == pytest.approx(0.01, rel=0.02)
 
 
 def _ran(tasks: list[tuple[str, float, float, float]], deps: list[list[int]]) -> RunRecord:
@@ -217,6 +256,59 @@ def test_waiting_for_the_next_tasks_other_inputs_is_no_gap() -> None:
     # 2.5 s on worker b: a held back for it; its loop's own gap is from 2.5 s to 3 s.
     run = _ran([("a", 0.0, 1.0, 0.0), ("b", 0.0, 2.5, 0.0), ("a", 3.0, 3.5, 0.0)], [[], [], [0, 1]])
     assert Predictor({}, "mean", _model(), [run]).task_gap(0, "m.f") == pytest.approx(0.5)
+
+
+def test_a_holders_gap_runs_from_its_inputs_landing_less_its_thrown_away_write() -> None:
+    # Tasks 1 and 2 (workers b, c) upload 1 MB each for 0.5 s; worker a held task 0 back
+    # for the fan-in 3, and went on once both landed (2.5 s): it wrote its own 1 MB (0.01
+    # s at the model's 1e-8 s/B), which the store threw away, and read the other two.
+    run = _ran(
+        [("a", 0.0, 1.0, 0.0), ("b", 0.0, 1.5, 0.5), ("c", 0.0, 2.0, 0.5), ("a", 3.0, 3.5, 0.0)],
+        [[], [], [], [0, 1, 2]],
+    )
+    for t, row in enumerate(run.rows):
+        row[COLUMN["out_bytes"]] = 1e6 if t < 3 else 8
+        row[COLUMN["stored_bytes"]] = 1e6 if t in (1, 2) else 0
+        row[COLUMN["read_bytes"]] = 2e6 if t == 3 else 0
+        row[COLUMN["read_s"]] = 200_000 if t == 3 else 0  # 0.2 s
+    model = _model(write_latency_s=0.0, write_s_per_byte=1e-8)
+    # 3.0 - 2.5 (landed) - 0.2 (read) - 0.01 (the write thrown away)
+    assert Predictor({}, "mean", model, [run]).task_gap(0, "m.f") == pytest.approx(0.29)
+    # With pre-load it had read both as they landed (its task read nothing): the read of
+    # the last one is the simulator's to charge.
+    run.rows[3][COLUMN["read_bytes"]] = run.rows[3][COLUMN["read_s"]] = 0
+    model.read_latency_s, model.read_s_per_byte = 0.0, 1e-7  # 0.1 s
+    assert Predictor({}, "mean", model, [run]).task_gap(0, "m.f") == pytest.approx(0.39)
+
+
+def test_a_quick_tasks_upload_counts_in_the_gap_of_the_step_that_took_it() -> None:
+    # A chain on worker a: 0 ran 1 ms (quick: its completion waited for the next step),
+    # 1 ran 10 ms; the step after 1 stored both outputs, 0.3 s each, and took 0.7 s.
+    run = _ran(
+        [("a", 0.0, 0.001, 0.3), ("a", 0.001, 0.011, 0.3), ("a", 0.711, 0.8, 0.0)],
+        [[], [0], [1]],
+    )
+    p = Predictor({}, "mean", _model(), [run])
+    assert p.task_gap(0, "m.f") == 0.0  # its write is charged after it, as if alone
+    assert p.task_gap(1, "m.f") == pytest.approx(0.1)  # 0.7 s less both writes
+    # Quick tasks 0 and 1 feed task 2: the step that readied it took both writes.
+    run = _ran(
+        [("a", 0.0, 0.001, 0.3), ("a", 0.001, 0.002, 0.3), ("a", 0.702, 0.8, 0.0)],
+        [[], [], [0, 1]],
+    )
+    p = Predictor({}, "mean", _model(), [run])
+    assert p.task_gap(0, "m.f") == 0.0 and p.task_gap(1, "m.f") == pytest.approx(0.1)
+
+
+def test_the_one_unstored_input_made_where_its_fan_in_ran_was_written_for_nothing() -> None:
+    # 2 = f(0, 1), 5 = f(3, 4), 6 = f(2, 5): all on worker a except 4 (b). 0 was stored
+    # (2 waited for 1), 1 readied 2 and was written, then dropped; 4 was stored, 3 held
+    # back for it and was written, then dropped; 2 and 5 both went unstored (2 waited
+    # aside for 5): one step, which they settle: neither written.
+    deps = [[], [], [0, 1], [], [], [3, 4], [2, 5]]
+    worker = ["a", "a", "a", "a", "b", "a", "a"]
+    stored = [10, 0, 0, 0, 10, 0, None]
+    assert unneeded_writes(deps, worker, stored) == {1, 3}
 
 
 def test_a_run_far_outside_the_spread_of_a_tasks_others_is_held_to_it() -> None:
@@ -516,7 +608,9 @@ def test_equal_roots_are_dealt_in_runs_so_a_reduction_keeps_its_subtrees_togethe
 
 def test_the_simulator_plays_a_reduction_clustered_on_one_worker_storing_nothing() -> None:
     """One worker makes the whole tree: clustered, each merge's first input waits
-    unstored for the other, which its worker makes; without, each is written."""
+    unstored for the other, which its worker makes; without, each is written: the first
+    input stored for the merge still waiting, the second written and thrown away (the
+    merge it readies stays: nobody needs it, as the store finds only after the write)."""
     shape = _reduction_shape(4)
     model = _free(cap=1)
     model.write_s_per_byte = 1e-9
@@ -526,7 +620,7 @@ def test_the_simulator_plays_a_reduction_clustered_on_one_worker_storing_nothing
     clustered = simulate(shape, work, model, tuning=Tuning(aside_above=1e8))
     assert plain.workers == clustered.workers == 1
     assert clustered.makespan_s == pytest.approx(7.0)  # nothing written
-    assert plain.makespan_s == pytest.approx(7.0 + 3 * 0.1)  # leaves 0 and 2, merge 4
+    assert plain.makespan_s == pytest.approx(7.0 + 6 * 0.1)  # stored: 0, 2, 4; dropped: 1, 3, 5
 
 
 # --------------------------------------------------------------------------- optimizations
@@ -656,19 +750,49 @@ def test_with_preload_forced_a_fan_in_is_planned_with_its_earliest_input() -> No
 
 
 def test_the_simulator_plays_a_worker_holding_back_for_a_fan_in() -> None:
-    """Four 100 MB inputs (1 s to write, 1 s to read each), ending at 0.1, 0.2, 0.3 and
-    1 s: without holding back, the last one's worker reads the other three (3 s); with
-    pre-load the first one's worker read them as they landed, and reads only the last
-    (written first, since the fan-in still waited for the holder): 1 s + 1 s."""
+    """Four 100 MB inputs (1 s to write, 1 s to read each, through one store that
+    shares its pace among them), ending at 0.1, 0.2, 0.3 and 1 s: without holding back,
+    the store writes all four (the last one's too: its fan-in might have waited for more,
+    so it goes to the store, which throws it away), busy from 0.1 s to 4.1 s, then the
+    last one's worker reads the other three (3 s). With pre-load the first one's worker
+    holds its own back: the store writes the other three by 3.2 s, the holder read them
+    as they landed but the last; it writes its own as the last one did (1 s) and reads
+    the last one (1 s). Where transfers go side by side: 1 s + 1 s + 3 s without, and
+    1 s (the last one written) + 1 s + 1 s with pre-load."""
     deps = [(), (), (), (), (0, 1, 2, 3)]
     model = _free(cap=4)
     model.read_s_per_byte = model.write_s_per_byte = 1e-8
+    model.reads_shared = model.writes_shared = True
     work = _work([0.1, 0.2, 0.3, 1.0, 0.0])
     work.out_bytes = [100e6] * 4 + [8.0]
+    preload_on = Tuning(preload=True, hold_idle_s=1)
     plain = simulate(_shape(deps), work, model, tuning=Tuning())
-    assert plain.start[4] == pytest.approx(4.0) and plain.worker[4] == plain.worker[3]
-    preload = simulate(_shape(deps), work, model, tuning=Tuning(preload=True, hold_idle_s=1))
-    assert preload.start[4] == pytest.approx(3.0) and preload.worker[4] == preload.worker[0]
+    assert plain.start[4] == pytest.approx(7.1) and plain.worker[4] == plain.worker[3]
+    preload = simulate(_shape(deps), work, model, tuning=preload_on)
+    assert preload.start[4] == pytest.approx(5.2) and preload.worker[4] == preload.worker[0]
+    model.reads_shared = model.writes_shared = False
+    assert simulate(_shape(deps), work, model, tuning=Tuning()).start[4] == pytest.approx(5.0)
+    assert simulate(_shape(deps), work, model, tuning=preload_on).start[4] == pytest.approx(4.0)
+
+
+def test_transfers_at_once_share_the_stores_pace() -> None:
+    """Two roots end together and write 100 MB each (1 s alone): the store shares its
+    pace, both land at 2 s. A read's latency is its worker's own wait, not the store's:
+    the fan-in reads one (1 s, and 0.5 s of latency) on the other's worker."""
+    model = _free(cap=4)
+    model.read_s_per_byte = model.write_s_per_byte = 1e-8
+    model.reads_shared = model.writes_shared = True
+    model.read_latency_s = 0.5
+    work = _work([1.0, 1.0, 0.0])
+    work.out_bytes = [100e6, 100e6, 8.0]
+    schedule = simulate(_shape([(), (), (0, 1)]), work, model, tuning=Tuning())
+    # Without a plan both are written (the first stored, the second thrown away: its
+    # worker keeps the fan-in): 1 s + 2 s (both at half pace) + 1.5 s (the read).
+    assert schedule.start[2] == pytest.approx(4.5)
+    alone = _work([1.0, 2.0, 0.0])  # the second ends as the first lands: one after another
+    alone.out_bytes = work.out_bytes
+    schedule = simulate(_shape([(), (), (0, 1)]), alone, model, tuning=Tuning())
+    assert schedule.start[2] == pytest.approx(2.0 + 1.0 + 1.5)
 
 
 def test_the_optimizing_planner_holds_back_for_fan_ins_where_that_pays() -> None:
@@ -688,3 +812,43 @@ def test_the_optimizing_planner_holds_back_for_fan_ins_where_that_pays() -> None
     assert decided.optimized.get("preload") == [4]
     assert decided.tuning is not None and decided.tuning.preload
     assert decided.schedule.makespan_s < plan_critical_path(problem).schedule.makespan_s * 0.9
+
+
+def test_a_task_that_read_its_inputs_from_the_store_ran_longer_by_their_bytes() -> None:
+    # Task 1 ran 0.8 s where its worker held task 0's output, 1.5 s where it read its
+    # 10 MB from the store (a blob mapped as read, faulted in as touched).
+    runs = []
+    for worker, seconds in [("a", 0.8), ("b", 1.5), ("a", 0.8), ("b", 1.5)]:
+        run = _ran([("a", 0.0, 1.0, 0.0), (worker, 1.0, 1.0 + seconds, 0.0)], [[], [0]])
+        run.rows[1][COLUMN["read_bytes"]] = 10e6 if worker == "b" else 0
+        runs.append(run)
+    p = Predictor({}, "mean", _model(), runs)
+    assert p.task_base(1, "m.f") == pytest.approx(0.8)
+    assert p.task_touch(1, "m.f") == pytest.approx(0.7 / 10e6)
+    assert p.task_touch(0, "m.f") == 0.0  # it never read anything
+
+
+def test_a_task_runs_longer_by_the_bytes_it_reads_from_the_store() -> None:
+    # Two roots on two workers feed a fan-in: it holds one input, reads the other's
+    # 1 MB, and runs 1 s longer for it (1e-6 s a byte touched).
+    model = _free(cap=2)
+    work = _work([1.0, 2.0, 1.0])
+    work.out_bytes = [1e6, 1e6, 8.0]
+    work.touch = [0.0, 0.0, 1e-6]
+    schedule = simulate(_shape([(), (), (0, 1)]), work, model)
+    assert schedule.start[2] == pytest.approx(2.0) and schedule.end[2] == pytest.approx(4.0)
+    work.touch = None
+    assert simulate(_shape([(), (), (0, 1)]), work, model).end[2] == pytest.approx(3.0)
+
+
+def test_quick_tasks_share_one_round_trip_to_the_store() -> None:
+    # Two roots on one worker store their outputs for a fan-in planned on another (a 0.1
+    # s round trip each, no bytes to speak of). Quick (1 ms), the first one's completion
+    # waits for the second's step, which takes both at once and hands the fan-in out.
+    model = _free(cap=2)
+    model.write_latency_s = 0.1
+    shape, groups = _shape([(), (), (0, 1)]), [0, 0, 1]
+    quick = simulate(shape, _work([0.001, 0.001, 1.0]), model, groups=groups)
+    assert quick.start == pytest.approx([0.0, 0.001, 0.102])
+    slow = simulate(shape, _work([0.01, 0.01, 1.0]), model, groups=groups)
+    assert slow.start == pytest.approx([0.0, 0.11, 0.22])

@@ -75,7 +75,11 @@ class BackendStats:
     start_spacing: Summary = field(default_factory=Summary)
     lead: Summary = field(default_factory=Summary)  # a worker's start to its first task
     read_fit: Fit = field(default_factory=Fit)  # store read seconds against bytes
-    write_fit: Fit = field(default_factory=Fit)  # completion step seconds against bytes
+    write_fit: Fit = field(default_factory=Fit)  # an output's store seconds against bytes
+    #: The same against the bytes the store moved meanwhile (each transfer's own and the
+    #: large ones of its kind at once): a store that serves them one at a time shows so.
+    read_shared_fit: Fit = field(default_factory=Fit)
+    write_shared_fit: Fit = field(default_factory=Fit)
 
     merge = FunctionStats.merge
     to_json = FunctionStats.to_json
@@ -169,6 +173,28 @@ def handing_out(
             last = max(ended)[1]
         if worker[last] != ran_on:
             out.add(last)
+    return out
+
+
+def unneeded_writes(
+    deps: Sequence[Sequence[int]], worker: Sequence[Any], stored: Sequence[int | None]
+) -> set[int]:
+    """The tasks whose worker wrote their output for the store to throw it away: the one
+    unstored input, made on the worker that ran it, of a child of several inputs. An
+    output goes to the store unless its children all stay, and stays there only if one
+    waits for more inputs; this one readied its child, kept on its worker, so the store
+    dropped it. Two unstored inputs made there went to one store step, which the worker
+    could tell settles them (:func:`shoal.decisions.settled_here`): neither was written.
+    Their workers' time before their next task holds that write, which the simulator
+    plays itself."""
+    out = set()
+    for child, inputs in enumerate(deps):
+        ran_on = worker[child]
+        if ran_on is None or len(inputs) < 2:
+            continue
+        unstored = [d for d in inputs if worker[d] == ran_on and not stored[d]]
+        if len(unstored) == 1:
+            out.add(unstored[0])
     return out
 
 

@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 from ..events import Event, EventKind
 from ..metrics import TaskMetrics
-from .records import BackendStats, Cost, FunctionStats, RunRecord, StatsKey, handing_out, us
+from .records import (
+    BackendStats,
+    Cost,
+    FunctionStats,
+    RunRecord,
+    StatsKey,
+    handing_out,
+    unneeded_writes,
+    us,
+)
 from .stats import Fit, Summary
 
 if TYPE_CHECKING:
@@ -24,6 +33,9 @@ TASK, READ_S, READ_BYTES, RUN_S, CPU_S, PEAK_MB, OUT_BYTES, UPLOAD_S = range(
     len(TaskMetrics._fields)
 )
 Metrics = Sequence[Any]  # a TaskMetrics' fields
+#: Bytes from which a transfer takes a store longer than its round trips do (Redis on
+#: loopback: ~1 GB/s, a round trip ~0.3 ms): smaller ones do not slow others down.
+SHARED_ABOVE = 1 << 20
 
 
 @dataclass
@@ -46,7 +58,6 @@ class RunTrace:
     def __init__(self) -> None:
         self.finished: dict[int, Event] = {}
         self.metrics: dict[int, Metrics] = {}
-        self.flushes: list[tuple[int, int, float]] = []
         self.workers: dict[str, _Worker] = {}
 
     def add(self, events: Iterable[Event]) -> None:
@@ -59,7 +70,6 @@ class RunTrace:
                 data = ev.data or {}
                 for row in data.get("tasks", ()):
                     self.metrics[row[TASK]] = row
-                self.flushes.extend(tuple(f) for f in data.get("flushes", ()))
             elif kind is EventKind.WORKER_STARTED:
                 data = ev.data or {}
                 cpus, memory_mb = data.get("size") or (1.0, 2048)
@@ -179,9 +189,18 @@ class RunTrace:
         starts: dict[str, list[float]] = {"cold": [], "warm": [], "hand_cold": [], "hand_warm": []}
         gaps: list[float] = []
         leads: list[float] = []
-        # As the simulator plays them: a gap without the hand-out and the upload it holds
-        # (see Predictor._learn_gaps).
-        handed = self._handing_out(deps)
+        # As the simulator plays them: a gap without the hand-out and the upload it holds,
+        # nor the wait for the next task's inputs from other workers, until they landed
+        # (see Predictor._learn_gaps). An output written for the store to drop, and inputs
+        # read ahead as they landed (pre-load), are the simulator's to charge by their
+        # bytes, which the backend's rates are not known here to take out: no samples.
+        worker_of = [finished[t].worker if t in finished else None for t in range(len(deps))]
+        stored = [finished[t].stored if t in finished else None for t in range(len(deps))]
+        no_sample = self._handing_out(deps) | unneeded_writes(deps, worker_of, stored)
+
+        def landed(t: int) -> float:
+            return finished[t].time + (metrics[t][UPLOAD_S] if t in metrics else 0.0)
+
         queued, spacing = self._start_spacing()
         for worker in self.workers.values():
             temp = "cold" if worker.cold else "warm"
@@ -195,26 +214,44 @@ class RunTrace:
                 read_s = metrics[ran[0]][READ_S] if ran[0] in metrics else 0.0
                 leads.append(finished[ran[0]].start - worker.started - read_s)
             for before, after in zip(ran, ran[1:], strict=False):
-                if before in handed:
+                if before in no_sample:
+                    continue
+                others = [d for d in deps[after] if worker_of[d] != worker.name]
+                if others and any(d not in finished for d in others):
                     continue
                 read_s = metrics[after][READ_S] if after in metrics else 0.0
+                if others and (after not in metrics or metrics[after][READ_BYTES] == 0):
+                    continue  # read ahead
                 upload_s = metrics[before][UPLOAD_S] if before in metrics else 0.0
-                gaps.append(finished[after].start - finished[before].time - read_s - upload_s)
+                ready = max([landed(d) for d in others], default=finished[before].time)
+                since = max(finished[before].time, ready)
+                gaps.append(finished[after].start - since - read_s - upload_s)
         # A cold worker's first read also imports what its values need (numpy: ~50 ms).
         fresh = {
             min(w.tasks, key=lambda t: finished[t].start)
             for w in self.workers.values()
             if w.cold and w.tasks
         }
+        # Each read and each stored output, against the bytes the store moved meanwhile
+        # (see _moved_meanwhile). An output the store judged unneeded and dropped may
+        # have been written too: its bytes and time are not known apart (it stored 0).
+        read_spans, reads_fresh, write_spans = [], [], []
+        for t, m in metrics.items():
+            if (done := finished.get(t)) is None:
+                continue
+            if m[READ_BYTES] > 0:
+                read_spans.append((done.start - m[READ_S], m[READ_S], m[READ_BYTES]))
+                reads_fresh.append(t in fresh)
+            if m[UPLOAD_S] > 0 and m[OUT_BYTES] > 0:
+                write_spans.append((done.time, m[UPLOAD_S], m[OUT_BYTES]))
         reads = [
-            (m[READ_BYTES], m[READ_S])
-            for t, m in metrics.items()
-            if m[READ_BYTES] > 0 and t not in fresh
+            (b, d, x) for (_, d, b), x in zip(read_spans, _moved_meanwhile(read_spans), strict=True)
         ]
-        # A step that stored nothing may still have written: an output that goes to the
-        # store unless its children all stay is written (to the blob store, if large)
-        # before the store judges it unneeded and drops it. Its bytes are not known.
-        writes = [(f[1], f[2]) for f in self.flushes if f[1] > 0]
+        reads = [r for r, cold in zip(reads, reads_fresh, strict=True) if not cold]
+        writes = [
+            (b, d, x)
+            for (_, d, b), x in zip(write_spans, _moved_meanwhile(write_spans), strict=True)
+        ]
         return BackendStats(
             cold_start=Summary.of(starts["cold"]),
             warm_start=Summary.of(starts["warm"]),
@@ -223,9 +260,39 @@ class RunTrace:
             gap=Summary.of(gaps),
             start_spacing=Summary.of(spacing),
             lead=Summary.of(leads),
-            read_fit=Fit.of([b for b, _ in reads], [s for _, s in reads]),
-            write_fit=Fit.of([b for b, _ in writes], [s for _, s in writes]),
+            read_fit=Fit.of([b for b, _, _ in reads], [d for _, d, _ in reads]),
+            write_fit=Fit.of([b for b, _, _ in writes], [d for _, d, _ in writes]),
+            read_shared_fit=Fit.of([x for _, _, x in reads], [d for _, d, _ in reads]),
+            write_shared_fit=Fit.of([x for _, _, x in writes], [d for _, d, _ in writes]),
         )
+
+
+def _moved_meanwhile(spans: Sequence[tuple[float, float, int]]) -> list[int]:
+    """For each transfer of one kind (start, seconds, bytes): the bytes the store moved
+    while it lasted, its own and those of the large others of its kind at once (from
+    :data:`SHARED_ABOVE`), each spread evenly over its own span, in whole bytes. Where
+    the store serves transfers at once by sharing its pace (one Redis thread), a
+    transfer's time follows these (20 MB written while two others are takes three times
+    as long); where it serves them side by side (files on several CPUs), its own bytes.
+    Reads and writes apart: a read of a blob maps a file, moving next to nothing."""
+    if len(spans) < 2:
+        return [b for _, _, b in spans]
+    points = sorted({t for s, d, _ in spans for t in (s, s + d)})
+    at = {t: i for i, t in enumerate(points)}
+    change = [0.0] * len(points)  # of the bytes per second moved, at each point
+    for s, d, b in spans:
+        if d > 0 and b >= SHARED_ABOVE:
+            change[at[s]] += b / d
+            change[at[s + d]] -= b / d
+    moved = [0.0] * len(points)  # bytes moved from the first point to each
+    rate = 0.0
+    for i in range(1, len(points)):
+        rate += change[i - 1]
+        moved[i] = moved[i - 1] + rate * (points[i] - points[i - 1])
+    return [
+        b + round(moved[at[s + d]] - moved[at[s]]) - (b if b >= SHARED_ABOVE else 0) if d > 0 else b
+        for s, d, b in spans
+    ]
 
 
 def _unqueued(handout_s: float | None, queued_s: float | None) -> float | None:

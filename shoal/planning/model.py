@@ -29,6 +29,8 @@ MIN_MEMORY_MB = {"gateway": 512}
 
 #: Bytes per second below which a fitted store cost is taken for noise, not bandwidth.
 SLOWEST_STORE = 1e6
+#: Bytes from which a transfer's time is mostly its bytes' (not its round trips').
+LARGE_TRANSFER = 1 << 20
 
 #: Defaults per backend kind before the history knows better: (cold hand-out, warm
 #: hand-out, gap between tasks, store latency, store read and write bytes per second).
@@ -63,6 +65,10 @@ class BackendModel:
     read_s_per_byte: float
     write_latency_s: float
     write_s_per_byte: float
+    #: Whether reads (writes) at once share the store's pace, as one Redis thread serves
+    #: them, or each goes at its own (files on several CPUs): see :func:`_shares`.
+    reads_shared: bool = False
+    writes_shared: bool = False
     cpu_per_mb: float | None = None  # Lambda: a size's CPUs follow its memory
     invoke_s: float = 0.0  # one invocation request, as the invoker waits for it
     price: Price = field(default_factory=lambda: price_of("lambda"))
@@ -88,7 +94,7 @@ class BackendModel:
         return self.read_latency_s + nbytes * self.read_s_per_byte if nbytes else 0.0
 
     def write_s(self, nbytes: float) -> float:
-        return nbytes * self.write_s_per_byte
+        return self.write_latency_s + nbytes * self.write_s_per_byte if nbytes else 0.0
 
     @classmethod
     def learn(
@@ -102,8 +108,12 @@ class BackendModel:
         """The model of backend ``kind`` from its history ``stats`` (at ``sla``), the
         ``platform`` as it is now, and ``cap`` workers at once."""
         cold, warm, gap, latency, read_bps, write_bps = DEFAULTS.get(kind, DEFAULTS["http"])
-        read_latency, read_spb = _line(stats.read_fit, latency, 1 / read_bps)
-        write_latency, write_spb = _line(stats.write_fit, latency, 1 / write_bps)
+        reads_shared = _shares(stats.read_fit, stats.read_shared_fit)
+        writes_shared = _shares(stats.write_fit, stats.write_shared_fit)
+        read_fit = stats.read_shared_fit if reads_shared else stats.read_fit
+        write_fit = stats.write_shared_fit if writes_shared else stats.write_fit
+        read_latency, read_spb = _line(read_fit, latency, 1 / read_bps)
+        write_latency, write_spb = _line(write_fit, latency, 1 / write_bps)
         capacity = platform.cpus
         return cls(
             kind=kind,
@@ -121,6 +131,8 @@ class BackendModel:
             read_s_per_byte=read_spb,
             write_latency_s=write_latency,
             write_s_per_byte=write_spb,
+            reads_shared=reads_shared,
+            writes_shared=writes_shared,
             cpu_per_mb=platform.cpu_per_mb,
             invoke_s=platform.invoke_latency_s,
             price=price_of(kind),
@@ -149,6 +161,17 @@ def _handout(summary: Summary, sla: str, default: float, invoke_s: float) -> flo
     return max(0.0, summary.at(sla) - invoke_s) if summary.n else default
 
 
+def _shares(own: Fit, meanwhile: Fit) -> bool:
+    """Whether transfers at once share the store's pace: where their times follow the
+    bytes the store moved meanwhile (theirs and the others' at once) more closely than
+    their own bytes, each at one pace (least squares through the origin: the smaller sum
+    of squared residuals). A store that serves one at a time (one Redis thread) shows
+    so; files written side by side on several CPUs do not."""
+    if not own.n or own.sxx <= 0 or meanwhile.sxx <= 0 or own.sx == meanwhile.sx:
+        return False
+    return meanwhile.syy - meanwhile.sxy**2 / meanwhile.sxx < own.syy - own.sxy**2 / own.sxx
+
+
 def _line(fit: Fit, latency: float, per_byte: float) -> tuple[float, float]:
     """(latency, seconds per byte) from a fit of seconds against bytes. Its slope is used
     where the bytes seen pin it more tightly than the default does, however little they
@@ -158,7 +181,12 @@ def _line(fit: Fit, latency: float, per_byte: float) -> tuple[float, float]:
     show. Elsewhere (no line, or bytes too alike for their cost to show through the
     scatter of the times, as reads of a few hundred bytes each) the default per-byte
     cost, with the line through the mean time at the mean bytes. A slope three times its
-    standard error is used too: it shows, whatever the default says."""
+    standard error is used too: it shows, whatever the default says. A slope whose line
+    would cross zero seconds above zero bytes (a latency below zero: bytes all alike but
+    for a few, whose scatter tilts the line) is no store's cost: the line is then the one
+    through the origin that fits best, the time per byte the times show on average. So
+    too where large transfers (:data:`LARGE_TRANSFER` on average) are too alike to show
+    a slope: their time is their bytes' (140 MB read in 0.3 s is no 0.3 s round trip)."""
     if not fit.n:
         return latency, per_byte
     line, error = fit.line(), fit.slope_error()
@@ -170,4 +198,8 @@ def _line(fit: Fit, latency: float, per_byte: float) -> tuple[float, float]:
         clear = error < abs(line[1]) / 3 and line[1] < 1 / SLOWEST_STORE
         if error < per_byte or clear:
             slope = max(0.0, line[1])
+            if line[0] < 0 and fit.sxx > 0:  # least squares with no latency at all
+                return 0.0, max(0.0, fit.sxy / fit.sxx)
+    if slope == per_byte and fit.sx >= LARGE_TRANSFER * fit.n and fit.sxx > 0:
+        return 0.0, max(0.0, fit.sxy / fit.sxx)
     return max(0.0, (fit.sy - slope * fit.sx) / fit.n), slope

@@ -26,7 +26,15 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ..backends import Size
-from ..history.records import COLUMN, FunctionStats, RunRecord, StatsKey, handing_out
+from ..decisions import SMALL_TASK_S
+from ..history.records import (
+    COLUMN,
+    FunctionStats,
+    RunRecord,
+    StatsKey,
+    handing_out,
+    unneeded_writes,
+)
 from .model import BackendModel
 
 #: A fit of duration or output against input bytes is used when it explains this much.
@@ -98,6 +106,7 @@ def _fit_law(seen: Sequence[_Seen]) -> Law | None:
 class _TaskSeen:
     function: str
     seconds: list[float] = field(default_factory=list)  # on one CPU
+    read: list[float] = field(default_factory=list)  # bytes it read from the store, per run
     outputs: list[float] = field(default_factory=list)
     gaps: list[float] = field(default_factory=list)  # its worker's time before the next
 
@@ -107,6 +116,14 @@ class _Seen:
     cpus: float
     stats: FunctionStats
     law: Law
+
+
+def _split_reads(seen: _TaskSeen) -> tuple[list[float], list[float]]:
+    """A task's run times: those of runs that read none of its inputs from the store,
+    and those of runs that read some."""
+    held = [s for s, b in zip(seen.seconds, seen.read, strict=True) if not b]
+    read = [s for s, b in zip(seen.seconds, seen.read, strict=True) if b]
+    return held, read
 
 
 class Predictor:
@@ -160,7 +177,7 @@ class Predictor:
         """Each task's duration (moved to one CPU by its function's law) and output."""
         col = COLUMN
         task_i, fn_i, cpus_i, mem_i = col["task"], col["function"], col["cpus"], col["memory_mb"]
-        run_i, out_i = col["run_s"], col["out_bytes"]
+        run_i, out_i, read_i = col["run_s"], col["out_bytes"], col["read_bytes"]
         functions = [key for key, _ in run.functions]
         self._learn_gaps(run)
         for row in run.rows:
@@ -174,20 +191,24 @@ class Predictor:
             cpus = self.model.cpus_of(Size(row[cpus_i] or 1.0, row[mem_i] or 2048))
             law = self._law(function)
             seen.seconds.append(run_s * law.time(1.0) / law.time(cpus) if law else run_s)
+            seen.read.append(row[read_i] or 0)
             if row[out_i] is not None:
                 seen.outputs.append(row[out_i])
 
     def _learn_gaps(self, run: RunRecord) -> None:
         """What each task's worker did between its end and the start of its next task
         (its completion step, its output's serializing, a collection pause...), less its
-        output's upload where it was stored: the simulator charges that by the bytes a plan
-        stores (a plan that keeps the output local saves it). A completion that handed work
-        out is no sample: its time holds the hand-out (invocations, in rounds, each taking
-        the platform's latency), which the simulator plays by what a plan hands out."""
+        output's upload where it was stored, or its write where the store threw it away
+        (:func:`~shoal.history.records.unneeded_writes`): the simulator charges those by
+        the bytes a plan writes (a plan that keeps the output local saves them). A
+        completion that handed work out is no sample: its time holds the hand-out
+        (invocations, in rounds, each taking the platform's latency), which the simulator
+        plays by what a plan hands out."""
         col = COLUMN
         task_i, fn_i, worker_i = col["task"], col["function"], col["worker"]
         start_i, end_i, read_i = col["start"], col["end"], col["read_s"]
-        upload_i = col["upload_s"]
+        upload_i, out_i, stored_i = col["upload_s"], col["out_bytes"], col["stored_bytes"]
+        read_bytes_i, run_i = col["read_bytes"], col["run_s"]
         functions = [key for key, _ in run.functions]
         by_worker: dict[int, list[list[Any]]] = {}
         for row in run.rows:
@@ -196,22 +217,53 @@ class Predictor:
         n = len(run.deps)  # a record of an older version may have no edges: no hand-outs
         worker: list[Any] = [None] * n
         end: list[Any] = [None] * n
+        landed: list[Any] = [None] * n  # its end and its upload: when others could read it
+        out: list[float] = [0.0] * n
+        stored: list[Any] = [None] * n
         for row in run.rows:
-            if row[task_i] < n:
-                worker[row[task_i]], end[row[task_i]] = row[worker_i], row[end_i]
+            if (t := row[task_i]) < n:
+                worker[t], end[t], stored[t] = row[worker_i], row[end_i], row[stored_i]
+                out[t] = row[out_i] or 0.0
+                if end[t] is not None:
+                    landed[t] = end[t] + (row[upload_i] or 0)
         handed = handing_out(run.deps, worker, end)
+        dropped = unneeded_writes(run.deps, worker, stored)
+        model = self.model
+        has_children = {d for inputs in run.deps for d in inputs}
         for rows in by_worker.values():
             rows.sort(key=lambda r: r[start_i])
+            carried = 0.0  # writes of quick completions its next store step took
             for before, after in zip(rows, rows[1:], strict=False):
-                if before[task_i] in handed:
+                t = before[task_i]
+                written = (before[upload_i] or 0) / 1e6
+                if t in dropped:
+                    written += model.write_s(out[t])
+                if t in handed:  # urgent: its step took the quick ones before it too
+                    carried = 0.0
                     continue
+                # A quick task's completion waits for the worker's next step (after its
+                # next task: :func:`shoal.decisions.should_flush`), which writes its output:
+                # the simulator charges each write after its own task, as one step would.
+                # A next task of several inputs was readied by a step: it came first.
+                quick = (before[run_i] or 0) < SMALL_TASK_S * 1e6 and t in has_children
+                if quick and (after[task_i] >= n or len(run.deps[after[task_i]]) < 2):
+                    carried, written = carried + written, 0.0
+                else:
+                    carried, written = 0.0, written + carried
                 # Waiting for the next task's inputs is no gap (a worker holding back for
                 # a fan-in waits for the others): the gap runs from the later of its end
-                # and the next task's last input's end.
+                # and the next task's last input's landing in the store. An input of
+                # another worker it did not read as it started it read ahead as it landed
+                # (pre-load): the simulator charges the read of the last of those.
                 deps = run.deps[after[task_i]] if after[task_i] < n else ()
-                ready = max([end[d] for d in deps if end[d] is not None], default=0)
+                others = [d for d in deps if worker[d] != after[worker_i]]
+                ready = max([landed[d] for d in others if landed[d] is not None], default=0)
                 waited = after[start_i] - max(before[end_i], ready) - (after[read_i] or 0)
-                gap = (waited - (before[upload_i] or 0)) / 1e6
+                gap = waited / 1e6 - written
+                read_bytes = after[read_bytes_i]
+                if others and read_bytes is not None and read_bytes < sum(out[d] for d in others):
+                    last = max(others, key=lambda d: landed[d] or 0)
+                    gap -= model.read_s(out[last])
                 function = functions[before[fn_i]]
                 seen = self._tasks.get(before[task_i])
                 if seen is None or seen.function != function:
@@ -238,11 +290,28 @@ class Predictor:
         return base * self.scale(function, self.model.cpus_of(size))
 
     def task_base(self, task: int, function: str, in_bytes: float | None = None) -> float:
-        """Seconds task ``task`` runs on one CPU (see :meth:`scale` for other sizes)."""
+        """Seconds task ``task`` runs on one CPU (see :meth:`scale` for other sizes), its
+        inputs in hand: from its runs that read none from the store, where some did and
+        some did not (see :meth:`task_touch`)."""
         seen = self._tasks.get(task)
         if seen is None or seen.function != function or not seen.seconds:
             return self._function_base(function) * self.input_factor(function, in_bytes)
-        return self._own(seen.seconds)
+        held, _ = _split_reads(seen)
+        return self._own(held or seen.seconds)
+
+    def task_touch(self, task: int, function: str) -> float:
+        """Seconds per byte task ``task`` runs longer for inputs it read from the store
+        than for inputs its worker held: a blob is mapped as it is read, and its pages
+        are faulted in as the task touches them (10 MB: ~0.7 ms on /dev/shm). From its
+        own runs, where some read inputs and some held them; else nothing."""
+        seen = self._tasks.get(task)
+        if seen is None or seen.function != function:
+            return 0.0
+        held, read = _split_reads(seen)
+        if not held or not read:
+            return 0.0
+        nbytes = sum(b for b in seen.read if b > 0) / len(read)
+        return max(0.0, self._own(read) - self._own(held)) / nbytes
 
     def scale(self, function: str, cpus: float) -> float:
         """How much longer a task of ``function`` runs on ``cpus`` CPUs than on one."""

@@ -29,9 +29,16 @@ It plays Shoal's own protocol (:mod:`shoal.protocol`) forward in time, step by s
   others out; with a plan it keeps those of its own group and hands out the rest, one
   invocation per group, at the group's size. A child whose only input it was, and that
   it keeps, it runs at once. Outputs are stored as :func:`shoal.decisions.upload_mode`
-  and :func:`shoal.decisions.must_store` say;
+  and :func:`shoal.decisions.must_store` say, and written also where the store then
+  throws them away (an ``IF_PENDING`` output whose children all stay), unless
+  completions set aside go to the same step (:func:`shoal.decisions.settled_here`); a
+  quick task's write shares the round trip of its worker's next step;
+- a task that reads inputs from the store runs longer by their bytes (``Work.touch``:
+  a blob's pages faulted in as the task touches them);
 - where workers share a machine's CPUs (``capacity``), tasks that together want more
-  CPUs than it has slow down alike (processor sharing).
+  CPUs than it has slow down alike (processor sharing); where the store serves its
+  writes (reads) one at a time, as the history shows (``BackendModel.writes_shared``),
+  the bytes of those at once share its pace alike too, their round trips their own.
 
 Makespan is the one Shoal measures: the first task's start to the last task's end.
 Cost is each worker's time from its start to its stop, at its size (GB-s, vCPU-s) and
@@ -49,7 +56,15 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ..backends import Size
-from ..decisions import NEVER, group_roots, must_store, split_ready, upload_mode
+from ..decisions import (
+    IF_PENDING,
+    NEVER,
+    SMALL_TASK_S,
+    group_roots,
+    must_store,
+    split_ready,
+    upload_mode,
+)
 from ..history.records import Cost
 from ..optimizations import DEFAULT, Tuning
 from ..optimizations.cluster import stays_for_fan_in
@@ -77,15 +92,18 @@ class Shape(NamedTuple):
 
 @dataclass
 class Work:
-    """What each task does, as predicted: seconds on its size, CPUs it keeps busy, output
-    bytes, the size of the worker it wants, and the seconds its worker loop takes after it
-    (the completion step; None: the backend's usual)."""
+    """What each task does, as predicted: seconds on its size (its inputs in hand), CPUs
+    it keeps busy, output bytes, the size of the worker it wants, the seconds its worker
+    loop takes after it (the completion step; None: the backend's usual), and the seconds
+    per byte it runs longer for inputs it reads from the store (a blob's pages faulted in
+    as it touches them; None: none)."""
 
     duration: list[float]
     demand: list[float]
     out_bytes: list[float]
     size: list[Size]
     gap: list[float] | None = None
+    touch: list[float] | None = None
 
 
 @dataclass
@@ -110,8 +128,38 @@ class _Worker:
         self.held: set[int] = set()
 
 
+class _Shared:
+    """Transfers of one kind through the store (its writes, or its reads), which it
+    serves all at once, each at an equal share of its pace (processor sharing: one Redis
+    thread, or a machine's memory bandwidth). Each is done when the store's clock for
+    them (seconds of work each got so far) reaches its end."""
+
+    __slots__ = ("moving", "clock", "since", "version")
+
+    def __init__(self) -> None:
+        self.moving: list[tuple[float, int, float, Any]] = []  # (end, id, latency, then)
+        self.clock = 0.0
+        self.since = 0.0
+        self.version = 0
+
+    def advance(self, time: float) -> None:
+        if self.moving:
+            self.clock += (time - self.since) / len(self.moving)
+        self.since = time
+
+    def next_done(self, time: float) -> float | None:
+        """When the next transfer is done, at the pace it shares now (a new version)."""
+        self.version += 1
+        if not self.moving:
+            return None
+        return time + max(0.0, self.moving[0][0] - self.clock) * len(self.moving)
+
+
 # Event kinds, in the order they are handled when simultaneous.
-_INVOKE, _STOP, _COMPUTE, _DONE, _RESUME = range(5)
+_INVOKE, _STOP, _COMPUTE, _DONE, _RESUME, _MOVED = range(6)
+# What a worker does once a transfer of its ends: a completion step goes on (its
+# invocations, its next task), or a task whose inputs were read starts.
+_STEP, _READ = range(2)
 
 
 def simulate(
@@ -147,6 +195,7 @@ class _Simulation:
         # Fan-ins a worker holds its completion back for: fan-in -> (worker, task, since).
         self.holds: dict[int, tuple[_Worker, int, float]] = {}
         self.resume: list[int] = []  # fan-ins whose holder is now their last input
+        self.aside: set[int] = set()  # completions waiting unstored for their fan-in
         self.remaining = [len(d) for d in shape.deps]
         self.needs = [len(d) for d in shape.deps]
         self.start = [math.nan] * n
@@ -172,6 +221,11 @@ class _Simulation:
         self.since = 0.0
         self.version = 0
         self.owner: dict[int, _Worker] = {}
+        self.touching: dict[int, float] = {}  # task -> seconds it runs longer (Work.touch)
+        # Transfers through the store: writes share its pace, reads share it (apart: as
+        # the history learns them, see RunTrace).
+        self.writes, self.reads = _Shared(), _Shared()
+        self.transfers = itertools.count()
 
     def _pool(self, size: Size) -> Size:
         return Size() if self.local else size
@@ -206,6 +260,9 @@ class _Simulation:
                 self._stop(time, data)
             elif kind == _RESUME:
                 self._resume(time, data)
+            elif kind == _MOVED:
+                if data[1] == data[0].version:  # not superseded
+                    self._moved(time, data[0])
             else:
                 self._compute(time, *data)
         cost = self.cost
@@ -297,7 +354,7 @@ class _Simulation:
             shared = [dep for dep, n in uses.items() if n > 1]
             worker.held.update(shared)
             nbytes = sum(self.work.out_bytes[d] for d in shared)
-        self._next(time + self.model.read_s(nbytes), worker)
+        self._read_bytes(time, nbytes, (_READ, worker, None))
 
     def _next(self, time: float, worker: _Worker) -> None:
         stack = worker.stack
@@ -310,9 +367,15 @@ class _Simulation:
         for d in self.shape.deps[task]:
             if d not in held:
                 missing += out[d]
-        if missing:
-            time += self.model.read_latency_s + missing * self.model.read_s_per_byte
-        if self.model.capacity is None:
+        if missing and self.work.touch is not None:
+            self.touching[task] = self.work.touch[task] * missing
+        self._read_bytes(time, missing, (_READ, worker, task))
+
+    def _read(self, time: float, worker: _Worker, task: int | None) -> None:
+        """``worker`` has read what ``task`` needs (None: what its tasks share)."""
+        if task is None:
+            self._next(time, worker)
+        elif self.model.capacity is None:
             self._compute(time, worker, task)
         else:
             self._push(time, _COMPUTE, (worker, task))
@@ -321,7 +384,7 @@ class _Simulation:
         self.start[task] = time
         self.ran_on[task] = worker.id
         self.owner[task] = worker
-        duration = self.work.duration[task]
+        duration = self.work.duration[task] + self.touching.pop(task, 0.0)
         if self.model.capacity is None:
             heapq.heappush(self.events, (time + duration, _DONE, next(self.seq), (task, 0)))
             return
@@ -393,25 +456,95 @@ class _Simulation:
         self._complete(time, worker, task)
 
     def _complete(self, time: float, worker: _Worker, task: int) -> None:
-        early, keep, hand_out, stored = self._decide(worker, task)
+        early, keep, hand_out, written = self._decide(worker, task)
         done_at = time + (self.model.gap_s if self.work.gap is None else self.work.gap[task])
-        if stored:
-            done_at += self.model.write_s(self.work.out_bytes[task])
         worker.stack.extend(reversed(early))
         worker.stack.extend(reversed(keep))
-        for fan_in in self.resume:  # its holder is now its last input: it goes on
-            self._push(done_at, _RESUME, fan_in)
-        self.resume.clear()
-        if hand_out:  # the worker goes on once its invocations are sent
-            done_at = self._hand_out(done_at, [tuple(tasks) for tasks in hand_out])
-        self._next(done_at, worker)
+        resume, self.resume = self.resume, []
+        model, then = self.model, (_STEP, worker, (hand_out, resume))
+        nbytes = self.work.out_bytes[task] if written else 0.0
+        if nbytes:
+            store = self.writes if model.writes_shared else None
+            seconds = nbytes * model.write_s_per_byte
+            # A quick task's completion waits for its worker's next step, which takes it
+            # with the next one's (should_flush): one round trip for both, unless another
+            # worker waits on it (a sink, a hand-out) or its worker has nothing left.
+            quick = self.end[task] - self.start[task] < SMALL_TASK_S
+            batched = quick and worker.stack and not hand_out and task not in self.shape.sinks
+            latency = 0.0 if batched else model.write_latency_s
+            self._transfer(store, done_at, latency, seconds, then)
+        else:
+            self._then(done_at, then)
+
+    def _step(
+        self, time: float, worker: _Worker, hand_out: list[list[int]], resume: list[int]
+    ) -> None:
+        """The store step of a completion is over: its holders go on, its invocations
+        are sent, and its worker goes on once they are."""
+        for fan_in in resume:  # its holder is now its last input: it goes on
+            self._push(time, _RESUME, fan_in)
+        if hand_out:
+            time = self._hand_out(time, [tuple(tasks) for tasks in hand_out])
+        self._next(time, worker)
+
+    # ------------------------------------------------------ transfers through the store
+    def _read_bytes(self, time: float, nbytes: float, then: tuple[int, _Worker, Any]) -> None:
+        model = self.model
+        if nbytes:
+            store = self.reads if model.reads_shared else None
+            seconds = nbytes * model.read_s_per_byte
+            self._transfer(store, time, model.read_latency_s, seconds, then)
+        else:
+            self._then(time, then)
+
+    def _transfer(
+        self,
+        store: _Shared | None,
+        time: float,
+        latency: float,
+        seconds: float,
+        then: tuple[int, _Worker, Any],
+    ) -> None:
+        """Move bytes through the store that take ``seconds`` alone, and ``latency``
+        besides (round trips: the worker's own wait), then go on as ``then`` says. The
+        bytes of transfers at once share the ``store``'s pace (processor sharing; None:
+        each goes at its own)."""
+        if seconds <= 0 or store is None:
+            self._then(time + latency + seconds, then)
+            return
+        store.advance(time)
+        heapq.heappush(store.moving, (store.clock + seconds, next(self.transfers), latency, then))
+        self._reschedule_store(store, time)
+
+    def _then(self, time: float, then: tuple[int, _Worker, Any]) -> None:
+        kind, worker, data = then
+        if kind == _STEP:
+            self._step(time, worker, *data)
+        else:
+            self._read(time, worker, data)
+
+    def _reschedule_store(self, store: _Shared, time: float) -> None:
+        done = store.next_done(time)
+        if done is not None:
+            self._push(done, _MOVED, (store, store.version))
+
+    def _moved(self, time: float, store: _Shared) -> None:
+        store.advance(time)
+        _, _, latency, then = heapq.heappop(store.moving)
+        self._reschedule_store(store, time)
+        self._then(time + latency, then)
 
     def _decide(
         self, worker: _Worker, task: int
     ) -> tuple[list[int], list[int], list[list[int]], bool]:
         """What the completion of ``task`` does, as the worker loop and the store decide
         it: the children it runs at once, those it keeps, the groups it hands out, and
-        whether the output is stored."""
+        whether the output is written to the store. That is where it is stored, and also
+        where it goes to the store unless its children all stay (``IF_PENDING``) but the
+        store throws it away, its children all readied and kept: the worker wrote it
+        before the store step found nobody needs it. Unless completions set aside for a
+        child it readies go with it: then the worker tells from its own marks that the
+        step settles them all, and writes none (:func:`shoal.decisions.settled_here`)."""
         children = self.shape.children[task]
         remaining, needs_of, groups = self.remaining, self.needs, self.groups
         sink = task in self.shape.sinks
@@ -427,7 +560,9 @@ class _Simulation:
         aside = tuning.aside_above is not None and out >= tuning.aside_above
         if aside and self._set_aside(worker, task):  # the worker makes the fan-in's inputs
             remaining[children[0]] -= 1
+            self.aside.add(task)
             return [], [], [], False
+        joined = self._join_aside(task)
         if groups is None and not clustered:
             needs = [needs_of[c] for c in children]
             ready = []
@@ -444,7 +579,7 @@ class _Simulation:
             early = set(sure)
             keep = [c for c in kept if c not in early]
             hand_out = [g for g in ([c for c in h if c not in early] for h in handed) if g]
-            return sure, keep, hand_out, stored
+            return sure, keep, hand_out, stored or (mode is IF_PENDING and not joined)
         # With a plan (or clustered: every child in this task's group): children of this
         # group whose only input this was run at once, the others it readies stay; other
         # groups' are handed out. The output is stored for a
@@ -466,7 +601,20 @@ class _Simulation:
                 stored = True
             else:
                 keep.append(c)
-        return sure, keep, list(by_group.values()), stored
+        # Not stored, its children all here: it went to the store if one waited for more.
+        pending = any(needs_of[c] > 1 for c in children)
+        return sure, keep, list(by_group.values()), stored or (pending and not joined)
+
+    def _join_aside(self, task: int) -> bool:
+        """Whether completions set aside wait for a child of ``task`` (its other inputs,
+        made by the same worker): they go to the store step with it, which they settle."""
+        aside = self.aside
+        if not aside:
+            return False
+        deps = self.shape.deps
+        joining = {d for c in self.shape.children[task] for d in deps[c] if d in aside}
+        aside -= joining
+        return bool(joining)
 
     def _set_aside(self, worker: _Worker, task: int) -> bool:
         """Whether the completion of ``task`` waits unstored for its fan-in child, whose
