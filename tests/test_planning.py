@@ -658,6 +658,33 @@ def test_the_optimizing_planner_clusters_a_fan_out_where_moving_its_input_costs_
     assert plan_optimizing(_fan_out_problem(100e6, frozenset())).optimized == {}
 
 
+def _reduction_problem(output_bytes: float) -> Problem:
+    """A tree sum of 8 leaves on a gateway of 2 CPUs, storing 100 MB/s."""
+    model = _model("gateway", cap=2, capacity=2.0)
+    model.read_s_per_byte = model.write_s_per_byte = 1e-8
+    model.handout_cold_s = model.handout_warm_s = 0.005
+    stats = {
+        StatsKey("m.leaf", 1.0, 512, "gateway"): _stats([0.1], output=output_bytes),
+        StatsKey("m.merge", 1.0, 512, "gateway"): _stats([0.05], output=output_bytes),
+    }
+    shape = _reduction_shape(8)
+    functions = ["m.leaf"] * 8 + ["m.merge"] * 7
+    return _problem([tuple(d) for d in shape.deps], functions, stats, model)
+
+
+def test_the_optimizing_planner_clusters_a_reductions_fan_ins_where_storing_costs() -> None:
+    big = plan_optimizing(_reduction_problem(20e6))  # 0.2 s to store each, 0.2 s to read
+    assert big.tuning is not None and big.tuning.aside_above is not None
+    assert set(range(8, 15)) <= set(big.optimized["cluster"])
+    assert (
+        big.schedule.makespan_s < plan_critical_path(_reduction_problem(20e6)).schedule.makespan_s
+    )
+    small = plan_optimizing(_reduction_problem(1e3))
+    assert "cluster" not in small.optimized and (
+        small.tuning is None or small.tuning.aside_above is None
+    )
+
+
 def _two_stage_problem(keep_warm_s: float, forced: frozenset[str] | None = None) -> Problem:
     """A 1 s root readying 8 children of 0.3 s that need 3 GB (its own worker is smaller:
     too many to cluster), on a platform starting a worker cold in 0.5 s, warm in 10 ms."""

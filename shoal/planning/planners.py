@@ -44,7 +44,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..backends import Size
-from ..optimizations import DEFAULT, Tuning, tuning_for
+from ..optimizations import DEFAULT, Tuning, aside_threshold, tuning_for
 from .model import BackendModel, memory_for
 from .predict import Predictor
 from .simulate import Schedule, Shape, Work, simulate
@@ -565,8 +565,10 @@ def plan_optimizing(problem: Problem) -> Decided:
     simulator predicts a makespan shorter by :data:`OPTIMIZE_GAIN` or more: the groups of
     its children (each child and the work it readies) join the producer's group, so its
     worker runs them with the output in memory, uploading nothing for them. Largest
-    predicted outputs first, each judged against the plan so far. Optimizations the run
-    forces on or off are left as they are (the simulator plays the forced ones)."""
+    predicted outputs first, each judged against the plan so far. Then, each for the whole
+    run where it pays: fan-ins clustered where their inputs are, holding back for fan-ins
+    (pre-load or delayed I/O), timed pre-warm. Optimizations the run forces on or off are
+    left as they are (the simulator plays the forced ones)."""
     best = plan_critical_path(problem)
     if problem.forced is not None:
         if "preload" in problem.forced:
@@ -595,10 +597,23 @@ def plan_optimizing(problem: Problem) -> Decided:
             best = Decided(sized, groups, schedule)
             clustered.append(task)
     best.optimized = {"cluster": clustered} if clustered else {}
+    # Fan-ins where their inputs are, run-wide: an output waits unstored for the fan-in
+    # its worker makes (shoal.optimizations.cluster), if it pays.
+    fan_ins = [t for t, deps in enumerate(shape.deps) if len(deps) > 1]
+    if fan_ins:
+        tuning = replace(best.tuning or problem.tuning, aside_above=aside_threshold(model))
+        work = _work(costs, problem, best.sizes)
+        schedule = simulate(shape, work, model, best.groups, tuning=tuning)
+        if schedule.makespan_s < best.schedule.makespan_s * (1 - OPTIMIZE_GAIN):
+            optimized = {"cluster": clustered + fan_ins}
+            best = Decided(best.sizes, best.groups, schedule, optimized, tuning)
+    aside_above = best.tuning.aside_above if best.tuning else None
     # Holding back for fan-ins, run-wide: the better of the two, if it pays.
     base = best
     for name in ("preload", "delayed-io"):
-        tuning = tuning_for(frozenset({"invoke-tree", name}), model)
+        tuning = replace(
+            tuning_for(frozenset({"invoke-tree", name}), model), aside_above=aside_above
+        )
         held = _fan_in_groups(problem, base, name, tuning)
         if held.schedule.makespan_s < best.schedule.makespan_s * (1 - OPTIMIZE_GAIN):
             held.optimized = {**base.optimized, **held.optimized}
