@@ -211,8 +211,8 @@ async def invoke_all(workers: Workers, invocations: Sequence[Invocation]) -> Non
     in_flight = asyncio.Semaphore(BRANCHING)
 
     async def invoke(invocation: Invocation) -> None:
-        async with in_flight:
-            await workers.invoke(invocation)
+        async with in_flight:  # sent now: its hand-out time is the platform's, not the queue's
+            await workers.invoke(replace(invocation, sent=time.time()))
 
     await asyncio.gather(*(invoke(i) for i in invocations))
 
