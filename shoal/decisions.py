@@ -157,24 +157,25 @@ def complete_batch(
 
 
 def settled_here(
-    batch: Sequence[Completion], fanout: int, sent: Mapping[int, set[int]]
+    batch: Sequence[Completion], fanout: int, marked: Mapping[int, set[int]]
 ) -> list[Upload]:
     """The uploads of ``batch``, with each ``IF_PENDING`` one that the batch settles on
     its own turned ``NEVER``: every child of it is readied by the batch's marks and those
-    this worker made before (``sent``: child -> its inputs this worker completed), and is
-    kept on this worker. The worker can tell before the store step, and so need not
-    encode (nor write to a blob store) an output the store would then throw away.
+    this worker knows are in the store (``marked``: child -> those of its inputs it
+    completed before, or saw finish), and is kept on this worker. The worker can tell
+    before the store step, and so need not encode (nor write to a blob store) an output
+    the store would then throw away.
 
     Safe whatever else the store's marks hold: a child none of whose inputs is missing
     from these is readied by this batch (none was readied without the batch's own
     completion, which is new: a completion taken before is dropped by the store anyway).
-    Marks of other workers are not known here: their children count as pending.
+    Marks it does not know of count as missing: their children as pending.
     """
     marks = Marks()
     for c in batch:
         for child in c.children:
-            if child in sent:
-                marks.inputs[child] = set(sent[child])
+            if child in marked:
+                marks.inputs[child] = set(marked[child])
     _, stored = complete_batch(marks, batch, fanout)
     return [
         NEVER if c.upload is IF_PENDING and not needed else c.upload
@@ -183,17 +184,17 @@ def settled_here(
 
 
 def remember_marks(
-    sent: dict[int, set[int]], batch: Sequence[Completion], readies: Sequence[Sequence[int]]
+    marked: dict[int, set[int]], batch: Sequence[Completion], readies: Sequence[Sequence[int]]
 ) -> None:
-    """Record in ``sent`` the marks a stored ``batch`` made on children with several
+    """Record in ``marked`` the marks a stored ``batch`` made on children with several
     inputs, forgetting the children it readied (see :func:`settled_here`)."""
     for c in batch:
         for child, need in zip(c.children, c.child_deps, strict=True):
             if need > 1:
-                sent.setdefault(child, set()).add(c.task)
+                marked.setdefault(child, set()).add(c.task)
     for ready in readies:
         for child in ready:
-            sent.pop(child, None)
+            marked.pop(child, None)
 
 
 #: A worker buffers its completions and hands them to the store in one step (a batch)...

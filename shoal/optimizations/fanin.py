@@ -13,7 +13,7 @@ back while it watches the run's events for the fan-in's other inputs:
   moment the last lands, its inputs in memory. A worker holding back keeps its platform
   slot, and invocations queued behind it (a concurrency cap) might be the very producers
   it waits for: when no input has landed for as long as a cold start takes and some of
-  the run's invocations wait to start, it stops holding.
+  the run's invocations wait to start, at two such checks in a row, it stops holding.
 
 Workers in the client's process (``local``) pass outputs by reference: none holds back.
 

@@ -102,8 +102,9 @@ class _Worker:
         #: Completions kept aside, unstored, for a fan-in this worker will run (cluster).
         self.aside: list[Completion] = []
         self.made: set[int] = set()  # tasks this worker ran (kept only to set aside)
-        #: Children of several inputs -> those of their inputs this worker completed.
-        self.sent: dict[int, set[int]] = {}
+        #: Children of several inputs -> those of their inputs whose marks this worker
+        #: knows are in the store: it completed them, or saw them finish (holding back).
+        self.marked: dict[int, set[int]] = {}
         self.early: set[int] = set()  # children run before their parent's batch was stored
         self.urgent = False  # the batch holds a sink or children for other workers
         self.ran = 0
@@ -454,20 +455,26 @@ class _Worker:
         """Until ``others`` (the fan-in ``child``'s other inputs) have all finished, or the
         ``hold`` is over: follow the run's events; with preload, read each input as soon
         as it is stored, and hold it for the fan-in. Past ``hold.idle`` seconds without an
-        input landing, it stops holding if invocations of the run wait to start: this
-        worker keeps a platform slot, and they may be waiting for it."""
+        input landing, and again after as long, it stops holding if invocations of the
+        run wait to start both times: this worker keeps a platform slot, and they may be
+        waiting for it (once only, they may just be starting)."""
         left = set(others)
         now = time.monotonic()
         deadline, quiet_until = now + hold.total, now + hold.idle
         cursor: Any = None
+        suspect = False  # invocations were waiting at the last check
         lease = self.lease
         while left and (lease is None or not lease.lost):
             now = time.monotonic()
             if now >= deadline:
                 return
             if now >= quiet_until:
-                if await self.store.waiting_invocations(self.run_id):
+                # Waiting at two checks in a row: not just starting, but held up (by the
+                # platform's cap: maybe for this worker's slot).
+                waiting = await self.store.waiting_invocations(self.run_id) > 0
+                if waiting and suspect:
                     return
+                suspect = waiting
                 quiet_until = now + hold.idle
             timeout = min(deadline, quiet_until, now + HOLD_POLL_S) - now
             events, cursor = await self.store.read_events(self.run_id, cursor, timeout)
@@ -475,6 +482,9 @@ class _Worker:
             if landed:
                 quiet_until = time.monotonic() + hold.idle
             left.difference_update(landed)  # type: ignore[arg-type]
+            # A finished event is stored in the step that marked the fan-in: once all are
+            # in, its own completion readies the fan-in here, and its output is no one's.
+            self.marked.setdefault(child, set()).update(landed)  # type: ignore[arg-type]
             fetch = [t for t in landed if t is not None and t not in self.held]
             if self.tuning.preload and fetch:
                 values, _ = await self.store.get_outputs(self.run_id, fetch)
@@ -485,10 +495,10 @@ class _Worker:
     async def complete(self, batch: list[Completion]) -> bool:
         """The completion step for ``batch``; own what it readied. False when the run is
         gone."""
-        if len(batch) > 1 and any(
+        if any(
             c.upload is IF_PENDING and approx_nbytes(c.output) >= LARGE_OUTPUT for c in batch
-        ):  # large outputs its own marks may settle: not encoded at all if so
-            uploads = settled_here(batch, self.fanout, self.sent)
+        ):  # large outputs the marks it knows of may settle: not encoded at all if so
+            uploads = settled_here(batch, self.fanout, self.marked)
             batch = [c._replace(upload=u) for c, u in zip(batch, uploads, strict=True)]
         metrics = self.metrics
         extra: tuple[Event, ...] = ()
@@ -517,7 +527,7 @@ class _Worker:
             elif metrics.due():
                 await self.store.emit(self.run_id, self.metrics_events())
         self.source.pages.update(settled.pages)
-        remember_marks(self.sent, batch, settled.readies)
+        remember_marks(self.marked, batch, settled.readies)
         held, early = self.held, self.early
         handing: list[Invocation] = []
         for completion, ready in zip(batch, settled.readies, strict=True):
