@@ -56,6 +56,8 @@ UNIFORM_SLACK = 0.10
 #: Tasks are dealt out in runs of neighbours where none is longer than this part of a
 #: share's total (_deal): the runs then differ by at most that much.
 RUN_SHARE = 0.5
+#: Levels within this of each other count as equal: runs of as many tasks each.
+EVEN_LEVELS = 0.5
 #: critical-path: how much the predicted makespan may grow while tasks shrink (within the
 #: predictions' own noise: it "holds").
 CRITICAL_PATH_SLACK = 0.05
@@ -269,7 +271,10 @@ def _runs(tasks: list[int], level: Sequence[float], shares: int, total: float) -
     run with the longest task first. Neighbours by id are near in the graph (ids are
     topological): the inputs of a fan-in, a reduction's subtree; in one run, one worker
     makes them all and can keep them (:mod:`shoal.optimizations.cluster`)."""
-    if total <= 0:  # nothing known: as many tasks each
+    levels = [level[t] for t in tasks]
+    if total <= 0 or max(levels) <= min(levels) * (1 + EVEN_LEVELS):
+        # About equal (predictions spread): as many tasks each, so that a reduction's
+        # subtrees are not cut by that spread.
         level, total = [1.0] * (max(tasks) + 1), float(len(tasks))
     runs: list[list[int]] = [[]]
     done = 0.0
