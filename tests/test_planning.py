@@ -608,9 +608,9 @@ def test_equal_roots_are_dealt_in_runs_so_a_reduction_keeps_its_subtrees_togethe
 
 def test_the_simulator_plays_a_reduction_clustered_on_one_worker_storing_nothing() -> None:
     """One worker makes the whole tree: clustered, each merge's first input waits
-    unstored for the other, which its worker makes; without, each is written: the first
-    input stored for the merge still waiting, the second written and thrown away (the
-    merge it readies stays: nobody needs it, as the store finds only after the write)."""
+    unstored for the other, which its worker makes; without, the first input is stored
+    for the merge still waiting, and the second is not written: the worker knows from its
+    own marks that the merge it readies stays (shoal.decisions.settled_here)."""
     shape = _reduction_shape(4)
     model = _free(cap=1)
     model.write_s_per_byte = 1e-9
@@ -620,7 +620,7 @@ def test_the_simulator_plays_a_reduction_clustered_on_one_worker_storing_nothing
     clustered = simulate(shape, work, model, tuning=Tuning(aside_above=1e8))
     assert plain.workers == clustered.workers == 1
     assert clustered.makespan_s == pytest.approx(7.0)  # nothing written
-    assert plain.makespan_s == pytest.approx(7.0 + 6 * 0.1)  # stored: 0, 2, 4; dropped: 1, 3, 5
+    assert plain.makespan_s == pytest.approx(7.0 + 3 * 0.1)  # stored: 0, 2, 4
 
 
 # --------------------------------------------------------------------------- optimizations
@@ -783,9 +783,10 @@ def test_the_simulator_plays_a_worker_holding_back_for_a_fan_in() -> None:
     so it goes to the store, which throws it away), busy from 0.1 s to 4.1 s, then the
     last one's worker reads the other three (3 s). With pre-load the first one's worker
     holds its own back: the store writes the other three by 3.2 s, the holder read them
-    as they landed but the last; it writes its own as the last one did (1 s) and reads
-    the last one (1 s). Where transfers go side by side: 1 s + 1 s + 3 s without, and
-    1 s (the last one written) + 1 s + 1 s with pre-load."""
+    as they landed but the last; having seen them all finish, it knows its own output is
+    no one's and does not write it, and reads the last one (1 s). Where transfers go side
+    by side: 1 s + 1 s + 3 s without, and 1 s (the last one written) + 1 s with
+    pre-load."""
     deps = [(), (), (), (), (0, 1, 2, 3)]
     model = _free(cap=4)
     model.read_s_per_byte = model.write_s_per_byte = 1e-8
@@ -796,10 +797,10 @@ def test_the_simulator_plays_a_worker_holding_back_for_a_fan_in() -> None:
     plain = simulate(_shape(deps), work, model, tuning=Tuning())
     assert plain.start[4] == pytest.approx(7.1) and plain.worker[4] == plain.worker[3]
     preload = simulate(_shape(deps), work, model, tuning=preload_on)
-    assert preload.start[4] == pytest.approx(5.2) and preload.worker[4] == preload.worker[0]
+    assert preload.start[4] == pytest.approx(4.2) and preload.worker[4] == preload.worker[0]
     model.reads_shared = model.writes_shared = False
     assert simulate(_shape(deps), work, model, tuning=Tuning()).start[4] == pytest.approx(5.0)
-    assert simulate(_shape(deps), work, model, tuning=preload_on).start[4] == pytest.approx(4.0)
+    assert simulate(_shape(deps), work, model, tuning=preload_on).start[4] == pytest.approx(3.0)
 
 
 def test_transfers_at_once_share_the_stores_pace() -> None:

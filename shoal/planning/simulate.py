@@ -31,7 +31,8 @@ It plays Shoal's own protocol (:mod:`shoal.protocol`) forward in time, step by s
   it keeps, it runs at once. Outputs are stored as :func:`shoal.decisions.upload_mode`
   and :func:`shoal.decisions.must_store` say, and written also where the store then
   throws them away (an ``IF_PENDING`` output whose children all stay), unless
-  completions set aside go to the same step (:func:`shoal.decisions.settled_here`); a
+  completions set aside go to the same step, or the child's other inputs ran on the same
+  worker, which knows their marks (:func:`shoal.decisions.settled_here`); a
   quick task's write shares the round trip of its worker's next step;
 - a task that reads inputs from the store runs longer by their bytes (``Work.touch``:
   a blob's pages faulted in as the task touches them);
@@ -195,6 +196,7 @@ class _Simulation:
         # Fan-ins a worker holds its completion back for: fan-in -> (worker, task, since).
         self.holds: dict[int, tuple[_Worker, int, float]] = {}
         self.resume: list[int] = []  # fan-ins whose holder is now their last input
+        self.seen_marked: set[int] = set()  # holders that saw their fan-in's others finish
         self.aside: set[int] = set()  # completions waiting unstored for their fan-in
         self.remaining = [len(d) for d in shape.deps]
         self.needs = [len(d) for d in shape.deps]
@@ -449,10 +451,12 @@ class _Simulation:
         if held is None:
             return
         worker, task, _ = held
-        if self.tuning.preload and self.remaining[fan_in] == 1:
-            others = [d for d in self.shape.deps[fan_in] if d != task]
-            last = max(others, key=lambda d: self.end[d])
-            worker.held.update(d for d in others if d != last)
+        if self.remaining[fan_in] == 1:  # it saw them all finish: it knows their marks
+            self.seen_marked.add(task)
+            if self.tuning.preload:
+                others = [d for d in self.shape.deps[fan_in] if d != task]
+                last = max(others, key=lambda d: self.end[d])
+                worker.held.update(d for d in others if d != last)
         self._complete(time, worker, task)
 
     def _complete(self, time: float, worker: _Worker, task: int) -> None:
@@ -562,7 +566,9 @@ class _Simulation:
             remaining[children[0]] -= 1
             self.aside.add(task)
             return [], [], [], False
-        joined = self._join_aside(task)
+        # Completions set aside going with it, or marks the worker made itself, settle the
+        # step before it: the worker writes nothing the store would throw away.
+        joined = self._join_aside(task) or self._marked_here(worker, task)
         if groups is None and not clustered:
             needs = [needs_of[c] for c in children]
             ready = []
@@ -604,6 +610,21 @@ class _Simulation:
         # Not stored, its children all here: it went to the store if one waited for more.
         pending = any(needs_of[c] > 1 for c in children)
         return sure, keep, list(by_group.values()), stored or (pending and not joined)
+
+    def _marked_here(self, worker: _Worker, task: int) -> bool:
+        """Whether every other input of ``task``'s children of several inputs ran on its
+        worker, which so knows their marks (:func:`shoal.decisions.remember_marks`), or
+        its worker, holding back, saw them all finish."""
+        if task in self.seen_marked:
+            return True
+        deps, ran_on, me = self.shape.deps, self.ran_on, worker.id
+        return all(
+            ran_on[d] == me
+            for c in self.shape.children[task]
+            if self.needs[c] > 1
+            for d in deps[c]
+            if d != task
+        )
 
     def _join_aside(self, task: int) -> bool:
         """Whether completions set aside wait for a child of ``task`` (its other inputs,
