@@ -451,12 +451,14 @@ class _Simulation:
         if held is None:
             return
         worker, task, _ = held
-        if self.remaining[fan_in] == 1:  # it saw them all finish: it knows their marks
+        if self.tuning.preload and self.remaining[fan_in] == 1:
+            # It saw them all finish: it knows their marks. (Played for pre-load only: a
+            # delayed-I/O holder's wait measured ends before the last lands more often
+            # than played, and it then writes its output.)
             self.seen_marked.add(task)
-            if self.tuning.preload:
-                others = [d for d in self.shape.deps[fan_in] if d != task]
-                last = max(others, key=lambda d: self.end[d])
-                worker.held.update(d for d in others if d != last)
+            others = [d for d in self.shape.deps[fan_in] if d != task]
+            last = max(others, key=lambda d: self.end[d])
+            worker.held.update(d for d in others if d != last)
         self._complete(time, worker, task)
 
     def _complete(self, time: float, worker: _Worker, task: int) -> None:
