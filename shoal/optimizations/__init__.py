@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -141,37 +141,30 @@ def _move_s_per_byte(model: BackendModel | None) -> float:
 def aside_threshold(model: BackendModel | None) -> float:
     """The output size from which a completion waits unstored for a fan-in its worker will
     make: where storing and reading it back takes longer than the worker loop's own step
-    between two tasks (that is all waiting costs). ``$SHOAL_CLUSTER_ABOVE`` overrides it."""
-    override = _override()
-    if override is not None:
-        return override
-    per_byte = _move_s_per_byte(model)
-    if model is None or per_byte <= 0:
-        return math.inf
-    return model.gap_s / per_byte
-
-
-def _override() -> float | None:
-    override = os.environ.get(CLUSTER_ABOVE_ENV)
-    if not override:
-        return None
-    try:
-        return float(override)
-    except ValueError:
-        raise ConfigError(
-            f"${CLUSTER_ABOVE_ENV} must be a number of bytes, got {override!r}"
-        ) from None
+    between two tasks (that is all waiting costs)."""
+    return _costlier_to_move(model, lambda m: m.gap_s)
 
 
 def cluster_threshold(model: BackendModel | None) -> float:
     """The output size from which keeping a task's children on its worker beats handing
     them out: where moving the output to another worker (its upload and download, at the
-    backend's measured bandwidth) takes longer than starting one warm. Infinite where
-    outputs move for free (workers in the client's process)."""
-    override = _override()
-    if override is not None:
-        return override
+    backend's measured bandwidth) takes longer than starting one warm."""
+    return _costlier_to_move(model, lambda m: m.handout_warm_s)
+
+
+def _costlier_to_move(model: BackendModel | None, than: Callable[[BackendModel], float]) -> float:
+    """The output size from which moving it (up and down) takes longer than ``than`` of
+    the model; infinite where outputs move for free (workers in the client's process).
+    ``$SHOAL_CLUSTER_ABOVE`` overrides it."""
+    override = os.environ.get(CLUSTER_ABOVE_ENV)
+    if override:
+        try:
+            return float(override)
+        except ValueError:
+            raise ConfigError(
+                f"${CLUSTER_ABOVE_ENV} must be a number of bytes, got {override!r}"
+            ) from None
     per_byte = _move_s_per_byte(model)
     if model is None or per_byte <= 0:
         return math.inf
-    return model.handout_warm_s / per_byte
+    return than(model) / per_byte
