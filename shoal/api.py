@@ -237,7 +237,7 @@ async def _run(
         summary.add(events)
         if trace is not None:
             trace.add(events)
-        bar.update(summary.tasks_done)
+        bar.update(summary.tasks_done, summary.tasks)
 
     error: BaseException | None = None
     plan: Plan | None = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pickle
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import cloudpickle
@@ -76,11 +76,8 @@ class Codec:
         lifted: dict[int, int] = {}  # id of a constant -> its index (one object, one copy)
         for lo in range(0, len(specs), PAGE):
             page = specs[lo : lo + PAGE]
-            # Plain pickle is 3x faster, but would send constants of user types by reference.
-            plain = all(not s.kwargs and all(type(a) in _PLAIN for a in s.args) for s in page)
-            dumps = pickle.dumps if plain else cloudpickle.dumps
             try:
-                data = dumps([tuple(s) for s in page], PROTOCOL)
+                data = _pickle_page(page)
                 if len(data) > LIFT_PAGE_BYTES:
                     data = self._lift(page, constants, lifted)
             except Exception as exc:
@@ -88,6 +85,14 @@ class Codec:
             pages.append(sign(data))
         functions = [sign(cloudpickle.dumps(f, PROTOCOL)) for f in graph.functions]
         return EncodedGraph(pages, functions, constants)
+
+    def encode_pages(self, specs: Mapping[int, TaskSpec]) -> dict[int, bytes]:
+        """The signed pages holding ``specs`` (whole pages: a map's elements,
+        :mod:`shoal.graph.maps`); their arguments stay in them."""
+        by_page: dict[int, list[TaskSpec]] = {}
+        for task in sorted(specs):
+            by_page.setdefault(task // PAGE, []).append(specs[task])
+        return {p: self.signer.sign(_pickle_page(page)) for p, page in by_page.items()}
 
     def _lift(self, page: list[TaskSpec], constants: list[bytes], lifted: dict[int, int]) -> bytes:
         """The page pickled with each top-level argument over :data:`LIFT_ABOVE` bytes
@@ -212,6 +217,13 @@ class Codec:
                 f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(invocation.expires))}"
             )
         return invocation
+
+
+def _pickle_page(page: Sequence[TaskSpec]) -> bytes:
+    # Plain pickle is 3x faster, but would send constants of user types by reference.
+    plain = all(not s.kwargs and all(type(a) in _PLAIN for a in s.args) for s in page)
+    dumps = pickle.dumps if plain else cloudpickle.dumps
+    return dumps([tuple(s) for s in page], PROTOCOL)
 
 
 def _unpicklable(graph: ShippedGraph, first: int, exc: Exception) -> TypeError:

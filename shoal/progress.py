@@ -29,14 +29,17 @@ class Progress:
         self._bar: Any = None
         self._task: Any = None
 
-    def update(self, done: int) -> None:
+    def update(self, done: int, total: int | None = None) -> None:
+        """``done`` tasks of ``total`` (which a map's expansion grows; None: as before)."""
+        if total is not None:
+            self.total = total
         if not self.enabled:
             return
         if self._bar is None:
             if time.monotonic() - self._started < self.show_after:
                 return
             self._start()
-        self._bar.update(self._task, completed=done)
+        self._bar.update(self._task, completed=done, total=self.total)
 
     def _start(self) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, TimeElapsedColumn

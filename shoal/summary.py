@@ -46,7 +46,7 @@ class RunSummary:
 
     run_id: str
     structure_hash: str
-    tasks: int  # tasks in the graph
+    tasks: int  # tasks in the graph, and those its maps made (shoal.graph.maps)
     tasks_done: int = 0
     workers: int = 0  # workers started (cold + warm)
     cold_starts: int = 0
@@ -81,6 +81,8 @@ class RunSummary:
                 if ev.stored:
                     self.bytes_moved += ev.stored
                     self.outputs_stored += 1
+                if ev.data and "expanded" in ev.data:  # a map made more tasks
+                    self.tasks += int(ev.data["expanded"])
             elif kind is EventKind.WORKER_STARTED:
                 self.workers += 1
                 data = ev.data or {}

@@ -13,13 +13,15 @@ import gc
 import hashlib
 import pickle
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
+from .maps import Collect, Family, Stage, families
 from .node import Node, TaskFunction
 from .spec import ShippedGraph, TaskSpec
+from .template import refs_in, renumber
 
 if TYPE_CHECKING:
     from ..planning import Plan
@@ -35,6 +37,8 @@ class Graph:
     sinks: tuple[int, ...]  # one per requested node, in request order (may repeat)
     functions: list[TaskFunction[Any, Any]]
     func_of: list[int]  # function table index of each task
+    #: Each map expander's stages (shoal.graph.maps), its own first.
+    families: dict[int, list[Stage]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -53,7 +57,8 @@ class Graph:
         order of a task's inputs (nodes inside a set have no stable order)."""
         keys = [f.key for f in self.functions]
         edges = [d if len(d) < 2 else tuple(sorted(d)) for d in self.deps]
-        data = pickle.dumps((keys, self.func_of, edges, self.sinks), pickle.HIGHEST_PROTOCOL)
+        maps = [(x, self._family(x)[:3]) for x in sorted(self.families)]
+        data = pickle.dumps((keys, self.func_of, edges, self.sinks, maps), pickle.HIGHEST_PROTOCOL)
         return hashlib.blake2b(data, digest_size=8).hexdigest()
 
     @property
@@ -93,6 +98,7 @@ class Graph:
                     None,
                     None,
                     None,
+                    None,
                 ),  # fmt: skip
             )
             for f, node, deps, kids in zip(
@@ -101,7 +107,50 @@ class Graph:
         ]
         for s in set(self.sinks):
             specs[s] = specs[s]._replace(sink=True)
+        for x in self.families:
+            family = self._family(x)
+            # Its expansion is read by the collectors, wherever they run; so are the inputs
+            # its elements read (and the elements go to other workers): stored as a sink's.
+            specs[x] = specs[x]._replace(sink=True, dynamic=family)
+            for s, collector in enumerate(family.collectors):
+                if collector >= 0:
+                    specs[collector] = specs[collector]._replace(dynamic=Collect(s))
+            for k in family.uses:
+                dep = self.deps[x][k]
+                specs[dep] = specs[dep]._replace(sink=True)
         return ShippedGraph(specs, self.functions)
+
+    def _family(self, x: int) -> Family:
+        """Expander ``x``'s :class:`~shoal.graph.maps.Family` as its spec carries it."""
+        stages, node = self.families[x], self.nodes[x]
+        number = {stage: s for s, stage in enumerate(stages)}
+        fn_index = {fn: f for f, fn in enumerate(self.functions)}
+        collectors = dict.fromkeys(range(len(stages)), -1)
+        for child in self.children[x]:
+            stage = self.nodes[child].stage
+            if stage is not None and self.nodes[child].deps[0] is node:
+                collectors[number[stage]] = child
+        rest = node.args[1:]
+        uses = sorted(set().union(*map(refs_in, (*rest, *node.kwargs.values()))))
+        slots = {k: j for j, k in enumerate(uses)}
+        return Family(
+            name=stages[0].fn.name + ".map",
+            slot=node.args[0].k,
+            funcs=tuple(fn_index[stage.fn] for stage in stages),
+            args=tuple(
+                tuple(renumber(a, slots) for a in rest) if st.parent is None else st.args or ()
+                for st in stages
+            ),
+            kwargs=tuple(
+                {k: renumber(v, slots) for k, v in node.kwargs.items()}
+                if st.parent is None
+                else st.kwargs or {}
+                for st in stages
+            ),
+            parents=tuple(-1 if st.parent is None else number[st.parent] for st in stages),
+            collectors=tuple(collectors.values()),
+            uses=tuple(uses),
+        )
 
 
 @contextlib.contextmanager
@@ -144,7 +193,10 @@ def _build(sinks: Sequence[Node]) -> Graph:
         for d in ds:
             children[d].append(i)
     fns = [node.fn for node in order]
-    functions = list(dict.fromkeys(fns))  # the function table, deduplicated
+    maps = families(order, index)
+    mapped = [stage.fn for stages in maps.values() for stage in stages]
+    functions = list(dict.fromkeys(fns + mapped))  # the function table, deduplicated
     fn_index = {fn: f for f, fn in enumerate(functions)}
     func_of = [fn_index[fn] for fn in fns]
-    return Graph(order, deps, children, tuple(index[s] for s in sinks), functions, func_of)
+    sink_ids = tuple(index[s] for s in sinks)
+    return Graph(order, deps, children, sink_ids, functions, func_of, maps)

@@ -9,9 +9,12 @@ import functools
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from .template import _REFS, _SCALARS, Ref, ref, scan
+
+if TYPE_CHECKING:
+    from .maps import Stage
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -73,6 +76,15 @@ class TaskFunction(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Node:
         return Node(self, args, kwargs)
 
+    def map(self, iterable: Any, /, *args: Any, **kwargs: Any) -> Node:
+        """One call per element of ``iterable`` (a node, whose length is known only when
+        it runs, or a list or other iterable of values and nodes), with the other
+        arguments the same for each; the node's value is the list of results, in order.
+        A node is expanded by the worker that made it (:mod:`shoal.graph.maps`)."""
+        from .maps import map_node
+
+        return map_node(self, iterable, args, kwargs)
+
     def __repr__(self) -> str:
         return f"<shoal.task {self.key}>"
 
@@ -121,10 +133,11 @@ class Node:
 
     ``args``/``kwargs`` are templates (see :mod:`shoal.graph.template`); ``deps`` are the
     distinct upstream nodes in order of first appearance; ``seq`` orders nodes by creation,
-    which is a topological order (a node's inputs always exist before it).
+    which is a topological order (a node's inputs always exist before it). ``stage``: the
+    stage a map's collector collects (:mod:`shoal.graph.maps`), else None.
     """
 
-    __slots__ = ("fn", "args", "kwargs", "deps", "seq", "__weakref__")
+    __slots__ = ("fn", "args", "kwargs", "deps", "seq", "stage", "__weakref__")
 
     def __init__(self, fn: TaskFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
         deps: list[Node] = []
@@ -149,6 +162,7 @@ class Node:
         )
         self.deps = tuple(deps)
         self.seq = next(_sequence)
+        self.stage: Stage | None = None
 
     def compute(self, **options: Any) -> Any:
         """Run the graph that ends in this node and return its value.

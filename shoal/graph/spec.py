@@ -33,6 +33,9 @@ class TaskSpec(NamedTuple):
     group: int | None = None
     size: tuple[float, int] | None = None  # (cpus, memory_mb)
     stay: tuple[bool, ...] | None = None
+    #: A map's part (shoal.graph.maps): Family (an expander), Collect (a collector) or
+    #: Element (one of an expansion's tasks); None for any other task.
+    dynamic: Any = None
 
     def arguments(self, values: list[Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The call's positional and keyword arguments, given the upstream ``values``."""

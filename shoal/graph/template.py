@@ -119,3 +119,26 @@ def scan(obj: Any, is_node: Callable[[Any], bool], slot: Callable[[Any], Ref]) -
         if any(type(v) is Ref or type(v) is Nested for v in items):
             return Nested(t, items)
     return obj
+
+
+def refs_in(template: Any) -> set[int]:
+    """The slots a template refers to."""
+    t = type(template)
+    if t is Ref:
+        return {template.k}
+    if t is Nested:
+        items = template.items if template.kind is not dict else [v for _, v in template.items]
+        return set().union(*map(refs_in, items)) if items else set()
+    return set()
+
+
+def renumber(template: Any, slots: dict[int, int]) -> Any:
+    """``template`` with each reference to slot ``k`` made one to ``slots[k]``."""
+    t = type(template)
+    if t is Ref:
+        return ref(slots[template.k])
+    if t is Nested:
+        if template.kind is dict:
+            return Nested(dict, [(key, renumber(v, slots)) for key, v in template.items])
+        return Nested(template.kind, [renumber(v, slots) for v in template.items])
+    return template

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..backends import Invocation, Size
 from ..graph import PAGE, EncodedGraph, ShippedGraph, TaskFunction, TaskSpec, pages_of
+from ..graph.maps import Element
 from ..graph.template import Lifted
 from ..stores import Store
 
@@ -46,7 +47,8 @@ class TaskSource:
         spec = self.specs.get(task)
         if spec is None:
             page = task // PAGE
-            blob = self.encoded.pages[page] if self.encoded else self.pages.get(page)
+            static = self.encoded is not None and page < len(self.encoded.pages)
+            blob = self.encoded.pages[page] if static else self.pages.get(page)  # type: ignore[union-attr]
             if blob is None:  # read it and the next ones: nearby tasks are likely next
                 wanted = [p for p in range(page, page + PAGES_READ) if p not in self.pages]
                 self.pages.update(await self.store.load_pages(self.run_id, wanted))
@@ -60,6 +62,14 @@ class TaskSource:
             self.lifted.update(first + offset for offset in lifted)
             spec = self.specs[task]
         return spec
+
+    def add(self, specs: dict[int, TaskSpec]) -> None:
+        """The specs of tasks a map's expansion made here (at ids the store reserved)."""
+        if self.in_hand is not None:  # the run's own list, which the reservation grew
+            for task, spec in specs.items():
+                self.in_hand.specs[task] = spec
+        else:
+            self.specs.update(specs)
 
     async def with_constants(self, spec: TaskSpec) -> TaskSpec:
         """``spec`` with its lifted constants in place (read once per worker)."""
@@ -94,9 +104,8 @@ class TaskSource:
 
     def pages_for(self, tasks: Sequence[int]) -> dict[int, bytes] | None:
         """The signed pages of ``tasks`` to send along when handing them out."""
-        if self.encoded is not None:
-            return None  # the whole graph travels anyway
-        return {p: self.pages[p] for p in pages_of(tasks) if p in self.pages}
+        # With the whole graph travelling, only the pages of a map's elements are here.
+        return {p: self.pages[p] for p in pages_of(tasks) if p in self.pages} or None
 
     async def size(self, tasks: Sequence[int]) -> Size:
         """The worker size for ``tasks``: the plan's, else the smallest that fits their
@@ -115,5 +124,8 @@ class TaskSource:
         return list(groups.values())
 
     async def name(self, task: int) -> str:
-        fn = await self.function((await self.spec(task)).func)
+        spec = await self.spec(task)
+        fn = await self.function(spec.func)
+        if type(spec.dynamic) is Element:  # its place in the mapped input tells it
+            return f"{fn.name}[{spec.dynamic.at}]-{task}"
         return f"{fn.name}-{task}"

@@ -32,6 +32,7 @@ from ..errors import RunNotFound
 from ..events import Event, EventKind, event
 from ..failures import TaskFailure
 from ..graph import TaskFunction, TaskSpec
+from ..graph.maps import Collect, Element, Expansion, expand, reserved
 from ..heartbeat import HEARTBEAT, HeldLease
 from ..metrics import MetricsBuffer, approx_nbytes, parse_policy, process_probe
 from ..optimizations.cluster import LOOKAHEAD, keep_all, stays_for_fan_in
@@ -106,6 +107,8 @@ class _Worker:
         #: knows are in the store: it completed them, or saw them finish (holding back).
         self.marked: dict[int, set[int]] = {}
         self.early: set[int] = set()  # children run before their parent's batch was stored
+        #: Specs of tasks its maps' expansions made, for its next completion step.
+        self.new_specs: dict[int, TaskSpec] = {}
         self.urgent = False  # the batch holds a sink or children for other workers
         self.ran = 0
         self.metrics = metrics
@@ -164,6 +167,11 @@ class _Worker:
                 read_s += self.shared_read[0]
                 self.read_bytes += self.shared_read[1]
                 self.shared_read = None
+            part = spec.dynamic
+            if part is not None and type(part) is not Element:  # a map's, the loop's own
+                if not await self.run_map_part(task, spec, values):
+                    return
+                continue
             fn = functions[spec.func] if functions else await self.source.function(spec.func)
             if probe:
                 cpu_started = probe.start()
@@ -194,6 +202,41 @@ class _Worker:
                 task, spec, result, Event(TASK_FINISHED, self.name, task, ended, None, started)
             )
 
+    async def run_map_part(self, task: int, spec: TaskSpec, values: list[Any]) -> bool:
+        """Run a map's expander or collector (:mod:`shoal.graph.maps`). False if the
+        expander failed (its input is not iterable: the run fails)."""
+        started = time.time()
+        part, data = spec.dynamic, None
+        if type(part) is Collect:
+            (expansion,) = values
+            result: Any = await self.gather(expansion.elements(part.stage))
+        else:
+            mapped = values[part.slot]
+            try:
+                items = mapped if type(mapped) is list else list(mapped)
+            except TypeError:
+                producer = await self.source.name(spec.deps[part.slot])
+                error = TypeError(
+                    f"{part.name} maps the output of task {producer}, a "
+                    f"{type(mapped).__name__}, which is not iterable"
+                )
+                await self.fail(task, await self.source.function(spec.func), error, "")
+                return False
+            stages = len(part.funcs)
+            first = 0
+            if items:
+                count = reserved(len(items), stages)
+                first = await self.store.reserve(self.run_id, task, count)
+            made = expand(spec, part, items, first)
+            self.source.add(made.specs)
+            self.new_specs.update(made.specs)
+            result = Expansion(first, len(items), stages)
+            spec = spec._replace(children=made.children, child_deps=made.child_deps, stay=None)
+            data = {"expanded": len(made.specs)}  # the client's count of tasks grows
+        finished = Event(TASK_FINISHED, self.name, task, time.time(), data, started)
+        self.finish(task, spec, result, finished)
+        return True
+
     async def run_together(self) -> bool | None:
         """On a worker of several CPUs: the tasks on top of its stack whose inputs it holds
         (a clustered fan-out's children), run at once on its threads, as many as it has
@@ -204,6 +247,8 @@ class _Worker:
         for task in reversed(owned[-TOGETHER_MAX:]):
             spec = await source.spec(task)
             if task in source.lifted or any(d not in held for d in spec.deps):
+                break
+            if spec.dynamic is not None and type(spec.dynamic) is not Element:
                 break
             wave.append((task, spec))
         if len(wave) < 2:
@@ -505,6 +550,7 @@ class _Worker:
         if metrics and metrics.policy.mode == "batch":  # the records ride along
             extra = self.metrics_events()
         step_started = perf_counter()
+        new_specs, self.new_specs = self.new_specs, {}
         try:
             settled = await self.store.complete_tasks(
                 self.run_id,
@@ -513,6 +559,7 @@ class _Worker:
                 want_pages=not self.source.complete,
                 extra=extra,
                 owner=self.invocation.id,
+                specs=new_specs,
             )
         except UnstorableOutput as bad:  # the task's own doing: it fails, named
             await self.fail_unstorable(bad.task, bad.__cause__ or bad)
@@ -550,7 +597,10 @@ class _Worker:
                 )
             for child in keep:  # its inputs this worker holds are read from memory
                 spec = self.specs[child] if self.specs else await self.source.spec(child)
-                for dep in spec.deps:
+                deps = spec.deps
+                if type(spec.dynamic) is Collect:  # its elements here are in this batch
+                    deps = tuple(c.task for c in batch if child in c.children)
+                for dep in deps:
                     if (entry := held.get(dep)) is not None:
                         entry[1] += 1
             self.owned.extend(reversed(keep))

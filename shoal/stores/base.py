@@ -7,7 +7,7 @@ step come from :mod:`shoal.decisions`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ..decisions import Completion
     from ..events import Event
     from ..failures import TaskFailure
-    from ..graph import EncodedGraph, ShippedGraph, TaskFunction
+    from ..graph import EncodedGraph, ShippedGraph, TaskFunction, TaskSpec
     from ..leases import Recovered
     from ..security import Signer
 
@@ -102,8 +102,10 @@ class Store(Protocol):
         want_pages: bool = False,
         extra: Sequence[Event] = (),
         owner: str = "",
+        specs: Mapping[int, TaskSpec] | None = None,
     ) -> Settled | None:
-        """In one atomic step, for each completion of ``batch``: mark every child, make the
+        """In one atomic step, store ``specs`` (of the tasks a map's expansion made, at ids
+        :meth:`reserve` gave), and for each completion of ``batch``: mark every child, make the
         invocation ``owner`` the owner of each child made ready (:mod:`shoal.leases`), store
         the output where :func:`~shoal.decisions.complete_batch` says so (for a worker that
         splits what it readied over ``fanout`` workers), append the finished
@@ -111,6 +113,11 @@ class Store(Protocol):
         step did (with the pages of the ready children's specs if ``want_pages``), or None
         when the run is gone (finished elsewhere, failed, cancelled): the worker then
         stops."""
+
+    async def reserve(self, run_id: str, task: int, count: int) -> int:
+        """The first of ``count`` new task ids (a multiple of :data:`shoal.graph.PAGE`)
+        for the expansion of map ``task`` (:mod:`shoal.graph.maps`): the same every time
+        it is asked for that task. Raises RunNotFound when the run is gone."""
 
     # Leases (shoal.leases), each one atomic step on the store's clock.
     async def hand_off(

@@ -6,7 +6,9 @@ the shards. Nothing that outlives a run starts with ``shoal:{``. Every key of a 
 created when the run is, with the run's TTL, and is never created again afterwards (the
 scripts check that the run still exists before they write).
 
-    shoal:{<run>}:specs      hash    page -> signed page of specs      (graph, step 3)
+    shoal:{<run>}:specs      hash    page -> signed page of specs      (graph, step 3);
+                                     "n" -> the next free task id, "x:<map>" -> the first
+                                     id of the tasks that map's expansion made (maps)
     shoal:{<run>}:functions  hash    function index -> signed code     (graph, step 3)
     shoal:{<run>}:outputs    hash    task id -> signed output; "~" marks the run's birth
     shoal:{<run>}:marks      string  one 32-bit word per task, read with BITFIELD:

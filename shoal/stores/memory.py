@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import leases
@@ -21,7 +21,7 @@ from ..decisions import Completion, Marks, complete_batch, wakes_client
 from ..errors import RunNotFound
 from ..events import Event, EventKind, event
 from ..failures import TaskFailure
-from ..graph import ShippedGraph, TaskFunction
+from ..graph import PAGE, ShippedGraph, TaskFunction, TaskSpec
 from ..metrics import approx_nbytes
 from ..security import Signer
 from .base import Settled
@@ -41,6 +41,8 @@ class _Run:
         "wake_lock",
         "leases",
         "lease_lock",
+        "expansions",
+        "grow_lock",
     )
 
     def __init__(self, graph: ShippedGraph, sinks: frozenset[int]) -> None:
@@ -54,6 +56,8 @@ class _Run:
         self.wake_lock = threading.Lock()  # orders waking events against waiter sign-up
         self.leases = leases.LeaseTable()
         self.lease_lock = threading.Lock()  # each lease step is atomic
+        self.expansions: dict[int, int] = {}  # a map's expander -> its first element's id
+        self.grow_lock = threading.Lock()  # reservations extend the specs
 
     def append(self, events: Sequence[Event], wake: bool) -> None:
         """Add events; wake whoever waits for them if ``wake``."""
@@ -138,6 +142,17 @@ class MemoryStore:
         except KeyError as missing:
             raise LookupError(f"output of task {missing} is not stored in run {run_id}") from None
 
+    async def reserve(self, run_id: str, task: int, count: int) -> int:
+        """Grow the specs (shared with the workers) by ``count`` empty places."""
+        run = self._run(run_id)
+        with run.grow_lock:
+            first = run.expansions.get(task)
+            if first is None:  # in whole pages, as a store of pages reserves them
+                specs = run.graph.specs
+                first = run.expansions[task] = -(-len(specs) // PAGE) * PAGE
+                specs.extend([None] * (first + count - len(specs)))  # type: ignore[list-item]
+        return first
+
     async def complete_tasks(
         self,
         run_id: str,
@@ -146,10 +161,15 @@ class MemoryStore:
         want_pages: bool = False,
         extra: Sequence[Event] = (),
         owner: str = "",
+        specs: Mapping[int, TaskSpec] | None = None,
     ) -> Settled | None:
         run = self._runs.get(run_id)
         if run is None:
             return None
+        if specs:
+            graph_specs = run.graph.specs
+            for new, spec in specs.items():
+                graph_specs[new] = spec
         outputs, finished_before = run.outputs, run.marks.finished
         for c in batch:  # before the marks: a worker they ready may read it at once
             if c.task not in finished_before:

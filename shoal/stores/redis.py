@@ -19,7 +19,7 @@ import inspect
 import json
 import logging
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -38,7 +38,7 @@ from ..decisions import Completion, Upload
 from ..errors import BadSignature, ConfigError, RunNotFound, StoreUnavailable
 from ..events import Event, EventKind, decode_events, encode_events
 from ..failures import TaskFailure
-from ..graph import PAGE, EncodedGraph, ShippedGraph, TaskFunction
+from ..graph import PAGE, EncodedGraph, ShippedGraph, TaskFunction, TaskSpec
 from ..graph.template import _SCALARS
 from ..leases import CLIENT, Recovered
 from ..security import TAG_BYTES, Signer
@@ -115,6 +115,7 @@ class RedisStore:
         self.reached = False  # once Redis answered, a lost connection is waited out
         self._retry = Retry(ExponentialBackoff(cap=OUTAGE_BACKOFF_CAP_S), OUTAGE_RETRIES)
         self._complete = self.client.register_script(scripts.COMPLETE)
+        self._reserve = self.client.register_script(scripts.RESERVE)
         self._fail = self.client.register_script(scripts.FAIL)
         self._hand_off = self.client.register_script(scripts.HAND_OFF)
         self._claim = self.client.register_script(scripts.CLAIM)
@@ -160,6 +161,7 @@ class RedisStore:
             for key in (keys.outputs, keys.leases, keys.owners):
                 pipe.hset(key, BIRTH_FIELD, b"")
             pipe.setbit(keys.marks, max(1, len(graph.specs)) * 32 - 1, 0)  # one word per task
+            pipe.hset(keys.specs, "n", len(pages) * PAGE)  # the next id a map may reserve
             pipe.set(keys.shape, shape)
             for key in keys:
                 if key not in (keys.failures, keys.events):  # made by their first write
@@ -331,11 +333,14 @@ class RedisStore:
         want_pages: bool = False,
         extra: Sequence[Event] = (),
         owner: str = "",
+        specs: Mapping[int, TaskSpec] | None = None,
     ) -> Settled | None:
         keys = run_keys(run_id)
         events = encode_events([c.finished for c in batch])
         others = encode_events(extra) if extra else ""
+        new_pages = self.codec.encode_pages(specs) if specs else {}
         args: list[Any] = [PAGE if want_pages else 0, fanout, events, others, owner]
+        args += (len(new_pages), *(x for pair in new_pages.items() for x in pair))
         put: list[int] = []  # tasks whose output went to the blob store
         for c in batch:
             blob, size = b"", 0
@@ -360,7 +365,17 @@ class RedisStore:
             unused = {c.task for c, n in zip(batch, stored, strict=True) if n == 0}
             await self.blobs.delete(run_id, [t for t in put if t in unused])
         pages = {int(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+        pages.update(new_pages)  # to send along with the tasks handed out
         return Settled([[int(c) for c in ready] for ready in readies], stored, pages)
+
+    async def reserve(self, run_id: str, task: int, count: int) -> int:
+        keys = run_keys(run_id)
+        first = await self._call(
+            lambda: self._reserve(keys=(keys.specs, keys.events), args=(task, count))
+        )
+        if first is None:
+            raise RunNotFound(f"run {run_id} is gone (finished, failed or cancelled)")
+        return int(first)
 
     async def _encode_output(self, run_id: str, task: int, output: Any) -> tuple[bytes, int]:
         """What the store keeps for ``task``'s output, and the bytes put in the blob store

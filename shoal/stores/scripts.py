@@ -41,7 +41,9 @@ COMPLETE = (
 -- ARGV[3] the batch's task-finished events (a JSON array, in batch order)
 -- ARGV[4] other events to append in the same stream entry (a JSON array; '' for none)
 -- ARGV[5] the worker's invocation
--- ARGV[6 ..] per completion: task id, upload (0 never, 1 unless every child is readied by
+-- ARGV[6] p, then p pairs (page, signed page of specs): new tasks' specs (a map's
+--         expansion, at ids RESERVE gave) to store in the same step
+-- ARGV[7 + 2p ..] per completion: task id, upload (0 never, 1 unless every child is readied by
 --            the batch and kept, 2 always), the output (signed; '' for upload 0), the bytes
 --            of its blob (0 when the output itself is stored; else the output is a
 --            reference to that blob: shoal.blobs), n (its number of children), the
@@ -57,7 +59,8 @@ COMPLETE = (
     + """
 local fanout = tonumber(ARGV[2])
 local comps, ops = {}, {}
-local pos = 6
+local new_pages = tonumber(ARGV[6])
+local pos = 7 + 2 * new_pages
 while pos <= #ARGV do
   local c = {task = tonumber(ARGV[pos]), upload = ARGV[pos + 1], out = pos + 2,
              blob = tonumber(ARGV[pos + 3]), n = tonumber(ARGV[pos + 4]),
@@ -138,6 +141,9 @@ then  -- the run is gone: take back what this script created
   redis.call('DEL', KEYS[2])
   return false
 end
+for s = 7, 6 + 2 * new_pages, 2000 do
+  redis.call('HSET', KEYS[4], unpack(ARGV, s, math.min(s + 1999, 6 + 2 * new_pages)))
+end
 for s = 1, #fields, 2000 do
   redis.call('HSET', KEYS[1], unpack(fields, s, math.min(s + 1999, #fields)))
 end
@@ -165,6 +171,20 @@ reply[#comps + 2] = stored
 return reply
 """
 )
+
+RESERVE = """
+-- Reserve ids for the tasks of map ARGV[1]'s expansion (shoal.graph.maps): ARGV[2] of
+-- them, from the run's next free id; the same ones when asked again for that map.
+-- KEYS[1] specs (hash: "n" the next free id, "x:<map>" the first id of its tasks)
+-- KEYS[2] events (the run exists while its stream does)
+-- Returns the first id, or false when the run is gone.
+if redis.call('EXISTS', KEYS[2]) == 0 then return false end
+local first = redis.call('HGET', KEYS[1], 'x:' .. ARGV[1])
+if first then return tonumber(first) end
+first = redis.call('HINCRBY', KEYS[1], 'n', tonumber(ARGV[2])) - tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'x:' .. ARGV[1], first)
+return first
+"""
 
 FAIL = """
 -- A task failed for good: record the failure and append its event.
