@@ -132,6 +132,43 @@ def test_a_killed_worker_is_recovered_within_its_retries(
     _no_keys(store_url)
 
 
+@shoal.task
+def upto(n: int) -> list[int]:
+    return list(range(n))
+
+
+@shoal.task
+def total(xs: list[int]) -> int:
+    return sum(xs)
+
+
+def test_a_killed_worker_running_a_maps_element_is_recovered(
+    store_url: str, gateway_url: str, flags: Path
+) -> None:
+    """The client learns a map's tasks from its expansion's event, and takes them back."""
+    attempts, pid_file = flags / "attempts", flags / "pid"
+
+    @shoal.task(retries=1)
+    def victim(i: int) -> int:
+        if i == 2:
+            mark(attempts)
+            if count(attempts) == 1:  # the first attempt hangs until it is killed
+                pid_file.write_text(str(os.getpid()))
+                wait_for(flags / "never", timeout=60)
+        return i * 10
+
+    run = _in_thread(total(victim.map(upto(4))), store_url, gateway_url)
+    assert wait_for(pid_file, timeout=30)
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    assert run.result(timeout=30) == 60
+    assert count(attempts) == 2
+    summary = shoal.last_run()
+    assert summary is not None and summary.tasks_done == summary.tasks == 8
+    (lost,) = summary.errors
+    assert lost.name.startswith("victim[2]-") and "SIGKILL" in lost.error
+    _no_keys(store_url)
+
+
 def test_a_lost_worker_beyond_its_retries_names_the_task(
     redis_url: str, gateway_url: str, flags: Path
 ) -> None:

@@ -57,7 +57,7 @@ class Graph:
         order of a task's inputs (nodes inside a set have no stable order)."""
         keys = [f.key for f in self.functions]
         edges = [d if len(d) < 2 else tuple(sorted(d)) for d in self.deps]
-        maps = [(x, self._family(x)[:3]) for x in sorted(self.families)]
+        maps = [(x, _shape(self.family(x))) for x in sorted(self.families)]
         data = pickle.dumps((keys, self.func_of, edges, self.sinks, maps), pickle.HIGHEST_PROTOCOL)
         return hashlib.blake2b(data, digest_size=8).hexdigest()
 
@@ -108,7 +108,7 @@ class Graph:
         for s in set(self.sinks):
             specs[s] = specs[s]._replace(sink=True)
         for x in self.families:
-            family = self._family(x)
+            family = self.family(x)
             # Its expansion is read by the collectors, wherever they run; so are the inputs
             # its elements read (and the elements go to other workers): stored as a sink's.
             specs[x] = specs[x]._replace(sink=True, dynamic=family)
@@ -120,7 +120,7 @@ class Graph:
                 specs[dep] = specs[dep]._replace(sink=True)
         return ShippedGraph(specs, self.functions)
 
-    def _family(self, x: int) -> Family:
+    def family(self, x: int) -> Family:
         """Expander ``x``'s :class:`~shoal.graph.maps.Family` as its spec carries it."""
         stages, node = self.families[x], self.nodes[x]
         number = {stage: s for s, stage in enumerate(stages)}
@@ -151,6 +151,11 @@ class Graph:
             collectors=tuple(collectors.values()),
             uses=tuple(uses),
         )
+
+
+def _shape(family: Family) -> tuple[Any, ...]:
+    """What of a map's family is the workflow's structure (not its arguments)."""
+    return (family.slot, family.funcs, family.parents, [c >= 0 for c in family.collectors])
 
 
 @contextlib.contextmanager

@@ -23,14 +23,18 @@ expansions never write one page of specs): stage ``s`` of element ``i`` is
 
 from __future__ import annotations
 
+import bisect
 import functools
 import itertools
-from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .node import Node, TaskFunction, TaskOptions, _scan_arg
 from .spec import PAGE, TaskSpec
 from .template import ref
+
+if TYPE_CHECKING:
+    from .build import Graph
 
 
 class Stage:
@@ -210,3 +214,64 @@ def families(nodes: Sequence[Node], index: dict[Node, int]) -> dict[int, list[St
             chain[stage] = None
             stage = stage.parent
     return {x: sorted(chain, key=lambda s: s.seq) for x, chain in found.items()}
+
+
+class Grown:
+    """A run's tasks as its client knows them: the graph's, and those its maps made, as
+    the expanders' finished events tell (for taking a lost worker's tasks back)."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.families = {x: graph.family(x) for x in graph.families}
+        self.expansions: dict[int, Expansion] = {}  # expander -> where its elements are
+        self.firsts: list[tuple[int, int]] = []  # (first element, expander), sorted
+
+    def expanded(self, expander: int, data: dict[str, Any]) -> None:
+        """Expander ``expander`` finished with ``data`` (its event's)."""
+        if expander in self.expansions or "first" not in data:
+            return
+        stages = len(self.families[expander].funcs)
+        self.expansions[expander] = Expansion(int(data["first"]), int(data["n"]), stages)
+        if data["n"]:
+            bisect.insort(self.firsts, (int(data["first"]), expander))
+
+    def tasks(self) -> Iterator[int]:
+        """Every task known so far."""
+        yield from range(len(self.graph))
+        for expansion in self.expansions.values():
+            yield from range(expansion.first, expansion.first + expansion.n * expansion.stages)
+
+    def _element(self, task: int) -> tuple[int, int, int]:
+        """The expander, index and stage of element ``task``."""
+        first, expander = self.firsts[bisect.bisect_right(self.firsts, (task, 1 << 62)) - 1]
+        i, stage = divmod(task - first, self.expansions[expander].stages)
+        return expander, i, stage
+
+    def deps(self, task: int) -> tuple[int, ...]:
+        graph = self.graph
+        if task < len(graph):
+            collected = graph.nodes[task].stage
+            expansion = self.expansions.get(graph.deps[task][0]) if collected else None
+            if expansion is None or collected is None:
+                return graph.deps[task]
+            number = graph.families[graph.deps[task][0]].index(collected)
+            return (*graph.deps[task], *expansion.elements(number))
+        expander, i, stage = self._element(task)
+        family = self.families[expander]
+        parent = family.parents[stage]
+        if parent < 0:
+            return tuple(graph.deps[expander][k] for k in family.uses)
+        return (self.expansions[expander].first + i * len(family.funcs) + parent,)
+
+    def function(self, task: int) -> TaskFunction[Any, Any]:
+        graph = self.graph
+        if task < len(graph):
+            return graph.functions[graph.func_of[task]]
+        expander, _, stage = self._element(task)
+        return graph.functions[self.families[expander].funcs[stage]]
+
+    def name(self, task: int) -> str:
+        if task < len(self.graph):
+            return self.graph.name(task)
+        _, i, _ = self._element(task)
+        return f"{self.function(task).name}[{i}]-{task}"

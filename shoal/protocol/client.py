@@ -16,6 +16,7 @@ from ..decisions import group_roots
 from ..errors import ConfigError, RunCancelled, RunTimeout, WorkerLost
 from ..events import Event, EventKind, event
 from ..graph import EncodedGraph, Graph, ShippedGraph, pages_of
+from ..graph.maps import Grown
 from ..heartbeat import HEARTBEAT, HeldLease
 from ..leases import CLIENT
 from ..optimizations import OFF, Tuning
@@ -80,8 +81,9 @@ async def run_graph(
             inline = shipped  # by reference
         elif encoded is not None and encoded.nbytes <= store.inline_bytes:
             inline = encoded  # small enough to travel with every invocation
+        grown = Grown(graph)
         invoker = _Invoker(
-            graph,
+            grown,
             store,
             workers,
             run_id,
@@ -93,7 +95,7 @@ async def run_graph(
             tuning,
         )
         await invoker.invoke(_root_groups(graph, workers.parallelism, plan))  # 4. invoke
-        watch = _Watch(run_id, store, on_events, timeout, _Recovery(graph, invoker), presence)
+        watch = _Watch(run_id, store, on_events, timeout, _Recovery(grown, invoker), presence)
         await watch.until_finished(set(graph.sinks))  # 5. observe
         unique = list(dict.fromkeys(graph.sinks))
         outputs, _ = await store.get_outputs(run_id, unique)
@@ -132,7 +134,7 @@ class _Invoker:
 
     def __init__(
         self,
-        graph: Graph,
+        grown: Grown,
         store: Store,
         workers: Workers,
         run_id: str,
@@ -144,7 +146,7 @@ class _Invoker:
         tuning: Tuning,
     ) -> None:
         self.tuning = tuning
-        self.graph, self.store, self.workers, self.run_id = graph, store, workers, run_id
+        self.grown, self.store, self.workers, self.run_id = grown, store, workers, run_id
         self.inline, self.encoded, self.metrics, self.plan = inline, encoded, metrics, plan
         self.lease_s = lease_s
         #: A pending lease lasts a lease; in this process's own queue it never expires.
@@ -182,10 +184,9 @@ class _Invoker:
         await invoke_all(self.workers, invocations)
 
     def size(self, tasks: Sequence[int]) -> Size:
-        if self.plan is not None:
+        if self.plan is not None and tasks[0] < len(self.plan.sizes):
             return self.plan.sizes[tasks[0]]
-        options = [self.graph.functions[self.graph.func_of[t]].options for t in tasks]
-        return Size.fitting(options)
+        return Size.fitting([self.grown.function(t).options for t in tasks])
 
 
 def _root_groups(graph: Graph, fanout: int, plan: Plan | None) -> list[tuple[list[int], Size]]:
@@ -209,18 +210,18 @@ class _Recovery:
     exactly once per loss), counts the loss against their retries, and invokes a new worker
     on them, with the lost outputs they need run again first."""
 
-    def __init__(self, graph: Graph, invoker: _Invoker) -> None:
-        self.graph, self.invoker = graph, invoker
+    def __init__(self, grown: Grown, invoker: _Invoker) -> None:
+        self.grown, self.invoker = grown, invoker
         self.store, self.run_id = invoker.store, invoker.run_id
 
     async def recover(self, finished: set[int], dead: dict[str, tuple[str, str]]) -> None:
         """Recover every lost worker's tasks; ``dead``: invocations reported dead, with
         their worker and the cause. Raises WorkerLost for a task lost more often than its
         retries allow."""
-        graph = self.graph
+        grown = self.grown
         candidates = [
-            t for t, deps in enumerate(graph.deps)
-            if t not in finished and all(d in finished for d in deps)
+            t for t in grown.tasks()
+            if t not in finished and all(d in finished for d in grown.deps(t))
         ]  # fmt: skip
         recovered = await self.store.recover(
             self.run_id, candidates, new_invocation_id() + "-", self.invoker.pending_s, list(dead)
@@ -232,7 +233,7 @@ class _Recovery:
                 f"its lease expired: no heartbeat for {self.invoker.lease_s:g} s",
             )
             worker = r.worker or reporter or f"(invocation {r.lost}, not yet started)"
-            named = graph.name(r.running if r.running is not None else r.tasks[0])
+            named = grown.name(r.running if r.running is not None else r.tasks[0])
             data = {"name": named, "worker": worker, "error": f"WorkerLost: {cause}",
                     "tasks": list(r.tasks), "lost": r.lost, "invocation": r.invocation}  # fmt: skip
             losses.append(
@@ -243,7 +244,7 @@ class _Recovery:
         invocations = []
         for r, worker, cause, named, _ in losses:
             for task, lost in zip(r.tasks, r.losses, strict=True):
-                retries = graph.functions[graph.func_of[task]].options.retries
+                retries = grown.function(task).options.retries
                 if lost > retries:
                     raise WorkerLost(
                         f"task {named} was lost with worker {worker}: {cause} "
@@ -254,7 +255,7 @@ class _Recovery:
                 self.run_id,
                 worker,
                 cause.splitlines()[-1] if cause else cause,
-                [graph.name(t) for t in r.tasks[:5]],
+                [grown.name(t) for t in r.tasks[:5]],
             )
             tasks = sorted(r.tasks)
             redo = await self.lost_outputs(tasks, finished)
@@ -266,23 +267,40 @@ class _Recovery:
     async def lost_outputs(self, tasks: Sequence[int], finished: set[int]) -> list[int]:
         """The finished tasks whose outputs ``tasks`` need but that only a lost worker held
         (it kept them for children it would run itself), and so on upwards: they run again."""
-        deps = self.graph.deps
+        deps = self.grown.deps
         ancestors: set[int] = set()
-        stack = [d for t in tasks for d in deps[t]]
+        stack = [d for t in tasks for d in deps(t)]
         while stack:
             d = stack.pop()
             if d not in ancestors:
                 ancestors.add(d)
-                stack.extend(deps[d])
+                stack.extend(deps(d))
         stored = await self.store.stored(self.run_id, sorted(ancestors))
         redo: set[int] = set()
-        stack = [d for t in tasks for d in deps[t] if d not in stored]
+        stack = [d for t in tasks for d in deps(t) if d not in stored]
         while stack:
             d = stack.pop()
             if d not in redo:
                 redo.add(d)
-                stack.extend(x for x in deps[d] if x not in stored)
-        return sorted(redo)
+                stack.extend(x for x in deps(d) if x not in stored)
+        return _inputs_first(sorted(redo), deps)
+
+
+def _inputs_first(tasks: list[int], deps: Callable[[int], Sequence[int]]) -> list[int]:
+    """``tasks`` ordered so that each comes after those of its inputs among them (ids are
+    not: a map's elements come after its collector)."""
+    wanted, order, seen = set(tasks), [], set()
+    for task in tasks:
+        stack = [(task, False)]
+        while stack:
+            t, done = stack.pop()
+            if done:
+                order.append(t)
+            elif t not in seen:
+                seen.add(t)
+                stack.append((t, True))
+                stack.extend((d, False) for d in deps(t) if d in wanted and d not in seen)
+    return order
 
 
 class _Watch:
@@ -370,6 +388,8 @@ class _Watch:
             if kind is TASK_FINISHED:
                 remaining.discard(ev.task)  # type: ignore[arg-type]
                 finished.add(ev.task)  # type: ignore[arg-type]
+                if ev.data and self.recovery:  # a map's expansion: its tasks are known
+                    self.recovery.grown.expanded(ev.task, ev.data)  # type: ignore[arg-type]
             elif kind is WORKER_STARTED:
                 running.add(ev.worker)
             elif kind is WORKER_STOPPED:

@@ -232,7 +232,8 @@ class _Worker:
             self.new_specs.update(made.specs)
             result = Expansion(first, len(items), stages)
             spec = spec._replace(children=made.children, child_deps=made.child_deps, stay=None)
-            data = {"expanded": len(made.specs)}  # the client's count of tasks grows
+            # The client's count of tasks grows; it can take lost elements back.
+            data = {"expanded": len(made.specs), "first": first, "n": len(items)}
         finished = Event(TASK_FINISHED, self.name, task, time.time(), data, started)
         self.finish(task, spec, result, finished)
         return True
@@ -311,14 +312,18 @@ class _Worker:
         for task in wanted:
             for dep in (await self.source.spec(task)).deps:
                 uses[dep] = uses.get(dep, 0) + 1
-        for task in sorted(tasks):  # ids are topological
+        for task in tasks:  # in an order that puts inputs first
             spec = await self.source.spec(task)
             if task in self.source.lifted:
                 spec = await self.source.with_constants(spec)
             values = await self.gather(spec.deps)
-            fn = await self.source.function(spec.func)
-            args, kwargs = spec.arguments(values)
-            self.held[task] = [fn.func(*args, **kwargs), uses.get(task, 0)]
+            if type(spec.dynamic) is Collect:  # (an expander's output is always stored)
+                output = await self.gather(values[0].elements(spec.dynamic.stage))
+            else:
+                fn = await self.source.function(spec.func)
+                args, kwargs = spec.arguments(values)
+                output = fn.func(*args, **kwargs)
+            self.held[task] = [output, uses.get(task, 0)]
 
     async def read_shared_inputs(self, tasks: Sequence[int]) -> None:
         """Read once, and hold, the inputs that several of ``tasks`` share (the parent of a
