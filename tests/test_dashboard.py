@@ -70,6 +70,39 @@ def test_a_lost_workers_tasks_show_as_retried() -> None:
     assert run.states()[1:3] == [State.RETRIED, State.RETRIED]
 
 
+def test_the_live_graph_grows_as_a_map_expands() -> None:
+    """upto -> inc.expand -> inc.map (its collector) -> total, built by a real program."""
+
+    @shoal.task
+    def upto(n: int) -> list[int]:
+        return list(range(n))
+
+    @shoal.task
+    def inc(x: int) -> int:
+        return x + 1
+
+    @shoal.task
+    def total(xs: list[int]) -> int:
+        return sum(xs)
+
+    from shoal.graph import build
+
+    shape = Shape.from_json(build([total(inc.map(inc.map(upto(2))))]).ship().shape())
+    run = LiveRun(shape)
+    assert len(run.states()) == 4
+    expanded = {"expanded": 4, "first": 64, "n": 2}
+    run.add([started("w1", 0), finished(0, "w1", 0.0, 1.0)])
+    run.add([Event(EventKind.TASK_FINISHED, "w1", 1, 2.0, expanded, 1.5)])
+    assert len(shape.deps) == 8 and shape.ids[4:] == [64, 65, 66, 67]
+    assert shape.deps[4] == [1] and shape.deps[5] == [4]  # element 0: inc, then inc of it
+    assert shape.deps[2] == [1, 5, 7]  # the collector waits for the last stage's elements
+    assert shape.name(5) == "inc-65"
+    run.add([finished(64, "w1", 2.0, 3.0), finished(65, "w1", 3.0, 4.0)])
+    states = run.states()
+    assert states[4:6] == [State.DONE, State.DONE] and states[2] is State.WAITING
+    assert states[6] is State.RUNNING  # readied on w1, which is up
+
+
 def test_folding_by_function_counts_states_and_edges() -> None:
     states = [State.DONE, State.RUNNING, State.READY, State.WAITING, State.DONE]
     nodes, edges = fold_by_function(DIAMOND, states)
@@ -202,7 +235,12 @@ def test_a_run_is_listed_live_until_it_ends(engine: dict[str, Any], flags: Path)
         return
     (info,) = seen["runs"].values()
     assert info["name"] == "inc" and info["tasks"] == 2
-    assert seen["shape"] == {"functions": ["pause", "inc"], "func_of": [0, 1], "deps": [[], [0]]}
+    assert seen["shape"] == {
+        "functions": ["pause", "inc"],
+        "func_of": [0, 1],
+        "deps": [[], [0]],
+        "maps": {},
+    }
 
     async def after() -> dict[str, Any]:
         store = open_store(engine["storage"])

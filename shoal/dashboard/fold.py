@@ -39,22 +39,56 @@ class Shape:
     functions: list[str]
     func_of: list[int]
     deps: list[list[int]]
+    #: Per map expander: what its expansion makes (ShippedGraph.shape's "maps").
+    maps: dict[int, dict[str, list[int]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.children: list[list[int]] = [[] for _ in self.deps]
         for task, deps in enumerate(self.deps):
             for d in deps:
                 self.children[d].append(task)
+        self.ids: list[int] = list(range(len(self.deps)))  # the run's id of each task
+        self.index: dict[int, int] = {}  # the run's id of a task a map made -> its place
 
     def name(self, task: int) -> str:
-        return f"{self.functions[self.func_of[task]]}-{task}"
+        return f"{self.functions[self.func_of[task]]}-{self.ids[task]}"
+
+    def place(self, task: int) -> int:
+        """Where the run's task ``task`` is in this shape."""
+        return self.index.get(task, task)
+
+    def grow(self, expander: int, first: int, n: int) -> None:
+        """Add the tasks map ``expander``'s expansion made: ``n`` elements from ``first``
+        (:mod:`shoal.graph.maps`), each an input of its stage's collector."""
+        family = self.maps.get(expander)
+        if family is None or first in self.index:
+            return
+        funcs, parents, collectors = family["funcs"], family["parents"], family["collectors"]
+        stages = len(funcs)
+        for i in range(n):
+            for s in range(stages):
+                task, place = first + i * stages + s, len(self.deps)
+                parent = parents[s]
+                deps = [expander] if parent < 0 else [self.index[first + i * stages + parent]]
+                self.index[task] = place
+                self.ids.append(task)
+                self.func_of.append(funcs[s])
+                self.deps.append(deps)
+                self.children.append([])
+                for d in deps:
+                    self.children[d].append(place)
+                if collectors[s] >= 0:
+                    self.deps[collectors[s]].append(place)
+                    self.children[place].append(collectors[s])
 
     def to_json(self) -> dict[str, Any]:
         return {"functions": self.functions, "func_of": self.func_of, "deps": self.deps}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Shape:
-        return cls(list(data["functions"]), list(data["func_of"]), [list(d) for d in data["deps"]])
+        maps = {int(x): family for x, family in data.get("maps", {}).items()}
+        deps = [list(d) for d in data["deps"]]
+        return cls(list(data["functions"]), list(data["func_of"]), deps, maps)
 
     @classmethod
     def of_record(cls, record: RunRecord) -> Shape:
@@ -92,8 +126,10 @@ class LiveRun:
             if ev.time and (self.last_time is None or ev.time > self.last_time):
                 self.last_time = ev.time
             if kind is EventKind.TASK_FINISHED:
-                task = ev.task
-                assert task is not None
+                assert ev.task is not None
+                if "first" in data:  # a map's expansion: the graph grows
+                    self.shape.grow(ev.task, int(data["first"]), int(data["n"]))
+                task = self.shape.place(ev.task)
                 self.finished.add(task)
                 self.retried.discard(task)
                 self.finished_by[task] = ev.worker
@@ -109,16 +145,16 @@ class LiveRun:
                 else:
                     self.workers_warm += 1
                 for task in data.get("tasks", ()):
-                    self.started_with[task] = ev.worker
+                    self.started_with[self.shape.place(task)] = ev.worker
             elif kind is EventKind.WORKER_STOPPED:
                 self.workers_up.discard(ev.worker)
             elif kind is EventKind.TASK_RETRIED and ev.task is not None:
-                self.retried.add(ev.task)
+                self.retried.add(self.shape.place(ev.task))
             elif kind is EventKind.WORKER_LOST:
                 self.workers_up.discard(str(data.get("worker", "")))
-                self.retried.update(data.get("tasks", ()))
+                self.retried.update(map(self.shape.place, data.get("tasks", ())))
             elif kind is EventKind.TASK_FAILED and ev.task is not None:
-                self.failed.add(ev.task)
+                self.failed.add(self.shape.place(ev.task))
 
     def states(self) -> list[State]:
         shape, finished, up = self.shape, self.finished, self.workers_up

@@ -263,12 +263,23 @@ class Grown:
             return tuple(graph.deps[expander][k] for k in family.uses)
         return (self.expansions[expander].first + i * len(family.funcs) + parent,)
 
-    def function(self, task: int) -> TaskFunction[Any, Any]:
-        graph = self.graph
-        if task < len(graph):
-            return graph.functions[graph.func_of[task]]
+    def func_index(self, task: int) -> int:
+        """The function table index of ``task``'s function."""
+        if task < len(self.graph):
+            return self.graph.func_of[task]
         expander, _, stage = self._element(task)
-        return graph.functions[self.families[expander].funcs[stage]]
+        return self.families[expander].funcs[stage]
+
+    def function(self, task: int) -> TaskFunction[Any, Any]:
+        return self.graph.functions[self.func_index(task)]
+
+    def dense(self) -> tuple[list[int], list[int], list[list[int]]]:
+        """Every task known so far numbered densely (the graph's first, then each
+        expansion's; a record's numbering): their ids, functions and inputs."""
+        ids = list(self.tasks())
+        index = {t: k for k, t in enumerate(ids)}
+        deps = [[index[d] for d in self.deps(t)] for t in ids]
+        return ids, [self.func_index(t) for t in ids], deps
 
     def name(self, task: int) -> str:
         if task < len(self.graph):

@@ -50,17 +50,32 @@ class TaskSpec(NamedTuple):
 class ShippedGraph:
     """A graph as stored for one run: specs by task id, and the function table."""
 
-    specs: list[TaskSpec]
+    specs: list[TaskSpec]  # grown in place by maps' expansions (shoal.graph.maps)
     functions: list[TaskFunction[Any, Any]]
+    size: int = -1  # the graph's own tasks: those before any expansion
+
+    def __post_init__(self) -> None:
+        if self.size < 0:
+            self.size = len(self.specs)
 
     def shape(self) -> dict[str, Any]:
         """The graph as plain data, for a dashboard: function names, each task's function
-        and its distinct inputs (no arguments, no code)."""
+        and its distinct inputs (no arguments, no code), and what each map's expansion
+        makes (per stage: its function, the stage it maps, its collector or -1)."""
+        from .maps import Family
+
+        specs = self.specs[: self.size]
         return {
             "functions": [f.name for f in self.functions],
-            "func_of": [s.func for s in self.specs],
-            "deps": [list(dict.fromkeys(s.deps)) for s in self.specs],
-        }
+            "func_of": [s.func for s in specs],
+            "deps": [list(dict.fromkeys(s.deps)) for s in specs],
+            "maps": {
+                str(x): {"funcs": s.dynamic.funcs, "parents": s.dynamic.parents,
+                         "collectors": s.dynamic.collectors}
+                for x, s in enumerate(specs)
+                if type(s.dynamic) is Family
+            },
+        }  # fmt: skip
 
 
 #: Specs travel in pages of this many tasks (page ``p`` holds tasks ``p*PAGE`` onwards): one

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..events import Event, EventKind
+from ..graph.maps import Grown
 from ..metrics import TaskMetrics
 from .records import (
     BackendStats,
@@ -95,21 +96,25 @@ class RunTrace:
         predictions); return the statistics the run adds to the history."""
         from ..planning.cost import price_of
 
+        grown = Grown(graph)  # with the tasks its maps made, numbered after the graph's
+        for task, done in self.finished.items():
+            if done.data and "first" in done.data:
+                grown.expanded(task, done.data)
+        ids, func_of, deps = grown.dense()
+        if len(ids) > len(graph):
+            index = {t: k for k, t in enumerate(ids)}
+            self.finished = {index[t]: ev for t, ev in self.finished.items() if t in index}
+            self.metrics = {index[t]: m for t, m in self.metrics.items() if t in index}
         finished, metrics, workers = self.finished, self.metrics, self.workers
         for task, done in finished.items():
             if (ran_on := workers.get(done.worker)) is not None:
                 ran_on.tasks.append(task)
         origin = min((ev.start for ev in finished.values()), default=0.0)
-        n = len(graph)
+        n = len(ids)
         out_bytes = [_output_bytes(finished.get(t), metrics.get(t)) for t in range(n)]
         samples: dict[StatsKey, _Samples] = {}
         rows = []
-        functions, func_of, deps, backend = (
-            graph.functions,
-            graph.func_of,
-            graph.deps,
-            record.backend,
-        )
+        functions, backend = graph.functions, record.backend
         record.functions = [[fn.key, fn.name] for fn in functions]
         record.worker_names = list(workers)
         worker_index = {name: i for i, name in enumerate(workers)}
@@ -118,7 +123,7 @@ class RunTrace:
             fn = functions[f]
             in_bytes = sum([out_bytes[d] or 0 for d in deps[task]])
             group = p_start = p_end = None
-            if plan is not None:
+            if plan is not None and task < len(graph):
                 group = plan.groups[task]
                 p_start, p_end = (round(x * 1e6) for x in plan.times[task])
             ev = finished.get(task)
