@@ -543,10 +543,14 @@ class _Worker:
                 hand_out = [g for g in ([c for c in g if c not in early] for g in hand_out) if g]
                 early.difference_update(ready)
             sized = completion.stay is not None or not self.workers.in_process
-            for tasks in hand_out:
+            sets: list[tuple[list[int], tuple[str, ...] | None]] = [(g, None) for g in hand_out]
+            if not self.workers.in_process:  # a child of another environment cannot run here
+                own = self.invocation.requirements
+                keep, sets = await self.source.by_requirements(keep, hand_out, own)
+            for tasks, reqs in sets:
                 size = await self.source.size(tasks) if sized else Size()
                 handing.append(
-                    self.invocation.handing_out(tasks, self.source.pages_for(tasks), size)
+                    self.invocation.handing_out(tasks, self.source.pages_for(tasks), size, reqs)
                 )
             for child in keep:  # its inputs this worker holds are read from memory
                 spec = self.specs[child] if self.specs else await self.source.spec(child)
