@@ -91,6 +91,9 @@ class Invocation:
     #: The requirement set of its tasks (normalised, :mod:`shoal.envs`): the worker runs in
     #: an environment that has them; a platform picks the pool (or function) by its key.
     requirements: tuple[str, ...] = ()
+    #: Whether the run's tasks have several requirement sets: then a worker looks at its
+    #: tasks' children's before keeping one (cheap, but not free: only where needed).
+    mixed: bool = False
 
     def handing_out(
         self,

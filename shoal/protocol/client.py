@@ -149,6 +149,9 @@ class _Invoker:
         self.lease_s = lease_s
         #: A pending lease lasts a lease; in this process's own queue it never expires.
         self.pending_s = 0.0 if workers.in_process else lease_s
+        #: Several requirement sets: workers look at children's before keeping them.
+        sets = {f.options.requirements for f in graph.functions}
+        self.mixed = len(sets) > 1 and not workers.in_process
 
     def invocation(
         self, tasks: Sequence[int], size: Size, id: str | None = None, redo: Sequence[int] = ()
@@ -174,6 +177,7 @@ class _Invoker:
             expires=now + PAYLOAD_TTL_S,
             tuning=self.tuning,
             requirements=requirements_of(self.graph, tasks[0]),
+            mixed=self.mixed,
         )
 
     async def invoke(self, groups: list[tuple[list[int], Size]]) -> None:

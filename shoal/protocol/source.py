@@ -34,6 +34,9 @@ class TaskSource:
         #: Tasks whose specs name big constants kept apart (shoal.graph.template.Lifted).
         self.lifted: set[int] = set()
         self.constants: dict[int, Any] = {}
+        #: Requirement sets of tasks looked up ahead (learn_requirements), for decisions
+        #: that cannot wait (which children a worker runs early).
+        self.sets: dict[int, tuple[str, ...]] = {}
 
     @property
     def complete(self) -> bool:
@@ -110,6 +113,17 @@ class TaskSource:
     async def requirements(self, task: int) -> tuple[str, ...]:
         """The requirement set ``task`` runs with (its function's, the run's included)."""
         return (await self.function((await self.spec(task)).func)).options.requirements
+
+    async def learn_requirements(self, tasks: Sequence[int]) -> None:
+        """Look up the requirement sets of ``tasks`` now, for :meth:`foreign`."""
+        for task in tasks:
+            if task not in self.sets:
+                self.sets[task] = await self.requirements(task)
+
+    def foreign(self, tasks: Sequence[int], own: tuple[str, ...]) -> set[int]:
+        """Those of ``tasks`` (learnt ahead) whose requirement set is not ``own``."""
+        sets = self.sets
+        return {t for t in tasks if sets.get(t, own) != own}
 
     async def by_requirements(
         self, keep: list[int], hand_out: list[list[int]], own: tuple[str, ...]

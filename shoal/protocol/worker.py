@@ -17,6 +17,7 @@ from typing import Any
 from .. import capture
 from ..backends import Invocation, Size, Workers, invoke_all
 from ..decisions import (
+    ALWAYS,
     IF_PENDING,
     Completion,
     Marks,
@@ -155,6 +156,8 @@ class _Worker:
                     continue
             task = lease.task = owned.pop()
             spec = specs[task] if specs else await self.source.spec(task)
+            if self.invocation.mixed:  # which children may run here, known before finish()
+                await self.source.learn_requirements(spec.children)
             if task in lifted:
                 spec = await self.source.with_constants(spec)
             read_at = perf_counter()
@@ -203,6 +206,8 @@ class _Worker:
         wave: list[tuple[int, TaskSpec]] = []
         for task in reversed(owned[-TOGETHER_MAX:]):
             spec = await source.spec(task)
+            if self.invocation.mixed:
+                await source.learn_requirements(spec.children)
             if task in source.lifted or any(d not in held for d in spec.deps):
                 break
             wave.append((task, spec))
@@ -332,6 +337,13 @@ class _Worker:
         if self.aside_above is not None:
             self.made.add(task)
         mode = upload_mode(spec.sink, needs, self.fanout, stay)
+        foreign = (
+            self.source.foreign(children, self.invocation.requirements)
+            if self.invocation.mixed
+            else ()
+        )
+        if foreign:  # children of another environment run elsewhere: they read it stored
+            mode = ALWAYS
         self.batch.append(Completion(task, result, mode, children, needs, finished, stay))
         self.unflushed.add(task)
         if len(children) == 1 and stay is None:  # the common case, quickly
@@ -346,6 +358,8 @@ class _Worker:
         elif spec.sink or len(sure) > 1 and self.fanout > 1:
             self.urgent = True
             sure = ()
+        if sure and foreign:
+            sure = [c for c in sure if c not in foreign]
         if sure:
             self.early.update(sure)
             self.owned.extend(reversed(sure))
