@@ -290,6 +290,16 @@ def env() -> None:
     """Environments for tasks' requirements (built with uv, cached)."""
 
 
+@env.command("key")
+@click.argument("requirements_file", type=click.Path(exists=True, dir_okay=False))
+def env_key(requirements_file: str) -> None:
+    """Print the key of REQUIREMENTS_FILE's requirement set: what names its gateway pool
+    and its Lambda functions (PREFIX-MEMORY-KEY)."""
+    from .envs import key, normalise, read_requirements
+
+    click.echo(key(normalise(read_requirements(requirements_file))))
+
+
 @env.command("build")
 @click.argument("requirements_file", type=click.Path(exists=True, dir_okay=False))
 @click.option(
