@@ -6,10 +6,10 @@ the requirement is a wheel zipped here, installed by uv offline, so no network i
 
 - the first run of the requirement set: the environment is built while it waits;
 - warm: both runs interleaved on warm workers, ``--repeat`` times each (medians);
-- cold: on a freshly started gateway whose cache has the environment, the first run of
-  each kind (a warm-up run of another size first, so the gateway and its template are up):
-  an environment's first worker starts its own template process (a Python start and the
-  worker runtime's imports), a plain one is forked from the gateway's.
+- cold: on a freshly started ``shoal gateway --requirements FILE`` whose cache has the
+  environment, the first run of each kind (a warm-up run of another size first, so the
+  gateway and its templates are up): both workers are forks, of the environment's
+  template and of the gateway's.
 """
 
 from __future__ import annotations
@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> None:
             SHOAL_CACHE_DIR=str(Path(tmp, "cache")),
             SHOAL_HISTORY="none",
         )
+        requirements = str(Path(tmp, "requirements.txt"))
+        Path(requirements).write_text("shoal_benchpkg>=1\n")
         servers = ShoalServers().start()
         try:
             build = _timed(required(0), servers)
@@ -99,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
         cold: dict[str, list[float]] = {"plain": [], "requirements": []}
         for i in range(args.cold):
             for kind, task in (("plain", plain), ("requirements", required)):
-                servers = ShoalServers().start()
+                # As a gateway serving an environment is started: built (here: found) ahead.
+                servers = ShoalServers(gateway_args=["--requirements", requirements]).start()
                 try:
                     _timed(other_size(i), servers)  # the gateway and its template up
                     cold[kind].append(_timed(task(i), servers))

@@ -130,7 +130,10 @@ class GatewayWorkers:
         the missing ones (once: later runs and restarts find them in the cache)."""
         for base in self._bases:
             for reqs in sets:
+                if (base, reqs) in _ready:
+                    continue
                 await self._environment(base, reqs)
+                _ready.add((base, reqs))
 
     async def _environment(self, base: str, requirements: tuple[str, ...]) -> None:
         what = ", ".join(requirements)
@@ -199,6 +202,11 @@ class GatewayWorkers:
             private, self._private = self._private, None
             if private is not None:
                 await asyncio.to_thread(private.release, ok)
+
+
+#: Environments a gateway made ready for this process: later runs skip asking (a round
+#: trip each). A gateway that lost one since builds it again for the invocations needing it.
+_ready: set[tuple[str, tuple[str, ...]]] = set()
 
 
 class _Refused(Exception):

@@ -159,7 +159,10 @@ class Gateway:
             self._building[env_key] = building
             building.add_done_callback(lambda _: self._building.pop(env_key, None))
         env = await asyncio.shield(building)
-        self._envs[env_key] = env
+        if env_key not in self._envs:
+            self._envs[env_key] = env
+            if self._forks is not None:  # its template imports meanwhile: a first cold
+                await self._forks_of(env_key)  # start then costs a fork, not a Python start
         return env, True
 
     def _ensure(self, requirements: tuple[str, ...]) -> Environment:
@@ -298,8 +301,9 @@ class Gateway:
 
     async def _forks_of(self, env: str) -> ForkServer | None:
         """The template that forks workers of environment ``env``: the gateway's own, or
-        one on the environment's interpreter, started at its first cold start (that start
-        pays a Python start and the runtime's imports; the next ones a fork)."""
+        one on the environment's interpreter, started as the environment is made ready
+        (else at its first cold start, which then pays a Python start and the runtime's
+        imports)."""
         if not env:
             return self._forks
         forks = self._env_forks.get(env)
@@ -450,9 +454,6 @@ class Gateway:
         self._keep(asyncio.create_task(self._sweep_blobs()))
         if self.cgroups and sys.platform.startswith("linux"):
             self._limiter = Limiter.detect()
-        if self.ahead:  # built before the gateway takes requests: runs find it ready
-            env, _ = await self.environment(self.ahead)
-            log.info("environment %s ready at %s", requirements_key(self.ahead), env.path)
         if self.fork and hasattr(os, "fork"):
             forks = ForkServer(self._template)
             try:
@@ -463,6 +464,9 @@ class Gateway:
                 )
             else:
                 self._forks = forks
+        if self.ahead:  # built before the gateway takes requests: runs find it ready
+            env, _ = await self.environment(self.ahead)
+            log.info("environment %s ready at %s", requirements_key(self.ahead), env.path)
 
     async def close(self) -> None:
         self.closing = True
