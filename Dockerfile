@@ -10,7 +10,13 @@
 # worker refuses to start without a token. One instance runs one invocation at a time: give
 # the platform a concurrency of 1 per instance so it scales out instead of queueing.
 # The client's own code travels with each run; packages its tasks import must be in the
-# image (FROM this image, then USER root, pip install them, USER shoal).
+# image: give a requirements file (in the build context) as a build argument,
+#
+#   docker build --build-arg REQUIREMENTS=requirements.txt -t shoal-worker-$(shoal env key requirements.txt) .
+#
+# and point the tasks that need them (@shoal.task(requirements=[...]) or
+# compute(requirements="requirements.txt")) at that image's endpoint. A worker refuses an
+# invocation whose requirements this image lacks, naming them, before running anything.
 
 FROM python:3.11-slim
 
@@ -26,6 +32,12 @@ COPY shoal /tmp/shoal-src/shoal
 # The gateway extra is the redis one plus the HTTP server and client (starlette, uvicorn,
 # httpx) that `shoal worker` runs on and hands out work with.
 RUN pip install "/tmp/shoal-src[gateway]" && rm -rf /tmp/shoal-src
+# The tasks' requirements (none unless REQUIREMENTS names a file): installed after Shoal, so
+# that changing them rebuilds this layer only. README.md stands in when there is none.
+ARG REQUIREMENTS=""
+COPY ${REQUIREMENTS:-README.md} /tmp/requirements.txt
+RUN if [ -n "$REQUIREMENTS" ]; then pip install -r /tmp/requirements.txt; fi \
+    && rm /tmp/requirements.txt
 
 # User code runs in here: not as root.
 RUN useradd --create-home --uid 10001 shoal

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 from .errors import (
     BadSignature,
     ConfigError,
+    EnvironmentBuildError,
     RemoteTraceback,
+    RequirementsUnsatisfied,
     RunCancelled,
     RunNotFound,
     RunTimeout,
@@ -61,10 +63,12 @@ __version__ = "0.1.0"
 __all__ = [
     "BadSignature",
     "ConfigError",
+    "EnvironmentBuildError",
     "Event",
     "EventKind",
     "Node",
     "RemoteTraceback",
+    "RequirementsUnsatisfied",
     "RunCancelled",
     "RunNotFound",
     "RunSummary",

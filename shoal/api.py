@@ -46,6 +46,7 @@ class _Options:
     sla: str
     deadline: float | None
     optimizations: frozenset[str] | None
+    requirements: tuple[str, ...]
 
 
 def compute(
@@ -61,6 +62,7 @@ def compute(
     sla: str | None = None,
     deadline: float | None = None,
     optimizations: Iterable[str] | None = None,
+    requirements: str | os.PathLike[str] | Iterable[str] | None = None,
 ) -> tuple[Any, ...]:
     """Run the graph ending in ``nodes`` (one run) and return their values as a tuple.
 
@@ -91,6 +93,12 @@ def compute(
     ``optimizations``: Wukong's optimizations (:mod:`shoal.optimizations`): None (the
     default, or ``$SHOAL_OPTIMIZATIONS``) leaves them to the planner; a list such as
     ``["cluster"]`` forces exactly those on wherever they apply; ``[]`` turns all off.
+    ``requirements``: Python requirements of every task of the run, added to each task's
+    own (``@task(requirements=...)``): a requirements file's path (or
+    ``$SHOAL_REQUIREMENTS``) or a list of requirement strings. Checked before anything
+    runs: the embedded engine's interpreter must have them
+    (:class:`~shoal.RequirementsUnsatisfied`); a gateway builds a missing environment once
+    (:class:`~shoal.EnvironmentBuildError` when it cannot); see :mod:`shoal.envs`.
 
     A task that raises makes this raise the task's own exception. The run's summary is
     then available from :func:`shoal.last_run`, and its record from the history.
@@ -107,6 +115,13 @@ def compute(
         deadline = _seconds("SHOAL_DEADLINE", os.environ["SHOAL_DEADLINE"])
     check_options(planner, sla, deadline)
     forced = check_optimizations(optimizations)
+    if requirements is None and os.environ.get("SHOAL_REQUIREMENTS"):
+        requirements = os.environ["SHOAL_REQUIREMENTS"]
+    run_requirements: tuple[str, ...] = ()
+    if requirements is not None:
+        from .envs import requirements_arg
+
+        run_requirements = requirements_arg(requirements)
     kept = open_history(history)
     try:
         policy = metrics or os.environ.get("SHOAL_METRICS")
@@ -124,6 +139,7 @@ def compute(
             sla=sla,
             deadline=deadline,
             optimizations=forced,
+            requirements=run_requirements,
         )
         # The values come back beside asyncio.run, not through it: on its way out it formats
         # the finished task, results and all (a slow repr() of a big result costs seconds).
@@ -216,6 +232,10 @@ async def _run(
     started_at = time.time()
     started = time.perf_counter()
     graph = build(nodes)
+    if options.requirements:
+        from .envs.check import with_run_requirements
+
+        graph.functions = with_run_requirements(graph.functions, options.requirements)
     backend = open_workers(options.workers)
     signer = client_signer(backend.private)
     store = open_store(
@@ -243,6 +263,10 @@ async def _run(
     plan: Plan | None = None
     try:
         await backend.start(store, signer)
+        if options.requirements or any(f.options.requirements for f in graph.functions):
+            from .envs.check import prepare
+
+            await prepare(backend, graph)  # before any task: a clear error, nothing ran
         tuning = _tuning(options, backend)
         if options.planner != "none":
             plan = make_plan(

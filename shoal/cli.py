@@ -56,6 +56,11 @@ def cli(log_level: str) -> None:
     "--metrics", help="Upload policy of task metrics, e.g. batch, off (sets SHOAL_METRICS)."
 )
 @click.option(
+    "--requirements",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A requirements file for every task of every run (sets SHOAL_REQUIREMENTS).",
+)
+@click.option(
     "--summary/--no-summary", default=True, show_default=True, help="Print a run summary."
 )
 def run(
@@ -211,6 +216,18 @@ def _table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) ->
     "does (Lambda: ~0.05): makes wide hand-outs' costs measurable here.",
 )
 @click.option(
+    "--requirements",
+    "requirements_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Build the environment of this requirements file at start-up (before serving), "
+    "so that the first run needing it does not wait.",
+)
+@click.option(
+    "--cache-dir",
+    envvar="SHOAL_CACHE_DIR",
+    help="Where environments are built and kept [default: the user cache directory].",
+)
+@click.option(
     "--exit-with-stdin",
     is_flag=True,
     hidden=True,
@@ -227,12 +244,22 @@ def gateway(
     cgroups: bool,
     lambda_cpu: bool,
     invoke_latency: float,
+    requirements_file: str | None,
+    cache_dir: str | None,
     exit_with_stdin: bool,
 ) -> None:
-    """Run a local FaaS gateway: pools of worker processes per size, with warm reuse,
-    cold starts, a keep-warm period and a concurrency cap. Needs SHOAL_SECRET.
+    """Run a local FaaS gateway: pools of worker processes per size and environment, with
+    warm reuse, cold starts, a keep-warm period and a concurrency cap. Needs SHOAL_SECRET.
+
+    Tasks with requirements run in an environment per requirement set, built once with uv
+    in the cache directory and reused by later runs and restarts.
 
     Use it with workers="gateway+http://HOST:PORT" and the same SHOAL_SECRET."""
+    requirements: list[str] = []
+    if requirements_file:
+        from .envs import read_requirements
+
+        requirements = read_requirements(requirements_file)
     template = None
     if fork and hasattr(os, "fork"):  # first: it imports the worker runtime while we import
         from .gateway.forkserver import take_template
@@ -253,7 +280,51 @@ def gateway(
         invoke_latency_s=invoke_latency,
         exit_with_stdin=exit_with_stdin,
         template=template,
+        cache_dir=cache_dir,
+        requirements=requirements,
     )
+
+
+@cli.group()
+def env() -> None:
+    """Environments for tasks' requirements (built with uv, cached)."""
+
+
+@env.command("key")
+@click.argument("requirements_file", type=click.Path(exists=True, dir_okay=False))
+def env_key(requirements_file: str) -> None:
+    """Print the key of REQUIREMENTS_FILE's requirement set: what names its gateway pool
+    and its Lambda functions (PREFIX-MEMORY-KEY)."""
+    from .envs import key, normalise, read_requirements
+
+    click.echo(key(normalise(read_requirements(requirements_file))))
+
+
+@env.command("build")
+@click.argument("requirements_file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--cache-dir",
+    envvar="SHOAL_CACHE_DIR",
+    help="Where environments are built and kept [default: the user cache directory]; give "
+    "a gateway the same one.",
+)
+def env_build(requirements_file: str, cache_dir: str | None) -> None:
+    """Build the environment of REQUIREMENTS_FILE for this Python, without a gateway (a
+    gateway on the same cache directory then finds it ready). Prints its key and path."""
+    from .envs import normalise, read_requirements
+    from .envs.build import Environments
+
+    requirements = normalise(read_requirements(requirements_file))
+    if not requirements:
+        raise ConfigError(f"{requirements_file} names no requirements")
+    from .errors import EnvironmentBuildError
+
+    try:
+        built, fresh = Environments(cache_dir).ensure(requirements)
+    except EnvironmentBuildError as exc:
+        click.echo(f"shoal: error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"{built.key} {built.path}" + ("" if fresh else " (already built)"))
 
 
 @cli.command()

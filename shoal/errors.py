@@ -22,7 +22,9 @@ from __future__ import annotations
 __all__ = [
     "BadSignature",
     "ConfigError",
+    "EnvironmentBuildError",
     "RemoteTraceback",
+    "RequirementsUnsatisfied",
     "RunCancelled",
     "RunNotFound",
     "RunTimeout",
@@ -64,6 +66,17 @@ class RunCancelled(ShoalError):
 
 class StoreUnavailable(ShoalError, ConnectionError):
     """The store cannot be reached (or is not what its URL says): the run cannot go on."""
+
+
+class RequirementsUnsatisfied(ShoalError, RuntimeError):
+    """A task's requirements (``@task(requirements=...)``, ``compute(requirements=...)``)
+    are not met where it would run (the embedded engine's interpreter, a worker's image);
+    the message names each task and requirement. Nothing of the run has run."""
+
+
+class EnvironmentBuildError(ShoalError, RuntimeError):
+    """An environment for a requirement set could not be built (uv's output attached in
+    the message); nothing of the run has run."""
 
 
 class RemoteTraceback(Exception):

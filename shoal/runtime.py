@@ -63,6 +63,13 @@ class WorkerRuntime:
         if dispatched is not None and received is not None:
             queued_s = max(0.0, dispatched - received)
         worker = f"{self.name}-{next(self._count)}"
+        if invocation.requirements:  # before anything of the run: refuse what it cannot run
+            from .envs.check import refusal
+
+            reason = refusal(invocation.requirements)
+            if reason is not None:
+                self.runner.run(self._refuse(invocation, worker, reason))
+                return
         first, self._cold = self._cold, False
         cold = first if cold is None else cold
         self.runner.run(
@@ -76,6 +83,25 @@ class WorkerRuntime:
                 queued_s=queued_s,
             )
         )
+
+    async def _refuse(self, invocation: Invocation, worker: str, reason: str) -> None:
+        """Fail the run at ``invocation``'s first task with
+        :class:`~shoal.RequirementsUnsatisfied` (``reason`` names what is missing): no task
+        of it ran here, and retrying on the same image would not help."""
+        from .errors import RequirementsUnsatisfied
+        from .events import EventKind, event
+        from .failures import TaskFailure
+        from .protocol.attempts import attempt_record
+
+        log.warning(
+            "worker %s: refused invocation of run %s: %s", worker, invocation.run_id, reason
+        )
+        task = invocation.tasks[0]
+        name = f"task-{task}"
+        error = RequirementsUnsatisfied(f"{reason}; nothing ran")
+        failure = TaskFailure.from_exception(task, name, worker, 1, error)
+        failed = event(EventKind.TASK_FAILED, worker, task, attempt_record(name, 1, error, ""))
+        await self._store(invocation.storage).fail_task(invocation.run_id, failure, failed)
 
     def _store(self, url: str) -> Store:
         store = self.stores.get(url)

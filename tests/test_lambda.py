@@ -32,6 +32,7 @@ from botocore.stub import ANY, Stubber
 from conftest import leftover_keys
 
 import shoal
+from shoal import envs
 from shoal.backends import Invocation, Size, aws_lambda, open_workers
 from shoal.backends.aws_lambda import ASYNC_PAYLOAD_LIMIT, LambdaWorkers, handler, read_event
 from shoal.codec import Codec
@@ -518,3 +519,49 @@ def test_a_lost_event_is_invoked_again(
     assert "lease expired" in lost.error
     platform.drain()
     assert leftover_keys(redis_url) == []
+
+
+# --------------------------------------------------------------------------- requirements
+
+
+@shoal.task(requirements=["packaging>=20"])  # in this (the "container's") environment
+def packaged(x: int) -> int:
+    return x + 1
+
+
+@shoal.task(requirements=["shoal-testpkg-absent>=1"])
+def needs_absent(x: int) -> int:
+    raise AssertionError("must not run: its requirement is missing")
+
+
+def test_tasks_with_requirements_run_on_their_environments_function(
+    platform: MockLambdaPlatform, redis_url: str
+) -> None:
+    """One function per (memory size, environment): a task with requirements goes to the
+    function named by its set's key; its children without them to the plain one."""
+    (result,) = shoal.compute(
+        square(packaged(3)), storage=redis_url, workers=URL, progress=False, history="none"
+    )
+    assert result == 16
+    key = envs.key(envs.normalise(["packaging>=20"]))
+    assert names(platform) == {f"shoal-test-2048-{key}", "shoal-test-2048"}
+    platform.drain()
+    assert leftover_keys(redis_url) == []
+
+
+def test_a_worker_lacking_a_requirement_refuses_before_running_anything(
+    platform: MockLambdaPlatform, redis_url: str
+) -> None:
+    with pytest.raises(shoal.RequirementsUnsatisfied, match="shoal-testpkg-absent>=1"):
+        shoal.compute(
+            needs_absent(1), storage=redis_url, workers=URL, progress=False, history="none"
+        )
+    platform.drain()
+    assert leftover_keys(redis_url) == []
+
+
+def test_a_function_name_with_a_requirement_key_stays_within_lambdas_limit() -> None:
+    workers = LambdaWorkers("lambda://" + "p" * 50)
+    with pytest.raises(ConfigError, match="shorter prefix"):
+        workers.function_name(Size(), ("numpy",))
+    assert workers.function_name(Size()) == "p" * 50 + "-2048"

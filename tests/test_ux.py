@@ -23,10 +23,12 @@ def test_public_names_are_exactly_the_intended_ones() -> None:
         [
             "BadSignature",
             "ConfigError",
+            "EnvironmentBuildError",
             "Event",
             "EventKind",
             "Node",
             "RemoteTraceback",
+            "RequirementsUnsatisfied",
             "RunCancelled",
             "RunNotFound",
             "RunSummary",

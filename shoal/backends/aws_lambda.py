@@ -12,6 +12,13 @@ One function per worker size
     ``PREFIX-2048`` (the default size) and one function per other ``memory_mb`` your tasks
     name, each configured with that much memory, the same code and ``$SHOAL_SECRET``.
 
+One function per (size, environment)
+    Tasks with requirements (``@shoal.task(requirements=...)``, ``compute(requirements=)``)
+    run on ``f"{PREFIX}-{memory_mb}-{KEY}"``, where ``KEY`` is their requirement set's key
+    (:func:`shoal.envs.key`; ``shoal env key FILE`` prints it): deploy it with a package
+    (or image) that has them installed. Its worker checks them before running anything
+    and fails the run naming what it lacks.
+
 Asynchronous invokes
     A worker is started with ``InvocationType="Event"``: Lambda queues the event and
     answers 202 at once, which is what :meth:`Workers.invoke` promises. The event is JSON:
@@ -161,14 +168,25 @@ class LambdaWorkers:
     async def start(self, store: Store, signer: Signer | None = None) -> None:
         self._codec = Codec(signer or Signer.from_env())
 
-    def function_name(self, size: Size) -> str:
-        """The function that runs workers of ``size``: Lambda sizes by memory only."""
+    def function_name(self, size: Size, requirements: tuple[str, ...] = ()) -> str:
+        """The function that runs workers of ``size`` (Lambda sizes by memory only) with
+        ``requirements`` installed (their set's key ends the name)."""
         if not MIN_MEMORY_MB <= size.memory_mb <= MAX_MEMORY_MB:
             raise ConfigError(
                 f"a task asks for {size.memory_mb} MB, but Lambda functions have "
                 f"{MIN_MEMORY_MB} to {MAX_MEMORY_MB} MB"
             )
-        return f"{self.prefix}-{size.memory_mb}"
+        name = f"{self.prefix}-{size.memory_mb}"
+        if requirements:
+            from ..envs import key
+
+            name = f"{name}-{key(requirements)}"
+            if len(name) > _MAX_NAME:
+                raise ConfigError(
+                    f"the Lambda function {name} for tasks with requirements has over "
+                    f"{_MAX_NAME} characters: use a shorter prefix"
+                )
+        return name
 
     def event(self, invocation: Invocation) -> bytes:
         """The JSON event that starts a worker on ``invocation``, within Lambda's limit."""
@@ -189,7 +207,7 @@ class LambdaWorkers:
         return body
 
     async def invoke(self, invocation: Invocation) -> None:
-        name = self.function_name(invocation.size)
+        name = self.function_name(invocation.size, invocation.requirements)
         await asyncio.to_thread(self._invoke, name, self.event(invocation))
 
     async def prewarm(self, cpus: float, memory_mb: int, count: int, after_s: float = 0.0) -> int:

@@ -88,16 +88,28 @@ class Invocation:
     #: Invocations its worker sends on as it starts: a share of a wide fan-out, handed out
     #: by a tree of invokers (shoal.optimizations.tree).
     forward: tuple[Forward, ...] = ()
+    #: The requirement set of its tasks (normalised, :mod:`shoal.envs`): the worker runs in
+    #: an environment that has them; a platform picks the pool (or function) by its key.
+    requirements: tuple[str, ...] = ()
+    #: Whether the run's tasks have several requirement sets: then a worker looks at its
+    #: tasks' children's before keeping one (cheap, but not free: only where needed).
+    mixed: bool = False
 
     def handing_out(
-        self, tasks: Sequence[int], pages: dict[int, bytes] | None, size: Size
+        self,
+        tasks: Sequence[int],
+        pages: dict[int, bytes] | None,
+        size: Size,
+        requirements: tuple[str, ...] | None = None,
     ) -> Invocation:
-        """The invocation a worker of this one sends for ``tasks`` it hands out, now."""
+        """The invocation a worker of this one sends for ``tasks`` it hands out, now
+        (``requirements``: theirs, when they differ from this invocation's)."""
         return replace(
             self,
             tasks=tuple(tasks),
             pages=pages,
             size=size,
+            requirements=self.requirements if requirements is None else requirements,
             sent=time.time(),
             id=new_invocation_id(),
             parent=self.id,
@@ -114,7 +126,7 @@ class Invocation:
             pages = dict(pages)
             for other in share:
                 pages.update(other.pages or {})
-        forward = tuple(Forward(i.id, i.tasks, i.size, i.redo) for i in share)
+        forward = tuple(Forward(i.id, i.tasks, i.size, i.redo, i.requirements) for i in share)
         return replace(self, forward=forward, pages=pages)
 
     def forwarded(self) -> list[Invocation]:
@@ -128,6 +140,7 @@ class Invocation:
                 id=f.id,
                 size=f.size,
                 redo=f.redo,
+                requirements=f.requirements,
                 pages=None
                 if pages is None
                 else {p: pages[p] for p in pages_of(f.tasks) if p in pages},
@@ -145,6 +158,7 @@ class Forward(NamedTuple):
     tasks: tuple[int, ...]
     size: Size
     redo: tuple[int, ...] = ()
+    requirements: tuple[str, ...] = ()
 
 
 def new_invocation_id() -> str:

@@ -9,6 +9,11 @@ and the token in ``?token=…`` or ``$SHOAL_GATEWAY_TOKEN`` when the gateway ask
 machine, say), taking turns; give such a run a blob store every machine reaches
 (``blobs="s3://…"``). Workers hand out work to the same gateways, so every invocation
 carries the ``gateway+http://`` address.
+
+Before a run whose tasks have requirements, each gateway makes their environments ready
+(:meth:`GatewayWorkers.environments`): one that is missing is built once while the run
+waits (a spinner on a terminal, and the log), or the run fails before any task runs with
+:class:`~shoal.EnvironmentBuildError` and uv's output.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from ..codec import Codec
-from ..errors import BadSignature, ConfigError, WorkerLost
+from ..errors import BadSignature, ConfigError, EnvironmentBuildError, WorkerLost
 from ..gateway import TOKEN_ENV
 from ..security import SECRET_ENV, Signer
 from ..stores import Store
@@ -120,6 +125,46 @@ class GatewayWorkers:
         reply = await self._request("POST", "/prewarm", self._bases[0], params=params)
         return int(reply["started"])
 
+    async def environments(self, sets: list[tuple[str, ...]]) -> None:
+        """Make the environment of each requirement set ready on every gateway, building
+        the missing ones (once: later runs and restarts find them in the cache)."""
+        for base in self._bases:
+            for reqs in sets:
+                if (base, reqs) in _ready:
+                    continue
+                await self._environment(base, reqs)
+                _ready.add((base, reqs))
+
+    async def _environment(self, base: str, requirements: tuple[str, ...]) -> None:
+        what = ", ".join(requirements)
+        status: Any = contextlib.nullcontext()
+        if sys.stderr.isatty():
+            from rich.console import Console
+
+            status = Console(stderr=True).status(f"environment for {what} on {base}")
+        with status:
+            try:
+                # No timeout: a first build downloads and installs packages.
+                reply = await self._request(
+                    "POST", "/environments", base, json={"requirements": list(requirements)},
+                    timeout=None,
+                )  # fmt: skip
+            except _Refused as exc:
+                if exc.status == 422:
+                    raise EnvironmentBuildError(
+                        f"the gateway at {base} could not build the environment for "
+                        f"{what}; nothing ran:\n{exc.message}"
+                    ) from None
+                raise ConfigError(f"the gateway at {base} refused {what}: {exc.message}") from None
+        if reply.get("waited"):
+            log.info(
+                "gateway %s: environment %s for %s ready in %.1f s (kept for later runs)",
+                base,
+                reply["key"],
+                what,
+                reply["seconds"],
+            )
+
     async def _request(self, method: str, path: str, base: str, **kwargs: Any) -> Any:
         import httpx
 
@@ -140,6 +185,8 @@ class GatewayWorkers:
                 f"the gateway at {base} wants a token: pass ?token=… in the workers "
                 f"URL or set {TOKEN_ENV} ({_error(response)})"
             )
+        if path == "/environments" and response.status_code in (400, 422):
+            raise _Refused(response.status_code, _error(response))
         if response.status_code >= 400:
             raise WorkerLost(
                 f"the gateway at {base} answered {response.status_code}: {_error(response)}"
@@ -155,6 +202,17 @@ class GatewayWorkers:
             private, self._private = self._private, None
             if private is not None:
                 await asyncio.to_thread(private.release, ok)
+
+
+#: Environments a gateway made ready for this process: later runs skip asking (a round
+#: trip each). A gateway that lost one since builds it again for the invocations needing it.
+_ready: set[tuple[str, tuple[str, ...]]] = set()
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
 
 
 class _PrivateGateway:

@@ -150,13 +150,20 @@ class ForkedWorker:
 Template = tuple[subprocess.Popen[bytes], socket.socket]
 
 
-def launch_template() -> Template:
-    """Start the template process, and the socket to it. Cheap to call early (the gateway
-    does, before its own imports): the template imports the worker runtime meanwhile."""
+def launch_template(python: str | None = None) -> Template:
+    """Start the template process (on interpreter ``python``: an environment's, else this
+    one), and the socket to it. Cheap to call early (the gateway does, before its own
+    imports): the template imports the worker runtime meanwhile."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-m", "shoal.gateway.forkserver", str(theirs.fileno())],
+            [
+                python or sys.executable,
+                "-I",
+                "-m",
+                "shoal.gateway.forkserver",
+                str(theirs.fileno()),
+            ],  # fmt: skip
             pass_fds=[theirs.fileno()],
         )
     finally:

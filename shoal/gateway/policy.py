@@ -19,6 +19,7 @@ class ProcessInfo:
     size: Size
     busy: bool
     idle_since: float  # when it last finished (or started), on a monotonic clock
+    env: str = ""  # the key of the requirement set its environment has ("": the gateway's)
 
 
 class Place(StrEnum):
@@ -34,8 +35,11 @@ class Placement:
     retire: int | None = None  # an idle process to stop first, to make room
 
 
-def place(size: Size, processes: Sequence[ProcessInfo], cap: int, limit: int) -> Placement:
-    """Where an invocation for a worker of ``size`` runs.
+def place(
+    size: Size, processes: Sequence[ProcessInfo], cap: int, limit: int, env: str = ""
+) -> Placement:
+    """Where an invocation for a worker of ``size`` in environment ``env`` runs: pools
+    are per (size, environment).
 
     At most ``cap`` processes are busy at once (the concurrency cap) and at most ``limit``
     exist. A warm idle process of the same size is preferred, the most recently used one
@@ -45,7 +49,7 @@ def place(size: Size, processes: Sequence[ProcessInfo], cap: int, limit: int) ->
     if sum(p.busy for p in processes) >= cap:
         return Placement(Place.WAIT)
     idle = [p for p in processes if not p.busy]
-    same = [p for p in idle if p.size == size]
+    same = [p for p in idle if p.size == size and p.env == env]
     if same:
         return Placement(Place.WARM, process=max(same, key=lambda p: p.idle_since).id)
     if len(processes) < limit:

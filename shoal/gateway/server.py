@@ -4,6 +4,11 @@
 invoke, as FaaS platforms do); the invocation then runs on a warm worker process of its
 size, or a cold one, or waits for the concurrency cap (:mod:`.policy`). ``POST /prewarm``
 starts idle workers of a size ahead of need; ``GET /info`` tells the cap and the pools.
+``POST /environments`` makes the environment of a requirement set ready (built once with
+uv in the gateway's cache directory, :mod:`shoal.envs.build`, then reused by every run and
+across restarts): pools are per (size, environment), and an environment's workers are
+forked from a template process of their own, started on that environment's interpreter
+at its first cold start.
 Idle workers retire after the keep-warm period. A worker process that dies while it runs
 an invocation is reported to that run's event stream, so the run fails instead of hanging.
 """
@@ -19,8 +24,9 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -30,14 +36,17 @@ from starlette.routing import Route
 
 from ..backends import Invocation, Size
 from ..codec import Codec
-from ..errors import BadSignature
+from ..envs import key as requirements_key
+from ..envs import normalise
+from ..envs.build import Environment, Environments
+from ..errors import BadSignature, ConfigError, EnvironmentBuildError
 from ..events import EventKind, event
 from ..heartbeat import ABANDONED_EXIT
 from ..security import Signer
 from ..stores import Store, open_store
 from ..web import check_exposure, run_server, token_refusal
 from . import TOKEN_ENV
-from .forkserver import ForkedWorker, ForkServer, Template
+from .forkserver import ForkedWorker, ForkServer, Template, launch_template
 from .limits import Limiter
 from .policy import Place, ProcessInfo, cpu_set, expired, place
 from .process import read_frame_async, write_frame_async
@@ -85,6 +94,8 @@ class Gateway:
         lambda_cpu: bool = False,
         template: Template | None = None,
         invoke_latency_s: float = 0.0,
+        cache_dir: str | Path | None = None,
+        requirements: Sequence[str] = (),
     ) -> None:
         self.codec = Codec(signer)
         self.signer = signer
@@ -110,6 +121,11 @@ class Gateway:
         self._limiter: Limiter | None = None
         self.lambda_cpu = lambda_cpu  # a worker's CPU share follows its memory, as on Lambda
         self.invoke_latency_s = invoke_latency_s  # each invocation request takes this long
+        self.environments = Environments(cache_dir)
+        self.ahead = normalise(requirements)  # an environment built at start-up
+        self._envs: dict[str, Environment] = {}  # ready, by requirement-set key
+        self._building: dict[str, asyncio.Task[Environment]] = {}
+        self._env_forks: dict[str, ForkServer] = {}  # a template per environment
 
     # ----------------------------------------------------------------- requests
     async def submit(self, payload: bytes) -> Invocation:
@@ -118,9 +134,50 @@ class Gateway:
         asynchronous FaaS invocation is)."""
         invocation = self.codec.load_invocation(payload)
         self._served.add(invocation.storage)
-        self.queue.append(_Pending(payload, invocation, time.time()))
+        pending = _Pending(payload, invocation, time.time())
+        env = requirements_key(invocation.requirements)
+        if env and env not in self._envs:  # its client made it ready; else a restart or
+            # another gateway's run: it waits for the (one) build, not a worker
+            self._keep(asyncio.create_task(self._queue_when_ready(pending)))
+            return invocation
+        self.queue.append(pending)
         self._keep(asyncio.create_task(self._dispatch()))
         return invocation
+
+    async def environment(self, requirements: Sequence[str]) -> tuple[Environment, bool]:
+        """The environment of ``requirements``, built now if it is missing (once, however
+        many ask meanwhile), and whether this call waited for a build.
+        :class:`~shoal.EnvironmentBuildError` with uv's output when it cannot be built."""
+        reqs = normalise(requirements)
+        env_key = requirements_key(reqs)
+        ready = self._envs.get(env_key)
+        if ready is not None:
+            return ready, False
+        building = self._building.get(env_key)
+        if building is None:
+            building = asyncio.create_task(asyncio.to_thread(self._ensure, reqs))
+            self._building[env_key] = building
+            building.add_done_callback(lambda _: self._building.pop(env_key, None))
+        env = await asyncio.shield(building)
+        if env_key not in self._envs:
+            self._envs[env_key] = env
+            if self._forks is not None:  # its template imports meanwhile: a first cold
+                await self._forks_of(env_key)  # start then costs a fork, not a Python start
+        return env, True
+
+    def _ensure(self, requirements: tuple[str, ...]) -> Environment:
+        env, _ = self.environments.ensure(requirements)
+        return env
+
+    async def _queue_when_ready(self, pending: _Pending) -> None:
+        inv = pending.invocation
+        try:
+            await self.environment(inv.requirements)
+        except Exception as exc:
+            await self._report(inv, "gateway", f"{type(exc).__name__}: {exc}")
+            return
+        self.queue.append(pending)
+        await self._dispatch()
 
     async def prewarm(self, size: Size, count: int, after_s: float = 0.0) -> int:
         """Start up to ``count`` idle workers of ``size`` (as room allows), ``after_s``
@@ -145,12 +202,13 @@ class Gateway:
     def info(self) -> dict[str, Any]:
         pools: dict[str, dict[str, int]] = {}
         for w in self.workers.values():
-            pool = pools.setdefault(f"{w.info.size.cpus:g}cpu-{w.info.size.memory_mb}mb", {})
+            label = f"{w.info.size.cpus:g}cpu-{w.info.size.memory_mb}mb"
+            pool = pools.setdefault(label + (f"-{w.info.env}" if w.info.env else ""), {})
             key = "busy" if w.info.busy else "idle"
             pool[key] = pool.get(key, 0) + 1
         idle: dict[Size, int] = {}
         for w in self.workers.values():
-            if not w.info.busy:
+            if not w.info.busy and not w.info.env:  # what the planners can count on
                 idle[w.info.size] = idle.get(w.info.size, 0) + 1
         return {
             "parallelism": self.cap,
@@ -166,6 +224,12 @@ class Gateway:
             "cpu_per_mb": 1 / LAMBDA_MB_PER_CPU if self.lambda_cpu else None,
             "invoke_latency_s": self.invoke_latency_s,
             "pid": os.getpid(),  # names its cgroups (shoal-PID-...)
+            # Environments built by this process (the others were found in the cache).
+            "environments": {
+                "builds": self.environments.builds,
+                "ready": sorted(self._envs),
+                "cache_dir": str(self.environments.root),
+            },
         }
 
     # ----------------------------------------------------------------- placing work
@@ -174,7 +238,8 @@ class Gateway:
             while self.queue:
                 pending = self.queue[0]
                 infos = [w.info for w in self.workers.values()]
-                placement = place(pending.invocation.size, infos, self.cap, self.limit)
+                env = requirements_key(pending.invocation.requirements)
+                placement = place(pending.invocation.size, infos, self.cap, self.limit, env)
                 if placement.place is Place.WAIT:
                     return
                 self.queue.popleft()
@@ -185,7 +250,7 @@ class Gateway:
                     worker = self.workers[placement.process]
                     cold = False
                 else:
-                    worker = await self._spawn(pending.invocation.size)
+                    worker = await self._spawn(pending.invocation.size, env)
                     cold = True
                 await self._assign(worker, pending, cold)
 
@@ -198,7 +263,7 @@ class Gateway:
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # its reader reports
             await write_frame_async(worker.proc.stdin, header, pending.payload)
 
-    async def _spawn(self, size: Size) -> _Worker:
+    async def _spawn(self, size: Size, env: str = "") -> _Worker:
         wid = next(self._ids)
         share = self.cpus_of(size)
         # Pinned to whole CPUs, round-robin; a fraction of a CPU also gets a quota (see
@@ -206,16 +271,18 @@ class Gateway:
         cpus = cpu_set(share, self._cpus, self._next_cpu) if self._cpus else []
         self._next_cpu += len(cpus)
         name = f"gw{os.getpid()}-{wid}"  # unique over gateways sharing a run
-        worker = _Worker(ProcessInfo(wid, size, False, time.monotonic()), name)
+        worker = _Worker(ProcessInfo(wid, size, False, time.monotonic(), env), name)
         self.workers[wid] = worker
-        if self._forks is not None:  # a fork of the template: a cold start without imports
-            worker.proc = await self._forks.spawn(size.memory_mb, cpus, name)
+        python = str(self._envs[env].python) if env else sys.executable
+        forks = await self._forks_of(env) if self._forks is not None else None
+        if forks is not None:  # a fork of the template: a cold start without imports
+            worker.proc = await forks.spawn(size.memory_mb, cpus, name)
             self._limit(worker, share)
             self._keep(asyncio.create_task(self._listen(worker)))
             return worker
         # -I: the worker's Python path holds installed packages only, as on a FaaS platform.
         worker.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
+            python,
             "-I",
             "-m",
             "shoal.gateway.process",
@@ -231,6 +298,24 @@ class Gateway:
         self._limit(worker, share)
         self._keep(asyncio.create_task(self._listen(worker)))
         return worker
+
+    async def _forks_of(self, env: str) -> ForkServer | None:
+        """The template that forks workers of environment ``env``: the gateway's own, or
+        one on the environment's interpreter, started as the environment is made ready
+        (else at its first cold start, which then pays a Python start and the runtime's
+        imports)."""
+        if not env:
+            return self._forks
+        forks = self._env_forks.get(env)
+        if forks is None:
+            forks = ForkServer(launch_template(str(self._envs[env].python)))
+            try:
+                await forks.start()
+            except OSError as exc:
+                log.warning("no template process for environment %s (%r)", env, exc)
+                return None
+            self._env_forks[env] = forks
+        return forks
 
     def cpus_of(self, size: Size) -> float:
         """The CPU share of a worker of ``size``: as asked, or, like Lambda, by its memory."""
@@ -379,6 +464,9 @@ class Gateway:
                 )
             else:
                 self._forks = forks
+        if self.ahead:  # built before the gateway takes requests: runs find it ready
+            env, _ = await self.environment(self.ahead)
+            log.info("environment %s ready at %s", requirements_key(self.ahead), env.path)
 
     async def close(self) -> None:
         self.closing = True
@@ -394,6 +482,8 @@ class Gateway:
                 await asyncio.wait_for(proc.wait(), 10)
         if self._forks is not None:
             await self._forks.close()
+        for forks in self._env_forks.values():
+            await forks.close()
         if self._limiter is not None:
             self._limiter.close()
         for task in list(self._tasks):
@@ -434,6 +524,30 @@ def create_app(gateway: Gateway, token: str | None = None) -> Starlette:
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse({"started": await gateway.prewarm(size, count, after_s)}, 202)
 
+    async def environments(request: Request) -> Response:
+        """Make the environment of ``{"requirements": [...]}`` ready (building it if it is
+        missing, while the request waits): its key and path, and whether it was built."""
+        if (denied := refused(request)) is not None:
+            return denied
+        try:
+            body = await request.json()
+            requirements = body["requirements"]
+            started = time.perf_counter()
+            env, waited = await gateway.environment(requirements)
+        except EnvironmentBuildError as exc:
+            return JSONResponse({"error": str(exc), "kind": "build"}, status_code=422)
+        except (ConfigError, KeyError, TypeError, ValueError) as exc:
+            return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=400)
+        return JSONResponse(
+            {
+                "key": env.key,
+                "id": env.id,
+                "path": str(env.path),
+                "waited": waited,
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+        )
+
     async def info(request: Request) -> Response:
         if (denied := refused(request)) is not None:
             return denied
@@ -454,6 +568,7 @@ def create_app(gateway: Gateway, token: str | None = None) -> Starlette:
         routes=[
             Route("/invoke", invoke, methods=["POST"]),
             Route("/prewarm", prewarm, methods=["POST"]),
+            Route("/environments", environments, methods=["POST"]),
             Route("/info", info),
             Route("/health", health),
         ],
@@ -475,10 +590,14 @@ def serve(
     exit_with_stdin: bool = False,
     template: Template | None = None,
     invoke_latency_s: float = 0.0,
+    cache_dir: str | None = None,
+    requirements: Sequence[str] = (),
 ) -> None:
     """Run a gateway until SIGTERM or SIGINT, or with ``exit_with_stdin`` (a private
     gateway) until its stdin ends: its client closed it, or died. ``fd``: an already
-    listening socket to serve on; ``fork``: fork workers from a template process."""
+    listening socket to serve on; ``fork``: fork workers from a template process;
+    ``cache_dir``: where environments are built (default: the user's cache directory);
+    ``requirements``: an environment built before the gateway serves."""
     check_exposure(host, token, TOKEN_ENV)
     gateway = Gateway(
         Signer.from_env(),
@@ -489,6 +608,8 @@ def serve(
         lambda_cpu=lambda_cpu,
         template=template,
         invoke_latency_s=invoke_latency_s,
+        cache_dir=cache_dir,
+        requirements=requirements,
     )
     app = create_app(gateway, token)
     # Requests answer at once (an invoke is queued): one still running after a few seconds

@@ -7,7 +7,7 @@ from __future__ import annotations
 import difflib
 import functools
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
@@ -22,15 +22,30 @@ R = TypeVar("R")
 
 @dataclass(frozen=True, slots=True)
 class TaskOptions:
-    """Per-function options of ``@task``. Sizes are hints for planners and backends."""
+    """Per-function options of ``@task``. Sizes are hints for planners and backends;
+    ``requirements`` is the task's requirement set, normalised (see :mod:`shoal.envs`)."""
 
     name: str | None = None
     retries: int = 0
     retry_delay: float = 0.1
     memory_mb: int | None = None
     cpus: float | None = None
+    requirements: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.requirements:
+            if isinstance(self.requirements, str) or not all(
+                isinstance(r, str) for r in self.requirements
+            ):
+                raise ValueError(
+                    "task option requirements must be a list of requirement strings, "
+                    f"got {self.requirements!r}"
+                )
+            from ..envs import normalise  # packaging's import only where requirements are
+
+            object.__setattr__(self, "requirements", normalise(self.requirements))
+        elif not isinstance(self.requirements, tuple):
+            object.__setattr__(self, "requirements", ())
         if self.name is not None and (not isinstance(self.name, str) or not self.name):
             raise ValueError(f"task option name must be a non-empty string, got {self.name!r}")
         if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
@@ -99,6 +114,7 @@ def task(
     retry_delay: float = ...,
     memory_mb: int | None = ...,
     cpus: float | None = ...,
+    requirements: Sequence[str] = ...,
 ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
 
@@ -108,7 +124,9 @@ def task(func: Any = None, /, **options: Any) -> Any:
     Use bare (``@shoal.task``) or with options (``@shoal.task(retries=2, memory_mb=1024)``):
     ``name`` (display name and identity in history), ``retries`` (extra attempts after a
     failure), ``retry_delay`` (base seconds of the exponential backoff), ``memory_mb`` and
-    ``cpus`` (worker size hints).
+    ``cpus`` (worker size hints), ``requirements`` (a list of PEP 508 requirement strings
+    such as ``"pillow>=10"``: the task runs in an environment that has them; a bad string
+    is a :class:`~shoal.ConfigError` naming it, now).
     """
     unknown = [k for k in options if k not in _OPTION_NAMES]
     if unknown:

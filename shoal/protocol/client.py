@@ -151,6 +151,9 @@ class _Invoker:
         self.lease_s = lease_s
         #: A pending lease lasts a lease; in this process's own queue it never expires.
         self.pending_s = 0.0 if workers.in_process else lease_s
+        #: Several requirement sets: workers look at children's before keeping them.
+        sets = {f.options.requirements for f in graph.functions}
+        self.mixed = len(sets) > 1 and not workers.in_process
 
     def invocation(
         self, tasks: Sequence[int], size: Size, id: str | None = None, redo: Sequence[int] = ()
@@ -175,6 +178,8 @@ class _Invoker:
             redo=tuple(redo),
             expires=now + PAYLOAD_TTL_S,
             tuning=self.tuning,
+            requirements=requirements_of(self.graph, tasks[0]),
+            mixed=self.mixed,
         )
 
     async def invoke(self, groups: list[tuple[list[int], Size]]) -> None:
@@ -189,19 +194,40 @@ class _Invoker:
         return Size.fitting([self.grown.function(t).options for t in tasks])
 
 
+def requirements_of(graph: Graph, task: int) -> tuple[str, ...]:
+    """The requirement set ``task`` runs with (its function's, the run's included)."""
+    return graph.functions[graph.func_of[task]].options.requirements
+
+
+def _by_requirements(graph: Graph, groups: list[list[int]]) -> list[list[int]]:
+    """``groups`` split so that each holds tasks of one requirement set (one environment
+    per worker)."""
+    if not any(f.options.requirements for f in graph.functions):
+        return groups
+    split: list[list[int]] = []
+    for group in groups:
+        sets: dict[tuple[str, ...], list[int]] = {}
+        for task in group:
+            sets.setdefault(requirements_of(graph, task), []).append(task)
+        split.extend(sets.values())
+    return split
+
+
 def _root_groups(graph: Graph, fanout: int, plan: Plan | None) -> list[tuple[list[int], Size]]:
     """The first invocations: the roots in at most ``fanout`` groups, each on the size
-    that fits its tasks; with a plan, by planned group, on the planned size."""
+    that fits its tasks; with a plan, by planned group, on the planned size. A group holds
+    tasks of one requirement set."""
     if plan is None:
         options = [f.options for f in graph.functions]
         return [
             (group, Size.fitting({options[graph.func_of[t]] for t in group}))
-            for group in group_roots(graph.roots, fanout)
+            for group in _by_requirements(graph, group_roots(graph.roots, fanout))
         ]
     groups: dict[int, list[int]] = {}
     for root in graph.roots:
         groups.setdefault(plan.groups[root], []).append(root)
-    return [(group, plan.sizes[group[0]]) for group in groups.values()]
+    split = _by_requirements(graph, list(groups.values()))
+    return [(group, plan.sizes[group[0]]) for group in split]
 
 
 class _Recovery:

@@ -35,6 +35,9 @@ class TaskSource:
         #: Tasks whose specs name big constants kept apart (shoal.graph.template.Lifted).
         self.lifted: set[int] = set()
         self.constants: dict[int, Any] = {}
+        #: Requirement sets of tasks looked up ahead (learn_requirements), for decisions
+        #: that cannot wait (which children a worker runs early).
+        self.sets: dict[int, tuple[str, ...]] = {}
 
     @property
     def complete(self) -> bool:
@@ -115,6 +118,46 @@ class TaskSource:
             return Size(*first.size)
         funcs = {(await self.spec(t)).func for t in tasks}
         return Size.fitting([(await self.function(f)).options for f in funcs])
+
+    async def requirements(self, task: int) -> tuple[str, ...]:
+        """The requirement set ``task`` runs with (its function's, the run's included)."""
+        return (await self.function((await self.spec(task)).func)).options.requirements
+
+    async def learn_requirements(self, tasks: Sequence[int]) -> None:
+        """Look up the requirement sets of ``tasks`` now, for :meth:`foreign`."""
+        for task in tasks:
+            if task not in self.sets:
+                self.sets[task] = await self.requirements(task)
+
+    def foreign(self, tasks: Sequence[int], own: tuple[str, ...]) -> set[int]:
+        """Those of ``tasks`` (learnt ahead) whose requirement set is not ``own``."""
+        sets = self.sets
+        return {t for t in tasks if sets.get(t, own) != own}
+
+    async def by_requirements(
+        self, keep: list[int], hand_out: list[list[int]], own: tuple[str, ...]
+    ) -> tuple[list[int], list[tuple[list[int], tuple[str, ...] | None]]]:
+        """``keep`` and ``hand_out`` split by environment: a task whose requirement set is
+        not this worker's (``own``) cannot run here and is handed out, and a hand-out goes
+        out as one invocation per requirement set. Each hand-out comes with its set (None:
+        ``own``), for the invocation to carry."""
+        sets: dict[tuple[str, ...], list[int]] = {}
+        kept = []
+        for task in keep:
+            reqs = await self.requirements(task)
+            if reqs == own:
+                kept.append(task)
+            else:
+                sets.setdefault(reqs, []).append(task)
+        out: list[tuple[list[int], tuple[str, ...] | None]] = [
+            (group, reqs) for reqs, group in sets.items()
+        ]
+        for group in hand_out:
+            split: dict[tuple[str, ...], list[int]] = {}
+            for task in group:
+                split.setdefault(await self.requirements(task), []).append(task)
+            out.extend((tasks, None if reqs == own else reqs) for reqs, tasks in split.items())
+        return kept, out
 
     async def planned_groups(self, tasks: Sequence[int]) -> list[list[int]]:
         """``tasks`` by their planned group, one invocation each."""

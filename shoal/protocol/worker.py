@@ -17,6 +17,7 @@ from typing import Any
 from .. import capture
 from ..backends import Invocation, Size, Workers, invoke_all
 from ..decisions import (
+    ALWAYS,
     IF_PENDING,
     Completion,
     Marks,
@@ -158,6 +159,8 @@ class _Worker:
                     continue
             task = lease.task = owned.pop()
             spec = specs[task] if specs else await self.source.spec(task)
+            if self.invocation.mixed:  # which children may run here, known before finish()
+                await self.source.learn_requirements(spec.children)
             if task in lifted:
                 spec = await self.source.with_constants(spec)
             read_at = perf_counter()
@@ -247,6 +250,8 @@ class _Worker:
         wave: list[tuple[int, TaskSpec]] = []
         for task in reversed(owned[-TOGETHER_MAX:]):
             spec = await source.spec(task)
+            if self.invocation.mixed:
+                await source.learn_requirements(spec.children)
             if task in source.lifted or any(d not in held for d in spec.deps):
                 break
             if spec.dynamic is not None and type(spec.dynamic) is not Element:
@@ -382,6 +387,13 @@ class _Worker:
         if self.aside_above is not None:
             self.made.add(task)
         mode = upload_mode(spec.sink, needs, self.fanout, stay)
+        foreign = (
+            self.source.foreign(children, self.invocation.requirements)
+            if self.invocation.mixed
+            else ()
+        )
+        if foreign:  # children of another environment run elsewhere: they read it stored
+            mode = ALWAYS
         self.batch.append(Completion(task, result, mode, children, needs, finished, stay))
         self.unflushed.add(task)
         if len(children) == 1 and stay is None:  # the common case, quickly
@@ -396,6 +408,8 @@ class _Worker:
         elif spec.sink or len(sure) > 1 and self.fanout > 1:
             self.urgent = True
             sure = ()
+        if sure and foreign:
+            sure = [c for c in sure if c not in foreign]
         if sure:
             self.early.update(sure)
             self.owned.extend(reversed(sure))
@@ -595,10 +609,14 @@ class _Worker:
                 hand_out = [g for g in ([c for c in g if c not in early] for g in hand_out) if g]
                 early.difference_update(ready)
             sized = completion.stay is not None or not self.workers.in_process
-            for tasks in hand_out:
+            sets: list[tuple[list[int], tuple[str, ...] | None]] = [(g, None) for g in hand_out]
+            if not self.workers.in_process:  # a child of another environment cannot run here
+                own = self.invocation.requirements
+                keep, sets = await self.source.by_requirements(keep, hand_out, own)
+            for tasks, reqs in sets:
                 size = await self.source.size(tasks) if sized else Size()
                 handing.append(
-                    self.invocation.handing_out(tasks, self.source.pages_for(tasks), size)
+                    self.invocation.handing_out(tasks, self.source.pages_for(tasks), size, reqs)
                 )
             for child in keep:  # its inputs this worker holds are read from memory
                 spec = self.specs[child] if self.specs else await self.source.spec(child)
