@@ -223,6 +223,32 @@ def test_a_task_imports_its_requirement_on_the_gateway_and_others_cannot(
     assert built["builds"] == 1 and built["ready"] == [key(normalise(["shoal_testpkg>=1"]))]
 
 
+@shoal.task(requirements=["shoal_testpkg>=1"])
+def version_times(i: int) -> str:
+    import shoal_testpkg  # type: ignore[import-not-found]
+
+    return f"{shoal_testpkg.VALUE}x{i}"
+
+
+@shoal.task
+def upto(n: int) -> list[int]:
+    return list(range(n))
+
+
+def test_a_maps_elements_run_in_their_functions_environment(
+    env_gateway: str, redis_url: str
+) -> None:
+    """The elements of a map expanded by a worker without the requirement go elsewhere;
+    those of a plain map after them come back."""
+    options = {"storage": redis_url, "workers": env_gateway, "progress": False}
+    versions = version_times.map(upto(3))
+    assert shoal.compute(versions, tries_testpkg.map(versions), **options) == (
+        ["1.0x0", "1.0x1", "1.0x2"],
+        ["cannot import"] * 3,
+    )
+    assert leftover_keys(redis_url) == []
+
+
 def test_a_second_run_and_a_restarted_gateway_reuse_the_environment(
     env_gateway: str,
     redis_url: str,

@@ -39,6 +39,7 @@ class Graph:
     func_of: list[int]  # function table index of each task
     #: Each map expander's stages (shoal.graph.maps), its own first.
     families: dict[int, list[Stage]] = field(default_factory=dict)
+    stage_func: dict[Stage, int] = field(default_factory=dict)  # function table index
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -124,7 +125,6 @@ class Graph:
         """Expander ``x``'s :class:`~shoal.graph.maps.Family` as its spec carries it."""
         stages, node = self.families[x], self.nodes[x]
         number = {stage: s for s, stage in enumerate(stages)}
-        fn_index = {fn: f for f, fn in enumerate(self.functions)}
         collectors = dict.fromkeys(range(len(stages)), -1)
         for child in self.children[x]:
             stage = self.nodes[child].stage
@@ -136,7 +136,7 @@ class Graph:
         return Family(
             name=stages[0].fn.name + ".map",
             slot=node.args[0].k,
-            funcs=tuple(fn_index[stage.fn] for stage in stages),
+            funcs=tuple(self.stage_func[stage] for stage in stages),
             args=tuple(
                 tuple(renumber(a, slots) for a in rest) if st.parent is None else st.args or ()
                 for st in stages
@@ -204,4 +204,5 @@ def _build(sinks: Sequence[Node]) -> Graph:
     fn_index = {fn: f for f, fn in enumerate(functions)}
     func_of = [fn_index[fn] for fn in fns]
     sink_ids = tuple(index[s] for s in sinks)
-    return Graph(order, deps, children, sink_ids, functions, func_of, maps)
+    stage_func = {stage: fn_index[stage.fn] for stages in maps.values() for stage in stages}
+    return Graph(order, deps, children, sink_ids, functions, func_of, maps, stage_func)

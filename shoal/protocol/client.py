@@ -152,7 +152,7 @@ class _Invoker:
         #: A pending lease lasts a lease; in this process's own queue it never expires.
         self.pending_s = 0.0 if workers.in_process else lease_s
         #: Several requirement sets: workers look at children's before keeping them.
-        sets = {f.options.requirements for f in graph.functions}
+        sets = {f.options.requirements for f in grown.graph.functions}
         self.mixed = len(sets) > 1 and not workers.in_process
 
     def invocation(
@@ -178,7 +178,7 @@ class _Invoker:
             redo=tuple(redo),
             expires=now + PAYLOAD_TTL_S,
             tuning=self.tuning,
-            requirements=requirements_of(self.graph, tasks[0]),
+            requirements=self.grown.function(tasks[0]).options.requirements,
             mixed=self.mixed,
         )
 

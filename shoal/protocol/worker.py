@@ -235,6 +235,8 @@ class _Worker:
             self.new_specs.update(made.specs)
             result = Expansion(first, len(items), stages)
             spec = spec._replace(children=made.children, child_deps=made.child_deps, stay=None)
+            if self.invocation.mixed:  # elements of another environment run elsewhere
+                await self.source.learn_requirements(made.children)
             # The client's count of tasks grows; it can take lost elements back.
             data = {"expanded": len(made.specs), "first": first, "n": len(items)}
         finished = Event(TASK_FINISHED, self.name, task, time.time(), data, started)
