@@ -489,11 +489,15 @@ class _Worker:
             owned.update(keeps(c, ready, self.fanout))
         made = self.made.__contains__
         aside = []
+        stays: dict[tuple[int, int | None], bool] = {}  # one answer per fan-in (and group)
         for c in candidates:
-            inputs = (await self.source.spec(c.children[0])).deps
             group = (await self.source.spec(c.task)).group
-            deps = await self.deps_near(inputs, group, owned)
-            if stays_for_fan_in(inputs, made, owned.__contains__, deps.get):
+            key = (c.children[0], group)
+            if key not in stays:
+                inputs = (await self.source.spec(c.children[0])).deps
+                deps = await self.deps_near(inputs, group, owned)
+                stays[key] = stays_for_fan_in(inputs, made, owned.__contains__, deps.get)
+            if stays[key]:
                 aside.append(c)
         waiting = {c.task for c in aside}
         return [c for c in batch if c.task not in waiting], aside
