@@ -4,6 +4,7 @@ evaluation."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,29 @@ def test_retries_apply_per_element(engine: dict[str, Any], flags: Path) -> None:
 
 def test_wide_map(engine: dict[str, Any]) -> None:
     assert total(inc.map(upto(3000))).compute(**engine) == sum(range(1, 3001))
+
+
+@shoal.task
+def spin(i: int) -> int:
+    end = time.perf_counter() + 0.02
+    while time.perf_counter() < end:
+        pass
+    return i
+
+
+def test_history_keeps_a_maps_elements_and_planners_predict_its_width(tmp_path: Path) -> None:
+    where = str(tmp_path / "h.db")
+    for _ in range(2):
+        assert total(spin.map(upto(6))).compute(history=where) == 15
+    run = shoal.history(where).runs(limit=1)[0]
+    assert run.widths == {"1": 6}  # the expander, task 1, made six elements
+    assert [t.name.split("-")[0] for t in run.tasks[4:]] == ["spin"] * 6
+    assert total(spin.map(upto(6))).compute(history=where, planner="critical-path") == 15
+    summary = shoal.last_run()
+    # Without the width, the plan would see four quick tasks (well under a millisecond):
+    # its elements, 20 ms each, are in the prediction.
+    assert summary is not None and summary.predicted_makespan_s is not None
+    assert summary.predicted_makespan_s > 0.015
 
 
 # ----------------------------------------------------------------- the pure expansion

@@ -74,7 +74,8 @@ class Graph:
             shipped = self._ship()
         if plan is not None:
             groups, specs = plan.groups, shipped.specs
-            for t, (spec, size) in enumerate(zip(specs, plan.sizes, strict=True)):
+            # (A plan also times the elements it predicts a map makes: not shipped.)
+            for t, (spec, size) in enumerate(zip(specs, plan.sizes[: len(specs)], strict=True)):
                 specs[t] = spec._replace(
                     group=groups[t],
                     size=(size.cpus, size.memory_mb),

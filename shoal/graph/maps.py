@@ -236,9 +236,9 @@ class Grown:
             bisect.insort(self.firsts, (int(data["first"]), expander))
 
     def tasks(self) -> Iterator[int]:
-        """Every task known so far."""
+        """Every task known so far: the graph's, then each map's, by expander."""
         yield from range(len(self.graph))
-        for expansion in self.expansions.values():
+        for _, expansion in sorted(self.expansions.items()):
             yield from range(expansion.first, expansion.first + expansion.n * expansion.stages)
 
     def _element(self, task: int) -> tuple[int, int, int]:
@@ -286,3 +286,15 @@ class Grown:
             return self.graph.name(task)
         _, i, _ = self._element(task)
         return f"{self.function(task).name}[{i}]-{task}"
+
+
+def predicted(graph: Graph, widths: dict[int, int]) -> tuple[list[int], list[list[int]]]:
+    """The function and inputs of each task of ``graph`` with each map expanded to the
+    width ``widths`` predicts (none: empty), numbered as a run's record numbers them."""
+    grown, first = Grown(graph), len(graph)
+    for expander in sorted(graph.families):
+        n = widths.get(expander, 0)
+        grown.expanded(expander, {"first": first, "n": n})
+        first += n * len(graph.families[expander])
+    _, func_of, deps = grown.dense()
+    return func_of, deps

@@ -250,6 +250,8 @@ class RunRecord:
     #: Per worker (in ``worker_names`` order): its start and stop (microseconds from the
     #: first task's start), how long its start took, and whether it was cold.
     worker_spans: list[list[Any]] = field(default_factory=list, repr=False)
+    #: Each map's width: its expander's task id (a string, as JSON keys are) -> elements.
+    widths: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
     def tasks(self) -> list[TaskRecord]:

@@ -101,6 +101,7 @@ class RunTrace:
             if done.data and "first" in done.data:
                 grown.expanded(task, done.data)
         ids, func_of, deps = grown.dense()
+        record.widths = {str(x): e.n for x, e in grown.expansions.items()}
         if len(ids) > len(graph):
             index = {t: k for k, t in enumerate(ids)}
             self.finished = {index[t]: ev for t, ev in self.finished.items() if t in index}

@@ -15,9 +15,12 @@ the protocol then runs each task on a worker of its planned size and group.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
+import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -27,7 +30,7 @@ if TYPE_CHECKING:  # imported where used: the CLI needs this package's names, fa
     from ..backends import Platform, Size
     from ..graph import Graph
     from ..history import History
-    from ..history.records import Cost
+    from ..history.records import Cost, RunRecord
     from ..optimizations import Tuning
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,25 @@ class Plan:
     optimized: dict[str, list[int]] = field(default_factory=dict)
     #: Run-wide optimizations the plan turns on (None: the run's own).
     tuning: Tuning | None = None
+
+
+def _widths(recent: Sequence[RunRecord]) -> dict[int, int]:
+    """Each map's predicted width: the median of the recent runs' (the latest first)."""
+    seen: dict[int, list[int]] = {}
+    for run in recent:
+        for expander, n in run.widths.items():
+            seen.setdefault(int(expander), []).append(n)
+    return {x: int(statistics.median_low(ns)) for x, ns in seen.items()}
+
+
+def _static(tuning: Tuning | None, size: int) -> Tuning | None:
+    """``tuning`` with its per-task timings for the graph's own tasks only: a map's
+    elements get ids at run time, not those the plan predicted them at."""
+    if tuning is None or not tuning.warm_after:
+        return tuning
+    return dataclasses.replace(
+        tuning, warm_after=tuple((t, s) for t, s in tuning.warm_after if t < size)
+    )
 
 
 def check_options(planner: str, sla: str, deadline: float | None) -> None:
@@ -96,6 +118,7 @@ def make_plan(
     workflow on this backend kind. ``tuning``/``forced``: the optimizations the run forces
     on (the simulator plays them), and their names (None: the planner's choice)."""
     from ..backends import Size
+    from ..graph.maps import predicted
     from .model import BackendModel
     from .planners import PLANNERS, Problem
     from .predict import Predictor
@@ -123,16 +146,24 @@ def make_plan(
         if run.backend == backend and run.ok
     ]
     predictor = Predictor(stats, sla, model, recent)
-    functions = [graph.functions[f].key for f in graph.func_of]
+    func_of, shape = graph.func_of, Shape.of(graph)
+    if graph.families:  # each map as wide as it was, as the recent runs' records number it
+        func_of, deps = predicted(graph, _widths(recent))
+        children: list[list[int]] = [[] for _ in deps]
+        for task, inputs in enumerate(deps):
+            for d in inputs:
+                children[d].append(task)
+        shape = Shape(deps, children, frozenset(graph.sinks))
+    functions = [graph.functions[f].key for f in func_of]
     unseen = sorted({f for f in functions if not predictor.known(f)})
     if unseen:
         log.info("planner %s: never saw %s; predicted with defaults", planner, ", ".join(unseen))
     declared = []
-    for f in graph.func_of:
+    for f in func_of:
         options = graph.functions[f].options
         wanted = options.cpus is not None or options.memory_mb is not None
         declared.append(Size.fitting([options]) if wanted else None)
-    problem = Problem(Shape.of(graph), functions, declared, predictor, model, sla, deadline)
+    problem = Problem(shape, functions, declared, predictor, model, sla, deadline)
     if tuning is not None:
         problem.tuning, problem.forced = tuning, forced
     decided = chosen(problem)
@@ -148,7 +179,7 @@ def make_plan(
         deadline_s=deadline,
         planning_s=time.perf_counter() - started,
         optimized=decided.optimized,
-        tuning=decided.tuning,
+        tuning=_static(decided.tuning, len(graph)),
     )
     log.info(
         "planner %s: %d tasks in %d groups, predicted makespan %.3f s at %s, cost %.6f USD "

@@ -239,8 +239,12 @@ class _Worker:
                 await self.source.learn_requirements(made.children)
             # The client's count of tasks grows; it can take lost elements back.
             data = {"expanded": len(made.specs), "first": first, "n": len(items)}
-        finished = Event(TASK_FINISHED, self.name, task, time.time(), data, started)
-        self.finish(task, spec, result, finished)
+        ended = time.time()
+        if self.metrics:  # its history: a quick task, not an unknown one
+            self.metrics.measured.append(
+                (task, 0.0, 0, ended - started, None, None, approx_nbytes(result), 0.0)
+            )
+        self.finish(task, spec, result, Event(TASK_FINISHED, self.name, task, ended, data, started))
         return True
 
     async def run_together(self) -> bool | None:
