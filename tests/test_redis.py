@@ -119,6 +119,52 @@ def test_the_completion_script_decides_like_the_pure_function(
     asyncio.run(run())
 
 
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_a_repeated_expansion_reserves_the_same_ids_and_readies_nothing_new(
+    redis_url: str, shared_secret: str, kind: str
+) -> None:
+    """A map's worker redelivered (or repeating a step whose reply it lost) reserves the
+    same ids, stores the same specs, and readies its elements once."""
+    from shoal.graph.maps import Expansion, expand, reserved
+
+    @shoal.task
+    def upto(n: int) -> list[int]:
+        return list(range(n))
+
+    graph = build([inc.map(upto(3))])
+    shipped = graph.ship()
+    store: Any = MemoryStore() if kind == "memory" else _store(redis_url, shared_secret)
+
+    async def run() -> None:
+        await store.create_run("again", shipped, graph.sinks)
+        try:
+            firsts = [await store.reserve("again", 1, reserved(3, 1)) for _ in range(2)]
+            assert firsts[0] == firsts[1] and firsts[0] % 64 == 0 and firsts[0] >= len(graph)
+            other = await store.reserve("again", 7, 64)  # another map: other pages
+            assert other == firsts[0] + 64
+            spec = shipped.specs[1]
+            made = expand(spec, spec.dynamic, [0, 1, 2], firsts[0])
+            done = Completion(
+                1, Expansion(firsts[0], 3, 1), Upload.ALWAYS, made.children,
+                made.child_deps, _finished(1),
+            )  # fmt: skip
+            settled = [
+                await store.complete_tasks("again", [done], 1, specs=made.specs) for _ in range(2)
+            ]
+            assert settled[0] is not None and settled[1] is not None
+            assert settled[0].readies == [list(made.children)]
+            assert settled[1].stored == [-1]  # a redelivery: ignored
+            if kind == "redis":  # the elements' specs are in the store, signed, once
+                pages = await store.load_pages("again", [firsts[0] // 64])
+                specs, _ = store.codec.decode_page(pages[firsts[0] // 64])
+                assert [s.args for s in specs] == [(0,), (1,), (2,)]
+        finally:
+            await store.delete_run("again")
+            await store.close()
+
+    asyncio.run(run())
+
+
 def test_a_completion_for_a_run_that_is_gone_writes_nothing(
     redis_url: str, shared_secret: str, client: redis.Redis
 ) -> None:
