@@ -16,6 +16,7 @@ from shoal.dashboard.fold import (
     Shape,
     State,
     critical_path,
+    depths,
     fold_by_function,
     history_rows,
     planned_vs_real,
@@ -96,7 +97,8 @@ def test_the_live_graph_grows_as_a_map_expands() -> None:
     assert len(shape.deps) == 8 and shape.ids[4:] == [64, 65, 66, 67]
     assert shape.deps[4] == [1] and shape.deps[5] == [4]  # element 0: inc, then inc of it
     assert shape.deps[2] == [1, 5, 7]  # the collector waits for the last stage's elements
-    assert shape.name(5) == "inc-65"
+    assert shape.name(5) == "inc[0]-65" and shape.name(2) == "inc.map-2"
+    assert depths(shape.deps) == [0, 1, 4, 5, 2, 3, 2, 3]  # the collector after its elements
     run.add([finished(64, "w1", 2.0, 3.0), finished(65, "w1", 3.0, 4.0)])
     states = run.states()
     assert states[4:6] == [State.DONE, State.DONE] and states[2] is State.WAITING

@@ -157,3 +157,39 @@ def test_a_run_is_watched_live_then_analysed_then_found_in_the_history(
     assert f"B {summary.run_id}" in compared.inner_text()  # side by side with the first
     page.wait_for_timeout(500)
     page.screenshot(path=str(screenshots / "history.png"), full_page=True)
+
+
+def test_the_live_graph_grows_as_a_map_expands(
+    redis_url: str, gateway_url: str, dashboard: str, page: Any, flags: Path, screenshots: Path
+) -> None:
+    @shoal.task
+    def split(n: int) -> list[int]:
+        return list(range(n))
+
+    @shoal.task
+    def work(x: int, folder: str) -> int:
+        if x >= 4:  # the last ones wait: the live view sees the map's elements running
+            (Path(folder) / f"under-way-{x}").touch()
+            wait_for(Path(folder) / "go", timeout=60)
+        return x * 2
+
+    @shoal.task
+    def total(xs: list[int]) -> int:
+        return sum(xs)
+
+    node = total(work.map(split(6), str(flags)))
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        run = pool.submit(node.compute, storage=redis_url, workers=gateway_url, progress=False)
+        assert wait_for(flags / "under-way-4", timeout=30)
+        page.goto(dashboard)
+        page.get_by_role("heading", name="Live run").wait_for()
+        states = page.locator("[data-testid='shoal-live-states']")
+        states.filter(has_text="running").wait_for()
+        text = states.inner_text()
+        # split, the expander, the collector, total and the six elements the map made
+        counts = [int(word) for word in text.split() if word.isdigit()]
+        assert sum(counts) == 10 and "waiting 2" in text, text
+        page.wait_for_timeout(500)  # let the graph draw before the picture
+        page.screenshot(path=str(screenshots / "live-map.png"), full_page=True)
+        (flags / "go").touch()
+        assert run.result(timeout=60) == 30

@@ -146,12 +146,13 @@ def _live_run(store: Store, run_id: str, shape: Shape, info: dict[str, Any]) -> 
         cols[3].metric("Elapsed", f"{run.elapsed_s(now):.1f} s")
         elapsed, predicted = run.elapsed_s(now), run.predicted_makespan_s
         cols[4].metric("Predicted finish", _finish(elapsed, predicted))
+        grown = run.shape  # with the tasks maps made so far
         if unfold:
             colours = [figures.STATE_COLOURS[s] for s in states]
-            hover = [f"{shape.name(t)}: {s.value}" for t, s in enumerate(states)]
-            fig = figures.graph_figure(shape, colours, hover, moved=run.moved)
+            hover = [f"{grown.name(t)}: {s.value}" for t, s in enumerate(states)]
+            fig = figures.graph_figure(grown, colours, hover, moved=run.moved)
         else:
-            fig = figures.folded_figure(*fold_by_function(shape, states))
+            fig = figures.folded_figure(*fold_by_function(grown, states))
         st.plotly_chart(fig, config=figures.CONFIG, key=f"graph:{run_id}")
         st.markdown(
             f"<span data-testid='shoal-live-states'>{_counts(states)}</span>",

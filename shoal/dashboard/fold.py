@@ -49,9 +49,12 @@ class Shape:
                 self.children[d].append(task)
         self.ids: list[int] = list(range(len(self.deps)))  # the run's id of each task
         self.index: dict[int, int] = {}  # the run's id of a task a map made -> its place
+        self.at: dict[int, int] = {}  # a map's element (its place) -> its index in the map
 
     def name(self, task: int) -> str:
-        return f"{self.functions[self.func_of[task]]}-{self.ids[task]}"
+        at = self.at.get(task)
+        element = "" if at is None else f"[{at}]"
+        return f"{self.functions[self.func_of[task]]}{element}-{self.ids[task]}"
 
     def place(self, task: int) -> int:
         """Where the run's task ``task`` is in this shape."""
@@ -71,6 +74,7 @@ class Shape:
                 parent = parents[s]
                 deps = [expander] if parent < 0 else [self.index[first + i * stages + parent]]
                 self.index[task] = place
+                self.at[place] = i
                 self.ids.append(task)
                 self.func_of.append(funcs[s])
                 self.deps.append(deps)
@@ -212,12 +216,23 @@ def fold_by_function(
 
 
 def depths(deps: Sequence[Sequence[int]]) -> list[int]:
-    """Each task's layer: the longest path from a root to it (ids are topological)."""
-    out = [0] * len(deps)
-    for task, ds in enumerate(deps):
-        if ds:
-            out[task] = 1 + max(out[d] for d in ds)
-    return out
+    """Each task's layer: the longest path from a root to it. (A graph's ids are in
+    topological order, but not the tasks a map adds: its collector comes before them.)"""
+    out: dict[int, int] = {}
+    for root in range(len(deps)):
+        stack = [root]
+        while stack:
+            task = stack[-1]
+            if task in out:
+                stack.pop()
+                continue
+            missing = [d for d in deps[task] if d not in out]
+            if missing:
+                stack.extend(missing)
+                continue
+            stack.pop()
+            out[task] = 1 + max(out[d] for d in deps[task]) if deps[task] else 0
+    return [out[t] for t in range(len(deps))]
 
 
 # --------------------------------------------------------------------------- a finished run
