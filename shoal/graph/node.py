@@ -119,7 +119,8 @@ def task(
 
 
 def task(func: Any = None, /, **options: Any) -> Any:
-    """Make ``func`` a Shoal task: calling it returns a lazy :class:`Node`.
+    """Make ``func`` a Shoal task: calling it returns a lazy :class:`Node`, and
+    ``.map(iterable, ...)`` one call per element (:meth:`TaskFunction.map`).
 
     Use bare (``@shoal.task``) or with options (``@shoal.task(retries=2, memory_mb=1024)``):
     ``name`` (display name and identity in history), ``retries`` (extra attempts after a
