@@ -122,6 +122,11 @@ def compute(
         from .envs import requirements_arg
 
         run_requirements = requirements_arg(requirements)
+    workers = workers or os.environ.get("SHOAL_WORKERS") or DEFAULT_WORKERS
+    if workers == "gateway":  # its start overlaps the imports of what follows
+        from .backends.private import launch
+
+        launch(client_signer(private=True).secret)  # type: ignore[union-attr]
     kept = open_history(history)
     try:
         policy = metrics or os.environ.get("SHOAL_METRICS")
@@ -129,7 +134,7 @@ def compute(
             policy = DEFAULT_POLICY if kept.url != "none" else "off"
         options = _Options(
             storage=storage or os.environ.get("SHOAL_STORAGE") or DEFAULT_STORAGE,
-            workers=workers or os.environ.get("SHOAL_WORKERS") or DEFAULT_WORKERS,
+            workers=workers,
             blobs=blobs or os.environ.get("SHOAL_BLOBS") or "auto",
             progress=progress,
             timeout=timeout,

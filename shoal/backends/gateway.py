@@ -19,31 +19,24 @@ waits (a spinner on a terminal, and the log), or the run fails before any task r
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import logging
 import os
 import random
-import signal
-import socket
-import subprocess
 import sys
-import threading
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from ..codec import Codec
 from ..errors import BadSignature, ConfigError, EnvironmentBuildError, WorkerLost
 from ..gateway import TOKEN_ENV
-from ..security import SECRET_ENV, Signer
+from ..security import Signer
 from ..stores import Store
 from .base import Invocation, Platform, Size, is_loopback, verify_for
+from .private import PrivateGateway, private_gateway
 
 if TYPE_CHECKING:  # imported on first request (~45 ms): a gateway's template preloads it
     import httpx
-
-#: Seconds a private gateway has to shut down before it is killed.
-STOP_TIMEOUT_S = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +68,7 @@ class GatewayWorkers:
         self._turn = random.randrange(len(self._bases) or 1)  # workers start apart
         self._codec: Codec | None = None
         self._http: dict[str, httpx.AsyncClient] = {}
-        self._private: _PrivateGateway | None = None
+        self._private: PrivateGateway | None = None
 
     @classmethod
     def from_url(cls, url: str) -> GatewayWorkers:
@@ -90,7 +83,7 @@ class GatewayWorkers:
         self.parallelism = sum(int(info["parallelism"]) for info in infos)
 
     async def _start_private(self, signer: Signer) -> None:
-        self._private = _private_gateway(signer.secret)
+        self._private = private_gateway(signer.secret)
         self._bases = [self._private.base]
         self.url = f"gateway+{self._private.base}"
 
@@ -213,90 +206,6 @@ class _Refused(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status, self.message = status, message
-
-
-class _PrivateGateway:
-    """A client process's own gateway: started by its first run on ``workers="gateway"``
-    (with the process's secret), kept for its later runs while each ends well (a run then
-    starts in milliseconds, on warm workers), and stopped in order after a run that did not
-    (a task may still be stuck in a worker) and when the process exits. Its stdin is a pipe
-    from this process, so it also stops when the process dies, even by SIGKILL. In a
-    session of its own, it and its workers miss the signals sent to this process's group
-    (a terminal's Ctrl-C, `timeout`): this process hears them and stops it in order."""
-
-    def __init__(self, secret: str) -> None:
-        listener = socket.create_server(("127.0.0.1", 0), backlog=512)
-        self.base = f"http://127.0.0.1:{listener.getsockname()[1]}"
-        try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "shoal.gateway", "--fd", str(listener.fileno()),
-                 "--exit-with-stdin"],
-                stdin=subprocess.PIPE,
-                pass_fds=[listener.fileno()],
-                env={**os.environ, SECRET_ENV: secret},
-                start_new_session=True,
-            )  # fmt: skip
-        finally:
-            listener.close()  # the gateway has its own copy; requests queue until it accepts
-        self.secret = secret
-        self.users = 0
-        self.stale = False  # a run on it ended badly: no new run takes it
-
-    def usable(self, secret: str) -> bool:
-        return not self.stale and self.secret == secret and self.process.poll() is None
-
-    def release(self, ok: bool) -> None:
-        with _private_lock:
-            self.users -= 1
-            self.stale = self.stale or not ok
-            if not self.stale or self.users:
-                return
-        self.stop()
-
-    def stop(self) -> None:
-        """The end of its stdin tells it to shut down, its workers with it. One still there
-        after :data:`STOP_TIMEOUT_S` is killed, workers and all: they are its group."""
-        process = self.process
-        if process.stdin is not None:
-            process.stdin.close()
-        try:
-            process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            log.warning(
-                "the private gateway (pid %d) did not stop within %g s: killing it and its workers",
-                process.pid,
-                STOP_TIMEOUT_S,
-            )
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)  # not reaped yet: still its group's id
-            process.wait()
-
-
-_kept: _PrivateGateway | None = None
-_private_lock = threading.Lock()
-
-
-def _private_gateway(secret: str) -> _PrivateGateway:
-    """This process's private gateway for a new run: the kept one, else a new one."""
-    global _kept
-    with _private_lock:
-        old = kept = _kept
-        if kept is None or not kept.usable(secret):
-            if old is None:
-                atexit.register(_stop_private)
-            kept = _kept = _PrivateGateway(secret)
-        kept.users += 1
-    if old is not None and old is not kept and not old.users and old.process.poll() is None:
-        old.stop()  # the secret changed ($SHOAL_SECRET): the old one serves no one now
-    return kept
-
-
-def _stop_private() -> None:
-    """At exit: stop the kept private gateway in order."""
-    with _private_lock:
-        kept = _kept
-    if kept is not None and kept.process.poll() is None:
-        kept.stop()
 
 
 def _error(response: httpx.Response) -> str:
