@@ -262,6 +262,25 @@ def test_a_burst_of_starts_teaches_the_platforms_pace_and_workers_their_lead() -
     assert backend.lead.n == 2 and backend.lead.total == pytest.approx(0.2 + 1.2)
 
 
+def test_a_round_of_invocations_sent_as_the_last_was_answered_is_no_burst() -> None:
+    graph = build([total([leaf(0), leaf(1)])])
+
+    def started(worker: str, t: float, handout_s: float) -> Event:
+        data = {"cold": False, "handout_s": handout_s, "size": [1.0, 2048], "forwards": 0}
+        return Event(EventKind.WORKER_STARTED, worker, None, t, data)
+
+    events = [
+        started("a", 100.06, 0.06),  # sent at 100.0: its request takes 50 ms
+        started("b", 100.12, 0.07),  # sent at 100.05 as a's was answered, before a started
+        Event(EventKind.TASK_FINISHED, "a", 0, 101.0, None, 100.5, 20),
+        Event(EventKind.TASK_FINISHED, "b", 1, 101.0, None, 100.4, 20),
+        Event(EventKind.TASK_FINISHED, "a", 2, 102.0, None, 101.5, 30),
+    ]
+    backend = _backend_of(graph, events)
+    assert backend.start_spacing.n == 0  # due at 100.11: after a started
+    assert backend.handout_warm.n == 2
+
+
 # --------------------------------------------------------------------------- stores
 
 

@@ -70,8 +70,9 @@ class BackendStats:
     handout_cold: Summary = field(default_factory=Summary)
     handout_warm: Summary = field(default_factory=Summary)
     gap: Summary = field(default_factory=Summary)  # a task's end to the worker's next start
-    #: Between two worker starts, where the second was sent before the first started: how
-    #: fast the platform starts a burst of workers (one after another on one machine).
+    #: Between two worker starts, where the second was due (sent, plus the run's quickest
+    #: hand-out) before the first started: how fast the platform starts a burst of workers
+    #: (one after another on one machine).
     start_spacing: Summary = field(default_factory=Summary)
     lead: Summary = field(default_factory=Summary)  # a worker's start to its first task
     read_fit: Fit = field(default_factory=Fit)  # store read seconds against bytes

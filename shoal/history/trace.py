@@ -163,14 +163,20 @@ class RunTrace:
         return {k: v.stats() for k, v in samples.items()}, self._backend_stats(deps)
 
     def _start_spacing(self) -> tuple[set[str], list[float]]:
-        """The workers whose invocation was sent before the worker started ahead of them
+        """The workers whose invocation was due before the worker started ahead of them
         (a burst: it may have waited for that start), and the time from that start to
-        theirs. The others' hand-outs are what one invocation alone takes."""
+        theirs. Due: sent, plus the run's quickest hand-out (the invoke request and a
+        start that waits for nothing). Merely sent is not enough: a flat hand-out sends
+        its next round as the platform answers the last, before it starts those workers,
+        and the round's invoke latency is no pace of the platform's. The others'
+        hand-outs are what one invocation alone takes."""
         queued, spacing = set(), []
         previous: float | None = None
+        quickest = min((w.handout_s for w in self.workers.values() if w.handout_s is not None),
+                       default=0.0)  # fmt: skip
         for w in sorted(self.workers.values(), key=lambda w: w.started):
             sent = None if w.handout_s is None else w.started - w.handout_s
-            if sent is not None and previous is not None and sent < previous:
+            if sent is not None and previous is not None and sent + quickest < previous:
                 queued.add(w.name)
                 spacing.append(w.started - previous)
             previous = w.started
