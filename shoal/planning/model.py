@@ -59,7 +59,8 @@ class BackendModel:
     handout_warm_s: float
     gap_s: float  # the worker loop's own time between two tasks
     lead_s: float  # a worker's start to its first task (claiming it, loading its specs)
-    #: Between two starts of a burst (one after another on one machine; 0: no limit).
+    #: Between two invocations the platform takes in a burst, and so between their starts
+    #: (one after another on one machine, whoever sent them; 0: no limit).
     start_spacing_s: float
     read_latency_s: float
     read_s_per_byte: float
