@@ -281,6 +281,25 @@ def test_a_round_of_invocations_sent_as_the_last_was_answered_is_no_burst() -> N
     assert backend.handout_warm.n == 2
 
 
+def test_the_pace_after_a_cold_start_is_learned_apart() -> None:
+    graph = build([total([leaf(0), leaf(1)])])
+
+    def started(worker: str, t: float, handout_s: float, cold: bool) -> Event:
+        data = {"cold": cold, "handout_s": handout_s, "size": [1.0, 2048], "forwards": 0}
+        return Event(EventKind.WORKER_STARTED, worker, None, t, data)
+
+    events = [
+        started("a", 100.3, 0.3, cold=True),  # sent at 100.0: forked
+        started("b", 100.35, 0.36, cold=False),  # sent at 99.99, due before a started
+        Event(EventKind.TASK_FINISHED, "a", 0, 101.0, None, 100.5, 20),
+        Event(EventKind.TASK_FINISHED, "b", 1, 101.0, None, 100.4, 20),
+        Event(EventKind.TASK_FINISHED, "a", 2, 102.0, None, 101.5, 30),
+    ]
+    backend = _backend_of(graph, events)
+    assert backend.start_spacing.n == 0
+    assert backend.cold_spacing.n == 1 and backend.cold_spacing.total == pytest.approx(0.05)
+
+
 # --------------------------------------------------------------------------- stores
 
 

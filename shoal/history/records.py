@@ -74,6 +74,8 @@ class BackendStats:
     #: hand-out) before the first started: how fast the platform starts a burst of workers
     #: (one after another on one machine).
     start_spacing: Summary = field(default_factory=Summary)
+    #: The same after a cold start (a gateway forks a worker while the others wait).
+    cold_spacing: Summary = field(default_factory=Summary)
     lead: Summary = field(default_factory=Summary)  # a worker's start to its first task
     read_fit: Fit = field(default_factory=Fit)  # store read seconds against bytes
     write_fit: Fit = field(default_factory=Fit)  # an output's store seconds against bytes

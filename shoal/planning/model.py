@@ -62,6 +62,7 @@ class BackendModel:
     #: Between two invocations the platform takes in a burst, and so between their starts
     #: (one after another on one machine, whoever sent them; 0: no limit).
     start_spacing_s: float
+    cold_spacing_s: float  # the same after a cold start
     read_latency_s: float
     read_s_per_byte: float
     write_latency_s: float
@@ -116,6 +117,7 @@ class BackendModel:
         read_latency, read_spb = _line(read_fit, latency, 1 / read_bps)
         write_latency, write_spb = _line(write_fit, latency, 1 / write_bps)
         capacity = platform.cpus
+        spacing = _at(stats.start_spacing, sla, 0.0)
         return cls(
             kind=kind,
             cap=cap,
@@ -127,7 +129,8 @@ class BackendModel:
             handout_warm_s=_handout(stats.handout_warm, sla, warm, platform.invoke_latency_s),
             gap_s=_at(stats.gap, sla, gap),
             lead_s=_at(stats.lead, sla, 0.0),  # unmeasured: within the hand-out
-            start_spacing_s=_at(stats.start_spacing, sla, 0.0),
+            start_spacing_s=spacing,
+            cold_spacing_s=_at(stats.cold_spacing, sla, spacing),  # none seen: as warm
             read_latency_s=read_latency,
             read_s_per_byte=read_spb,
             write_latency_s=write_latency,

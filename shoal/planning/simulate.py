@@ -224,7 +224,7 @@ class _Simulation:
         self.seq = itertools.count()
         self.ids = itertools.count()
         self.busy = 0
-        self.last_taken = -math.inf  # when the platform last took an invocation
+        self.free_at = -math.inf  # when the platform may take the next invocation
         self.waiting: deque[tuple[tuple[int, ...], Size, int | None, list[Any]]] = deque()
         self.local = model.kind == "local"  # any idle thread takes any size
         # Warm idle workers per size: when each stopped, oldest first. Those the platform
@@ -334,10 +334,13 @@ class _Simulation:
     ) -> None:
         """The platform takes invocations one after another, at its measured pace (a
         gateway's one loop on a busy machine): a burst from many invokers at once (a
-        tree's) waits its turn. The invoker is answered as it is taken; its worker starts
-        then, where the cap leaves room."""
-        taken = max(time, self.last_taken + self.model.start_spacing_s)
-        self.last_taken = taken
+        tree's) waits its turn, and longer behind a cold start (a gateway forks a worker
+        meanwhile). The invoker is answered as it is taken; its worker starts then, where
+        the cap leaves room."""
+        taken = max(time, self.free_at)
+        model = self.model
+        warm = self._warm(time, size) is not None
+        self.free_at = taken + (model.start_spacing_s if warm else model.cold_spacing_s)
         self._push(taken, _ANSWER, invoker)
         self._dispatch(time, tasks, size, group, forward, taken)
 
@@ -372,8 +375,8 @@ class _Simulation:
             self.waiting.append((tasks, size, group, forward))
             return
         self.busy += 1
-        idle = self.idle.get(self._pool(size))
-        if idle and time - idle[-1] <= self.model.keep_warm_s:  # the most recent: warmest
+        idle = self._warm(time, size)
+        if idle is not None:
             warm_at = idle.pop()  # a pre-warmed one may still be starting
             delay = self.model.handout_warm_s + max(0.0, warm_at - time)
         else:
@@ -382,6 +385,11 @@ class _Simulation:
         worker = _Worker(next(self.ids), size, group, list(reversed(tasks)), forward)
         self.workers += 1
         self._start(max(time, taken) + delay, worker)
+
+    def _warm(self, time: float, size: Size) -> deque[float] | None:
+        """The idle workers of ``size``, if the most recent (the warmest) is warm still."""
+        idle = self.idle.get(self._pool(size))
+        return idle if idle and time - idle[-1] <= self.model.keep_warm_s else None
 
     def _make_room(self, time: float) -> None:
         """Before a new worker starts: forget the idle ones whose keep-warm ran out, and
