@@ -171,7 +171,7 @@ class _Invoker:
 
 
 # Event kinds, in the order they are handled when simultaneous.
-_INVOKE, _STOP, _COMPUTE, _DONE, _RESUME, _MOVED, _ANSWER = range(7)
+_INVOKE, _STOP, _COMPUTE, _DONE, _RESUME, _MOVED, _ANSWER, _FREE = range(8)
 # What an invoker does once its hand-out is answered: a worker that sent its tree share
 # on begins its tasks, or a completion step goes on to the worker's next task.
 _BEGIN, _NEXT = range(2)
@@ -224,7 +224,10 @@ class _Simulation:
         self.seq = itertools.count()
         self.ids = itertools.count()
         self.busy = 0
-        self.free_at = -math.inf  # when the platform may take the next invocation
+        # Invocations the platform has (their invoke latency over) and takes in turn.
+        self.arrived: deque[tuple[tuple[int, ...], Size, int | None, list[Any], _Invoker]]
+        self.arrived = deque()
+        self.taking = False  # the platform is busy taking one (a _FREE event is due)
         self.waiting: deque[tuple[tuple[int, ...], Size, int | None, list[Any]]] = deque()
         self.local = model.kind == "local"  # any idle thread takes any size
         # Warm idle workers per size: when each stopped, oldest first. Those the platform
@@ -274,7 +277,12 @@ class _Simulation:
                 if not shared or data[1] == self.version:  # not superseded
                     self._done(time, data[0])
             elif kind == _INVOKE:
-                self._take(time, *data)
+                self.arrived.append(data)
+                if not self.taking:
+                    self._take(time)
+            elif kind == _FREE:
+                self.taking = False
+                self._take(time)
             elif kind == _ANSWER:
                 self._answer(time, data)
             elif kind == _STOP:
@@ -323,26 +331,24 @@ class _Simulation:
         group = None if self.groups is None else self.groups[tasks[0]]
         self._push(time + self.model.invoke_s, _INVOKE, (tasks, size, group, forward, invoker))
 
-    def _take(
-        self,
-        time: float,
-        tasks: tuple[int, ...],
-        size: Size,
-        group: int | None,
-        forward: list[Any],
-        invoker: _Invoker,
-    ) -> None:
-        """The platform takes invocations one after another, at its measured pace (a
-        gateway's one loop on a busy machine): a burst from many invokers at once (a
-        tree's) waits its turn, and longer behind a cold start (a gateway forks a worker
-        meanwhile). The invoker is answered as it is taken; its worker starts then, where
-        the cap leaves room."""
-        taken = max(time, self.free_at)
-        model = self.model
-        warm = self._warm(time, size) is not None
-        self.free_at = taken + (model.start_spacing_s if warm else model.cold_spacing_s)
-        self._push(taken, _ANSWER, invoker)
-        self._dispatch(time, tasks, size, group, forward, taken)
+    def _take(self, time: float) -> None:
+        """The platform takes the invocations it has one after another, at its measured
+        pace (a gateway's one loop on a busy machine): a burst from many invokers at once
+        (a tree's) waits its turn, and longer behind a cold start (a gateway forks a
+        worker meanwhile). The invoker is answered as its invocation is taken; the worker
+        starts then, warm or cold as the platform's workers are then, where the cap
+        leaves room."""
+        model, arrived = self.model, self.arrived
+        while arrived:
+            tasks, size, group, forward, invoker = arrived.popleft()
+            warm = self._warm(time, size) is not None
+            self._push(time, _ANSWER, invoker)
+            self._dispatch(time, tasks, size, group, forward)
+            pace = model.start_spacing_s if warm else model.cold_spacing_s
+            if pace > 0:
+                self.taking = True
+                self._push(time + pace, _FREE, None)
+                return
 
     def _answer(self, time: float, invoker: _Invoker) -> None:
         invoker.in_flight -= 1
@@ -361,16 +367,10 @@ class _Simulation:
             self._next(time, worker)
 
     def _dispatch(
-        self,
-        time: float,
-        tasks: tuple[int, ...],
-        size: Size,
-        group: int | None,
-        forward: list[Any],
-        taken: float,
+        self, time: float, tasks: tuple[int, ...], size: Size, group: int | None, forward: list[Any]
     ) -> None:
-        """Start a worker for an invocation the platform took at ``taken``, or queue it
-        while ``cap`` workers are busy (then it starts as one stops, at ``time``)."""
+        """Start a worker for an invocation the platform takes now, or queue it while
+        ``cap`` workers are busy (it then starts as one stops)."""
         if self.busy >= self.model.cap:
             self.waiting.append((tasks, size, group, forward))
             return
@@ -384,7 +384,7 @@ class _Simulation:
             self._make_room(time)
         worker = _Worker(next(self.ids), size, group, list(reversed(tasks)), forward)
         self.workers += 1
-        self._start(max(time, taken) + delay, worker)
+        self._start(time + delay, worker)
 
     def _warm(self, time: float, size: Size) -> deque[float] | None:
         """The idle workers of ``size``, if the most recent (the warmest) is warm still."""
@@ -747,4 +747,4 @@ class _Simulation:
         pool.append(time)
         self.busy -= 1
         if self.waiting:
-            self._dispatch(time, *self.waiting.popleft(), time)
+            self._dispatch(time, *self.waiting.popleft())
