@@ -281,6 +281,33 @@ def test_a_round_of_invocations_sent_as_the_last_was_answered_is_no_burst() -> N
     assert backend.handout_warm.n == 2
 
 
+def test_a_flat_hand_out_wider_than_an_invoker_sends_at_once_times_its_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shoal.history import trace as trace_module
+
+    monkeypatch.setattr(trace_module, "BRANCHING", 2)
+    graph = build([total([leaf(0), leaf(1)])])
+
+    def started(worker: str, sent: float, parent: str, forwards: int = 0) -> Event:
+        data = {"cold": False, "handout_s": 0.06, "size": [1.0, 2048], "forwards": forwards,
+                "parent": parent}  # fmt: skip
+        return Event(EventKind.WORKER_STARTED, worker, None, sent + 0.06, data)
+
+    # p sent 4 invocations, 2 in flight: the third went as the first was answered, 0.07 s
+    # after it was sent, the fourth 0.08 s after the second. q's was a tree: no sample.
+    flat = [started(w, t, "p") for w, t in (("a", 100.0), ("b", 100.01), ("c", 100.07),
+                                            ("d", 100.09))]  # fmt: skip
+    tree = [started(w, 100.0, "q", forwards=int(w == "e")) for w in "efgh"]
+    finished = [
+        Event(EventKind.TASK_FINISHED, "a", 0, 101.0, None, 100.5, 20),
+        Event(EventKind.TASK_FINISHED, "b", 1, 101.0, None, 100.4, 20),
+        Event(EventKind.TASK_FINISHED, "a", 2, 102.0, None, 101.5, 30),
+    ]
+    backend = _backend_of(graph, [*flat, *tree, *finished])
+    assert backend.request.n == 2 and backend.request.total == pytest.approx(0.07 + 0.08)
+
+
 def test_the_pace_after_a_cold_start_is_learned_apart() -> None:
     graph = build([total([leaf(0), leaf(1)])])
 

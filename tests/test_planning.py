@@ -772,6 +772,21 @@ def test_the_platform_takes_a_trees_burst_at_its_pace_and_answers_each_invoker_t
     assert sorted(schedule.start[1:]) == pytest.approx(expected)
 
 
+def test_an_invoker_sends_its_next_invocation_when_its_request_is_answered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """7 children, 3 in flight: the platform has each 1 s after it is sent, and its
+    invoker is answered 0.5 s later (the request's way back, as the history times it)."""
+    monkeypatch.setattr(simulate_module, "BRANCHING", 3)
+    deps = [(), *[(0,)] * 8]  # the root's worker keeps one child, hands out 7
+    model = _free(cap=100)
+    model.invoke_s, model.request_s = 1.0, 1.5
+    schedule = simulate(_shape(deps), _work([0.0] * 9), model, tuning=Tuning(tree=False))
+    # rounds sent at 0, 1.5 and 3: their workers start 1 s later; the root's kept child
+    # as its last request is answered
+    assert sorted(schedule.start[1:]) == pytest.approx([1, 1, 1, 2.5, 2.5, 2.5, 4, 4.5])
+
+
 def test_the_simulator_plays_prewarm_as_warm_workers_a_cold_start_after_the_parent_starts() -> None:
     deps = [(), (0,), (0,)]
     model = _free(cap=4)

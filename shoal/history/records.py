@@ -76,6 +76,9 @@ class BackendStats:
     start_spacing: Summary = field(default_factory=Summary)
     #: The same after a cold start (a gateway forks a worker while the others wait).
     cold_spacing: Summary = field(default_factory=Summary)
+    #: From sending an invocation to sending the next in its place, in a hand-out wider
+    #: than an invoker's invocations in flight: a request as the invoker waits for it.
+    request: Summary = field(default_factory=Summary)
     lead: Summary = field(default_factory=Summary)  # a worker's start to its first task
     read_fit: Fit = field(default_factory=Fit)  # store read seconds against bytes
     write_fit: Fit = field(default_factory=Fit)  # an output's store seconds against bytes

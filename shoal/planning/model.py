@@ -72,7 +72,9 @@ class BackendModel:
     reads_shared: bool = False
     writes_shared: bool = False
     cpu_per_mb: float | None = None  # Lambda: a size's CPUs follow its memory
-    invoke_s: float = 0.0  # one invocation request, as the invoker waits for it
+    invoke_s: float = 0.0  # one invocation request, until the platform has it
+    #: The same as its invoker waits for it: until answered, and it goes on (>= invoke_s).
+    request_s: float = 0.0
     price: Price = field(default_factory=lambda: price_of("lambda"))
     max_cpus: float = 1.0  # the largest CPU count a planner may ask for
     min_memory_mb: int = MEMORY_STEPS[0]  # the smallest memory a planner may ask for
@@ -139,6 +141,7 @@ class BackendModel:
             writes_shared=writes_shared,
             cpu_per_mb=platform.cpu_per_mb,
             invoke_s=platform.invoke_latency_s,
+            request_s=max(platform.invoke_latency_s, _at(stats.request, sla, 0.0)),
             price=price_of(kind),
             max_cpus=min(capacity, 8.0) if capacity else 8.0,
             min_memory_mb=MIN_MEMORY_MB.get(kind, MEMORY_STEPS[0]),

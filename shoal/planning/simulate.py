@@ -342,7 +342,9 @@ class _Simulation:
         while arrived:
             tasks, size, group, forward, invoker = arrived.popleft()
             warm = self._warm(time, size) is not None
-            self._push(time, _ANSWER, invoker)
+            # Answered the request's remaining time later (its way back, the invoker's
+            # turnaround), as the history measures it.
+            self._push(time + max(0.0, model.request_s - model.invoke_s), _ANSWER, invoker)
             self._dispatch(time, tasks, size, group, forward)
             pace = model.start_spacing_s if warm else model.cold_spacing_s
             if pace > 0:
