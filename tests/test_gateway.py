@@ -432,3 +432,13 @@ def test_a_gateway_leaves_no_cgroup_behind(redis_url: str, shared_secret: str) -
         assert _run(inc(1), redis_url, url) == 2
         assert _shoal_cgroups(info["pid"])  # its worker's
     assert not _shoal_cgroups(info["pid"])
+
+
+def test_a_worker_imports_ahead_what_its_first_hand_out_needs() -> None:
+    import importlib.util
+
+    from shoal.gateway.process import PRELOAD_WHEN_IDLE, idle_import
+
+    # Each still names a module (a private one that moved would silently preload nothing).
+    assert all(importlib.util.find_spec(name) is not None for name in PRELOAD_WHEN_IDLE)
+    idle_import("shoal_no_such_module")  # no error: a preload is best effort

@@ -262,6 +262,71 @@ def test_a_burst_of_starts_teaches_the_platforms_pace_and_workers_their_lead() -
     assert backend.lead.n == 2 and backend.lead.total == pytest.approx(0.2 + 1.2)
 
 
+def test_a_round_of_invocations_sent_as_the_last_was_answered_is_no_burst() -> None:
+    graph = build([total([leaf(0), leaf(1)])])
+
+    def started(worker: str, t: float, handout_s: float) -> Event:
+        data = {"cold": False, "handout_s": handout_s, "size": [1.0, 2048], "forwards": 0}
+        return Event(EventKind.WORKER_STARTED, worker, None, t, data)
+
+    events = [
+        started("a", 100.06, 0.06),  # sent at 100.0: its request takes 50 ms
+        started("b", 100.12, 0.07),  # sent at 100.05 as a's was answered, before a started
+        Event(EventKind.TASK_FINISHED, "a", 0, 101.0, None, 100.5, 20),
+        Event(EventKind.TASK_FINISHED, "b", 1, 101.0, None, 100.4, 20),
+        Event(EventKind.TASK_FINISHED, "a", 2, 102.0, None, 101.5, 30),
+    ]
+    backend = _backend_of(graph, events)
+    assert backend.start_spacing.n == 0  # due at 100.11: after a started
+    assert backend.handout_warm.n == 2
+
+
+def test_a_flat_hand_out_wider_than_an_invoker_sends_at_once_times_its_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shoal.history import trace as trace_module
+
+    monkeypatch.setattr(trace_module, "BRANCHING", 2)
+    graph = build([total([leaf(0), leaf(1)])])
+
+    def started(worker: str, sent: float, parent: str, forwards: int = 0) -> Event:
+        data = {"cold": False, "handout_s": 0.06, "size": [1.0, 2048], "forwards": forwards,
+                "parent": parent}  # fmt: skip
+        return Event(EventKind.WORKER_STARTED, worker, None, sent + 0.06, data)
+
+    # p sent 4 invocations, 2 in flight: the third went as the first was answered, 0.07 s
+    # after it was sent, the fourth 0.08 s after the second. q's was a tree: no sample.
+    flat = [started(w, t, "p") for w, t in (("a", 100.0), ("b", 100.01), ("c", 100.07),
+                                            ("d", 100.09))]  # fmt: skip
+    tree = [started(w, 100.0, "q", forwards=int(w == "e")) for w in "efgh"]
+    finished = [
+        Event(EventKind.TASK_FINISHED, "a", 0, 101.0, None, 100.5, 20),
+        Event(EventKind.TASK_FINISHED, "b", 1, 101.0, None, 100.4, 20),
+        Event(EventKind.TASK_FINISHED, "a", 2, 102.0, None, 101.5, 30),
+    ]
+    backend = _backend_of(graph, [*flat, *tree, *finished])
+    assert backend.request.n == 2 and backend.request.total == pytest.approx(0.07 + 0.08)
+
+
+def test_the_pace_after_a_cold_start_is_learned_apart() -> None:
+    graph = build([total([leaf(0), leaf(1)])])
+
+    def started(worker: str, t: float, handout_s: float, cold: bool) -> Event:
+        data = {"cold": cold, "handout_s": handout_s, "size": [1.0, 2048], "forwards": 0}
+        return Event(EventKind.WORKER_STARTED, worker, None, t, data)
+
+    events = [
+        started("a", 100.3, 0.3, cold=True),  # sent at 100.0: forked
+        started("b", 100.35, 0.36, cold=False),  # sent at 99.99, due before a started
+        Event(EventKind.TASK_FINISHED, "a", 0, 101.0, None, 100.5, 20),
+        Event(EventKind.TASK_FINISHED, "b", 1, 101.0, None, 100.4, 20),
+        Event(EventKind.TASK_FINISHED, "a", 2, 102.0, None, 101.5, 30),
+    ]
+    backend = _backend_of(graph, events)
+    assert backend.start_spacing.n == 0
+    assert backend.cold_spacing.n == 1 and backend.cold_spacing.total == pytest.approx(0.05)
+
+
 # --------------------------------------------------------------------------- stores
 
 

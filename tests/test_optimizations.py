@@ -351,6 +351,14 @@ def test_a_forwarded_invocation_carries_its_tasks_pages_and_lease_parent() -> No
     assert head.forwarding([]) is head
 
 
+def test_a_hand_out_of_a_tree_head_does_not_send_its_share_again() -> None:
+    from shoal.backends import Invocation
+
+    head = Invocation("run", (1,), 4, id="h").forwarding([Invocation("run", (7,), 4, id="a")])
+    later = head.handing_out([9], None, head.size)  # e.g. the fan-in its last task readies
+    assert later.forward == () and later.parent == "h"
+
+
 @shoal.task
 def seed() -> int:
     return 0

@@ -114,6 +114,7 @@ class Invocation:
             id=new_invocation_id(),
             parent=self.id,
             redo=(),
+            forward=(),  # a tree head's share went out as it started: not again
         )
 
     def forwarding(self, share: Sequence[Invocation]) -> Invocation:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
-import importlib
 import json
 import os
 import select
@@ -49,7 +48,7 @@ def _serve(control: socket.socket) -> None:
     while True:
         ready, _, _ = select.select([control.fileno(), wake_r], [], [], 0 if idle_imports else None)
         if not ready and idle_imports:
-            importlib.import_module(idle_imports.pop(0))
+            process.idle_import(idle_imports.pop(0))
             continue
         if wake_r in ready:
             os.read(wake_r, 512)

@@ -123,7 +123,15 @@ def preload() -> None:
 
 #: Imported by the template once it serves, while no fork is asked of it: a worker forked
 #: before then imports what it needs itself (the HTTP client, for its first hand-out).
-PRELOAD_WHEN_IDLE = ("httpx",)
+#: Also what the client's first request imports (its async backend): otherwise a worker's
+#: first hand-out pays it, tens of ms, ~50 on a busy machine (a tree head's, all its share).
+PRELOAD_WHEN_IDLE = ("httpx", "httpcore._backends.anyio", "anyio._backends._asyncio")
+
+
+def idle_import(name: str) -> None:
+    """Import ``name`` ahead of need; a library's private module that moved is no error."""
+    with contextlib.suppress(ImportError):
+        importlib.import_module(name)
 
 
 def serve(inp: BinaryIO, frames: BinaryIO, name: str | None) -> None:
@@ -138,7 +146,7 @@ def serve(inp: BinaryIO, frames: BinaryIO, name: str | None) -> None:
         idle_imports: list[str] = []
         while True:
             if idle_imports and not select.select([inp], [], [], 0)[0]:
-                importlib.import_module(idle_imports.pop(0))
+                idle_import(idle_imports.pop(0))
                 continue
             try:
                 header, payload = read_frame(inp)

@@ -70,9 +70,15 @@ class BackendStats:
     handout_cold: Summary = field(default_factory=Summary)
     handout_warm: Summary = field(default_factory=Summary)
     gap: Summary = field(default_factory=Summary)  # a task's end to the worker's next start
-    #: Between two worker starts, where the second was sent before the first started: how
-    #: fast the platform starts a burst of workers (one after another on one machine).
+    #: Between two worker starts, where the second was due (sent, plus the run's quickest
+    #: hand-out) before the first started: how fast the platform starts a burst of workers
+    #: (one after another on one machine).
     start_spacing: Summary = field(default_factory=Summary)
+    #: The same after a cold start (a gateway forks a worker while the others wait).
+    cold_spacing: Summary = field(default_factory=Summary)
+    #: From sending an invocation to sending the next in its place, in a hand-out wider
+    #: than an invoker's invocations in flight: a request as the invoker waits for it.
+    request: Summary = field(default_factory=Summary)
     lead: Summary = field(default_factory=Summary)  # a worker's start to its first task
     read_fit: Fit = field(default_factory=Fit)  # store read seconds against bytes
     write_fit: Fit = field(default_factory=Fit)  # an output's store seconds against bytes

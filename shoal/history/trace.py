@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ..events import Event, EventKind
 from ..graph.maps import Grown
 from ..metrics import TaskMetrics
+from ..optimizations.tree import BRANCHING
 from .records import (
     BackendStats,
     Cost,
@@ -50,6 +51,8 @@ class _Worker:
     cpus: float = 1.0
     memory_mb: int = 2048
     forwards: int = 0  # invocations it sent on as it started (a tree's share)
+    parent: str | None = None  # the invocation that handed it out ("": the client)
+    sent: float | None = None  # when its invocation was sent
     tasks: list[int] = field(default_factory=list)
 
 
@@ -83,6 +86,8 @@ class RunTrace:
                     cpus=float(cpus),
                     memory_mb=int(memory_mb),
                     forwards=int(data.get("forwards") or 0),
+                    parent=data.get("parent"),
+                    sent=None if data.get("handout_s") is None else ev.time - data["handout_s"],
                 )
             elif kind is EventKind.WORKER_STOPPED:
                 worker = workers.get(ev.worker)
@@ -168,19 +173,44 @@ class RunTrace:
         record.cost = _cost(workers.values(), price_of(backend))
         return {k: v.stats() for k, v in samples.items()}, self._backend_stats(deps)
 
-    def _start_spacing(self) -> tuple[set[str], list[float]]:
-        """The workers whose invocation was sent before the worker started ahead of them
+    def _start_spacing(self) -> tuple[set[str], list[float], list[float]]:
+        """The workers whose invocation was due before the worker started ahead of them
         (a burst: it may have waited for that start), and the time from that start to
-        theirs. The others' hand-outs are what one invocation alone takes."""
-        queued, spacing = set(), []
-        previous: float | None = None
+        theirs: after a warm start, and after a cold one (a gateway forks a worker while
+        the invocations behind it wait). Due: sent, plus the run's quickest hand-out (the
+        invoke request and a start that waits for nothing). Merely sent is not enough: a
+        flat hand-out sends its next round as the platform answers the last, before it
+        starts those workers, and the round's invoke latency is no pace of the
+        platform's. The others' hand-outs are what one invocation alone takes."""
+        queued: set[str] = set()
+        spacing: tuple[list[float], list[float]] = ([], [])  # after a warm start, a cold one
+        previous: _Worker | None = None
+        quickest = min((w.handout_s for w in self.workers.values() if w.handout_s is not None),
+                       default=0.0)  # fmt: skip
         for w in sorted(self.workers.values(), key=lambda w: w.started):
             sent = None if w.handout_s is None else w.started - w.handout_s
-            if sent is not None and previous is not None and sent < previous:
+            if sent is not None and previous is not None and sent + quickest < previous.started:
                 queued.add(w.name)
-                spacing.append(w.started - previous)
-            previous = w.started
-        return queued, spacing
+                spacing[previous.cold].append(w.started - previous.started)
+            previous = w
+        return queued, spacing[0], spacing[1]
+
+    def _request_rounds(self) -> list[float]:
+        """From sending an invocation to sending the next in its place, in flat hand-outs
+        of more invocations than an invoker has in flight (it sends the next as one is
+        answered): an invoke request as its invoker waits for it, its own turnaround
+        included. A hand-out one of whose invocations carried a share on is a tree's."""
+        hand_outs: dict[str, list[_Worker]] = {}
+        for w in self.workers.values():
+            if w.parent is not None and w.sent is not None:
+                hand_outs.setdefault(w.parent, []).append(w)
+        rounds = []
+        for invoked in hand_outs.values():
+            if len(invoked) <= BRANCHING or any(w.forwards for w in invoked):
+                continue
+            sent = sorted(w.sent for w in invoked if w.sent is not None)
+            rounds += [b - a for a, b in zip(sent, sent[BRANCHING:], strict=False)]
+        return rounds
 
     def _handing_out(self, deps: Sequence[Sequence[int]]) -> set[int]:
         if len(self.workers) <= 1:  # one worker hands nothing out
@@ -207,7 +237,7 @@ class RunTrace:
         def landed(t: int) -> float:
             return finished[t].time + (metrics[t][UPLOAD_S] if t in metrics else 0.0)
 
-        queued, spacing = self._start_spacing()
+        queued, spacing, cold_spacing = self._start_spacing()
         for worker in self.workers.values():
             temp = "cold" if worker.cold else "warm"
             starts[temp].append(worker.start_s)
@@ -265,6 +295,8 @@ class RunTrace:
             handout_warm=Summary.of(starts["hand_warm"]),
             gap=Summary.of(gaps),
             start_spacing=Summary.of(spacing),
+            cold_spacing=Summary.of(cold_spacing),
+            request=Summary.of(self._request_rounds()),
             lead=Summary.of(leads),
             read_fit=Fit.of([b for b, _, _ in reads], [d for _, d, _ in reads]),
             write_fit=Fit.of([b for b, _, _ in writes], [d for _, d, _ in writes]),

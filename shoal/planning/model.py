@@ -59,8 +59,10 @@ class BackendModel:
     handout_warm_s: float
     gap_s: float  # the worker loop's own time between two tasks
     lead_s: float  # a worker's start to its first task (claiming it, loading its specs)
-    #: Between two starts of a burst (one after another on one machine; 0: no limit).
+    #: Between two invocations the platform takes in a burst, and so between their starts
+    #: (one after another on one machine, whoever sent them; 0: no limit).
     start_spacing_s: float
+    cold_spacing_s: float  # the same after a cold start
     read_latency_s: float
     read_s_per_byte: float
     write_latency_s: float
@@ -70,7 +72,9 @@ class BackendModel:
     reads_shared: bool = False
     writes_shared: bool = False
     cpu_per_mb: float | None = None  # Lambda: a size's CPUs follow its memory
-    invoke_s: float = 0.0  # one invocation request, as the invoker waits for it
+    invoke_s: float = 0.0  # one invocation request, until the platform has it
+    #: The same as its invoker waits for it: until answered, and it goes on (>= invoke_s).
+    request_s: float = 0.0
     price: Price = field(default_factory=lambda: price_of("lambda"))
     max_cpus: float = 1.0  # the largest CPU count a planner may ask for
     min_memory_mb: int = MEMORY_STEPS[0]  # the smallest memory a planner may ask for
@@ -115,6 +119,7 @@ class BackendModel:
         read_latency, read_spb = _line(read_fit, latency, 1 / read_bps)
         write_latency, write_spb = _line(write_fit, latency, 1 / write_bps)
         capacity = platform.cpus
+        spacing = _at(stats.start_spacing, sla, 0.0)
         return cls(
             kind=kind,
             cap=cap,
@@ -126,7 +131,8 @@ class BackendModel:
             handout_warm_s=_handout(stats.handout_warm, sla, warm, platform.invoke_latency_s),
             gap_s=_at(stats.gap, sla, gap),
             lead_s=_at(stats.lead, sla, 0.0),  # unmeasured: within the hand-out
-            start_spacing_s=_at(stats.start_spacing, sla, 0.0),
+            start_spacing_s=spacing,
+            cold_spacing_s=_at(stats.cold_spacing, sla, spacing),  # none seen: as warm
             read_latency_s=read_latency,
             read_s_per_byte=read_spb,
             write_latency_s=write_latency,
@@ -135,6 +141,7 @@ class BackendModel:
             writes_shared=writes_shared,
             cpu_per_mb=platform.cpu_per_mb,
             invoke_s=platform.invoke_latency_s,
+            request_s=max(platform.invoke_latency_s, _at(stats.request, sla, 0.0)),
             price=price_of(kind),
             max_cpus=min(capacity, 8.0) if capacity else 8.0,
             min_memory_mb=MIN_MEMORY_MB.get(kind, MEMORY_STEPS[0]),

@@ -7,6 +7,10 @@ It plays Shoal's own protocol (:mod:`shoal.protocol`) forward in time, step by s
 - an invoker has at most :data:`~shoal.optimizations.tree.BRANCHING` invocations in
   flight, each taking the platform's invoke latency; a wider hand-out goes out as a tree
   (each head sends its share on as it starts, before its own tasks) if the tuning says so;
+- the platform takes the invocations one after another, at its measured pace (a burst of
+  starts on one machine goes one after another, whoever sent them: a tree's shares, sent
+  by its heads at once, wait their turn), and answers each invoker as it takes its
+  invocation: an invoker sends its next one, or goes on once all are answered;
 - a worker holding its completion back for a fan-in (delayed I/O, pre-load) waits while
   nothing else is left to it, until it is the fan-in's last input (its output then stays
   home) or its wait is over; with pre-load it has read each other input as it landed;
@@ -15,11 +19,10 @@ It plays Shoal's own protocol (:mod:`shoal.protocol`) forward in time, step by s
 - with clustering forced on, a completion whose output reaches the tuning's threshold
   keeps every child of a fan-out it readies, and one feeding a fan-in whose other inputs
   its worker will make waits for them unstored (:mod:`shoal.optimizations.cluster`);
-- an invocation waits while ``cap`` workers are busy; it then starts on an idle warm
-  worker of its size (after the warm hand-out delay) or a new one (the cold delay), and
-  no sooner than the platform's spacing after the previous start (a burst of starts on
-  one machine goes one after another); a worker that stops stays warm for
-  ``keep_warm_s``; it takes its lead (claiming its invocation) before its first task;
+- a taken invocation waits while ``cap`` workers are busy; it then starts on an idle
+  warm worker of its size (after the warm hand-out delay) or a new one (the cold delay);
+  a worker that stops stays warm for ``keep_warm_s``; it takes its lead (claiming its
+  invocation) before its first task;
 - a worker runs the tasks it owns one at a time, depth first (a stack), as the worker
   loop does: it reads the inputs it does not hold (the inputs its invocation's tasks
   share, once, when it starts), runs the task, and takes the completion step (the loop's
@@ -156,8 +159,22 @@ class _Shared:
         return time + max(0.0, self.moving[0][0] - self.clock) * len(self.moving)
 
 
+class _Invoker:
+    """One hand-out as its invoker sends it: at most :data:`BRANCHING` invocations in
+    flight, the next sent as one is answered; when all are, it goes on as ``then`` says
+    (None: nothing waits, the client's)."""
+
+    __slots__ = ("sending", "in_flight", "then")
+
+    def __init__(self, sending: deque[tuple[tuple[int, ...], list[Any]]], then: Any) -> None:
+        self.sending, self.in_flight, self.then = sending, 0, then
+
+
 # Event kinds, in the order they are handled when simultaneous.
-_INVOKE, _STOP, _COMPUTE, _DONE, _RESUME, _MOVED = range(6)
+_INVOKE, _STOP, _COMPUTE, _DONE, _RESUME, _MOVED, _ANSWER, _FREE = range(8)
+# What an invoker does once its hand-out is answered: a worker that sent its tree share
+# on begins its tasks, or a completion step goes on to the worker's next task.
+_BEGIN, _NEXT = range(2)
 # What a worker does once a transfer of its ends: a completion step goes on (its
 # invocations, its next task), or a task whose inputs were read starts.
 _STEP, _READ = range(2)
@@ -207,7 +224,10 @@ class _Simulation:
         self.seq = itertools.count()
         self.ids = itertools.count()
         self.busy = 0
-        self.last_start = -math.inf  # the latest worker start so far
+        # Invocations the platform has (their invoke latency over) and takes in turn.
+        self.arrived: deque[tuple[tuple[int, ...], Size, int | None, list[Any], _Invoker]]
+        self.arrived = deque()
+        self.taking = False  # the platform is busy taking one (a _FREE event is due)
         self.waiting: deque[tuple[tuple[int, ...], Size, int | None, list[Any]]] = deque()
         self.local = model.kind == "local"  # any idle thread takes any size
         # Warm idle workers per size: when each stopped, oldest first. Those the platform
@@ -246,7 +266,7 @@ class _Simulation:
             for r in roots:
                 by_group.setdefault(groups[r], []).append(r)
             root_groups = list(by_group.values())
-        self._hand_out(0.0, [tuple(tasks) for tasks in root_groups])
+        self._hand_out(0.0, [tuple(tasks) for tasks in root_groups], None)
         # Only what other workers may see goes through the queue of events: invocations
         # (the cap), task ends (the marks), stops (a freed slot) and, where CPUs are
         # shared, compute starts. The rest of a worker's timeline is its own.
@@ -257,7 +277,14 @@ class _Simulation:
                 if not shared or data[1] == self.version:  # not superseded
                     self._done(time, data[0])
             elif kind == _INVOKE:
-                self._dispatch(time, *data)
+                self.arrived.append(data)
+                if not self.taking:
+                    self._take(time)
+            elif kind == _FREE:
+                self.taking = False
+                self._take(time)
+            elif kind == _ANSWER:
+                self._answer(time, data)
             elif kind == _STOP:
                 self._stop(time, data)
             elif kind == _RESUME:
@@ -279,36 +306,79 @@ class _Simulation:
             workers=self.workers,
         )
 
-    def _hand_out(self, time: float, groups: list[tuple[int, ...]]) -> float:
-        """Invoke a worker per group, at most :data:`BRANCHING` in flight, each taking the
-        invoke latency; wider, as a tree. When the invoker is done sending."""
-        latency = self.model.invoke_s
+    def _hand_out(self, time: float, groups: list[tuple[int, ...]], then: Any) -> None:
+        """Invoke a worker per group, at most :data:`BRANCHING` in flight (wider, as a
+        tree); the invoker goes on as ``then`` says once all are answered."""
         if self.tree and len(groups) > BRANCHING:
-            for head, share in split_tree(groups, BRANCHING):
-                self._invoke(time + latency, head, share)
-            return time + latency
-        for i, tasks in enumerate(groups):
-            self._invoke(time + (i // BRANCHING + 1) * latency, tasks, [])
-        return time + math.ceil(len(groups) / BRANCHING) * latency
+            sending = deque(split_tree(groups, BRANCHING))
+        else:
+            sending = deque((tasks, []) for tasks in groups)
+        invoker = _Invoker(sending, then)
+        if not sending:
+            self._go_on(time, then)
+        for _ in range(min(BRANCHING, len(sending))):
+            self._send(time, invoker)
 
-    def _invoke(self, time: float, tasks: tuple[int, ...], forward: list[Any]) -> None:
+    def _send(self, time: float, invoker: _Invoker) -> None:
+        """The invoker's next invocation: the platform has it after the invoke latency."""
+        tasks, forward = invoker.sending.popleft()
+        invoker.in_flight += 1
         sizes = self.work.size
         if len(tasks) == 1:
             size = sizes[tasks[0]]
         else:
             size = Size(max(sizes[t].cpus for t in tasks), max(sizes[t].memory_mb for t in tasks))
         group = None if self.groups is None else self.groups[tasks[0]]
-        self._push(time, _INVOKE, (tasks, size, group, forward))
+        self._push(time + self.model.invoke_s, _INVOKE, (tasks, size, group, forward, invoker))
+
+    def _take(self, time: float) -> None:
+        """The platform takes the invocations it has one after another, at its measured
+        pace (a gateway's one loop on a busy machine): a burst from many invokers at once
+        (a tree's) waits its turn, and longer behind a cold start (a gateway forks a
+        worker meanwhile). The invoker is answered as its invocation is taken; the worker
+        starts then, warm or cold as the platform's workers are then, where the cap
+        leaves room."""
+        model, arrived = self.model, self.arrived
+        while arrived:
+            tasks, size, group, forward, invoker = arrived.popleft()
+            warm = self._warm(time, size) is not None
+            # Answered the request's remaining time later (its way back, the invoker's
+            # turnaround), as the history measures it.
+            self._push(time + max(0.0, model.request_s - model.invoke_s), _ANSWER, invoker)
+            self._dispatch(time, tasks, size, group, forward)
+            pace = model.start_spacing_s if warm else model.cold_spacing_s
+            if pace > 0:
+                self.taking = True
+                self._push(time + pace, _FREE, None)
+                return
+
+    def _answer(self, time: float, invoker: _Invoker) -> None:
+        invoker.in_flight -= 1
+        if invoker.sending:  # a slot is free: the next goes out
+            self._send(time, invoker)
+        elif not invoker.in_flight:
+            self._go_on(time, invoker.then)
+
+    def _go_on(self, time: float, then: Any) -> None:
+        if then is None:
+            return
+        kind, worker = then
+        if kind == _BEGIN:
+            self._begin(time, worker)
+        else:
+            self._next(time, worker)
 
     def _dispatch(
         self, time: float, tasks: tuple[int, ...], size: Size, group: int | None, forward: list[Any]
     ) -> None:
+        """Start a worker for an invocation the platform takes now, or queue it while
+        ``cap`` workers are busy (it then starts as one stops)."""
         if self.busy >= self.model.cap:
             self.waiting.append((tasks, size, group, forward))
             return
         self.busy += 1
-        idle = self.idle.get(self._pool(size))
-        if idle and time - idle[-1] <= self.model.keep_warm_s:  # the most recent: warmest
+        idle = self._warm(time, size)
+        if idle is not None:
             warm_at = idle.pop()  # a pre-warmed one may still be starting
             delay = self.model.handout_warm_s + max(0.0, warm_at - time)
         else:
@@ -316,10 +386,12 @@ class _Simulation:
             self._make_room(time)
         worker = _Worker(next(self.ids), size, group, list(reversed(tasks)), forward)
         self.workers += 1
-        # A burst starts one worker after another, at the platform's measured pace.
-        started = max(time + delay, self.last_start + self.model.start_spacing_s)
-        self.last_start = started
-        self._start(started, worker)
+        self._start(time + delay, worker)
+
+    def _warm(self, time: float, size: Size) -> deque[float] | None:
+        """The idle workers of ``size``, if the most recent (the warmest) is warm still."""
+        idle = self.idle.get(self._pool(size))
+        return idle if idle and time - idle[-1] <= self.model.keep_warm_s else None
 
     def _make_room(self, time: float) -> None:
         """Before a new worker starts: forget the idle ones whose keep-warm ran out, and
@@ -338,8 +410,12 @@ class _Simulation:
 
     def _start(self, time: float, worker: _Worker) -> None:
         worker.started = time
-        if worker.forward:  # a tree's share: sent on before any task
-            time = self._hand_out(time, worker.forward)
+        if worker.forward:  # a tree's share: sent on (and answered) before any task
+            self._hand_out(time, worker.forward, (_BEGIN, worker))
+        else:
+            self._begin(time, worker)
+
+    def _begin(self, time: float, worker: _Worker) -> None:
         if self.prewarm:  # workers of its children's other sizes, warm after a cold start
             sizes = self.work.size
             children = {t: [sizes[c] for c in self.shape.children[t]] for t in worker.stack}
@@ -489,9 +565,10 @@ class _Simulation:
         are sent, and its worker goes on once they are."""
         for fan_in in resume:  # its holder is now its last input: it goes on
             self._push(time, _RESUME, fan_in)
-        if hand_out:
-            time = self._hand_out(time, [tuple(tasks) for tasks in hand_out])
-        self._next(time, worker)
+        if hand_out:  # the worker goes on once they are answered
+            self._hand_out(time, [tuple(tasks) for tasks in hand_out], (_NEXT, worker))
+        else:
+            self._next(time, worker)
 
     # ------------------------------------------------------ transfers through the store
     def _read_bytes(self, time: float, nbytes: float, then: tuple[int, _Worker, Any]) -> None:

@@ -721,6 +721,7 @@ async def run_worker(
             "kind": workers.kind,
             "tasks": list(invocation.tasks[:STARTED_TASKS]),
             "forwards": len(invocation.forward),
+            "parent": invocation.parent,  # its hand-out's (the history times its rounds)
         },
     )
     inv = invocation.id
