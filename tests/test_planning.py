@@ -910,6 +910,18 @@ def test_a_task_runs_longer_by_the_bytes_it_reads_from_the_store() -> None:
     assert simulate(_shape([(), (), (0, 1)]), work, model).end[2] == pytest.approx(3.0)
 
 
+def test_the_first_task_to_use_an_input_read_for_several_pays_its_touch() -> None:
+    # A root's 1 MB is read once by the worker of its three children (planned on one
+    # other worker): the first child to run faults its pages in (1 s), the others not.
+    model = _free(cap=2)
+    work = _work([1.0, 1.0, 1.0, 1.0])
+    work.out_bytes = [1e6, 8.0, 8.0, 8.0]
+    work.touch = [0.0, 1e-6, 1e-6, 1e-6]
+    schedule = simulate(_shape([(), (0,), (0,), (0,)]), work, model, groups=[0, 1, 1, 1])
+    runs = sorted(e - s for s, e in zip(schedule.start[1:], schedule.end[1:], strict=True))
+    assert runs == pytest.approx([1.0, 1.0, 2.0])
+
+
 def test_quick_tasks_share_one_round_trip_to_the_store() -> None:
     # Two roots on one worker store their outputs for a fan-in planned on another (a 0.1
     # s round trip each, no bytes to speak of). Quick (1 ms), the first one's completion

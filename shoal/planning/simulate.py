@@ -38,7 +38,8 @@ It plays Shoal's own protocol (:mod:`shoal.protocol`) forward in time, step by s
   worker, which knows their marks (:func:`shoal.decisions.settled_here`); a
   quick task's write shares the round trip of its worker's next step;
 - a task that reads inputs from the store runs longer by their bytes (``Work.touch``:
-  a blob's pages faulted in as the task touches them);
+  a blob's pages faulted in as the task touches them), and so does the first task to use
+  an input its worker read once for several of its tasks as it started;
 - where workers share a machine's CPUs (``capacity``), tasks that together want more
   CPUs than it has slow down alike (processor sharing); where the store serves its
   writes (reads) one at a time, as the history shows (``BackendModel.writes_shared``),
@@ -121,7 +122,7 @@ class Schedule:
 
 
 class _Worker:
-    __slots__ = ("id", "size", "group", "started", "stack", "held", "forward")
+    __slots__ = ("id", "size", "group", "started", "stack", "held", "fresh", "forward")
 
     def __init__(
         self, id: int, size: Size, group: int | None, stack: list[int], forward: list[Any]
@@ -130,6 +131,8 @@ class _Worker:
         self.forward = forward  # invocations it sends on as it starts (a tree's share)
         self.started = 0.0
         self.held: set[int] = set()
+        #: Inputs its tasks share, read once as it started and not yet touched by a task.
+        self.fresh: set[int] = set()
 
 
 class _Shared:
@@ -431,6 +434,7 @@ class _Simulation:
                     uses[dep] = uses.get(dep, 0) + 1
             shared = [dep for dep, n in uses.items() if n > 1]
             worker.held.update(shared)
+            worker.fresh.update(shared)
             nbytes = sum(self.work.out_bytes[d] for d in shared)
         self._read_bytes(time, nbytes, (_READ, worker, None))
 
@@ -440,13 +444,16 @@ class _Simulation:
             heapq.heappush(self.events, (time, _STOP, next(self.seq), worker))
             return
         task = stack.pop()
-        held, out = worker.held, self.work.out_bytes
-        missing = 0.0
+        held, fresh, out = worker.held, worker.fresh, self.work.out_bytes
+        missing = touched = 0.0
         for d in self.shape.deps[task]:
             if d not in held:
                 missing += out[d]
-        if missing and self.work.touch is not None:
-            self.touching[task] = self.work.touch[task] * missing
+            elif d in fresh:  # read as the worker started: this task faults its pages in
+                fresh.discard(d)
+                touched += out[d]
+        if (missing or touched) and self.work.touch is not None:
+            self.touching[task] = self.work.touch[task] * (missing + touched)
         self._read_bytes(time, missing, (_READ, worker, task))
 
     def _read(self, time: float, worker: _Worker, task: int | None) -> None:
