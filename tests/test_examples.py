@@ -13,7 +13,15 @@ import shoal
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-NAMES = ["wordcount", "tree_reduction", "matmul", "fanout_fanin", "text_pipeline", "image_pipeline"]
+NAMES = [
+    "wordcount",
+    "tree_reduction",
+    "matmul",
+    "fanout_fanin",
+    "text_pipeline",
+    "image_pipeline",
+    "chapters",
+]
 
 
 def load(name):
