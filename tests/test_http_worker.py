@@ -112,6 +112,16 @@ def test_a_fan_out_hands_out_work_to_the_same_service(redis_url: str, service: s
     assert leftover_keys(redis_url) == []
 
 
+def test_a_map_is_expanded_by_a_service_worker(redis_url: str, service: str) -> None:
+    """The worker that made the list expands the map, and hands its elements out to the
+    service it runs on (the elements' specs travel with their invocations)."""
+    assert _run(total(inc.map(seed(20))), redis_url, service) == sum(range(1, 21))
+    summary = shoal.last_run()
+    assert summary is not None and summary.tasks_done == summary.tasks == 24
+    assert summary.workers > 1
+    assert leftover_keys(redis_url) == []
+
+
 def test_a_failing_task_raises_its_own_exception(redis_url: str, service: str) -> None:
     with pytest.raises(Boom, match="no 3"):
         _run(add(inc(1), explode(3)), redis_url, service)

@@ -473,6 +473,31 @@ def test_a_tree_reduction_runs_on_lambda(
     assert leftover_keys(redis_url) == []
 
 
+@shoal.task
+def upto(n: int) -> list[int]:
+    return list(range(n))
+
+
+@shoal.task
+def summed(xs: list[int]) -> int:
+    return sum(xs)
+
+
+def test_a_map_expands_on_lambda(
+    platform: MockLambdaPlatform, redis_url: str, shared_secret: str
+) -> None:
+    """A map's elements are made by the function that ran its input, and handed out to
+    other invocations (the mocked platform's), chained element by element."""
+    node = summed(square.map(square.map(upto(12))))
+    (result,) = shoal.compute(node, storage=redis_url, workers=URL, progress=False)
+    assert result == sum(i**4 for i in range(12))
+    summary = shoal.last_run()
+    assert summary is not None and summary.ok and summary.tasks == summary.tasks_done
+    assert summary.workers == len(platform.requests) > 1
+    platform.drain()
+    assert leftover_keys(redis_url) == []
+
+
 def test_a_failing_task_raises_its_own_exception(
     platform: MockLambdaPlatform, redis_url: str
 ) -> None:
