@@ -281,6 +281,26 @@ def test_a_round_of_invocations_sent_as_the_last_was_answered_is_no_burst() -> N
     assert backend.handout_warm.n == 2
 
 
+def test_invocations_sent_together_are_a_burst_even_when_the_first_started_at_once() -> None:
+    graph = build([total([leaf(0), leaf(1)])])
+
+    def started(worker: str, t: float, handout_s: float) -> Event:
+        data = {"cold": False, "handout_s": handout_s, "size": [1.0, 2048], "forwards": 0,
+                "parent": ""}  # fmt: skip
+        return Event(EventKind.WORKER_STARTED, worker, None, t, data)
+
+    events = [
+        started("a", 100.0022, 0.0022),  # the client's two roots, sent 0.4 ms apart
+        started("b", 100.0074, 0.0070),  # taken by the platform 5.2 ms after a started
+        Event(EventKind.TASK_FINISHED, "a", 0, 101.0, None, 100.5, 20),
+        Event(EventKind.TASK_FINISHED, "b", 1, 101.0, None, 100.4, 20),
+        Event(EventKind.TASK_FINISHED, "a", 2, 102.0, None, 101.5, 30),
+    ]
+    backend = _backend_of(graph, events)
+    assert backend.start_spacing.n == 1  # due at 100.0026, after a started: yet a burst
+    assert backend.start_spacing.mean == pytest.approx(0.0052, rel=0.05)
+
+
 def test_a_flat_hand_out_wider_than_an_invoker_sends_at_once_times_its_requests(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

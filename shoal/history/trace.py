@@ -35,6 +35,9 @@ TASK, READ_S, READ_BYTES, RUN_S, CPU_S, PEAK_MB, OUT_BYTES, UPLOAD_S = range(
     len(TaskMetrics._fields)
 )
 Metrics = Sequence[Any]  # a TaskMetrics' fields
+#: Two invocations of one invoker sent within this share of the quickest hand-out of the
+#: run went out together (one gather), not one as the other was answered.
+TOGETHER = 0.25
 #: Bytes from which a transfer takes a store longer than its round trips do (Redis on
 #: loopback: ~1 GB/s, a round trip ~0.3 ms): smaller ones do not slow others down.
 SHARED_ABOVE = 1 << 20
@@ -189,7 +192,21 @@ class RunTrace:
                        default=0.0)  # fmt: skip
         for w in sorted(self.workers.values(), key=lambda w: w.started):
             sent = None if w.handout_s is None else w.started - w.handout_s
-            if sent is not None and previous is not None and sent + quickest < previous.started:
+            if (
+                sent is not None
+                and previous is not None
+                and (
+                    sent + quickest < previous.started
+                    # Or sent together with it by the same invoker (the client's roots, a few
+                    # hand-outs at once): the platform took that one first, this one next. (A
+                    # round sent as the last was answered comes a request's time later.)
+                    or (
+                        previous.handout_s is not None
+                        and w.parent == previous.parent
+                        and sent - (previous.started - previous.handout_s) < quickest * TOGETHER
+                    )
+                )
+            ):
                 queued.add(w.name)
                 spacing[previous.cold].append(w.started - previous.started)
             previous = w
