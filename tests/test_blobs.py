@@ -280,7 +280,8 @@ def test_a_1_gib_output_round_trips_on_redis_and_a_gateway(
 
 # --------------------------------------------------------------------------- cancelled
 CANCELLED_CLIENT = """
-import os, sys, time, shoal
+import faulthandler, os, sys, time, shoal
+faulthandler.dump_traceback_later(25)  # should it hang: where (the test waits 30 s)
 
 @shoal.task
 def big() -> bytes:
@@ -333,7 +334,7 @@ def test_blobs_are_gone_after_a_cancelled_run(
     finally:
         (tmp_path / "started.go").touch()
         proc.kill()
-        proc.communicate()
+        print(proc.communicate()[0])  # shown if the test fails
     assert blobs_left(tmp_path / "blobs") == [] and leftover_keys(redis_url) == []
 
 
