@@ -922,6 +922,16 @@ def test_the_first_task_to_use_an_input_read_for_several_pays_its_touch() -> Non
     assert runs == pytest.approx([1.0, 1.0, 2.0])
 
 
+def test_a_child_a_quick_completion_readies_waits_for_the_workers_next_task() -> None:
+    # One worker has roots 0, 1 (quick) and 3 (1 s); 0 and 1 feed 2. The completion of 1
+    # is batched with 3's (should_flush): 2 is the worker's only once 3 has run.
+    model = _free(cap=1)
+    shape = _shape([(), (), (0, 1), ()])
+    schedule = simulate(shape, _work([0.001, 0.001, 1.0, 1.0]), model, groups=[0, 0, 0, 0])
+    assert schedule.start[3] < schedule.start[2]
+    assert schedule.start[2] == pytest.approx(schedule.end[3], abs=0.01)
+
+
 def test_quick_tasks_share_one_round_trip_to_the_store() -> None:
     # Two roots on one worker store their outputs for a fan-in planned on another (a 0.1
     # s round trip each, no bytes to speak of). Quick (1 ms), the first one's completion

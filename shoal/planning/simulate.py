@@ -547,19 +547,25 @@ class _Simulation:
     def _complete(self, time: float, worker: _Worker, task: int) -> None:
         early, keep, hand_out, written = self._decide(worker, task)
         done_at = time + (self.model.gap_s if self.work.gap is None else self.work.gap[task])
+        # A quick task's completion waits for its worker's next step, which takes it with
+        # the next one's (should_flush), unless another worker waits on it (a sink, a
+        # hand-out) or its worker has nothing left: one round trip for both, and the
+        # children its marks ready are the worker's only after that next task.
+        quick = self.end[task] - self.start[task] < SMALL_TASK_S
+        batched = quick and worker.stack and not hand_out and task not in self.shape.sinks
         worker.stack.extend(reversed(early))
-        worker.stack.extend(reversed(keep))
+        if batched and keep:
+            after = worker.stack.pop()
+            worker.stack.extend(reversed(keep))
+            worker.stack.append(after)
+        else:
+            worker.stack.extend(reversed(keep))
         resume, self.resume = self.resume, []
         model, then = self.model, (_STEP, worker, (hand_out, resume))
         nbytes = self.work.out_bytes[task] if written else 0.0
         if nbytes:
             store = self.writes if model.writes_shared else None
             seconds = nbytes * model.write_s_per_byte
-            # A quick task's completion waits for its worker's next step, which takes it
-            # with the next one's (should_flush): one round trip for both, unless another
-            # worker waits on it (a sink, a hand-out) or its worker has nothing left.
-            quick = self.end[task] - self.start[task] < SMALL_TASK_S
-            batched = quick and worker.stack and not hand_out and task not in self.shape.sinks
             latency = 0.0 if batched else model.write_latency_s
             self._transfer(store, done_at, latency, seconds, then)
         else:
