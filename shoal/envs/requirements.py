@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.metadata
 import os
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:  # imported where a set is parsed: a gateway's start needs neither
+    from packaging.requirements import Requirement
 
 RequirementSet = tuple[str, ...]
 
@@ -31,6 +31,8 @@ RequirementSet = tuple[str, ...]
 def parse(text: str) -> Requirement:
     """One requirement string as a :class:`Requirement`; :class:`~shoal.ConfigError`
     naming the string when it is not PEP 508."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
     if not isinstance(text, str) or not text.strip():
         raise ConfigError(f"a requirement must be a non-empty string, got {text!r}")
     try:
@@ -42,6 +44,8 @@ def parse(text: str) -> Requirement:
 def normalise_one(text: str) -> str:
     """``text`` in its one canonical spelling: ``Pillow >= 10`` and ``pillow>=10`` are
     the same requirement, so they must key the same environment."""
+    from packaging.utils import canonicalize_name
+
     req = parse(text)
     req.name = canonicalize_name(req.name)
     return str(req)
@@ -91,6 +95,8 @@ def unsatisfied(
     ``versions`` (canonical name -> version, None when absent) does not meet, each with
     why. Requirements whose environment marker excludes this interpreter are met.
     Extras are not checked (what an extra pulls in is the extra's own requirements)."""
+    from packaging.utils import canonicalize_name
+
     missing = []
     for text in requirements:
         req = parse(text)
@@ -107,6 +113,10 @@ def unsatisfied(
 def installed(requirements: Iterable[str]) -> dict[str, str | None]:
     """The installed version of each distribution ``requirements`` name, in this
     interpreter (None: not installed)."""
+    import importlib.metadata
+
+    from packaging.utils import canonicalize_name
+
     versions: dict[str, str | None] = {}
     for text in requirements:
         name = canonicalize_name(parse(text).name)
