@@ -46,7 +46,8 @@ def _serve(control: socket.socket) -> None:
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.set_wakeup_fd(wake_w)
     while True:
-        ready, _, _ = select.select([control.fileno(), wake_r], [], [], 0 if idle_imports else None)
+        quiet = process.IDLE_AFTER_S if idle_imports else None
+        ready, _, _ = select.select([control.fileno(), wake_r], [], [], quiet)
         if not ready and idle_imports:
             process.idle_import(idle_imports.pop(0))
             continue

@@ -126,6 +126,9 @@ def preload() -> None:
 #: Also what the client's first request imports (its async backend): otherwise a worker's
 #: first hand-out pays it, tens of ms, ~50 on a busy machine (a tree head's, all its share).
 PRELOAD_WHEN_IDLE = ("httpx", "httpcore._backends.anyio", "anyio._backends._asyncio")
+#: Quiet this long before each such import: an import holds the process for tens of ms,
+#: and a burst of invocations (the template's forks, a warm worker's next run) goes first.
+IDLE_AFTER_S = 0.05
 
 
 def idle_import(name: str) -> None:
@@ -145,7 +148,7 @@ def serve(inp: BinaryIO, frames: BinaryIO, name: str | None) -> None:
         write_frame(frames, {"ready": True})
         idle_imports: list[str] = []
         while True:
-            if idle_imports and not select.select([inp], [], [], 0)[0]:
+            if idle_imports and not select.select([inp], [], [], IDLE_AFTER_S)[0]:
                 idle_import(idle_imports.pop(0))
                 continue
             try:
