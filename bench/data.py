@@ -169,20 +169,13 @@ def main() -> None:
     parser.add_argument("--engines", default="shoal,shoal-cluster,shoal-redis,ray,dask")
     args = parser.parse_args()
 
+    from .engines import installed
     from .servers import ShoalServers
 
     every = {"shoal": Shoal("shoal", "auto"), "shoal-redis": Shoal("shoal-redis", "off"),
              "shoal-cluster": Shoal("shoal-cluster", "auto", ["cluster"]),
              "ray": Ray(), "dask": Dask()}  # fmt: skip
-    engines = []
-    for name in args.engines.split(","):
-        if name == "ray":
-            try:
-                import ray  # noqa: F401
-            except ImportError:
-                print("ray is not installed: skipped (pip install ray)")
-                continue
-        engines.append(every[name])
+    engines = installed(args.engines, every)
     servers = ShoalServers().start()
     text = chunks()
     expected = {"wordcount": top(tree([count(c) for c in text], merge))}

@@ -9,6 +9,7 @@ through ``Client.get``) and ``dask-distributed-delayed`` (the same cluster, ``de
 
 import functools
 import os
+from typing import Any
 
 
 class Engine:
@@ -210,3 +211,18 @@ ENGINES = {
         "dask-threads-noopt", scheduler="threads", optimize_graph=False
     ),
 }
+
+
+def installed(names: str, every: dict[str, Any]) -> list[Any]:
+    """The engines of ``every`` that ``names`` (a comma list) picks, in that order; Ray,
+    optional, is skipped (saying so) where it is not installed."""
+    picked = []
+    for name in names.split(","):
+        if name == "ray":
+            try:
+                import ray  # noqa: F401
+            except ImportError:
+                print("ray is not installed: skipped (pip install ray)")
+                continue
+        picked.append(every[name])
+    return picked

@@ -119,6 +119,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    from .engines import installed
     from .servers import ShoalServers
 
     every: dict[str, Any] = {
@@ -129,15 +130,7 @@ def main() -> None:
         "dask": Dask(),
         "ray": Ray(),
     }
-    engines = []
-    for name in args.engines.split(","):
-        if name == "ray":
-            try:
-                import ray  # noqa: F401
-            except ImportError:
-                print("ray is not installed: skipped (pip install ray)")
-                continue
-        engines.append(every[name])
+    engines = installed(args.engines, every)
     servers = ShoalServers().start()
     servers.prewarm(os.cpu_count() or 1)
     expected = sum(range(1, args.size + 1))

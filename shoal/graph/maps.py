@@ -169,10 +169,6 @@ def _lister(fn: TaskFunction[Any, Any]) -> TaskFunction[Any, Any]:
     return TaskFunction(_as_list, TaskOptions(name=f"{fn.name}.map"))
 
 
-def is_expander(fn: TaskFunction[Any, Any]) -> bool:
-    return fn.func is _expand_in_worker
-
-
 def map_node(
     fn: TaskFunction[Any, Any], iterable: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Node:
