@@ -12,6 +12,8 @@ with no central scheduler.
 
 import importlib
 import logging
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
@@ -86,3 +88,23 @@ __all__ = [
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+
+def _defer_httpx_cli() -> None:
+    """``import httpx`` imports its command line whenever click, rich and pygments are
+    installed, as they are beside Shoal (encode/httpx#3547): ~30 ms, and as much again in
+    the anyio imports after it, in every client and gateway worker. A stand-in for that
+    module imports the real one only if its ``main`` is called."""
+    if "httpx" in sys.modules or "httpx._main" in sys.modules:
+        return
+
+    def main(*args: Any, **kwargs: Any) -> Any:
+        del sys.modules["httpx._main"]
+        return importlib.import_module("httpx._main").main(*args, **kwargs)
+
+    stand_in = types.ModuleType("httpx._main")
+    stand_in.__dict__["main"] = main
+    sys.modules["httpx._main"] = stand_in
+
+
+_defer_httpx_cli()

@@ -49,6 +49,13 @@ def test_public_names_are_exactly_the_intended_ones() -> None:
     assert (Path(shoal.__file__).parent / "py.typed").exists()
 
 
+def test_httpx_after_shoal_leaves_its_command_line_unimported_until_run() -> None:
+    code = "import shoal, httpx, sys; print('pygments' in sys.modules); httpx.main(['--help'])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.startswith("False\n")
+    assert "HTTPX" in done.stdout  # its command line still works
+
+
 def _console() -> tuple[Console, io.StringIO]:
     out = io.StringIO()
     return Console(file=out, force_terminal=True, width=80), out
