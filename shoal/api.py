@@ -1,52 +1,25 @@
-"""``shoal.compute``: choose the store, the workers and the history; run; record."""
+"""``shoal.compute``: read the run's options and check them, then run (:mod:`.run`).
+
+Light to import: a private gateway starts (``workers="gateway"``) before the run's
+machinery is imported, which its start then overlaps."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import os
-import signal
-import threading
-import time
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
-from .backends import Workers, open_workers
-from .blobs import storage_with_blobs
-from .errors import ConfigError, RunCancelled
-from .graph import Graph, Node, build
-from .history import History, RunRecord, RunTrace, open_history
+from .errors import ConfigError
 from .metrics import DEFAULT_POLICY, parse_policy
-from .optimizations import Tuning, check_optimizations, tuning_for
-from .planning import Plan, check_options, make_plan
-from .progress import Progress
-from .protocol import new_run_id, run_graph
+from .optimizations import check_optimizations
+from .planning import check_options
 from .security import client_signer
-from .stores import open_store
-from .summary import RunSummary, record
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from .graph import Node
 
 DEFAULT_STORAGE = "memory://"
 DEFAULT_WORKERS = "local"
-
-
-@dataclass(frozen=True, slots=True)
-class _Options:
-    storage: str
-    workers: str
-    blobs: str
-    progress: bool | None
-    timeout: float | None
-    metrics: str
-    history: History
-    planner: str
-    sla: str
-    deadline: float | None
-    optimizations: frozenset[str] | None
-    requirements: tuple[str, ...]
 
 
 def compute(
@@ -127,12 +100,16 @@ def compute(
         from .backends.private import launch
 
         launch(client_signer(private=True).secret)  # type: ignore[union-attr]
+    # Imported now, not with this module: a private gateway's start overlaps them.
+    from .history import open_history
+    from .run import RunOptions, run
+
     kept = open_history(history)
     try:
         policy = metrics or os.environ.get("SHOAL_METRICS")
         if policy is None:
             policy = DEFAULT_POLICY if kept.url != "none" else "off"
-        options = _Options(
+        options = RunOptions(
             storage=storage or os.environ.get("SHOAL_STORAGE") or DEFAULT_STORAGE,
             workers=workers,
             blobs=blobs or os.environ.get("SHOAL_BLOBS") or "auto",
@@ -146,15 +123,7 @@ def compute(
             optimizations=forced,
             requirements=run_requirements,
         )
-        # The values come back beside asyncio.run, not through it: on its way out it formats
-        # the finished task, results and all (a slow repr() of a big result costs seconds).
-        outcome: dict[str, tuple[Any, ...]] = {}
-        coro = _compute(nodes, options, outcome)
-        if _in_event_loop():
-            _run_in_thread(coro)  # called from async code (e.g. a notebook): don't block it
-        else:
-            asyncio.run(coro)
-        return outcome["values"]
+        return run(nodes, options)
     finally:
         kept.close()
 
@@ -164,221 +133,3 @@ def _seconds(name: str, text: str) -> float:
         return float(text)
     except ValueError:
         raise ConfigError(f"${name} must be a number of seconds, got {text!r}") from None
-
-
-def _in_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-def _run_in_thread(coro: Any) -> None:
-    failed: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            asyncio.run(coro)
-        except BaseException as exc:
-            failed.append(exc)
-
-    thread = threading.Thread(target=target, name="shoal-compute")
-    thread.start()
-    thread.join()
-    if failed:
-        raise failed[0]
-
-
-async def _compute(
-    nodes: tuple[Node, ...], options: _Options, outcome: dict[str, tuple[Any, ...]]
-) -> None:
-    """:func:`_run`, which SIGTERM and SIGINT cancel, in the main thread (the only one that
-    may handle signals): once its cleanup has run, they raise RunCancelled and
-    KeyboardInterrupt. The handlers that were there before come back afterwards."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    caught: list[signal.Signals] = []
-
-    def cancel(sig: signal.Signals) -> None:
-        log.info("%s: cancelling the run", sig.name)
-        caught.append(sig)
-        task.cancel()  # a second signal interrupts the cleanup too
-
-    previous: dict[signal.Signals, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            handler = signal.getsignal(sig)
-            if handler not in (signal.SIG_IGN, None):  # ignored (or not Python's): left alone
-                previous[sig] = handler
-                loop.add_signal_handler(sig, cancel, sig)
-    error: BaseException | None = None
-    try:
-        await _run(nodes, options, outcome)
-    except BaseException as exc:
-        if not caught:
-            raise
-        error = exc
-    finally:
-        for sig, handler in previous.items():
-            loop.remove_signal_handler(sig)
-            signal.signal(sig, handler)  # remove_signal_handler would leave the default
-    if caught:
-        cause = None if isinstance(error, asyncio.CancelledError) else error
-        if caught[0] is signal.SIGINT:
-            raise KeyboardInterrupt from cause
-        raise RunCancelled(f"the run was cancelled by {caught[0].name}") from cause
-
-
-async def _run(
-    nodes: tuple[Node, ...], options: _Options, outcome: dict[str, tuple[Any, ...]]
-) -> None:
-    started_at = time.time()
-    started = time.perf_counter()
-    graph = build(nodes)
-    if options.requirements:
-        from .envs.check import with_run_requirements
-
-        graph.functions = with_run_requirements(graph.functions, options.requirements)
-    backend = open_workers(options.workers)
-    signer = client_signer(backend.private)
-    store = open_store(
-        storage_with_blobs(options.storage, options.blobs, backend.same_host), signer
-    )
-    if store.in_process and not backend.in_process:
-        raise ConfigError(
-            f"storage {options.storage!r} lives in this process, so workers "
-            f"{options.workers!r} cannot reach it: use a shared store such as redis://"
-        )
-    run_id = new_run_id()
-    summary = RunSummary(
-        run_id, graph.structure_hash, len(graph), storage=options.storage, backend=options.workers
-    )
-    bar = Progress(len(graph), options.progress)
-    trace = RunTrace() if options.history.url != "none" else None
-
-    def on_events(events: list[Any]) -> None:
-        summary.add(events)
-        if trace is not None:
-            trace.add(events)
-        bar.update(summary.tasks_done, summary.tasks)
-
-    error: BaseException | None = None
-    plan: Plan | None = None
-    try:
-        await backend.start(store, signer)
-        if options.requirements or any(f.options.requirements for f in graph.functions):
-            from .envs.check import prepare
-
-            await prepare(backend, graph)  # before any task: a clear error, nothing ran
-        tuning = _tuning(options, backend)
-        if options.planner != "none":
-            plan = make_plan(
-                graph,
-                options.history,
-                planner=options.planner,
-                sla=options.sla,
-                deadline=options.deadline,
-                backend=backend.kind,
-                platform=await backend.platform(),
-                cap=backend.parallelism,
-                tuning=tuning,
-                forced=options.optimizations,
-            )
-            summary.planned(plan, options.planner, options.sla)
-            if plan is not None and plan.tuning is not None:
-                # The planner's say where the run leaves it, else the forced ones as the
-                # plan times them (pre-warm).
-                tuning = plan.tuning
-        values = await run_graph(
-            graph,
-            store,
-            backend,
-            run_id=run_id,
-            on_events=on_events,
-            timeout=options.timeout,
-            metrics=options.metrics,
-            plan=plan,
-            tuning=tuning,
-        )
-        summary.ok = True
-        outcome["values"] = tuple(values)
-    except BaseException as exc:
-        error = exc
-        raise
-    finally:
-        bar.close()
-        await backend.close(ok=error is None)
-        await store.close()
-        summary.wall_s = time.perf_counter() - started
-        record(summary)
-        if trace is not None:
-            run = _record(summary, graph, backend.kind, started_at, error, plan)
-            _keep(options.history, trace, graph, run, plan)
-
-
-def _tuning(options: _Options, backend: Workers) -> Tuning:
-    """The thresholds of the optimizations the run forces on, from the backend's model."""
-    if not options.optimizations:  # the default, or all off
-        return tuning_for(options.optimizations, None)
-    if backend.in_process:  # outputs pass by reference: nothing to save by not moving them
-        return tuning_for(options.optimizations, None)
-    from .backends import Platform
-    from .planning.model import BackendModel
-
-    # Thresholds need the backend's rates only (from the history), not its platform now:
-    # no request to the backend for them.
-    stats = options.history.backend_stats(backend.kind)
-    platform = Platform(float(backend.parallelism), 0.0, {})
-    model = BackendModel.learn(backend.kind, stats, options.sla, platform, backend.parallelism)
-    return tuning_for(options.optimizations, model)
-
-
-def _record(
-    summary: RunSummary,
-    graph: Graph,
-    backend: str,
-    started_at: float,
-    error: BaseException | None,
-    plan: Plan | None,
-) -> RunRecord:
-    return RunRecord(
-        run_id=summary.run_id,
-        workflow=graph.structure_hash,
-        name=graph.workflow_name,
-        started=started_at,
-        backend=backend,
-        storage=urlsplit(summary.storage).scheme or summary.storage,
-        planner=summary.planner,
-        sla=summary.sla,
-        ok=summary.ok,
-        error=_error_text(error),
-        tasks_total=summary.tasks,
-        tasks_done=summary.tasks_done,
-        makespan_s=summary.makespan_s,
-        wall_s=summary.wall_s,
-        predicted_makespan_s=None if plan is None else plan.makespan_s,
-        predicted_cost=None if plan is None else plan.cost,
-        deadline_s=None if plan is None else plan.deadline_s,
-    )
-
-
-def _error_text(error: BaseException | None) -> str | None:
-    if error is None:
-        return None
-    if isinstance(error, asyncio.CancelledError):  # a signal (see _compute) or the caller
-        return "RunCancelled: the run was cancelled"
-    return f"{type(error).__name__}: {error}"
-
-
-def _keep(
-    history: History, trace: RunTrace, graph: Graph, run: RunRecord, plan: Plan | None
-) -> None:
-    """Record the run in the history. A history that fails costs the run nothing: the
-    user has the results (or the task's error); the failure is logged with its cause."""
-    try:
-        stats, backend_stats = trace.fold(graph, run, plan)
-        history.record(run, stats, backend_stats)
-    except Exception:
-        log.warning("run %s was not recorded in %s", run.run_id, history.url, exc_info=True)

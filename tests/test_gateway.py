@@ -337,6 +337,37 @@ def test_a_private_gateway_stops_in_order_when_its_process_exits(
     assert not Path(f"/proc/{kept[0]}").exists()  # gone, before its client's exit ended
 
 
+ISOLATED_CLIENT = """
+import os, sys
+from pathlib import Path
+import shoal
+
+@shoal.task
+def where():
+    template = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().split(b"\\0")
+    return [part.decode() for part in template], sys.flags.isolated, sys.path
+
+print(repr(shoal.compute(where(), storage=sys.argv[1], workers="gateway", progress=False)[0]))
+"""
+
+
+def test_a_private_gateway_forks_its_template_and_its_workers_path_stays_isolated(
+    redis_url: str, tmp_path: Path
+) -> None:
+    script = tmp_path / "client.py"
+    script.write_text(ISOLATED_CLIENT)
+    env = {k: v for k, v in os.environ.items() if k != "SHOAL_SECRET"}
+    env["PYTHONPATH"] = str(tmp_path / "extra")
+    done = subprocess.run([sys.executable, str(script), redis_url], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    template, isolated, path = eval(done.stdout)
+    # The worker's parent is the gateway's fork, not a new Python running the forkserver.
+    assert "shoal.gateway" in template and "--exit-with-stdin" in template, template
+    assert isolated == 1
+    assert not any(entry.startswith(str(tmp_path)) for entry in path), path
+
+
 def _children() -> set[int]:
     """Living child processes of this process (from /proc)."""
     me, found = os.getpid(), set()

@@ -59,7 +59,8 @@ except KeyboardInterrupt:
 
 
 def _marked(mark: str) -> dict[int, str]:
-    """Living processes that carry ``mark``: their pid and command line."""
+    """Living processes that carry ``mark``: their pid, and their name and command line
+    (``[name] command``)."""
     needle = f"{MARK}={mark}".encode()
     found = {}
     for entry in Path("/proc").iterdir():
@@ -69,9 +70,10 @@ def _marked(mark: str) -> dict[int, str]:
             if needle not in (entry / "environ").read_bytes().split(b"\0"):
                 continue  # a zombie's environment reads empty too
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            name = (entry / "comm").read_text().strip()
         except OSError:  # gone meanwhile, or not ours to read
             continue
-        found[int(entry.name)] = command
+        found[int(entry.name)] = f"[{name}] {command}"
     return found
 
 
@@ -110,11 +112,12 @@ class Client:
         assert len(runs) == 1, runs
         self.keys = runs.pop().decode() + "*"
         commands = [c for pid, c in _marked(self.mark).items() if pid != self.proc.pid]
-        assert sum(" -m shoal.gateway " in c for c in commands) == 1, commands
-        # The worker: forked from the gateway's template (same command line), or its own.
-        forks = sum("-m shoal.gateway.forkserver" in c for c in commands)
-        own = sum("-m shoal.gateway.process" in c for c in commands)
-        assert (forks, own) in ((2, 0), (0, 1)), commands
+        names = [c[1 : c.index("]")] for c in commands]
+        gateway = [c for c in commands if not c.startswith("[shoal-")]
+        assert len(gateway) == 1 and " -m shoal.gateway " in gateway[0], commands
+        # The worker, forked from the gateway's template or a Python of its own.
+        assert names.count("shoal-worker") == 1, commands
+        assert names.count("shoal-template") <= 1, commands
 
     def stopped(self) -> tuple[int, str, str]:
         """Wait for the client to end: its return code, stdout and stderr."""

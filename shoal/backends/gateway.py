@@ -77,8 +77,9 @@ class GatewayWorkers:
     async def start(self, store: Store, signer: Signer | None = None) -> None:
         signer = signer or Signer.from_env()
         self._codec = Codec(signer)
-        if self.private:
+        if self.private:  # its parallelism is this machine's CPUs: nothing to ask it
             await self._start_private(signer)
+            return
         infos = await asyncio.gather(*(self._request("GET", "/info", b) for b in self._bases))
         self.parallelism = sum(int(info["parallelism"]) for info in infos)
 

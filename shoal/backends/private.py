@@ -8,6 +8,7 @@ import atexit
 import contextlib
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -35,8 +36,10 @@ class PrivateGateway:
         listener = socket.create_server(("127.0.0.1", 0), backlog=512)
         self.base = f"http://127.0.0.1:{listener.getsockname()[1]}"
         try:
+            # Isolated (-I): a worker's path holds installed packages only, and so may the
+            # gateway's, which then forks its workers' template from itself (forkserver).
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "shoal.gateway", "--fd", str(listener.fileno()),
+                [sys.executable, "-I", "-m", "shoal.gateway", "--fd", str(listener.fileno()),
                  "--exit-with-stdin"],
                 stdin=subprocess.PIPE,
                 pass_fds=[listener.fileno()],
@@ -67,7 +70,7 @@ class PrivateGateway:
         if process.stdin is not None:
             process.stdin.close()
         try:
-            process.wait(STOP_TIMEOUT_S)
+            _wait(process, STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             log.warning(
                 "the private gateway (pid %d) did not stop within %g s: killing it and its workers",
@@ -77,6 +80,21 @@ class PrivateGateway:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)  # not reaped yet: still its group's id
             process.wait()
+
+
+def _wait(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """``process.wait(timeout)``, back as soon as the process ends: ``Popen.wait`` with a
+    timeout polls, and notices an end up to 50 ms late. Linux tells through a pidfd."""
+    try:
+        pidfd = os.pidfd_open(process.pid)
+    except (AttributeError, OSError):  # not Linux, or already reaped
+        process.wait(timeout)
+        return
+    try:
+        select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+    process.wait(0)  # ended, else TimeoutExpired as after a timeout
 
 
 _kept: PrivateGateway | None = None

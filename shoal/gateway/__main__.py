@@ -1,6 +1,7 @@
 """``python -m shoal.gateway [OPTIONS]``: ``shoal gateway``, with its template process
-(see :mod:`.forkserver`) launched before the command line is even imported. A private
-gateway's first run waits on the template, not on the gateway's own imports."""
+(see :mod:`.forkserver`) started before the command line is even imported: forked from
+this process when it is isolated (``python -I``, as a private gateway is), else a new
+Python. A private gateway's first run then waits on neither's imports alone."""
 
 import sys
 

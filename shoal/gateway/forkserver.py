@@ -28,6 +28,8 @@ from typing import Any
 #: A message: its length, then JSON (a request from the gateway, an answer from the
 #: template); a request carries one file descriptor alongside.
 _LENGTH = struct.Struct(">I")
+#: What ``ps`` and ``top`` show for the template process.
+TEMPLATE_NAME = "shoal-template"
 
 
 # --------------------------------------------------------------------------- the template
@@ -38,7 +40,7 @@ def _serve(control: socket.socket) -> None:
     soon as it ends (SIGCHLD wakes the loop)."""
     from . import process
 
-    process.die_with_parent()
+    process.become(TEMPLATE_NAME)
     process.preload()
     idle_imports = list(process.PRELOAD_WHEN_IDLE)
     wake_r, wake_w = os.pipe()
@@ -147,7 +149,23 @@ class ForkedWorker:
             os.kill(self.pid, signal.SIGKILL)
 
 
-Template = tuple[subprocess.Popen[bytes], socket.socket]
+class ForkedTemplate:
+    """A template forked from the gateway itself (:func:`fork_template`), as
+    :class:`ForkServer` stops it: the two things it uses of a ``Popen``."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+    def wait(self) -> None:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+
+Template = tuple[subprocess.Popen[bytes] | ForkedTemplate, socket.socket]
 
 
 def launch_template(python: str | None = None) -> Template:
@@ -171,14 +189,36 @@ def launch_template(python: str | None = None) -> Template:
     return proc, ours
 
 
+def fork_template() -> Template:
+    """The template as a fork of this process, which must have no thread yet: it starts
+    with what it shares with the gateway imported (Python itself, Shoal, asyncio), and
+    imports the rest of the worker runtime while the gateway imports its web server, about
+    half the work of a template started anew. Of an isolated Python (``-I``) only: its
+    path is then the one a worker must have (installed packages only)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ours.close()
+            keep = theirs.fileno()  # and none of the gateway's (its listening socket)
+            os.closerange(3, keep)
+            os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+            _serve(theirs)
+        finally:
+            os._exit(0)
+    theirs.close()
+    return ForkedTemplate(pid), ours
+
+
 _early: Template | None = None
 
 
 def launch_template_early() -> None:
-    """Launch the template before anything else is imported (``python -m shoal.gateway``):
-    a private gateway's first run waits on it, not on the gateway's imports."""
+    """Have the template starting before anything else is imported (``python -m
+    shoal.gateway``): a private gateway's first run waits on it, not on the gateway's
+    imports. Forked from this process when it is isolated, else started anew."""
     global _early
-    _early = launch_template()
+    _early = fork_template() if sys.flags.isolated else launch_template()
 
 
 def take_template() -> Template:

@@ -30,6 +30,9 @@ log = logging.getLogger("shoal.gateway.process")
 
 _LENGTH = struct.Struct(">I")
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
+#: What ``ps`` and ``top`` show for a gateway worker process.
+WORKER_NAME = "shoal-worker"
 
 
 def write_frame(out: BinaryIO, header: dict[str, Any], payload: bytes = b"") -> None:
@@ -67,12 +70,14 @@ async def read_frame_async(inp: asyncio.StreamReader) -> tuple[dict[str, Any], b
     return header, await inp.readexactly(n) if n else b""
 
 
-def die_with_parent() -> None:
-    """Linux: be killed when the gateway dies, even by SIGKILL (else a worker would run
-    its task to the end for nobody)."""
+def become(name: str) -> None:
+    """Linux: go by ``name`` in ``ps`` and ``top`` (a fork would show its parent's
+    command line), and be killed when the gateway dies, even by SIGKILL (else a worker
+    would run its task to the end for nobody)."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_NAME, name.encode()[:15])
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cpu-list", default="")
     p.add_argument("--name", default=None)
     args = p.parse_args(argv)
-    die_with_parent()
+    become(WORKER_NAME)
     apply_size(args.memory_mb, [int(c) for c in args.cpu_list.split(",") if c])
     frames = os.fdopen(os.dup(1), "wb")  # our answers; user prints go to stderr
     os.dup2(2, 1)
@@ -107,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
 def serve_forked(channel: int, memory_mb: int, cpu_list: list[int], name: str) -> None:
     """A worker forked from the template (:mod:`.forkserver`): its frames on ``channel``,
     a socket to the gateway; what it prints goes to stderr."""
-    die_with_parent()
+    become(WORKER_NAME)
     apply_size(memory_mb, cpu_list)
     os.dup2(2, 1)
     serve(os.fdopen(os.dup(channel), "rb"), os.fdopen(channel, "wb"), name)

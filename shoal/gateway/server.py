@@ -96,6 +96,7 @@ class Gateway:
         invoke_latency_s: float = 0.0,
         cache_dir: str | Path | None = None,
         requirements: Sequence[str] = (),
+        exit_with_stdin: bool = False,
     ) -> None:
         self.codec = Codec(signer)
         self.signer = signer
@@ -126,6 +127,8 @@ class Gateway:
         self._envs: dict[str, Environment] = {}  # ready, by requirement-set key
         self._building: dict[str, asyncio.Task[Environment]] = {}
         self._env_forks: dict[str, ForkServer] = {}  # a template per environment
+        self.exit_with_stdin = exit_with_stdin  # a private gateway: see _exit_with_stdin
+        self._stdin_watch: asyncio.Task[None] | None = None
 
     # ----------------------------------------------------------------- requests
     async def submit(self, payload: bytes) -> Invocation:
@@ -450,6 +453,8 @@ class Gateway:
     # ----------------------------------------------------------------- life
     async def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap())
+        if self.exit_with_stdin:  # not among the tasks close() cancels: it calls close()
+            self._stdin_watch = asyncio.create_task(self._exit_with_stdin())
         self._keep(asyncio.create_task(self._keep_queued()))
         self._keep(asyncio.create_task(self._sweep_blobs()))
         if self.cgroups and sys.platform.startswith("linux"):
@@ -467,6 +472,30 @@ class Gateway:
         if self.ahead:  # built before the gateway takes requests: runs find it ready
             env, _ = await self.environment(self.ahead)
             log.info("environment %s ready at %s", requirements_key(self.ahead), env.path)
+
+    async def _exit_with_stdin(self) -> None:
+        """A private gateway's end, once its stdin ends: its client closed it, or died, even
+        by SIGKILL (the kernel closes a dead process's pipes). Nobody is left to serve: the
+        workers and the template stop, then the process ends at once, without the web
+        server's shutdown (which polls its connections and itself: ~150 ms)."""
+        loop = asyncio.get_running_loop()
+        ended = loop.create_future()
+
+        def readable() -> None:
+            try:
+                data = os.read(0, 4096)  # what comes through the pipe means nothing
+            except OSError:
+                data = b""
+            if not data and not ended.done():
+                ended.set_result(None)
+
+        loop.add_reader(0, readable)
+        await ended
+        loop.remove_reader(0)
+        log.debug("stdin closed: shutting down")
+        await self.close()
+        logging.shutdown()
+        os._exit(0)
 
     async def close(self) -> None:
         self.closing = True
@@ -610,6 +639,7 @@ def serve(
         invoke_latency_s=invoke_latency_s,
         cache_dir=cache_dir,
         requirements=requirements,
+        exit_with_stdin=exit_with_stdin,
     )
     app = create_app(gateway, token)
     # Requests answer at once (an invoke is queued): one still running after a few seconds
@@ -619,6 +649,5 @@ def serve(
         host=host,
         port=port,
         fd=fd,
-        exit_with_stdin=exit_with_stdin,
         timeout_graceful_shutdown=5,
     )
