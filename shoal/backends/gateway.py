@@ -80,8 +80,11 @@ class GatewayWorkers:
         if self.private:  # its parallelism is this machine's CPUs: nothing to ask it
             await self._start_private(signer)
             return
-        infos = await asyncio.gather(*(self._request("GET", "/info", b) for b in self._bases))
-        self.parallelism = sum(int(info["parallelism"]) for info in infos)
+        key = tuple(self._bases)
+        if key not in _parallelism:  # a gateway's cap is set at its start: asked once
+            infos = await asyncio.gather(*(self._request("GET", "/info", b) for b in key))
+            _parallelism[key] = sum(int(info["parallelism"]) for info in infos)
+        self.parallelism = _parallelism[key]
 
     async def _start_private(self, signer: Signer) -> None:
         self._private = private_gateway(signer.secret)
@@ -197,6 +200,10 @@ class GatewayWorkers:
             if private is not None:
                 await asyncio.to_thread(private.release, ok)
 
+
+#: The gateways' concurrency caps, by their addresses, as this process's first run on them
+#: learned them (a round trip each run would cost a small run a fifth of its time).
+_parallelism: dict[tuple[str, ...], int] = {}
 
 #: Environments a gateway made ready for this process: later runs skip asking (a round
 #: trip each). A gateway that lost one since builds it again for the invocations needing it.
