@@ -320,6 +320,14 @@ def test_a_run_far_outside_the_spread_of_a_tasks_others_is_held_to_it() -> None:
     assert Predictor({}, "mean", _model(), noisy).task_base(0, "m.f") == pytest.approx(1.1)
 
 
+def test_of_two_runs_one_over_twice_the_other_is_no_guide() -> None:
+    first_then_warm = [_ran([("a", 0.0, d, 0.0)], [[]]) for d in [0.0129, 0.0024]]
+    assert Predictor({}, "mean", _model(), first_then_warm).task_base(0, "m.f") == 0.0024
+    alike = [_ran([("a", 0.0, d, 0.0)], [[]]) for d in [0.004, 0.003]]
+    assert Predictor({}, "mean", _model(), alike).task_base(0, "m.f") == pytest.approx(0.0035)
+    assert Predictor({}, "p95", _model(), first_then_warm).task_base(0, "m.f") == 0.0129
+
+
 def test_a_completion_that_handed_work_out_teaches_no_gap() -> None:
     # Task 0 readied 1 and 2 and handed 2 out to worker b: its worker's second until task
     # 1 held the hand-out, which the simulator plays itself.
