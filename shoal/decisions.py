@@ -215,6 +215,18 @@ def should_flush(buffered: int, oldest_age_s: float, last_task_s: float, urgent:
     )
 
 
+def waits_for_next(children_deps: Sequence[Sequence[int]], next_task: int | None) -> bool:
+    """Whether a completion can ready nothing before the worker's next task completes
+    too: that task is an input of each of its children (the sibling of a pair in a tree
+    reduction). Its store step then waits for the next one's, which settles both at once:
+    one round trip, and an output its child then reads from memory is not written."""
+    return (
+        next_task is not None
+        and bool(children_deps)
+        and all(next_task in deps for deps in children_deps)
+    )
+
+
 def split_ready(ready: list[int], fanout: int) -> tuple[list[int], list[list[int]]]:
     """Split the tasks a completion made ready: the first group stays on this worker
     (locality), each other group goes to a new worker. At most ``fanout`` groups, even sizes.

@@ -27,6 +27,7 @@ from shoal.decisions import (
     should_flush,
     split_ready,
     upload_mode,
+    waits_for_next,
     wakes_client,
 )
 from shoal.events import Event, EventKind
@@ -262,6 +263,15 @@ def test_a_worker_flushes_when_it_must_and_batches_otherwise() -> None:
     assert should_flush(3, FLUSH_AFTER_S, 0.0, False) is True  # held back long enough
     assert should_flush(3, 0.0, SMALL_TASK_S, False) is True  # tasks are not small
     assert should_flush(3, FLUSH_AFTER_S / 2, SMALL_TASK_S / 2, False) is False
+
+
+def test_a_completion_waits_for_the_next_task_only_if_every_child_takes_it_too() -> None:
+    assert waits_for_next([(0, 1)], 1) is True  # a pair's first: its sibling is next
+    assert waits_for_next([(0, 1), (1, 0, 5)], 1) is True
+    assert waits_for_next([(0, 1), (0,)], 1) is False  # a child it readies alone
+    assert waits_for_next([(0, 2)], 1) is False  # the sibling is not next
+    assert waits_for_next([], 1) is False  # a sink
+    assert waits_for_next([(0, 1)], None) is False  # nothing next
 
 
 # --------------------------------------------------------------------------- split_ready

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -406,3 +407,28 @@ def test_remote_workers_need_the_shared_secret(
     monkeypatch.delenv("SHOAL_SECRET")
     with pytest.raises(ConfigError, match="SHOAL_SECRET is not set"):
         inc(1).compute(storage=redis_url, workers=gateway_url, progress=False)
+
+
+@shoal.task
+def leaf(x: int) -> int:
+    time.sleep(0.005)  # above SMALL_TASK_S: its completion is not batched for being quick
+    return x
+
+
+@shoal.task
+def source() -> int:
+    return 0
+
+
+def test_a_pairs_first_leaf_waits_for_its_sibling_and_is_never_stored(redis_url: str) -> None:
+    # 0 -> four leaves, two per worker -> merged pairwise -> the sum. Each worker runs its
+    # pair back to back: the first leaf's store step waits for the second's, which settles
+    # both, and the merge reads both from memory. Stored: the source (half its children go
+    # to the other worker), one pair's merge (read by the other's worker) and the sum.
+    s = source()
+    leaves = [leaf(s) for _ in range(4)]
+    top = add(add(leaves[0], leaves[1]), add(leaves[2], leaves[3]))
+    assert shoal.compute(top, storage=redis_url, workers="local", progress=False) == (0,)
+    summary = shoal.last_run()
+    assert summary is not None and summary.workers == 2
+    assert summary.outputs_stored == 3

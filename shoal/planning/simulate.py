@@ -36,7 +36,8 @@ It plays Shoal's own protocol (:mod:`shoal.protocol`) forward in time, step by s
   throws them away (an ``IF_PENDING`` output whose children all stay), unless
   completions set aside go to the same step, or the child's other inputs ran on the same
   worker, which knows their marks (:func:`shoal.decisions.settled_here`); a
-  quick task's write shares the round trip of its worker's next step;
+  quick task's write shares the round trip of its worker's next step, and so does that
+  of a task whose children all take the worker's next task as an input too;
 - a task that reads inputs from the store runs longer by their bytes (``Work.touch``:
   a blob's pages faulted in as the task touches them), and so does the first task to use
   an input its worker read once for several of its tasks as it started;
@@ -69,6 +70,7 @@ from ..decisions import (
     must_store,
     split_ready,
     upload_mode,
+    waits_for_next,
 )
 from ..history.records import Cost
 from ..optimizations import DEFAULT, Tuning
@@ -122,7 +124,9 @@ class Schedule:
 
 
 class _Worker:
-    __slots__ = ("id", "size", "group", "started", "stack", "held", "fresh", "forward")
+    __slots__ = (
+        "id", "size", "group", "started", "stack", "held", "fresh", "forward", "batched"
+    )  # fmt: skip
 
     def __init__(
         self, id: int, size: Size, group: int | None, stack: list[int], forward: list[Any]
@@ -133,6 +137,7 @@ class _Worker:
         self.held: set[int] = set()
         #: Inputs its tasks share, read once as it started and not yet touched by a task.
         self.fresh: set[int] = set()
+        self.batched = False  # its last completion waits for its next step
 
 
 class _Shared:
@@ -552,7 +557,12 @@ class _Simulation:
         # hand-out) or its worker has nothing left: one round trip for both, and the
         # children its marks ready are the worker's only after that next task.
         quick = self.end[task] - self.start[task] < SMALL_TASK_S
+        if not quick and not worker.batched:  # alone in its batch, it may wait all the same
+            deps = self.shape.deps
+            after = early[0] if early else worker.stack[-1] if worker.stack else None
+            quick = waits_for_next([deps[c] for c in self.shape.children[task]], after)
         batched = quick and worker.stack and not hand_out and task not in self.shape.sinks
+        worker.batched = bool(batched)
         worker.stack.extend(reversed(early))
         if batched and keep:
             after = worker.stack.pop()

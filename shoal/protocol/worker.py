@@ -28,6 +28,7 @@ from ..decisions import (
     should_flush,
     split_ready,
     upload_mode,
+    waits_for_next,
 )
 from ..errors import RunNotFound
 from ..events import Event, EventKind, event
@@ -145,6 +146,8 @@ class _Worker:
                     len(batch), ended - batch[0].finished.time, last_task_s, self.urgent
                 )
             )
+            if due and owned and len(batch) == 1 and not self.urgent and not self.holding:
+                due = not await self.waits_for_next(batch[0], owned[-1])  # (a slow task's)
             if not owned and (self.held_back or self.aside):  # its own work is done
                 due = True
             if due and not await self.flush():
@@ -423,6 +426,12 @@ class _Worker:
             nbytes = approx_nbytes(result)
             if nbytes >= self.hold_above:
                 self.holding.append((task, children[0], nbytes))
+
+    async def waits_for_next(self, completion: Completion, next_task: int) -> bool:
+        """Whether ``completion`` can ready nothing before ``next_task``, this worker's
+        next, completes too (:func:`shoal.decisions.waits_for_next`)."""
+        children = [(await self.source.spec(c)).deps for c in completion.children]
+        return waits_for_next(children, next_task)
 
     async def flush(self) -> bool:
         """Take the completion step for the buffered batch; own what it readied. False
