@@ -905,6 +905,18 @@ def test_a_task_that_read_its_inputs_from_the_store_ran_longer_by_their_bytes() 
     assert p.task_touch(0, "m.f") == 0.0  # it never read anything
 
 
+def test_one_run_with_inputs_held_is_no_baseline_against_many_that_read_them() -> None:
+    # Task 1 read its input in ten runs (2 ms), and held it in one, which stalled (40 ms).
+    runs = []
+    for seconds, nbytes in [(0.002, 10e6)] * 10 + [(0.040, 0)]:
+        run = _ran([("a", 0.0, 1.0, 0.0), ("b", 1.0, 1.0 + seconds, 0.0)], [[], [0]])
+        run.rows[1][COLUMN["read_bytes"]] = nbytes
+        runs.append(run)
+    p = Predictor({}, "mean", _model(), runs)
+    assert p.task_base(1, "m.f") == pytest.approx(0.002)
+    assert p.task_touch(1, "m.f") == 0.0
+
+
 def test_a_task_runs_longer_by_the_bytes_it_reads_from_the_store() -> None:
     # Two roots on two workers feed a fan-in: it holds one input, reads the other's
     # 1 MB, and runs 1 s longer for it (1e-6 s a byte touched).

@@ -120,8 +120,12 @@ class _Seen:
 
 def _split_reads(seen: _TaskSeen) -> tuple[list[float], list[float]]:
     """A task's run times: those of runs that read none of its inputs from the store,
-    and those of runs that read some."""
+    and those of runs that read some. Apart only where at least two runs read none: one
+    alone is no baseline (a 2 ms task that stalled 40 ms once, its inputs held, was
+    predicted at 40 ms although ten runs that read them took 2); else all are ``read``."""
     held = [s for s, b in zip(seen.seconds, seen.read, strict=True) if not b]
+    if len(held) < 2:
+        return [], list(seen.seconds)
     read = [s for s, b in zip(seen.seconds, seen.read, strict=True) if b]
     return held, read
 
@@ -308,7 +312,7 @@ class Predictor:
         if seen is None or seen.function != function:
             return 0.0
         held, read = _split_reads(seen)
-        if not held or not read:
+        if not held or len(read) < 2:  # one run that read is no measure either
             return 0.0
         nbytes = sum(b for b in seen.read if b > 0) / len(read)
         return max(0.0, self._own(read) - self._own(held)) / nbytes
