@@ -75,7 +75,7 @@ from ..decisions import (
 from ..history.records import Cost
 from ..optimizations import DEFAULT, Tuning
 from ..optimizations.cluster import stays_for_fan_in
-from ..optimizations.fanin import hold_back, holder
+from ..optimizations.fanin import hold_back, holder, wants_fan_in
 from ..optimizations.prewarm import warm_ups
 from ..optimizations.tree import BRANCHING, split_tree
 from .model import BackendModel
@@ -532,6 +532,21 @@ class _Simulation:
             self._push(time + hold.total, _RESUME, fan_in)
         return True
 
+    def _may_hold(self, task: int) -> bool:
+        """Whether the worker loop counts ``task``'s completion among those it may hold
+        back for a fan-in (delayed I/O, pre-load), whose store step it never puts off for
+        its next task (:func:`shoal.decisions.waits_for_next`)."""
+        tuning = self.tuning
+        above = min(
+            tuning.preload_above if tuning.preload else math.inf,
+            math.inf if tuning.delay_above is None else tuning.delay_above,
+        )
+        if self.work.out_bytes[task] < above:
+            return False
+        children, groups = self.shape.children[task], self.groups
+        stay = None if groups is None else [groups[c] == groups[task] for c in children]
+        return wants_fan_in(children, [self.needs[c] for c in children], stay)
+
     def _resume(self, time: float, fan_in: int) -> None:
         """The holder of ``fan_in`` goes on: its other inputs are in (it is the last; with
         pre-load it read each as it landed, all but the last), or its wait is over."""
@@ -557,7 +572,7 @@ class _Simulation:
         # hand-out) or its worker has nothing left: one round trip for both, and the
         # children its marks ready are the worker's only after that next task.
         quick = self.end[task] - self.start[task] < SMALL_TASK_S
-        if not quick and not worker.batched:  # alone in its batch, it may wait all the same
+        if not quick and not worker.batched and not self._may_hold(task):  # alone, it may wait
             deps = self.shape.deps
             after = early[0] if early else worker.stack[-1] if worker.stack else None
             quick = waits_for_next([deps[c] for c in self.shape.children[task]], after)
