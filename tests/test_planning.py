@@ -113,6 +113,14 @@ def test_run_times_seen_on_two_sizes_set_the_law() -> None:
         StatsKey("m.g", 2.0, 2048, "gateway"): _stats([1.0] * 4, [2.0] * 4),
     }
     assert Predictor(halves, "mean", _model()).duration("m.g", Size(4, 2048)) == pytest.approx(0.5)
+    # A task that sleeps: what no CPU sped up is waiting, not work that crowds out others.
+    sleeper = {
+        StatsKey("m.s", 1.0, 512, "gateway"): _stats([0.05] * 4, [0.001] * 4),
+        StatsKey("m.s", 2.0, 512, "gateway"): _stats([0.05] * 4, [0.001] * 4),
+    }
+    p = Predictor(sleeper, "mean", _model())
+    assert p.duration("m.s", Size(1, 512)) == pytest.approx(0.05)
+    assert p.demand("m.s", Size(1, 512)) == pytest.approx(0.02)
 
 
 def test_on_lambda_cpu_follows_memory() -> None:

@@ -87,7 +87,9 @@ def _fit_law(seen: Sequence[_Seen]) -> Law | None:
     two or more such sizes: least squares of ``time = a + b / cpus`` over their means
     (weighted by their counts); ``a`` the work CPUs do not share, ``b`` the work they
     do. What the times show wins over what CPU time suggests: where workers share a
-    machine's CPUs, a larger size may buy nothing."""
+    machine's CPUs, a larger size may buy nothing. Of ``a``, only what the CPU time
+    measured leaves beside ``b`` is work; the rest is waiting (a task that sleeps 50 ms
+    on 1 ms of CPU, taken for 50 ms of work, was predicted to crowd out others)."""
     points = [
         (1.0 / s.cpus, s.stats.duration.mean, s.stats.duration.n) for s in seen if s.cpus >= 1
     ]
@@ -99,7 +101,13 @@ def _fit_law(seen: Sequence[_Seen]) -> Law | None:
     sxx = sum(n * (x - mx) ** 2 for x, _, n in points)
     slope = sum(n * (x - mx) * (y - my) for x, y, n in points) / sxx
     slope = max(0.0, slope)
-    return Law(0.0, max(0.0, my - slope * mx), slope)
+    fixed = max(0.0, my - slope * mx)
+    cpu = [(s.stats.cpu.mean, s.stats.cpu.n) for s in seen if s.cpus >= 1 and s.stats.cpu.n]
+    if not cpu:  # CPU time unknown: all work
+        return Law(0.0, fixed, slope)
+    cpu_s = sum(c * n for c, n in cpu) / sum(n for _, n in cpu)
+    serial = min(fixed, max(0.0, cpu_s - slope))
+    return Law(fixed - serial, serial, slope)
 
 
 @dataclass(slots=True)
