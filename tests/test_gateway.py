@@ -323,14 +323,22 @@ print(" ".join(children), flush=True)
 """
 
 
+def _client(
+    code: str, redis_url: str, folder: Path, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` as a client script in ``folder`` (its own secret: none in its
+    environment), with ``env`` added to its environment."""
+    script = folder / "client.py"
+    script.write_text(code)
+    environ = {k: v for k, v in os.environ.items() if k != "SHOAL_SECRET"} | env
+    return subprocess.run([sys.executable, str(script), redis_url], env=environ, cwd=folder,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
 def test_a_private_gateway_stops_in_order_when_its_process_exits(
     redis_url: str, tmp_path: Path
 ) -> None:
-    script = tmp_path / "client.py"
-    script.write_text(KEEPING_CLIENT)
-    env = {k: v for k, v in os.environ.items() if k != "SHOAL_SECRET"}
-    done = subprocess.run([sys.executable, str(script), redis_url], env=env,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = _client(KEEPING_CLIENT, redis_url, tmp_path)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     kept = [int(pid) for pid in done.stdout.split()]
     assert len(kept) == 1  # one gateway served the three runs
@@ -354,12 +362,7 @@ print(repr(shoal.compute(where(), storage=sys.argv[1], workers="gateway", progre
 def test_a_private_gateway_forks_its_template_and_its_workers_path_stays_isolated(
     redis_url: str, tmp_path: Path
 ) -> None:
-    script = tmp_path / "client.py"
-    script.write_text(ISOLATED_CLIENT)
-    env = {k: v for k, v in os.environ.items() if k != "SHOAL_SECRET"}
-    env["PYTHONPATH"] = str(tmp_path / "extra")
-    done = subprocess.run([sys.executable, str(script), redis_url], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = _client(ISOLATED_CLIENT, redis_url, tmp_path, PYTHONPATH=str(tmp_path / "extra"))
     assert done.returncode == 0, done.stderr
     template, isolated, path = eval(done.stdout)
     # The worker's parent is the gateway's fork, not a new Python running the forkserver.
