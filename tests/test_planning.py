@@ -163,14 +163,6 @@ def test_the_model_learns_from_history_and_falls_back_on_defaults() -> None:
     assert model.capacity == 2.0 and [s.cpus for s in model.sizes(512)] == [1.0, 2.0]
 
 
-def test_one_stalled_burst_does_not_space_every_later_start() -> None:
-    stats = BackendStats(start_spacing=Summary.of([0.002, 0.0021, 0.0019] * 6 + [0.15]))
-    model = BackendModel.learn("gateway", stats, "mean", Platform(2.0, 60.0, {}), 2)
-    assert model.start_spacing_s == pytest.approx(0.002, rel=0.05)  # the plain mean: 0.0098
-    p95 = BackendModel.learn("gateway", stats, "p95", Platform(2.0, 60.0, {}), 2)
-    assert p95.start_spacing_s == pytest.approx(0.0021, rel=0.05)
-
-
 def test_a_read_fit_is_used_where_its_bytes_pin_the_slope_however_little_they_explain() -> None:
     # Reads of 50 MB cost little more than reads of 500 B, and their times scatter: the
     # bytes explain little of the times (r2 ~ 0.1), but they spread far enough to show that

@@ -82,25 +82,6 @@ class Summary:
             return self.mean
         return min(self.high, max(self.low, float(value)))
 
-    def held_mean(self) -> float:
-        """The mean with each sample held to three robust standard deviations above the
-        median (the interquartile range's normal equivalent), as a task's own runs are
-        (Hampel): a stalled burst among many does not move it. The sum is exact; what the
-        slowest samples exceed the bound by comes from the sketch (the first 32)."""
-        if self.n < 3:
-            return self.mean
-        median = self.quantile(0.5)
-        cap = median + 3 * (self.quantile(0.75) - self.quantile(0.25)) / 1.349
-        if self.high <= cap:
-            return self.mean
-        excess = 0.0
-        for i in range(min(self.n, 32)):  # the i-th slowest: rank n - 1 - i
-            value = self.quantile((self.n - 1 - i) / (self.n - 1))
-            if value <= cap:
-                break
-            excess += value - cap
-        return (self.total - excess) / self.n
-
     def at(self, sla: str) -> float:
         """The statistic an SLA names: ``mean`` or a percentile ``pNN``."""
         return self.mean if sla == "mean" else self.quantile(int(sla[1:]) / 100)

@@ -158,18 +158,14 @@ def memory_for(peak_mb: float | None, declared_mb: int | None) -> int:
 
 
 def _at(summary: Summary, sla: str, default: float) -> float:
-    """The SLA statistic of a platform timing; for ``mean`` a held one: one stalled burst
-    of starts once made the next plans space every start 11 ms, not 2."""
-    if not summary.n:
-        return default
-    return summary.held_mean() if sla == "mean" else summary.at(sla)
+    return summary.at(sla) if summary.n else default
 
 
 def _handout(summary: Summary, sla: str, default: float, invoke_s: float) -> float:
     """The delay from an invocation to its worker's start, without the invoke request: a
     hand-out is measured from its sending, and the simulator charges the request itself
     (the platform's invoke latency, per round of invocations in flight)."""
-    return max(0.0, _at(summary, sla, 0.0) - invoke_s) if summary.n else default
+    return max(0.0, summary.at(sla) - invoke_s) if summary.n else default
 
 
 def _shares(own: Fit, meanwhile: Fit) -> bool:
