@@ -146,8 +146,9 @@ class _Worker:
                     len(batch), ended - batch[0].finished.time, last_task_s, self.urgent
                 )
             )
+            # A slow task alone in its batch: its step may wait for the next task's.
             if due and owned and len(batch) == 1 and not self.urgent and not self.holding:
-                due = not await self.waits_for_next(batch[0], owned[-1])  # (a slow task's)
+                due = not await self.waits_for_next(batch[0], owned[-1])
             if not owned and (self.held_back or self.aside):  # its own work is done
                 due = True
             if due and not await self.flush():
