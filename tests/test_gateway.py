@@ -476,3 +476,20 @@ def test_a_worker_imports_ahead_what_its_first_hand_out_needs() -> None:
     # Each still names a module (a private one that moved would silently preload nothing).
     assert all(importlib.util.find_spec(name) is not None for name in PRELOAD_WHEN_IDLE)
     idle_import("shoal_no_such_module")  # no error: a preload is best effort
+
+
+def test_a_process_asks_a_gateway_its_cap_once(
+    redis_url: str, gateway_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[str] = []
+    request = GatewayWorkers._request
+
+    async def counting(self: GatewayWorkers, method: str, path: str, *args: Any, **kw: Any) -> Any:
+        asked.append(path)
+        return await request(self, method, path, *args, **kw)
+
+    monkeypatch.setattr(GatewayWorkers, "_request", counting)
+    assert _run(inc(1), redis_url, gateway_url) == 2
+    assert _run(inc(2), redis_url, gateway_url) == 3
+    assert asked.count("/info") <= 1  # the first run's, unless an earlier test asked already
+    assert asked.count("/invoke") == 2
