@@ -20,7 +20,6 @@ from typing import Any
 
 from ddsketch import DDSketch
 from ddsketch.ddsketch import BaseDDSketch
-from ddsketch.pb.proto import DDSketchProto, pb
 
 RELATIVE_ACCURACY = 0.02
 #: Samples of one run that go into a sketch at most (see :meth:`Summary.of`).
@@ -87,6 +86,8 @@ class Summary:
         return self.mean if sla == "mean" else self.quantile(int(sla[1:]) / 100)
 
     def to_json(self) -> dict[str, Any]:
+        from ddsketch.pb.proto import DDSketchProto  # protobuf: ~10 ms to import, not in a run
+
         blob = DDSketchProto.to_proto(self.sketch).SerializeToString()
         return {
             "n": self.n,
@@ -100,6 +101,8 @@ class Summary:
     def from_json(cls, data: dict[str, Any]) -> Summary:
         sketch = _new_sketch()
         if data.get("n"):
+            from ddsketch.pb.proto import DDSketchProto, pb
+
             proto = pb.DDSketch.FromString(base64.b64decode(data["sketch"]))
             sketch = DDSketchProto.from_proto(proto)
         return cls(
