@@ -97,7 +97,7 @@ def compute(
         run_requirements = requirements_arg(requirements)
     workers = workers or os.environ.get("SHOAL_WORKERS") or DEFAULT_WORKERS
     if workers == "gateway":  # its start overlaps the imports of what follows
-        from .backends.private import launch
+        from .gateway.private import launch
 
         launch(client_signer(private=True).secret)  # type: ignore[union-attr]
     # Imported now, not with this module: a private gateway's start overlaps them.

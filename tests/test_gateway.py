@@ -366,7 +366,7 @@ def test_a_private_gateway_forks_its_template_and_its_workers_path_stays_isolate
     assert done.returncode == 0, done.stderr
     template, isolated, path = eval(done.stdout)
     # The worker's parent is the gateway's fork, not a new Python running the forkserver.
-    assert "shoal.gateway" in template and "--exit-with-stdin" in template, template
+    assert "shoal.gateway" in template and "--private" in template, template
     assert isolated == 1
     assert not any(entry.startswith(str(tmp_path)) for entry in path), path
 

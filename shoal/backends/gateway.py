@@ -30,10 +30,10 @@ from urllib.parse import parse_qsl, urlsplit
 from ..codec import Codec
 from ..errors import BadSignature, ConfigError, EnvironmentBuildError, WorkerLost
 from ..gateway import TOKEN_ENV
+from ..gateway.private import PrivateGateway, private_gateway
 from ..security import Signer
 from ..stores import Store
 from .base import Invocation, Platform, Size, is_loopback, verify_for
-from .private import PrivateGateway, private_gateway
 
 if TYPE_CHECKING:  # imported on first request (~45 ms): a gateway's template preloads it
     import httpx
