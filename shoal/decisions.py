@@ -99,6 +99,25 @@ def upload_mode(
     return NEVER
 
 
+def floating(
+    deps: Sequence[Sequence[int]], groups: Sequence[int], sizes: Sequence[Any]
+) -> list[bool]:
+    """With a plan: the fan-ins that run on whichever of their inputs' workers readies
+    them, rather than in their group: those of inputs from several groups, planned in one
+    of theirs, at the size of each. Whoever completes last has its own input in memory;
+    a plan's guess at who that is (among inputs that finish together, a coin toss) would
+    otherwise cost a hand-out, the platform's invoke latency, whenever it is wrong. A
+    worker holding its output back for the fan-in (delayed I/O, pre-load) is still the
+    last by its holding."""
+    return [
+        len(d) > 1
+        and len({groups[i] for i in d}) > 1
+        and groups[t] in {groups[i] for i in d}
+        and all(sizes[i] == sizes[t] for i in d)
+        for t, d in enumerate(deps)
+    ]
+
+
 def must_store(mode: Upload, children: Sequence[int], kept: Container[int]) -> bool:
     """Apply :func:`upload_mode` once a batch's marks are known: an ``IF_PENDING`` output is
     stored unless every child was readied by the batch and stays on this worker."""

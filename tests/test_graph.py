@@ -11,10 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import shoal
+from shoal.backends import Size
 from shoal.codec import Codec
 from shoal.graph import Graph, Node, TaskFunction, build
 from shoal.graph.spec import PAGE
 from shoal.graph.template import Nested, Ref, fill, scan
+from shoal.history.records import Cost
+from shoal.planning import Plan
 from shoal.security import Signer
 
 CODEC = Codec(Signer("a test secret of 16+ characters"))
@@ -674,3 +677,16 @@ def test_big_constants_are_lifted_out_of_pages_once_per_object() -> None:
     assert set(lifted) == set(range(31))
     assert type(specs[0].args[0]) is Lifted and specs[31].args == ("small",)
     assert CODEC.load_constant(encoded.constants[specs[0].args[0].i]) == big
+
+
+def test_a_plan_ships_which_children_stay_and_its_fan_ins_of_several_groups_float() -> None:
+    """With a plan, a spec says which children its worker runs once it readies them: those
+    of its group, and a fan-in of several groups' inputs (shoal.decisions.floating)."""
+    graph = build([add(inc(src(1)), src(2))])
+    assert graph.deps == [(), (0,), (), (1, 2)]
+    sizes = [Size()] * 4
+    plan = Plan("critical-path", "mean", sizes, [0, 0, 1, 0], [(0.0, 0.0)] * 4, 0.0, Cost())
+    specs = graph.ship(plan).specs
+    assert [s.stay for s in specs] == [(True,), (True,), (True,), ()]
+    apart = Plan("critical-path", "mean", sizes, [0, 0, 1, 2], [(0.0, 0.0)] * 4, 0.0, Cost())
+    assert [s.stay for s in graph.ship(apart).specs] == [(True,), (False,), (False,), ()]

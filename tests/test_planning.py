@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shoal.backends import Platform, Size
+from shoal.decisions import floating
 from shoal.history import BackendStats, FunctionStats, RunRecord, StatsKey
 from shoal.history.records import COLUMN, TaskRecord, unneeded_writes
 from shoal.history.stats import Fit, Summary
@@ -459,6 +460,20 @@ def test_a_plan_runs_each_group_on_its_own_worker_and_size() -> None:
     work.duration[2] = 1.5
     late = simulate(_shape(deps), work, _free(), groups)
     assert len({late.worker[0], late.worker[2], late.worker[3]}) == 3
+
+
+def test_a_fan_in_of_several_groups_runs_where_it_is_readied_at_their_size() -> None:
+    deps = [(), (0,), (0,), (1, 2)]
+    groups = [0, 0, 1, 0]
+    work = Work([1.0, 1.0, 1.5, 1.0], [1.0] * 4, [10.0] * 4, [Size()] * 4)
+    assert floating(deps, groups, work.size) == [False, False, False, True]
+    # the other group's task ends last: its worker runs the join, no third invocation
+    schedule = simulate(_shape(deps), work, _free(), groups)
+    assert schedule.worker[3] == schedule.worker[2] != schedule.worker[0]
+    assert schedule.cost.requests == 2
+    # planned apart from both inputs, or at another size: it goes where the plan says
+    assert floating(deps, [0, 0, 1, 2], work.size)[3] is False
+    assert floating(deps, groups, [Size()] * 3 + [Size(2, 4096)])[3] is False
 
 
 @st.composite

@@ -18,6 +18,7 @@ from functools import cached_property
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
+from ..decisions import floating
 from .maps import Collect, Family, Stage, families
 from .node import Node, TaskFunction
 from .spec import ShippedGraph, TaskSpec
@@ -74,12 +75,13 @@ class Graph:
             shipped = self._ship()
         if plan is not None:
             groups, specs = plan.groups, shipped.specs
+            floats = floating(self.deps, groups, plan.sizes)
             # (A plan also times the elements it predicts a map makes: not shipped.)
             for t, (spec, size) in enumerate(zip(specs, plan.sizes[: len(specs)], strict=True)):
                 specs[t] = spec._replace(
                     group=groups[t],
                     size=(size.cpus, size.memory_mb),
-                    stay=tuple(groups[c] == groups[t] for c in spec.children),
+                    stay=tuple(floats[c] or groups[c] == groups[t] for c in spec.children),
                 )
         return shipped
 

@@ -67,6 +67,7 @@ from ..decisions import (
     IF_PENDING,
     NEVER,
     SMALL_TASK_S,
+    floating,
     group_roots,
     must_store,
     split_ready,
@@ -218,6 +219,8 @@ class _Simulation:
         n = len(shape.deps)
         self.shape, self.work, self.model = shape, work, model
         self.groups, self.fanout = groups, fanout
+        #: Fan-ins that run wherever they are readied (:func:`shoal.decisions.floating`).
+        self.floats = None if groups is None else floating(shape.deps, groups, work.size)
         self.tree, self.cluster_above = tuning.tree, tuning.cluster_above
         self.prewarm, self.warm_after = tuning.prewarm, dict(tuning.warm_after)
         self.tuning = tuning
@@ -544,9 +547,14 @@ class _Simulation:
         )
         if self.work.out_bytes[task] < above:
             return False
-        children, groups = self.shape.children[task], self.groups
-        stay = None if groups is None else [groups[c] == groups[task] for c in children]
+        children = self.shape.children[task]
+        stay = None if self.groups is None else [self._stays(task, c) for c in children]
         return wants_fan_in(children, [self.needs[c] for c in children], stay)
+
+    def _stays(self, task: int, child: int) -> bool:
+        """With a plan: whether the worker of ``task`` runs ``child`` once it readies it."""
+        assert self.groups is not None and self.floats is not None
+        return self.floats[child] or self.groups[child] == self.groups[task]
 
     def _resume(self, time: float, fan_in: int) -> None:
         """The holder of ``fan_in`` goes on: its other inputs are in (it is the last; with
@@ -713,7 +721,7 @@ class _Simulation:
         stored = sink
         for c in children:
             left = remaining[c] = remaining[c] - 1
-            g = mine if clustered or groups is None else groups[c]
+            g = mine if clustered or groups is None or self._stays(task, c) else groups[c]
             if g != mine:
                 stored = True
                 if not left:
@@ -762,7 +770,7 @@ class _Simulation:
             return False
         fan_in = children[0]
         mine = None if groups is None else groups[task]
-        if groups is not None and groups[fan_in] != mine:
+        if groups is not None and not self._stays(task, fan_in):
             return False
         deps, end, ran_on, stack = self.shape.deps, self.end, self.ran_on, worker.stack
 
