@@ -10,9 +10,13 @@
   that finish at staggered times), one task sums them all: ``[]`` against ``["preload"]``
   (the first producer's worker reads each array as it is stored, and sums the moment the
   last lands), on a gateway running 8 workers at once.
-- ``delayed-io``: 4 tasks each make a 20 MB array after 50 ms (near-equal durations), one
-  task sums them: ``[]`` against ``["delayed-io"]`` (the first producer's worker holds its
-  array back until the others are in, and sums with it in memory), 4 workers at once.
+- ``delayed-io``: 4 tasks make an array after 50 ms each (near-equal durations), one of
+  40 MB and three of 10 MB, one task sums them: ``[]`` (whichever producer's step is the
+  last runs the sum, the other outputs stored: most often the 40 MB one, whose upload takes
+  longest) against ``["delayed-io"]`` (the 40 MB producer's worker holds its array back
+  until the others are in, and sums with it in memory, never storing it), 4 workers at
+  once. Of equal outputs there is nothing to gain: without it too, the last producer's
+  worker runs the fan-in with its own output in memory.
 - ``prewarm``: a first stage of 1 s (a sleep) readies 4 children that need a size no
   worker has (1 GB, against the default 2 GB), 50 ms each, on a gateway keeping idle
   workers warm for 0.5 s: ``[]`` (the children start cold) against ``["prewarm"]`` (the
@@ -132,7 +136,8 @@ def preload() -> shoal.Node:
 
 
 def delayed_io() -> shoal.Node:
-    return sum_all(*[produce(0.05, 20 * 10**6, i) for i in range(4)])
+    sizes = [40 * 10**6, *[10 * 10**6] * 3]
+    return sum_all(*[produce(0.05, nbytes, i) for i, nbytes in enumerate(sizes)])
 
 
 @shoal.task

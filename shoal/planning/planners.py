@@ -576,8 +576,9 @@ def plan_optimizing(problem: Problem) -> Decided:
     left as they are (the simulator plays the forced ones)."""
     best = plan_critical_path(problem)
     if problem.forced is not None:
-        if "preload" in problem.forced:
-            best = _preload_groups(problem, best)
+        for name in ("preload", "delayed-io"):  # the fan-ins' holders the plan names
+            if name in problem.forced:
+                best = _fan_in_groups(problem, best, name, problem.tuning)
         if "prewarm" in problem.forced:  # timed by the plan
             tuning = replace(best.tuning or problem.tuning, warm_after=_warm_after(problem, best))
             work = _work(_Costs(problem), problem, best.sizes)
@@ -657,11 +658,6 @@ def _warm_after(problem: Problem, plan: Decided) -> tuple[tuple[int, float], ...
             delay = min(other) - lead - first[schedule.worker[t]]
             timing.append((t, max(0.0, round(delay, 4))))
     return tuple(timing)
-
-
-def _preload_groups(problem: Problem, plan: Decided) -> Decided:
-    """With pre-load forced on: the fan-ins planned for it (see :func:`_fan_in_groups`)."""
-    return _fan_in_groups(problem, plan, "preload", problem.tuning)
 
 
 def _fan_in_groups(problem: Problem, plan: Decided, name: str, tuning: Tuning) -> Decided:

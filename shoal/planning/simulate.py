@@ -563,14 +563,12 @@ class _Simulation:
         if held is None:
             return
         worker, task, _ = held
-        if self.tuning.preload and self.remaining[fan_in] == 1:
-            # It saw them all finish: it knows their marks. (Played for pre-load only: a
-            # delayed-I/O holder's wait measured ends before the last lands more often
-            # than played, and it then writes its output.)
+        if self.remaining[fan_in] == 1:  # it saw them all finish: it knows their marks
             self.seen_marked.add(task)
-            others = [d for d in self.shape.deps[fan_in] if d != task]
-            last = max(others, key=lambda d: self.end[d])
-            worker.held.update(d for d in others if d != last)
+            if self.tuning.preload:  # and read each as it landed, all but the last
+                others = [d for d in self.shape.deps[fan_in] if d != task]
+                last = max(others, key=lambda d: self.end[d])
+                worker.held.update(d for d in others if d != last)
         self._complete(time, worker, task)
 
     def _complete(self, time: float, worker: _Worker, task: int) -> None:
