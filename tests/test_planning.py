@@ -753,14 +753,15 @@ def test_the_optimizing_planner_prewarms_a_later_size_timed_by_its_predicted_sta
     assert forced.tuning is not None and forced.tuning.warm_after == brief.tuning.warm_after
 
 
-def _unequal_fan_in() -> Problem:
-    """Three 10 MB outputs of 50 ms and one of 40 MB of 40 ms, summed, on a gateway storing
-    100 MB/s, delayed I/O forced on (a holder waits as long as its upload would take)."""
+def _unequal_fan_in(big_s: float) -> Problem:
+    """Three 10 MB outputs of 50 ms and one of 40 MB of ``big_s``, summed, on a gateway
+    storing 100 MB/s, delayed I/O forced on (a holder waits as long as its upload would
+    take)."""
     model = _model("gateway", cap=4, capacity=4.0)
     model.read_s_per_byte = model.write_s_per_byte = 1e-8
     model.handout_cold_s = model.handout_warm_s = 0.005
     stats = {
-        StatsKey("m.big", 1.0, 512, "gateway"): _stats([0.04], output=40e6),
+        StatsKey("m.big", 1.0, 512, "gateway"): _stats([big_s], output=40e6),
         StatsKey("m.small", 1.0, 512, "gateway"): _stats([0.05], output=10e6),
         StatsKey("m.sum", 1.0, 512, "gateway"): _stats([0.001], output=8.0),
     }
@@ -773,13 +774,16 @@ def _unequal_fan_in() -> Problem:
 
 
 def test_forced_delayed_io_plans_a_fan_in_with_its_largest_input_whose_output_stays_home() -> None:
-    decided = plan_optimizing(_unequal_fan_in())
+    decided = plan_optimizing(_unequal_fan_in(0.04))
     assert decided.groups[4] == decided.groups[3]  # the 40 MB producer holds back
     # (The critical path would have put it with a 10 MB input, which ends last.) It holds
     # until the 10 MB outputs are in (0.05 s + their 0.1 s uploads), then runs the sum
     # reading 30 MB (0.3 s), its own 40 MB never uploaded (0.4 s).
     assert decided.schedule.makespan_s == pytest.approx(0.05 + 0.1 + 0.3, abs=0.01)
     assert decided.schedule.worker[4] == decided.schedule.worker[3]
+    # Ending after the others, it still holds: their steps, uploads first, land later.
+    later = plan_optimizing(_unequal_fan_in(0.06))
+    assert later.schedule.makespan_s == pytest.approx(0.05 + 0.1 + 0.3, abs=0.01)
 
 
 def test_the_simulator_plays_forced_clustering_on_outputs_over_the_threshold() -> None:

@@ -227,6 +227,10 @@ class _Simulation:
         # Fan-ins a worker holds its completion back for: fan-in -> (worker, task, since).
         self.holds: dict[int, tuple[_Worker, int, float]] = {}
         self.resume: list[int] = []  # fan-ins whose holder is now their last input
+        #: Fan-ins -> when the last store step so far of one of their inputs is over: a
+        #: worker learns of an input from its step, not from its end. (A worker's steps
+        #: are played ahead of the clock where they share nothing: this may be later.)
+        self.landing: dict[int, float] = {}
         self.seen_marked: set[int] = set()  # holders that saw their fan-in's others finish
         self.aside: set[int] = set()  # completions waiting unstored for their fan-in
         self.remaining = [len(d) for d in shape.deps]
@@ -519,9 +523,12 @@ class _Simulation:
         children, tuning = self.shape.children[task], self.tuning
         if not (tuning.preload or tuning.delay_above is not None) or worker.stack:
             return False
-        if len(children) != 1 or self.needs[children[0]] < 2 or self.remaining[children[0]] < 2:
+        if len(children) != 1 or self.needs[children[0]] < 2:
             return False
         fan_in = children[0]
+        lands = self.landing.get(fan_in, -math.inf)
+        if self.remaining[fan_in] < 2 and lands <= time:
+            return False  # the others are in: it is the last
         inputs = self.shape.deps[fan_in]
         groups = self.groups
         if groups is None:
@@ -532,7 +539,9 @@ class _Simulation:
         if hold is None:
             return False
         self.holds[fan_in] = (worker, task, time)
-        if math.isfinite(hold.total):
+        if self.remaining[fan_in] < 2:  # the others' steps are under way: it is the last
+            self._push(min(lands, time + hold.total), _RESUME, fan_in)
+        elif math.isfinite(hold.total):
             self._push(time + hold.total, _RESUME, fan_in)
         return True
 
@@ -563,7 +572,8 @@ class _Simulation:
         if held is None:
             return
         worker, task, _ = held
-        if self.remaining[fan_in] == 1:  # it saw them all finish: it knows their marks
+        seen = self.landing.get(fan_in, -math.inf) <= time
+        if self.remaining[fan_in] == 1 and seen:  # it saw them all land: it knows their marks
             self.seen_marked.add(task)
             if self.tuning.preload:  # and read each as it landed, all but the last
                 others = [d for d in self.shape.deps[fan_in] if d != task]
@@ -593,7 +603,8 @@ class _Simulation:
         else:
             worker.stack.extend(reversed(keep))
         resume, self.resume = self.resume, []
-        model, then = self.model, (_STEP, worker, (hand_out, resume))
+        landing = [c for c in self.shape.children[task] if self.needs[c] > 1]
+        model, then = self.model, (_STEP, worker, (hand_out, resume, landing))
         nbytes = self.work.out_bytes[task] if written else 0.0
         if nbytes:
             store = self.writes if model.writes_shared else None
@@ -604,10 +615,17 @@ class _Simulation:
             self._then(done_at, then)
 
     def _step(
-        self, time: float, worker: _Worker, hand_out: list[list[int]], resume: list[int]
+        self,
+        time: float,
+        worker: _Worker,
+        hand_out: list[list[int]],
+        resume: list[int],
+        landing: list[int],
     ) -> None:
-        """The store step of a completion is over: its holders go on, its invocations
-        are sent, and its worker goes on meanwhile."""
+        """The store step of a completion is over: its holders go on (those that see it
+        land last), its invocations are sent, and its worker goes on meanwhile."""
+        for c in landing:
+            self.landing[c] = max(self.landing.get(c, -math.inf), time)
         for fan_in in resume:  # its holder is now its last input: it goes on
             self._push(time, _RESUME, fan_in)
         if hand_out:
