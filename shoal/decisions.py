@@ -109,13 +109,13 @@ def floating(
     otherwise cost a hand-out, the platform's invoke latency, whenever it is wrong. A
     worker holding its output back for the fan-in (delayed I/O, pre-load) is still the
     last by its holding."""
-    return [
-        len(d) > 1
-        and len({groups[i] for i in d}) > 1
-        and groups[t] in {groups[i] for i in d}
-        and all(sizes[i] == sizes[t] for i in d)
-        for t, d in enumerate(deps)
-    ]
+    floats = []
+    for t, inputs in enumerate(deps):
+        theirs = {groups[i] for i in inputs}
+        floats.append(
+            len(theirs) > 1 and groups[t] in theirs and all(sizes[i] == sizes[t] for i in inputs)
+        )
+    return floats
 
 
 def must_store(mode: Upload, children: Sequence[int], kept: Container[int]) -> bool:
