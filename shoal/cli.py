@@ -262,7 +262,7 @@ def gateway(
         requirements = read_requirements(requirements_file)
     template = None
     if fork and hasattr(os, "fork"):  # first: it imports the worker runtime while we import
-        from .gateway.forkserver import take_template
+        from .gateway.template import take_template
 
         template = take_template()
     from .gateway.server import serve

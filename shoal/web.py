@@ -53,11 +53,15 @@ def run_server(
 ) -> None:
     """Serve ``app`` with uvicorn on ``host:port``, or on the listening socket ``fd``, until
     SIGTERM or SIGINT; then shut down in order, quietly (after SIGTERM, uvicorn ends the
-    process by it, as the signal asks).
+    process by it, as the signal asks)."""
+    server = make_server(app, host=host, port=port, **options)
+    # After shutting down for a SIGINT, uvicorn raises it again: the shutdown is done.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=None if fd is None else [tcp_socket(fd)])
 
-    The socket ``fd`` is handed over as the TCP socket it is: given the bare fd, uvicorn
-    would take it for a Unix socket, and its connections, without TCP_NODELAY, would wait
-    out Nagle's algorithm against delayed ACKs (about 40 ms a request)."""
+
+def make_server(app: Any, *, host: str, port: int, **options: Any) -> Any:
+    """A uvicorn server of ``app``, quiet, to run (or ``await server.serve(sockets)``)."""
     import uvicorn
 
     # Idle connections outlive the clients' keep-alive (httpx: 5 s), so a client never
@@ -70,7 +74,11 @@ def run_server(
         "ws": "none",
         **options,
     }
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, **options))
-    # After shutting down for a SIGINT, uvicorn raises it again: the shutdown is done.
-    with contextlib.suppress(KeyboardInterrupt):
-        server.run(sockets=None if fd is None else [socket.socket(fileno=fd)])
+    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, **options))
+
+
+def tcp_socket(fd: int) -> socket.socket:
+    """The listening TCP socket ``fd``, as uvicorn must be given it: given the bare fd, it
+    would take it for a Unix socket, and its connections, without TCP_NODELAY, would wait
+    out Nagle's algorithm against delayed ACKs (about 40 ms a request)."""
+    return socket.socket(fileno=fd)

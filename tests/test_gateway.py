@@ -345,6 +345,43 @@ def test_a_private_gateway_stops_in_order_when_its_process_exits(
     assert not Path(f"/proc/{kept[0]}").exists()  # gone, before its client's exit ended
 
 
+PIPED_CLIENT = """
+import sys
+import shoal
+from shoal.gateway import private
+
+@shoal.task
+def inc(x):
+    return x + 1
+
+@shoal.task
+def total(*xs):
+    return sum(xs)
+
+options = {"storage": sys.argv[1], "workers": "gateway", "progress": False}
+first = shoal.compute(inc(1), inc(2), **options)
+no_http_client = "httpx" not in sys.modules
+root = inc(0)
+spread = shoal.compute(total(*[inc(root) for _ in range(8)]), **options)[0]
+import httpx
+info = httpx.get(private._kept.base + "/info").json()
+print(repr((first, no_http_client, spread, sum(info["started"].values()))))
+"""
+
+
+def test_a_private_gateway_takes_its_clients_invocations_on_its_stdin(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """The client hands its private gateway invocations through its stdin: its first run
+    imports no HTTP client. The gateway's HTTP server, started later, takes the workers'
+    hand-outs (the second run's root invocation is the client's only one) and requests."""
+    done = _client(PIPED_CLIENT, redis_url, tmp_path)
+    assert done.returncode == 0, done.stderr
+    first, no_http_client, spread, started = eval(done.stdout)
+    assert first == (2, 3) and no_http_client
+    assert spread == 16 and started >= 4  # 2 for the first run, 1 + hand-outs for the second
+
+
 ISOLATED_CLIENT = """
 import os, sys
 from pathlib import Path
@@ -365,7 +402,7 @@ def test_a_private_gateway_forks_its_template_and_its_workers_path_stays_isolate
     done = _client(ISOLATED_CLIENT, redis_url, tmp_path, PYTHONPATH=str(tmp_path / "extra"))
     assert done.returncode == 0, done.stderr
     template, isolated, path = eval(done.stdout)
-    # The worker's parent is the gateway's fork, not a new Python running the forkserver.
+    # The worker's parent is the gateway's fork, not a new Python running the template.
     assert "shoal.gateway" in template and "--private" in template, template
     assert isolated == 1
     assert not any(entry.startswith(str(tmp_path)) for entry in path), path
@@ -445,7 +482,7 @@ def test_a_cold_worker_is_forked_from_the_template(redis_url: str, own_gateway: 
     def parent() -> str:
         return Path(f"/proc/{os.getppid()}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
-    assert "-m shoal.gateway.forkserver" in _run(parent(), redis_url, own_gateway)
+    assert "-m shoal.gateway.template" in _run(parent(), redis_url, own_gateway)
     summary = shoal.last_run()
     assert summary is not None and summary.cold_starts == 1
 

@@ -11,10 +11,13 @@ import os
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
+from typing import Any
 
+from ..errors import WorkerLost
 from ..security import SECRET_ENV
 
 #: Seconds a private gateway has to shut down before it is killed.
@@ -37,7 +40,7 @@ class PrivateGateway:
         self.base = f"http://127.0.0.1:{listener.getsockname()[1]}"
         try:
             # Isolated (-I): a worker's path holds installed packages only, and so may the
-            # gateway's, which then forks its workers' template from itself (forkserver).
+            # gateway's, which then forks its workers' template from itself (.template).
             self.process = subprocess.Popen(
                 [sys.executable, "-I", "-m", "shoal.gateway", "--private", str(listener.fileno())],
                 stdin=subprocess.PIPE,
@@ -48,8 +51,24 @@ class PrivateGateway:
         finally:
             listener.close()  # the gateway has its own copy; requests queue until it accepts
         self.secret = secret
+        self._sending = threading.Lock()
         self.users = 0
         self.stale = False  # a run on it ended badly: no new run takes it
+
+    def send(self, payload: bytes) -> None:
+        """Hand the gateway a signed invocation through its stdin: no HTTP client, no
+        request to wait for (its HTTP server may still be starting: see
+        :func:`shoal.gateway.__main__`). :class:`~shoal.WorkerLost` if it is gone."""
+        stdin = self.process.stdin
+        assert stdin is not None
+        try:
+            with self._sending:  # runs in several threads share it: one frame at a time
+                stdin.write(frame(payload))
+                stdin.flush()
+        except (BrokenPipeError, ValueError) as exc:  # ValueError: closed by stop()
+            raise WorkerLost(
+                f"the private gateway (pid {self.process.pid}) is gone: {exc!r}"
+            ) from None
 
     def usable(self, secret: str) -> bool:
         return not self.stale and self.secret == secret and self.process.poll() is None
@@ -96,6 +115,26 @@ def _wait(process: subprocess.Popen[bytes], timeout: float) -> None:
     process.wait(0)  # ended, else TimeoutExpired as after a timeout
 
 
+_LENGTH = struct.Struct(">I")
+
+
+def frame(payload: bytes) -> bytes:
+    """An invocation as the client writes it to its private gateway's stdin."""
+    return _LENGTH.pack(len(payload)) + payload
+
+
+def frames(buffer: bytearray) -> list[bytes]:
+    """The whole frames at the start of ``buffer``, taken out of it."""
+    out = []
+    while len(buffer) >= _LENGTH.size:
+        (n,) = _LENGTH.unpack_from(buffer)
+        if len(buffer) < _LENGTH.size + n:
+            break
+        out.append(bytes(buffer[_LENGTH.size : _LENGTH.size + n]))
+        del buffer[: _LENGTH.size + n]
+    return out
+
+
 _kept: PrivateGateway | None = None
 _private_lock = threading.Lock()
 
@@ -121,6 +160,67 @@ def _stop_private() -> None:
         kept = _kept
     if kept is not None and kept.process.poll() is None:
         kept.stop()
+
+
+#: The private gateway's HTTP server starts once the first invocations are placed and it
+#: has been quiet this long (its imports then hold the process for ~45 ms),
+QUIET_S = 0.01
+#: or a connection waits for it (a worker's hand-out, a planner's question), or this long
+#: after the gateway's start at the latest.
+HTTP_AFTER_S = 1.0
+
+
+def serve(fd: int, template: Any) -> None:
+    """A private gateway's own process (``python -m shoal.gateway --private FD``): its
+    core serves its client's invocations from its stdin at once, and its HTTP server
+    (Starlette, uvicorn) starts on the listening socket ``fd`` only later (see
+    :data:`QUIET_S`): their imports would otherwise hold up the first run of its client,
+    whose process, the gateway and the gateway's template start together on a few cores.
+    Until then connections wait in the socket's queue."""
+    import asyncio
+
+    asyncio.run(_serve(fd, template))
+
+
+async def _serve(fd: int, template: Any) -> None:
+    import asyncio
+
+    from ..security import Signer
+    from .core import Gateway
+
+    loop = asyncio.get_running_loop()
+    gateway = Gateway(Signer.from_env(), exit_with_stdin=True, template=template)
+    await gateway.start()
+    wanted: asyncio.Future[None] = loop.create_future()
+    stopped: asyncio.Future[signal.Signals] = loop.create_future()
+
+    def want() -> None:
+        if not wanted.done():
+            wanted.set_result(None)
+
+    def stop(sig: signal.Signals) -> None:
+        if not stopped.done():
+            stopped.set_result(sig)
+
+    loop.add_reader(fd, want)  # a connection waits
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop, sig)
+    settled = asyncio.ensure_future(gateway.settled(QUIET_S))
+    waits: list[asyncio.Future[Any]] = [wanted, stopped, settled]
+    await asyncio.wait(waits, timeout=HTTP_AFTER_S, return_when=asyncio.FIRST_COMPLETED)
+    settled.cancel()
+    loop.remove_reader(fd)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
+    if stopped.done():  # stopped in order, then ended by the signal, as uvicorn would
+        await gateway.close()
+        signal.raise_signal(stopped.result())
+        return
+    from ..web import make_server, tcp_socket
+    from .server import create_app
+
+    server = make_server(create_app(gateway, start=False), host="127.0.0.1", port=0)
+    await server.serve(sockets=[tcp_socket(fd)])
 
 
 def launch(secret: str) -> None:

@@ -92,7 +92,7 @@ def apply_size(memory_mb: int, cpu_list: list[int]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """A worker process started on its own (without the template of :mod:`.forkserver`):
+    """A worker process started on its own (without the template of :mod:`.template`):
     its frames on the stdin and stdout it was born with."""
     p = argparse.ArgumentParser(prog="python -m shoal.gateway.process")
     p.add_argument("--memory-mb", type=int, required=True)
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def serve_forked(channel: int, memory_mb: int, cpu_list: list[int], name: str) -> None:
-    """A worker forked from the template (:mod:`.forkserver`): its frames on ``channel``,
+    """A worker forked from the template (:mod:`.template`): its frames on ``channel``,
     a socket to the gateway; what it prints goes to stderr."""
     become(WORKER_NAME)
     apply_size(memory_mb, cpu_list)
