@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from servers import free_port, gateway
 
 import shoal
 from shoal.backends.gateway import GatewayWorkers
+from shoal.gateway.limits import Limiter
 
 
 @shoal.task
@@ -503,6 +505,21 @@ def test_a_gateway_leaves_no_cgroup_behind(redis_url: str, shared_secret: str) -
         assert _run(inc(1), redis_url, url) == 2
         assert _shoal_cgroups(info["pid"])  # its worker's
     assert not _shoal_cgroups(info["pid"])
+
+
+def test_a_gateway_keeps_cgroup_moves_quick_only_while_it_waits_for_a_fork() -> None:
+    """While it waits for its template to fork a worker, a thread moves the gateway into
+    its own cgroup, again and again (the kernel's next move is then quick); not after."""
+    limiter = Limiter.detect()
+    if limiter is None:
+        pytest.skip("no writable cgroup here")
+    where = Path("/proc/self/cgroup").read_text()
+    with limiter.attach_warm():
+        warming = [t for t in threading.enumerate() if t.name == "shoal-cgroup-warm"]
+        assert len(warming) == 1
+    warming[0].join(timeout=5)
+    assert not warming[0].is_alive()
+    assert Path("/proc/self/cgroup").read_text() == where  # moved where it was
 
 
 def test_a_worker_imports_ahead_what_its_first_hand_out_needs() -> None:

@@ -269,8 +269,10 @@ class Gateway:
         python = str(self._envs[env].python) if env else sys.executable
         forks = await self._forks_of(env) if self._forks is not None else None
         if forks is not None:  # a fork of the template: a cold start without imports
-            worker.proc = await forks.spawn(size.memory_mb, cpus, name)
-            self._limit(worker, share)
+            warm = self._limiter.attach_warm() if self._limiter else contextlib.nullcontext()
+            with warm:
+                worker.proc = await forks.spawn(size.memory_mb, cpus, name)
+                self._limit(worker, share)
             self._keep(asyncio.create_task(self._listen(worker)))
             return worker
         # -I: the worker's Python path holds installed packages only, as on a FaaS platform.

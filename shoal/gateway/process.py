@@ -122,6 +122,7 @@ def preload() -> None:
     """Import what a gateway worker uses on its first invocation (its runtime, a Redis
     store, hand-outs to the gateway): part of its cold start, not of its first task."""
     from ..backends import gateway as _gateway  # noqa: F401
+    from ..blobs import files as _files  # noqa: F401  # the same host's blob store
     from ..runtime import WorkerRuntime  # noqa: F401
     from ..stores import redis as _redis  # noqa: F401
 
