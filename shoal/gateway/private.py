@@ -1,6 +1,8 @@
 """A client process's private gateway (``workers="gateway"``): started as early as the
 process's first run knows it wants one (:func:`launch`, before the run's own imports, which
-its start then overlaps), and kept for its later runs. Imports nothing heavy."""
+its start then overlaps), kept for its later runs, and handed their invocations through
+its stdin (:meth:`PrivateGateway.send`); and the gateway process's own serving
+(:func:`serve`). Imports nothing heavy."""
 
 from __future__ import annotations
 
@@ -57,8 +59,8 @@ class PrivateGateway:
 
     def send(self, payload: bytes) -> None:
         """Hand the gateway a signed invocation through its stdin: no HTTP client, no
-        request to wait for (its HTTP server may still be starting: see
-        :func:`shoal.gateway.__main__`). :class:`~shoal.WorkerLost` if it is gone."""
+        request to wait for (its HTTP server may still be starting: see :func:`serve`).
+        :class:`~shoal.WorkerLost` if it is gone."""
         stdin = self.process.stdin
         assert stdin is not None
         try:
