@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import subprocess
 import sys
 import textwrap
@@ -22,6 +23,7 @@ from servers import free_port, gateway
 import shoal
 from shoal.backends.gateway import GatewayWorkers
 from shoal.gateway.limits import Limiter
+from shoal.gateway.private import PrivateGateway
 
 
 @shoal.task
@@ -382,6 +384,19 @@ def test_a_private_gateway_takes_its_clients_invocations_on_its_stdin(
     first, no_http_client, spread, started = eval(done.stdout)
     assert first == (2, 3) and no_http_client
     assert spread == 16 and started >= 4  # 2 for the first run, 1 + hand-outs for the second
+
+
+def test_handing_an_invocation_to_a_private_gateway_that_died_names_it() -> None:
+    """Its stdin is a broken pipe then: the run gets WorkerLost naming the gateway, not a
+    BrokenPipeError (nor a hang)."""
+    private = PrivateGateway(secrets.token_hex(32))
+    try:
+        private.process.kill()
+        private.process.wait(timeout=10)
+        with pytest.raises(shoal.WorkerLost, match=f"private gateway .pid {private.process.pid}"):
+            private.send(b"x" * (1 << 17))  # more than a pipe holds: the write must fail
+    finally:
+        private.stop()
 
 
 ISOLATED_CLIENT = """

@@ -117,7 +117,7 @@ class Gateway:
         self._envs: dict[str, Environment] = {}  # ready, by requirement-set key
         self._building: dict[str, asyncio.Task[Environment]] = {}
         self._env_forks: dict[str, ForkServer] = {}  # a template per environment
-        self.exit_with_stdin = exit_with_stdin  # a private gateway: see _exit_with_stdin
+        self.exit_with_stdin = exit_with_stdin  # a private gateway: see _serve_stdin
         self._stdin_watch: asyncio.Task[None] | None = None
 
     # ----------------------------------------------------------------- requests
@@ -446,7 +446,7 @@ class Gateway:
     async def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap())
         if self.exit_with_stdin:  # not among the tasks close() cancels: it calls close()
-            self._stdin_watch = asyncio.create_task(self._exit_with_stdin())
+            self._stdin_watch = asyncio.create_task(self._serve_stdin())
         self._keep(asyncio.create_task(self._keep_queued()))
         self._keep(asyncio.create_task(self._sweep_blobs()))
         if self.cgroups and sys.platform.startswith("linux"):
@@ -465,7 +465,7 @@ class Gateway:
             env, _ = await self.environment(self.ahead)
             log.info("environment %s ready at %s", requirements_key(self.ahead), env.path)
 
-    async def _exit_with_stdin(self) -> None:
+    async def _serve_stdin(self) -> None:
         """A private gateway's stdin: its client's invocations (:func:`.private.frames`),
         each submitted as it comes, until it ends: its client closed it, or died, even by
         SIGKILL (the kernel closes a dead process's pipes). Nobody is left to serve: the
