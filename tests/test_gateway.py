@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from servers import free_port, gateway
+from signals import wait_for
 
 import shoal
 from shoal.backends.gateway import GatewayWorkers
@@ -384,6 +385,32 @@ def test_a_private_gateway_takes_its_clients_invocations_on_its_stdin(
     first, no_http_client, spread, started = eval(done.stdout)
     assert first == (2, 3) and no_http_client
     assert spread == 16 and started >= 4  # 2 for the first run, 1 + hand-outs for the second
+
+
+@shoal.task
+def meet(_: int, i: int, folder: str) -> int:
+    """Children 1 to 7 leave a mark each; child 0, which its producer's worker keeps,
+    waits for them all."""
+    if i:
+        (Path(folder) / str(i)).touch()
+        return 1
+    return int(wait_for(*(Path(folder) / str(j) for j in range(1, 8)), timeout=20))
+
+
+def test_a_worker_hands_out_before_it_runs_the_child_it_keeps(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """A task's code runs on its worker's event loop: invocations left to go out in the
+    background would wait for the kept child to end, and so would their tasks."""
+    root = inc(0)
+    children = [meet(root, i, str(tmp_path)) for i in range(8)]
+    with gateway("--max-workers", "8") as url:
+        assert _run(count_all(*children), redis_url, url) == 8
+
+
+@shoal.task
+def count_all(*xs: int) -> int:
+    return sum(xs)
 
 
 def test_handing_an_invocation_to_a_private_gateway_that_died_names_it() -> None:

@@ -385,25 +385,6 @@ def test_a_wide_hand_out_goes_out_as_a_tree_unless_turned_off(redis_url: str) ->
         assert flat is not None and flat.forwarded == 0 and flat.workers == tree.workers
 
 
-def test_a_worker_runs_its_own_tasks_while_its_hand_out_is_still_going_out(
-    redis_url: str, tmp_path: Path
-) -> None:
-    """A gateway that takes 1 s to answer an invocation: the root's worker keeps one of
-    its two children and hands the other out. It runs its own child at once, not once
-    the platform has answered."""
-    s = seed()
-    node = total(plus(s, 1), plus(s, 2))
-    where = str(tmp_path / "h.db")
-    with gateway("--invoke-latency", "1.0") as url:
-        options = {"storage": redis_url, "workers": url, "history": where, "progress": False}
-        assert node.compute(**options, optimizations=[]) == 3
-    tasks = shoal.history(where).runs(limit=1)[0].tasks
-    root, kept, handed = tasks[0], *sorted(tasks[1:3], key=lambda t: t.start)
-    assert kept.worker == root.worker and handed.worker != root.worker
-    assert handed.start - root.end > 1.0  # the platform's answer, and its worker's start
-    assert kept.end - root.end < 0.5  # long before
-
-
 def test_the_optimizing_planner_clusters_only_once_history_shows_it_pays(
     redis_url: str, gateway_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

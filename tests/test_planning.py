@@ -817,22 +817,22 @@ def test_the_simulator_sends_a_wide_hand_out_in_rounds_or_as_a_tree(
     assert schedule.makespan_s == pytest.approx(max(expected))
 
 
-def test_the_platform_takes_a_trees_burst_at_its_pace_while_the_invokers_go_on(
+def test_the_platform_takes_a_trees_burst_at_its_pace_and_answers_each_invoker_then(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """7 children as a tree of 3 heads on a platform that takes an invocation every 0.1 s
     after its 1 s invoke latency: the heads' shares, sent at once, wait their turn, and
-    each invoker begins its own tasks at once, its invocations going out meanwhile."""
+    each invoker begins its own tasks once the platform has taken all it sent."""
     monkeypatch.setattr(simulate_module, "BRANCHING", 3)
     deps = [(), *[(0,)] * 8]  # the root's worker keeps one child, hands out 7
     model = _free(cap=100)
     model.invoke_s, model.start_spacing_s = 1.0, 0.1
     model.cold_spacing_s = 0.1
     schedule = simulate(_shape(deps), _work([0.0] * 9), model, tuning=Tuning(tree=True))
-    # the root's own child at 0; heads taken at 1.0, 1.1, 1.2, each beginning its own
-    # task then; their shares of 2, 1 and 1 are due at 2.0, 2.1 and 2.2 and taken at 2.0,
-    # 2.1, 2.2, 2.3
-    expected = [0.0, 1.0, 1.1, 1.2, 2.0, 2.1, 2.2, 2.3]
+    # heads taken at 1.0, 1.1, 1.2 (the root goes on then); their shares of 2, 1 and 1
+    # are due at 2.0, 2.1 and 2.2 and taken at 2.0, 2.1, 2.2, 2.3; each head's own task
+    # starts as its last is taken
+    expected = [1.2, 2.0, 2.1, 2.1, 2.2, 2.2, 2.3, 2.3]
     assert sorted(schedule.start[1:]) == pytest.approx(expected)
 
 
@@ -847,8 +847,8 @@ def test_an_invoker_sends_its_next_invocation_when_its_request_is_answered(
     model.invoke_s, model.request_s = 1.0, 1.5
     schedule = simulate(_shape(deps), _work([0.0] * 9), model, tuning=Tuning(tree=False))
     # rounds sent at 0, 1.5 and 3: their workers start 1 s later; the root's kept child
-    # at once, its requests going out meanwhile
-    assert sorted(schedule.start[1:]) == pytest.approx([0, 1, 1, 1, 2.5, 2.5, 2.5, 4])
+    # as its last request is answered
+    assert sorted(schedule.start[1:]) == pytest.approx([1, 1, 1, 2.5, 2.5, 2.5, 4, 4.5])
 
 
 def test_the_simulator_plays_prewarm_as_warm_workers_a_cold_start_after_the_parent_starts() -> None:

@@ -6,12 +6,11 @@ It plays Shoal's own protocol (:mod:`shoal.protocol`) forward in time, step by s
 - the client invokes one worker per group of roots;
 - an invoker has at most :data:`~shoal.optimizations.tree.BRANCHING` invocations in
   flight, each taking the platform's invoke latency; a wider hand-out goes out as a tree
-  (each head sends its share on as it starts) if the tuning says so; the invoker goes on
-  with its own tasks meanwhile, and stops only once they are all answered;
+  (each head sends its share on as it starts, before its own tasks) if the tuning says so;
 - the platform takes the invocations one after another, at its measured pace (a burst of
   starts on one machine goes one after another, whoever sent them: a tree's shares, sent
   by its heads at once, wait their turn), and answers each invoker as it takes its
-  invocation: an invoker sends its next one as one is answered;
+  invocation: an invoker sends its next one, or goes on once all are answered;
 - a worker holding its completion back for a fan-in (delayed I/O, pre-load) waits while
   nothing else is left to it, until it is the fan-in's last input (its output then stays
   home) or its wait is over; with pre-load it has read each other input as it landed;
@@ -127,8 +126,7 @@ class Schedule:
 
 class _Worker:
     __slots__ = (
-        "id", "size", "group", "started", "stack", "held", "fresh", "forward", "batched",
-        "sending", "done",
+        "id", "size", "group", "started", "stack", "held", "fresh", "forward", "batched"
     )  # fmt: skip
 
     def __init__(
@@ -141,8 +139,6 @@ class _Worker:
         #: Inputs its tasks share, read once as it started and not yet touched by a task.
         self.fresh: set[int] = set()
         self.batched = False  # its last completion waits for its next step
-        self.sending = 0  # its hand-outs not all answered yet: it stops after them
-        self.done = False  # out of tasks, it waits for them
 
 
 class _Shared:
@@ -174,19 +170,20 @@ class _Shared:
 
 class _Invoker:
     """One hand-out as its invoker sends it: at most :data:`BRANCHING` invocations in
-    flight, the next sent as one is answered. ``worker`` (None: the client) stops only once
-    all are."""
+    flight, the next sent as one is answered; when all are, it goes on as ``then`` says
+    (None: nothing waits, the client's)."""
 
-    __slots__ = ("sending", "in_flight", "worker")
+    __slots__ = ("sending", "in_flight", "then")
 
-    def __init__(
-        self, sending: deque[tuple[tuple[int, ...], list[Any]]], worker: _Worker | None
-    ) -> None:
-        self.sending, self.in_flight, self.worker = sending, 0, worker
+    def __init__(self, sending: deque[tuple[tuple[int, ...], list[Any]]], then: Any) -> None:
+        self.sending, self.in_flight, self.then = sending, 0, then
 
 
 # Event kinds, in the order they are handled when simultaneous.
 _INVOKE, _STOP, _COMPUTE, _DONE, _RESUME, _MOVED, _ANSWER, _FREE = range(8)
+# What an invoker does once its hand-out is answered: a worker that sent its tree share
+# on begins its tasks, or a completion step goes on to the worker's next task.
+_BEGIN, _NEXT = range(2)
 # What a worker does once a transfer of its ends: a completion step goes on (its
 # invocations, its next task), or a task whose inputs were read starts.
 _STEP, _READ = range(2)
@@ -324,18 +321,16 @@ class _Simulation:
             workers=self.workers,
         )
 
-    def _hand_out(self, time: float, groups: list[tuple[int, ...]], worker: _Worker | None) -> None:
+    def _hand_out(self, time: float, groups: list[tuple[int, ...]], then: Any) -> None:
         """Invoke a worker per group, at most :data:`BRANCHING` in flight (wider, as a
-        tree), while ``worker`` (None: the client) goes on."""
+        tree); the invoker goes on as ``then`` says once all are answered."""
         if self.tree and len(groups) > BRANCHING:
             sending = deque(split_tree(groups, BRANCHING))
         else:
             sending = deque((tasks, []) for tasks in groups)
+        invoker = _Invoker(sending, then)
         if not sending:
-            return
-        invoker = _Invoker(sending, worker)
-        if worker is not None:
-            worker.sending += 1
+            self._go_on(time, then)
         for _ in range(min(BRANCHING, len(sending))):
             self._send(time, invoker)
 
@@ -376,12 +371,17 @@ class _Simulation:
         invoker.in_flight -= 1
         if invoker.sending:  # a slot is free: the next goes out
             self._send(time, invoker)
+        elif not invoker.in_flight:
+            self._go_on(time, invoker.then)
+
+    def _go_on(self, time: float, then: Any) -> None:
+        if then is None:
             return
-        worker = invoker.worker
-        if not invoker.in_flight and worker is not None:
-            worker.sending -= 1
-            if worker.done and not worker.sending:  # its tasks were done before
-                heapq.heappush(self.events, (time, _STOP, next(self.seq), worker))
+        kind, worker = then
+        if kind == _BEGIN:
+            self._begin(time, worker)
+        else:
+            self._next(time, worker)
 
     def _dispatch(
         self, time: float, tasks: tuple[int, ...], size: Size, group: int | None, forward: list[Any]
@@ -425,9 +425,10 @@ class _Simulation:
 
     def _start(self, time: float, worker: _Worker) -> None:
         worker.started = time
-        if worker.forward:  # a tree's share: sent on as its tasks begin
-            self._hand_out(time, worker.forward, worker)
-        self._begin(time, worker)
+        if worker.forward:  # a tree's share: sent on (and answered) before any task
+            self._hand_out(time, worker.forward, (_BEGIN, worker))
+        else:
+            self._begin(time, worker)
 
     def _begin(self, time: float, worker: _Worker) -> None:
         if self.prewarm:  # workers of its children's other sizes, warm after a cold start
@@ -452,9 +453,7 @@ class _Simulation:
     def _next(self, time: float, worker: _Worker) -> None:
         stack = worker.stack
         if not stack:
-            worker.done = True
-            if not worker.sending:
-                heapq.heappush(self.events, (time, _STOP, next(self.seq), worker))
+            heapq.heappush(self.events, (time, _STOP, next(self.seq), worker))
             return
         task = stack.pop()
         held, fresh, out = worker.held, worker.fresh, self.work.out_bytes
@@ -623,14 +622,15 @@ class _Simulation:
         landing: list[int],
     ) -> None:
         """The store step of a completion is over: its holders go on (those that see it
-        land last), its invocations are sent, and its worker goes on meanwhile."""
+        land last), its invocations are sent, and its worker goes on once they are."""
         for c in landing:
             self.landing[c] = max(self.landing.get(c, -math.inf), time)
         for fan_in in resume:  # its holder is now its last input: it goes on
             self._push(time, _RESUME, fan_in)
-        if hand_out:
-            self._hand_out(time, [tuple(tasks) for tasks in hand_out], worker)
-        self._next(time, worker)
+        if hand_out:  # the worker goes on once they are answered
+            self._hand_out(time, [tuple(tasks) for tasks in hand_out], (_NEXT, worker))
+        else:
+            self._next(time, worker)
 
     # ------------------------------------------------------ transfers through the store
     def _read_bytes(self, time: float, nbytes: float, then: tuple[int, _Worker, Any]) -> None:

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from time import perf_counter
 from traceback import format_exception
@@ -112,10 +112,6 @@ class _Worker:
         #: Specs of tasks its maps' expansions made, for its next completion step.
         self.new_specs: dict[int, TaskSpec] = {}
         self.urgent = False  # the batch holds a sink or children for other workers
-        #: Hand-outs still being sent: the worker goes on with its own tasks meanwhile (a
-        #: platform's invoke latency, ~50 ms on Lambda, is not its to wait), and ends once
-        #: they are all answered (:meth:`sent`).
-        self.sending: list[asyncio.Task[None]] = []
         self.ran = 0
         self.metrics = metrics
         # CPU time and peak memory are the task's only when the process is the worker's own.
@@ -662,38 +658,13 @@ class _Worker:
     async def hand_out(self, handing: list[Invocation]) -> None:
         """Invoke workers for ``handing`` and hand their tasks over to them
         (:func:`shoal.leases.hand_off`), both at once: a worker that claims its invocation
-        first takes the tasks over itself. The worker goes on once they are handed over,
-        the invocations still going out (:meth:`send`)."""
+        first takes the tasks over itself."""
         inv = self.invocation
         pending_s = 0.0 if self.workers.in_process else inv.lease_s  # a queue in this process
-        handed = [(h.id, h.tasks) for h in handing]
-        if self.workers.in_process:  # a queue in this process: nothing to wait for
-            await asyncio.gather(
-                invoke_all(self.workers, handing),
-                self.store.hand_off(self.run_id, inv.id, handed, pending_s),
-            )
-            return
-        self.send(invoke_all(self.workers, handing))
-        await self.store.hand_off(self.run_id, inv.id, handed, pending_s)
-
-    def send(self, invocations: Coroutine[Any, Any, None]) -> None:
-        """Send ``invocations`` while the worker goes on; a hand-out that failed before
-        fails the worker now, as it would have when sent in line."""
-        for sent in [t for t in self.sending if t.done()]:
-            self.sending.remove(sent)
-            sent.result()
-        self.sending.append(asyncio.ensure_future(invocations))
-
-    async def sent(self) -> None:
-        """Wait until every hand-out is answered: a worker ends only then (its process may
-        be retired, its event loop closed, as soon as it ends)."""
-        sending, self.sending = self.sending, []
-        try:
-            for task in sending:
-                await task
-        finally:
-            for task in sending:
-                task.cancel()
+        await asyncio.gather(
+            invoke_all(self.workers, handing),
+            self.store.hand_off(self.run_id, inv.id, [(h.id, h.tasks) for h in handing], pending_s),
+        )
 
     def metrics_events(self, count: int | None = None) -> tuple[Event, ...]:
         """The waiting task metrics (the first ``count``) as an event, if there are any."""
@@ -779,19 +750,16 @@ async def run_worker(
         )
         return
     lease = HEARTBEAT.hold(store, run_id, inv, invocation.lease_s)
+    if invocation.forward:  # a share of a wide hand-out: send it on before any task
+        await _forward(invocation, workers, worker)
     policy = parse_policy(invocation.metrics)
     state = _Worker(
         invocation, store, workers, worker, MetricsBuffer(policy) if policy.on else None
     )
-    if invocation.forward:  # a share of a wide hand-out: sent on as its tasks begin
-        state.send(_forward(invocation, workers, worker))
     if invocation.tuning.prewarm:
         await _prewarm(state, worker)
     try:
-        try:
-            await state.run(lease)
-        finally:
-            await state.sent()
+        await state.run(lease)
     except RunNotFound:
         log.debug("worker %s: run %s is gone, stopping", worker, run_id)
     except BaseException as exc:  # a crash outside user code must fail the run, not hang it
