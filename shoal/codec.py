@@ -77,8 +77,9 @@ class Codec:
         for lo in range(0, len(specs), PAGE):
             page = specs[lo : lo + PAGE]
             try:
-                data = _pickle_page(page)
-                if len(data) > LIFT_PAGE_BYTES:
+                # Plainly too big (big texts, arrays): lifted without pickling it all first.
+                plainly_big = _plain_bytes(page) > LIFT_PAGE_BYTES
+                if plainly_big or len(data := _pickle_page(page)) > LIFT_PAGE_BYTES:
                     data = self._lift(page, constants, lifted)
             except Exception as exc:
                 raise _unpicklable(graph, lo, exc) from exc
@@ -217,6 +218,18 @@ class Codec:
                 f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(invocation.expires))}"
             )
         return invocation
+
+
+def _plain_bytes(page: Sequence[TaskSpec]) -> int:
+    """The bytes the page's arguments plainly hold (texts, bytes, arrays), not pickling."""
+    total = 0
+    for spec in page:
+        for value in (*spec.args, *spec.kwargs.values()):
+            if type(value) in (str, bytes, bytearray):
+                total += len(value)
+            elif type(nbytes := getattr(value, "nbytes", None)) is int:
+                total += nbytes
+    return total
 
 
 def _pickle_page(page: Sequence[TaskSpec]) -> bytes:

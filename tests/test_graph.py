@@ -664,13 +664,21 @@ def test_a_page_from_another_secret_is_refused() -> None:
         CODEC.decode_page(page.pages[0])[0]
 
 
-def test_big_constants_are_lifted_out_of_pages_once_per_object() -> None:
+def test_big_constants_are_lifted_out_of_pages_once_per_object(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import shoal.codec
     from shoal.graph.template import Lifted
+
+    def whole_page(page: Any) -> bytes:
+        raise AssertionError("a page of plainly big texts was pickled whole before lifting")
 
     big = "x" * 200_000
     other = [b"y" * 100_000]
     sinks = [noop(big) for _ in range(30)] + [noop(other), noop("small")]
+    monkeypatch.setattr(shoal.codec, "_pickle_page", whole_page)
     encoded = CODEC.encode_graph(build(sinks).ship())
+    monkeypatch.undo()
     assert len(encoded.constants) == 2  # one per object, however many tasks take it
     assert max(map(len, encoded.pages)) < 20_000
     specs, lifted = CODEC.decode_page(encoded.pages[0])

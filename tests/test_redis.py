@@ -432,3 +432,51 @@ def test_a_pairs_first_leaf_waits_for_its_sibling_and_is_never_stored(redis_url:
     summary = shoal.last_run()
     assert summary is not None and summary.workers == 2
     assert summary.outputs_stored == 3
+
+
+# --------------------------------------------------------------------------- constants
+
+
+@shoal.task
+def length(text: str) -> int:
+    return len(text)
+
+
+def test_a_worker_asks_for_its_next_tasks_constant_before_the_task_before_it_runs(
+    redis_url: str, shared_secret: str
+) -> None:
+    """A task's big constant (lifted out of its page) is asked for while the task before
+    it runs: the request is out when read_ahead returns, and the task takes its answer."""
+    from shoal.backends import Invocation
+    from shoal.protocol.source import TaskSource
+
+    texts = [str(i) * 200_000 for i in range(2)]
+    graph = build([length(t) for t in texts]).ship()
+    store = _store(redis_url, shared_secret)
+    asked: list[list[int]] = []
+    load = store.load_constants
+
+    async def recording(run_id: str, indices: Any) -> list[Any]:
+        asked.append(list(indices))  # runs up to its first wait: the request goes out
+        return await load(run_id, indices)
+
+    store.load_constants = recording  # type: ignore[method-assign]
+
+    async def main() -> tuple[list[str], list[list[int]]]:
+        await store.create_run("ahead", graph, [0, 1])
+        source = TaskSource(Invocation("ahead", (0, 1), 1), store)
+        try:
+            specs = [await source.spec(t) for t in (0, 1)]
+            await source.read_ahead(1)
+            sent = [list(a) for a in asked]
+            filled = [(await source.with_constants(s)).args[0] for s in specs]
+            return filled, sent
+        finally:
+            source.close()
+            await store.delete_run("ahead")
+            await store.close()
+
+    filled, sent = asyncio.run(main())
+    assert filled == texts
+    assert sent == [[1]]  # task 1's, before task 0's own read
+    assert asked == [[1], [0]]  # and task 1 took the answer: no second read

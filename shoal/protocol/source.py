@@ -4,6 +4,8 @@ store, a few pages at a time; each fetched or decoded once per worker."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +37,8 @@ class TaskSource:
         #: Tasks whose specs name big constants kept apart (shoal.graph.template.Lifted).
         self.lifted: set[int] = set()
         self.constants: dict[int, Any] = {}
+        #: Reads of constants asked for ahead (:meth:`read_ahead`), by constant.
+        self.coming: dict[int, asyncio.Task[list[Any]]] = {}
         #: Requirement sets of tasks looked up ahead (learn_requirements), for decisions
         #: that cannot wait (which children a worker runs early).
         self.sets: dict[int, tuple[str, ...]] = {}
@@ -76,11 +80,11 @@ class TaskSource:
 
     async def with_constants(self, spec: TaskSpec) -> TaskSpec:
         """``spec`` with its lifted constants in place (read once per worker)."""
-        wanted = [
-            a.i
-            for a in (*spec.args, *spec.kwargs.values())
-            if type(a) is Lifted and a.i not in self.constants
-        ]
+        wanted = self._missing(spec)
+        for index in [i for i in wanted if i in self.coming]:
+            with contextlib.suppress(Exception):  # (read again below)
+                self.constants[index] = (await self.coming.pop(index))[0]
+        wanted = [i for i in wanted if i not in self.constants]
         if wanted:
             read = await self.store.load_constants(self.run_id, wanted)
             self.constants.update(zip(wanted, read, strict=True))
@@ -92,6 +96,31 @@ class TaskSource:
             args=tuple(map(value, spec.args)),
             kwargs={k: value(v) for k, v in spec.kwargs.items()},
         )
+
+    async def read_ahead(self, task: int) -> None:
+        """Ask now for the constants of ``task``, which this worker runs next, and let the
+        request go out: the store sends them while the task before it runs (its code holds
+        the event loop), so they are waiting when ``task`` starts."""
+        if task not in self.lifted:
+            return
+        for index in self._missing(self.specs[task]):
+            if index not in self.coming:
+                read = self.store.load_constants(self.run_id, [index])
+                self.coming[index] = asyncio.ensure_future(read)
+        await asyncio.sleep(0)
+
+    def close(self) -> None:
+        """Drop reads ahead that no task took (the run ended or moved on)."""
+        for read in self.coming.values():
+            read.cancel()
+        self.coming.clear()
+
+    def _missing(self, spec: TaskSpec) -> list[int]:
+        return [
+            a.i
+            for a in (*spec.args, *spec.kwargs.values())
+            if type(a) is Lifted and a.i not in self.constants
+        ]
 
     async def function(self, index: int) -> TaskFunction[Any, Any]:
         if self.in_hand is not None:

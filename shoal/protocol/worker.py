@@ -180,6 +180,8 @@ class _Worker:
                     return
                 continue
             fn = functions[spec.func] if functions else await self.source.function(spec.func)
+            if owned and owned[-1] in lifted:
+                await self.source.read_ahead(owned[-1])
             if probe:
                 cpu_started = probe.start()
             started = time.time()
@@ -772,6 +774,7 @@ async def run_worker(
     finally:
         if state.threads is not None:
             state.threads.shutdown(wait=False)
+        state.source.close()
         HEARTBEAT.drop(lease)
         stopped = event(EventKind.WORKER_STOPPED, worker, data={"tasks": state.ran})
         with contextlib.suppress(Exception):
