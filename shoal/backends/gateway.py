@@ -33,10 +33,10 @@ from ..gateway import TOKEN_ENV
 from ..gateway.private import PrivateGateway, private_gateway
 from ..security import Signer
 from ..stores import Store
-from .base import Invocation, Platform, Size, is_loopback, verify_for
+from .base import Invocation, Platform, Size, is_loopback, tls_context
 
-if TYPE_CHECKING:  # imported on first request (~45 ms): a gateway's template preloads it
-    import httpx
+if TYPE_CHECKING:  # imported on first request (~15 ms): a gateway's template preloads it
+    from .http11 import Client, Response
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class GatewayWorkers:
             self.same_host = all(is_loopback(h.hostname) for h in hosts)
         self._turn = random.randrange(len(self._bases) or 1)  # workers start apart
         self._codec: Codec | None = None
-        self._http: dict[str, httpx.AsyncClient] = {}
+        self._http: dict[str, Client] = {}
         self._private: PrivateGateway | None = None
 
     @classmethod
@@ -147,7 +147,7 @@ class GatewayWorkers:
                 # No timeout: a first build downloads and installs packages.
                 reply = await self._request(
                     "POST", "/environments", base, json={"requirements": list(requirements)},
-                    timeout=None,
+                    patient=True,
                 )  # fmt: skip
             except _Refused as exc:
                 if exc.status == 422:
@@ -166,18 +166,17 @@ class GatewayWorkers:
             )
 
     async def _request(self, method: str, path: str, base: str, **kwargs: Any) -> Any:
-        import httpx
+        from .http11 import Client, TransportError
 
         http = self._http.get(base)
         if http is None:
             headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
-            http = self._http[base] = httpx.AsyncClient(
-                base_url=base, headers=headers, timeout=30, verify=verify_for(base)
-            )
+            tls = tls_context() if base.startswith("https") else None
+            http = self._http[base] = Client(base, headers, 30, tls)
         try:
             response = await http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise WorkerLost(f"cannot reach the gateway at {base}: {exc!r}") from None
+        except TransportError as exc:
+            raise WorkerLost(f"cannot reach the gateway at {base}: {exc}") from None
         if response.status_code == 403:
             raise BadSignature(f"the gateway at {base} refused: {_error(response)}")
         if response.status_code == 401:
@@ -219,7 +218,7 @@ class _Refused(Exception):
         self.status, self.message = status, message
 
 
-def _error(response: httpx.Response) -> str:
+def _error(response: Response) -> str:
     try:
         return str(response.json().get("error", response.text))
     except ValueError:

@@ -129,9 +129,9 @@ def preload() -> None:
 
 #: Imported by the template once it serves, while no fork is asked of it: a worker forked
 #: before then imports what it needs itself (the HTTP client, for its first hand-out).
-#: Also what the client's first request imports (its async backend): otherwise a worker's
-#: first hand-out pays it, tens of ms, ~50 on a busy machine (a tree head's, all its share).
-PRELOAD_WHEN_IDLE = ("httpx", "httpcore._backends.anyio", "anyio._backends._asyncio")
+#: Otherwise a worker's first hand-out pays it: ~15 ms, more on a busy machine (a tree
+#: head's, all its share).
+PRELOAD_WHEN_IDLE = ("shoal.backends.http11",)
 #: Quiet this long before each such import: an import holds the process for tens of ms,
 #: and a burst of invocations (the template's forks, a warm worker's next run) goes first.
 IDLE_AFTER_S = 0.05
