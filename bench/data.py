@@ -1,7 +1,10 @@
 """Data-heavy work against Ray and Dask: ``python -m bench.data [--repeat 5]``.
 
-Two workloads, each run by every engine in turn (interleaved, after one warm-up run each),
-medians of ``--repeat`` runs; servers and clusters are started before and not timed:
+Two workloads, each run by every engine, medians of ``--repeat`` runs in each of ``--rounds``
+rounds. An engine runs alone: in a round each engine in turn starts (its servers or
+cluster, not timed), runs each workload once to warm up and then ``--repeat`` times, and
+stops. (Started together, the others' idle daemons took CPU from whichever ran: the word
+count of Shoal took 90-97 ms beside Ray's and Dask's idle clusters, 77-79 ms alone.)
 
 - ``wordcount``: the Book of Genesis x16 in 32 chunks, a Counter per chunk (map), merged
   pairwise in a tree (reduce): Counters of tens of KB pass between workers.
@@ -91,10 +94,12 @@ class Shoal:
     def __init__(self, name: str, blobs: str, optimizations: list[str] | None = None) -> None:
         self.name, self.blobs, self.optimizations = name, blobs, optimizations
 
-    def start(self, servers: Any) -> None:
+    def start(self) -> None:
         import shoal
 
-        self.shoal, self.servers = shoal, servers
+        from .servers import ShoalServers
+
+        self.shoal, self.servers = shoal, ShoalServers().start()
         self.tasks = {f.__name__: shoal.task(f) for f in (count, merge, top, make_array,
                                                          strided_sum, add)}  # fmt: skip
 
@@ -109,13 +114,13 @@ class Shoal:
         )
 
     def stop(self) -> None:
-        pass
+        self.servers.close()
 
 
 class Ray:
     name = "ray"
 
-    def start(self, servers: Any) -> None:
+    def start(self) -> None:
         import ray
 
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
@@ -142,7 +147,7 @@ class Ray:
 class Dask:
     name = "dask"
 
-    def start(self, servers: Any) -> None:
+    def start(self) -> None:
         import dask
         from distributed import Client, LocalCluster
 
@@ -165,43 +170,41 @@ class Dask:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workloads", default="wordcount,fanout")
     parser.add_argument("--engines", default="shoal,shoal-cluster,shoal-redis,ray,dask")
     args = parser.parse_args()
 
     from .engines import installed
-    from .servers import ShoalServers
 
     every = {"shoal": Shoal("shoal", "auto"), "shoal-redis": Shoal("shoal-redis", "off"),
              "shoal-cluster": Shoal("shoal-cluster", "auto", ["cluster"]),
              "ray": Ray(), "dask": Dask()}  # fmt: skip
     engines = installed(args.engines, every)
-    servers = ShoalServers().start()
+    workloads = args.workloads.split(",")
     text = chunks()
     expected = {"wordcount": top(tree([count(c) for c in text], merge))}
     times: dict[tuple[str, str], list[float]] = {}
-    try:
+    for _ in range(args.rounds):
         for engine in engines:
-            engine.start(servers)
-        for workload in args.workloads.split(","):
-            for engine in engines:  # warm-up: workers, imports, caches
-                result = engine.run(workload, text)
-                if workload in expected:
-                    assert result == expected[workload], (engine.name, result[:3])
-            for _ in range(args.repeat):
-                for engine in engines:
-                    started = time.perf_counter()
-                    engine.run(workload, text)
-                    times.setdefault((workload, engine.name), []).append(
-                        time.perf_counter() - started
-                    )
-    finally:
-        for engine in engines:
-            engine.stop()
-        servers.close()
+            engine.start()
+            try:
+                for workload in workloads:
+                    result = engine.run(workload, text)  # warm-up: workers, imports, caches
+                    if workload in expected:
+                        assert result == expected[workload], (engine.name, result[:3])
+                    for _ in range(args.repeat):
+                        started = time.perf_counter()
+                        engine.run(workload, text)
+                        times.setdefault((workload, engine.name), []).append(
+                            time.perf_counter() - started
+                        )
+            finally:
+                engine.stop()
     load = os.getloadavg()[0]
-    print(f"load at the end: {load:.2f}; medians of {args.repeat} runs (min-max)")
-    for workload in args.workloads.split(","):
+    runs = args.rounds * args.repeat
+    print(f"load at the end: {load:.2f}; medians of {runs} runs (min-max), each engine alone")
+    for workload in workloads:
         ray = times.get((workload, "ray"))
         for engine in engines:
             runs = times[(workload, engine.name)]

@@ -69,6 +69,15 @@ class ShoalServers:
         self.procs, self.tmp, self.redis, self.http = [], None, None, None
 
     def start(self):
+        """Start both; if either fails, stop what started (no server outlives a failed
+        benchmark)."""
+        try:
+            return self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self):
         if not shutil.which("redis-server"):
             raise RuntimeError("redis-server is not on PATH")
         import httpx
