@@ -101,7 +101,7 @@ def compute(
 
         launch(client_signer(private=True).secret)  # type: ignore[union-attr]
     # Imported now, not with this module: a private gateway's start overlaps them.
-    from .history import open_history
+    from .history import open_history, write_behind
     from .run import RunOptions, run
 
     kept = open_history(history)
@@ -125,7 +125,10 @@ def compute(
         )
         return run(nodes, options)
     finally:
-        kept.close()
+        if kept.url == "none":
+            kept.close()
+        else:
+            write_behind(kept.close)  # after the run's record
 
 
 def _seconds(name: str, text: str) -> float:

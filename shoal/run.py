@@ -4,6 +4,7 @@ through the protocol, and record the run in the history."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import threading
@@ -16,7 +17,7 @@ from .backends import Workers, open_workers
 from .blobs import storage_with_blobs
 from .errors import ConfigError, RunCancelled
 from .graph import Graph, Node, build
-from .history import History, RunRecord, RunTrace
+from .history import History, RunRecord, RunTrace, write_behind
 from .optimizations import Tuning, tuning_for
 from .planning import Plan, make_plan
 from .progress import Progress
@@ -208,7 +209,7 @@ async def _run(
         record(summary)
         if trace is not None:
             run = _record(summary, graph, backend.kind, started_at, error, plan)
-            _keep(options.history, trace, graph, run, plan)
+            write_behind(functools.partial(_keep, options.history, trace, graph, run, plan))
 
 
 def _tuning(options: RunOptions, backend: Workers) -> Tuning:

@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -504,3 +505,29 @@ def test_a_bare_path_takes_options_too(tmp_path: Path) -> None:
     kept = open_history(f"{tmp_path / 'h.sqlite3'}?keep=3")
     assert kept.keep == 3 and (tmp_path / "h.sqlite3").exists()
     kept.close()
+
+
+def test_a_run_returns_before_its_record_is_written_and_readers_wait_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record is written behind the caller (its results do not wait for it); the next
+    reader of the history, in this process, waits for it."""
+    from shoal.history.sqlite import SqliteHistory
+
+    returned = threading.Event()
+    record = SqliteHistory.record
+
+    def after_the_return(self: SqliteHistory, *args: Any) -> None:
+        assert returned.wait(10), "the run waited for its record"
+        record(self, *args)
+
+    monkeypatch.setattr(SqliteHistory, "record", after_the_return)
+    path = str(tmp_path / "behind.db")
+    assert shoal.compute(_inc_behind(1), history=path, progress=False) == (2,)
+    returned.set()
+    assert [r.ok for r in shoal.history(path).runs()] == [True]
+
+
+@shoal.task
+def _inc_behind(x: int) -> int:
+    return x + 1

@@ -12,10 +12,12 @@ dashboard show. Chosen by URL (``compute(history=…)``, ``$SHOAL_HISTORY``):
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import threading
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -26,6 +28,51 @@ from .trace import RunTrace
 
 HISTORY_ENV = "SHOAL_HISTORY"
 _REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
+
+log = logging.getLogger(__name__)
+
+#: Writes to histories that runs left behind them, oldest first, and the thread doing them.
+_behind: list[Callable[[], object]] = []
+_writer: threading.Thread | None = None
+_lock = threading.Condition()
+
+
+def write_behind(job: Callable[[], object]) -> None:
+    """Do ``job`` (a run's record, a history's closing) on the history's writer thread,
+    after those given before it: the caller has its results without waiting for the
+    write (a few ms; ~20 on a process's first run, which imports the sketches' codec).
+    The process waits for it before it exits (the thread is no daemon), and so does the
+    next :func:`open_history` (what it reads then has every earlier run)."""
+    global _writer
+    with _lock:
+        _behind.append(job)
+        if _writer is None:
+            _writer = threading.Thread(target=_write, name="shoal-history")
+            _writer.start()
+
+
+def _write() -> None:
+    global _writer
+    while True:
+        with _lock:
+            if not _behind:
+                _writer = None
+                _lock.notify_all()
+                return
+            job = _behind[0]
+        try:
+            job()
+        except Exception:  # a failed write costs no run (its results are the user's)
+            log.warning("a history write failed", exc_info=True)
+        with _lock:
+            _behind.pop(0)
+
+
+def settle() -> None:
+    """Wait until the writes left behind are done."""
+    with _lock:
+        while _writer is not None:
+            _lock.wait()
 
 
 def default_path() -> Path:
@@ -70,7 +117,9 @@ class NoHistory:
 
 def open_history(url: str | None = None) -> History:
     """The history at ``url`` (default: ``$SHOAL_HISTORY``, else the default SQLite file).
-    :class:`~shoal.ConfigError` for a URL it cannot use."""
+    :class:`~shoal.ConfigError` for a URL it cannot use. Waits for the writes earlier runs
+    left behind (:func:`write_behind`)."""
+    settle()
     url = url or os.environ.get(HISTORY_ENV) or ""
     if url.strip().lower() == "none":
         return NoHistory()
@@ -141,4 +190,6 @@ __all__ = [
     "Workflow",
     "history",
     "open_history",
+    "settle",
+    "write_behind",
 ]
