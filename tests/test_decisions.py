@@ -427,3 +427,21 @@ def test_one_waking_event_in_a_batch_is_enough() -> None:
     assert wakes_client(batch, frozenset({2})) is True
     assert wakes_client(batch[:3], frozenset({2})) is False
     assert wakes_client([], frozenset({2})) is False
+
+
+def test_a_workers_recent_outputs_keep_within_their_bytes_oldest_out_first() -> None:
+    import numpy as np
+
+    from shoal.protocol.recent import RecentOutputs
+
+    recent = RecentOutputs(memory_mb=8)  # an eighth: 1 MiB
+    assert recent.limit == 1 << 20
+    block = np.zeros(400_000, dtype=np.uint8)
+    for task in range(3):
+        recent.keep(task, block)
+    assert recent.take(0) is None  # the oldest went for the third
+    assert recent.take(1) == (block,) and recent.take(1) is None  # read once
+    recent.keep(9, np.zeros(2 << 20, dtype=np.uint8))  # above the limit: not kept
+    assert recent.take(9) is None and recent.take(2) == (block,)
+    recent.keep(5, None)  # a None output is kept too (told apart from a miss)
+    assert recent.take(5) == (None,) and not recent

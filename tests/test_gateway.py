@@ -589,3 +589,34 @@ def test_a_process_asks_a_gateway_its_cap_once(
     assert _run(inc(2), redis_url, gateway_url) == 3
     assert asked.count("/info") <= 1  # the first run's, unless an earlier test asked already
     assert asked.count("/invoke") == 2
+
+
+@shoal.task
+def counted(i: int) -> dict[int, int]:
+    sum(range(300_000))  # milliseconds of work: its worker's store steps go out one by one
+    return {i: 1, -1: i}
+
+
+@shoal.task
+def merged(a: dict[int, int], b: dict[int, int]) -> dict[int, int]:
+    return {**a, **b, -1: a[-1] + b[-1]}
+
+
+def test_a_worker_reads_back_no_output_it_stored_for_a_fan_in_it_then_runs(
+    redis_url: str, gateway_url: str, tmp_path: Path
+) -> None:
+    """A pairwise tree: a worker that stored an input of a fan-in (its sibling was not
+    done yet) and then readies the fan-in itself has the input in memory still; only
+    inputs that other workers made are read."""
+    nodes = [counted(i) for i in range(16)]
+    while len(nodes) > 1:
+        nodes = [merged(nodes[i], nodes[i + 1]) for i in range(0, len(nodes), 2)]
+    history = str(tmp_path / "reads.db")
+    out = nodes[0].compute(storage=redis_url, workers=gateway_url, history=history, progress=False)
+    assert out[-1] == sum(range(16)) and len(out) == 17
+    record = shoal.history(history).runs(limit=1)[0]
+    tasks = {t.task: t for t in record.tasks}
+    deps = record.deps
+    for t in tasks.values():
+        foreign = [d for d in deps[t.task] if tasks[d].worker != t.worker]
+        assert bool(t.read_bytes) == bool(foreign), (t.name, t.worker, t.read_bytes, foreign)

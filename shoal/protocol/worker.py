@@ -39,11 +39,12 @@ from ..heartbeat import HEARTBEAT, HeldLease
 from ..metrics import MetricsBuffer, approx_nbytes, parse_policy, process_probe
 from ..optimizations.cluster import LOOKAHEAD, keep_all, stays_for_fan_in
 from ..optimizations.fanin import Hold, hold_back, holder, wants_fan_in
-from ..optimizations.prewarm import warm_ups
 from ..stores import Store
 from ..stores.base import UnstorableOutput
 from .attempts import Attempt, attempt, attempt_record, retry
+from .recent import RecentOutputs
 from .source import TaskSource
+from .starting import forward, prewarm
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ class _Worker:
         self.functions = in_hand.functions if in_hand else None
         self.owned = list(reversed(invocation.tasks))  # a stack: depth first keeps memory low
         self.held: dict[int, list[Any]] = {}  # task -> [output, local reads still to come]
+        self.recent = RecentOutputs(invocation.size.memory_mb)  # stored for fan-ins
         self.batch: list[Completion] = []  # completions not yet in the store
         # Their tasks: an output stays held until its completion is stored, even once read
         # as often as counted, since a child its batch readies may still be kept here (and
@@ -371,9 +373,13 @@ class _Worker:
             return [entry[0]]
         values: list[Any] = []
         missing: list[int] = []
+        recent = self.recent
         for i, dep in enumerate(deps):
             entry = held.get(dep)
             if entry is None:
+                if recent and (kept := recent.take(dep)) is not None:
+                    values.append(kept[0])
+                    continue
                 missing.append(i)
                 values.append(None)
                 continue
@@ -650,7 +656,13 @@ class _Worker:
             self.owned.extend(reversed(keep))
         if handing:
             await self.hand_out(handing)
-        for task in [c.task for c in batch] + list(self.prefetched):
+        for completion, stored in zip(batch, settled.stored, strict=True):
+            entry = held.get(completion.task)
+            if entry is not None and entry[1] <= 0:
+                del held[completion.task]
+                if stored > 0 and max(completion.child_deps, default=1) > 1:
+                    self.recent.keep(completion.task, entry[0])
+        for task in self.prefetched:
             entry = held.get(task)
             if entry is not None and entry[1] <= 0:
                 del held[task]
@@ -753,13 +765,13 @@ async def run_worker(
         return
     lease = HEARTBEAT.hold(store, run_id, inv, invocation.lease_s)
     if invocation.forward:  # a share of a wide hand-out: send it on before any task
-        await _forward(invocation, workers, worker)
+        await forward(invocation, workers, worker)
     policy = parse_policy(invocation.metrics)
     state = _Worker(
         invocation, store, workers, worker, MetricsBuffer(policy) if policy.on else None
     )
     if invocation.tuning.prewarm:
-        await _prewarm(state, worker)
+        await prewarm(state, worker)
     try:
         await state.run(lease)
     except RunNotFound:
@@ -782,44 +794,3 @@ async def run_worker(
 
 
 TASK_STARTED, TASK_FINISHED = EventKind.TASK_STARTED, EventKind.TASK_FINISHED
-
-
-async def _prewarm(state: _Worker, worker: str) -> None:
-    """Warm workers of the sizes the children of this invocation's tasks need, each when
-    the plan says (:func:`~shoal.optimizations.prewarm.warm_ups`): asked now, before any
-    task (which may hold this loop), the platform keeping the time."""
-    source, inv = state.source, state.invocation
-    sizes: dict[tuple[Any, int], Size] = {}  # by (planned size, function): few of them
-
-    async def size_of(task: int) -> Size:
-        spec = await source.spec(task)
-        key = (spec.size, spec.func)
-        if key not in sizes:
-            sizes[key] = await source.size([task])
-        return sizes[key]
-
-    try:
-        children = {
-            t: [await size_of(c) for c in (await source.spec(t)).children] for t in inv.tasks
-        }
-        warm_after = dict(inv.tuning.warm_after)
-        for after_s, size, count in warm_ups(inv.size, children, inv.fanout, warm_after):
-            await state.workers.prewarm(size.cpus, size.memory_mb, count, after_s)
-    except Exception as exc:  # a missed warm-up costs a cold start, not the run
-        log.warning("worker %s: could not pre-warm workers (%r)", worker, exc)
-
-
-async def _forward(invocation: Invocation, workers: Workers, worker: str) -> None:
-    """Send on the invocations this one carries (shoal.optimizations.tree). One that
-    cannot be sent is left to its pending lease: it expires, and the run recovers it."""
-    try:
-        await invoke_all(workers, invocation.forwarded())
-    except Exception as exc:
-        log.warning(
-            "worker %s: could not send on %d invocations of run %s (%r): they will be "
-            "recovered when their leases expire",
-            worker,
-            len(invocation.forward),
-            invocation.run_id,
-            exc,
-        )
