@@ -620,3 +620,34 @@ def test_a_worker_reads_back_no_output_it_stored_for_a_fan_in_it_then_runs(
     for t in tasks.values():
         foreign = [d for d in deps[t.task] if tasks[d].worker != t.worker]
         assert bool(t.read_bytes) == bool(foreign), (t.name, t.worker, t.read_bytes, foreign)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="two CPUs tell the workers apart")
+def test_a_template_asked_for_workers_at_once_gives_each_its_own(shared_secret: str) -> None:
+    """Spawns go to the template without waiting for each other's answers; each answer is
+    still the worker of its own request (told apart here by their CPUs)."""
+    from shoal.gateway.forkserver import ForkServer
+    from shoal.gateway.process import read_frame_async
+
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+
+    async def main() -> list[set[int]]:
+        forks = ForkServer()
+        await forks.start()
+        try:
+            workers = await asyncio.gather(
+                *(forks.spawn(256, [cpu], f"w{cpu}") for cpu in cpus + cpus)
+            )
+            for w in workers:  # each says it is ready once it applied its size
+                assert (await read_frame_async(w.stdout))[0] == {"ready": True}
+            pinned = [os.sched_getaffinity(w.pid) for w in workers]
+            for w in workers:
+                w.kill()
+            assert sorted(await asyncio.gather(*(w.wait() for w in workers))) == [-9] * 4
+            for w in workers:
+                w.stdin.close()
+            return pinned
+        finally:
+            await forks.close()
+
+    assert asyncio.run(main()) == [{cpu} for cpu in cpus + cpus]

@@ -184,7 +184,7 @@ class Gateway:
             for _ in range(count):
                 if len(self.workers) >= self.limit:
                     break
-                await self._spawn(size)
+                await self._spawn(self._register(size, "", busy=False))
                 started += 1
         return started
 
@@ -240,12 +240,18 @@ class Gateway:
                     await self._retire(placement.retire)
                 if placement.place is Place.WARM:
                     assert placement.process is not None
-                    worker = self.workers[placement.process]
-                    cold = False
-                else:
-                    worker = await self._spawn(pending.invocation.size, env)
-                    cold = True
-                await self._assign(worker, pending, cold)
+                    await self._assign(self.workers[placement.process], pending, False)
+                else:  # started beside the next ones: the template forks them back to back
+                    worker = self._register(pending.invocation.size, env)
+                    self._keep(asyncio.create_task(self._start_cold(worker, pending)))
+
+    async def _start_cold(self, worker: _Worker, pending: _Pending) -> None:
+        try:
+            await self._spawn(worker)
+        except BaseException:
+            self.workers.pop(worker.info.id, None)
+            raise
+        await self._assign(worker, pending, True)
 
     async def _assign(self, worker: _Worker, pending: _Pending, cold: bool) -> None:
         worker.info.busy = True
@@ -256,16 +262,22 @@ class Gateway:
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # its reader reports
             await write_frame_async(worker.proc.stdin, header, pending.payload)
 
-    async def _spawn(self, size: Size, env: str = "") -> _Worker:
+    def _register(self, size: Size, env: str, busy: bool = True) -> _Worker:
+        """A new worker's record, placed (busy) before its process starts."""
         wid = next(self._ids)
+        name = f"gw{os.getpid()}-{wid}"  # unique over gateways sharing a run
+        worker = _Worker(ProcessInfo(wid, size, busy, time.monotonic(), env), name)
+        self.workers[wid] = worker
+        return worker
+
+    async def _spawn(self, worker: _Worker) -> None:
+        """Start the process of ``worker`` (registered)."""
+        size, env, name = worker.info.size, worker.info.env, worker.name
         share = self.cpus_of(size)
         # Pinned to whole CPUs, round-robin; a fraction of a CPU also gets a quota (see
         # shoal.gateway.limits: on a busy machine, pinning measured better than quotas).
         cpus = cpu_set(share, self._cpus, self._next_cpu) if self._cpus else []
         self._next_cpu += len(cpus)
-        name = f"gw{os.getpid()}-{wid}"  # unique over gateways sharing a run
-        worker = _Worker(ProcessInfo(wid, size, False, time.monotonic(), env), name)
-        self.workers[wid] = worker
         python = str(self._envs[env].python) if env else sys.executable
         forks = await self._forks_of(env) if self._forks is not None else None
         if forks is not None:  # a fork of the template: a cold start without imports
@@ -274,7 +286,7 @@ class Gateway:
                 worker.proc = await forks.spawn(size.memory_mb, cpus, name)
                 self._limit(worker, share)
             self._keep(asyncio.create_task(self._listen(worker)))
-            return worker
+            return
         # -I: the worker's Python path holds installed packages only, as on a FaaS platform.
         worker.proc = await asyncio.create_subprocess_exec(
             python,
@@ -292,7 +304,6 @@ class Gateway:
         )
         self._limit(worker, share)
         self._keep(asyncio.create_task(self._listen(worker)))
-        return worker
 
     async def _forks_of(self, env: str) -> ForkServer | None:
         """The template that forks workers of environment ``env``: the gateway's own, or

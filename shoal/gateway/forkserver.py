@@ -4,6 +4,7 @@ for a worker of a size and gets the worker's channel and, later, its exit status
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -43,9 +44,9 @@ class ForkServer:
     def __init__(self, template: Template | None = None) -> None:
         self._template = template
         self._control: socket.socket | None = None
-        self._lock = asyncio.Lock()
         self._ended: dict[int, asyncio.Future[int]] = {}
-        self._answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        #: The spawns asked for and not answered yet: the template answers in order.
+        self._asked: collections.deque[asyncio.Future[dict[str, Any]]] = collections.deque()
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -60,11 +61,14 @@ class ForkServer:
         assert self._control is not None, "start() first"
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         loop = asyncio.get_running_loop()
-        async with self._lock:  # one request at a time: answers come in order
-            request = {"memory_mb": memory_mb, "cpu_list": cpu_list, "name": name}
-            _send(self._control, request, theirs.fileno())
-            theirs.close()
-            answer = await self._answers.get()
+        # Asked at once, however many are waiting (the template forks them back to back);
+        # sent and queued with no await between, so the answers match the order.
+        request = {"memory_mb": memory_mb, "cpu_list": cpu_list, "name": name}
+        _send(self._control, request, theirs.fileno())
+        theirs.close()
+        asked = loop.create_future()
+        self._asked.append(asked)
+        answer = await asked
         pid = int(answer["pid"])
         ended = self._ended.setdefault(pid, loop.create_future())
         reader, writer = await asyncio.open_unix_connection(sock=ours)
@@ -84,6 +88,10 @@ class ForkServer:
                 for future in self._ended.values():
                     if not future.done():
                         future.set_result(-signal.SIGKILL)
+                while self._asked:
+                    asked = self._asked.popleft()
+                    if not asked.done():
+                        asked.set_exception(ConnectionError("the template process is gone"))
                 return
             buffer += chunk
             while len(buffer) >= _LENGTH.size:
@@ -96,8 +104,10 @@ class ForkServer:
                     future = self._ended.setdefault(int(message["exited"]), loop.create_future())
                     if not future.done():
                         future.set_result(int(message["returncode"]))
-                else:
-                    await self._answers.put(message)
+                elif self._asked:
+                    asked = self._asked.popleft()
+                    if not asked.done():
+                        asked.set_result(message)
 
     async def close(self) -> None:
         if self._control is not None:
