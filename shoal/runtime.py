@@ -3,8 +3,9 @@
 Every backend whose workers live in other processes (the gateway's worker processes,
 ``shoal worker`` behind any FaaS HTTP endpoint, AWS Lambda) hands each invocation payload
 to a :class:`WorkerRuntime`, which checks its signature, opens (once) the store and the
-backend the invocation names, and runs the one worker loop, :func:`shoal.protocol.run_worker`.
-A warm worker reuses its event loop and its connections.
+backend the invocation names, and runs the one worker loop,
+:func:`shoal.protocol.worker.run_worker`. A warm worker reuses its event loop and its
+connections.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from .backends import Invocation, Workers, open_workers
 from .codec import Codec
-from .protocol import run_worker
+from .protocol.worker import run_worker
 from .security import Signer
 from .stores import Store, open_store
 

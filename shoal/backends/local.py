@@ -68,7 +68,7 @@ class LocalWorkers:
             # else: at the cap, it waits for the next thread that finishes
 
     def _serve(self) -> None:
-        from ..protocol import run_worker  # the one worker loop
+        from ..protocol.worker import run_worker  # the one worker loop
 
         assert self._store is not None
         store = self._store.clone()  # a Redis client belongs to one event loop

@@ -36,6 +36,7 @@ The decisions inside these steps are pure functions in :mod:`shoal.decisions`.
 """
 
 from .client import new_run_id, run_graph
-from .worker import run_worker
 
-__all__ = ["new_run_id", "run_graph", "run_worker"]
+# The worker side is imported from .worker where workers run: a client whose workers are
+# other processes does not pay its imports (~5 ms of a private gateway's first run).
+__all__ = ["new_run_id", "run_graph"]
