@@ -5,10 +5,13 @@ and user code that the workers do not have."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import secrets
+import signal
 import subprocess
 import sys
+import termios
 import textwrap
 import threading
 import time
@@ -365,12 +368,13 @@ def total(*xs):
 
 options = {"storage": sys.argv[1], "workers": "gateway", "progress": False}
 first = shoal.compute(inc(1), inc(2), **options)
-no_http_client = "httpx" not in sys.modules
+# no HTTP client, and no worker loop (its workers are the gateway's)
+lean = not {"httpx", "h11", "shoal.protocol.worker"} & set(sys.modules)
 root = inc(0)
 spread = shoal.compute(total(*[inc(root) for _ in range(8)]), **options)[0]
 import httpx
 info = httpx.get(private._kept.base + "/info").json()
-print(repr((first, no_http_client, spread, sum(info["started"].values()))))
+print(repr((first, lean, spread, sum(info["started"].values()))))
 """
 
 
@@ -378,12 +382,13 @@ def test_a_private_gateway_takes_its_clients_invocations_on_its_stdin(
     redis_url: str, tmp_path: Path
 ) -> None:
     """The client hands its private gateway invocations through its stdin: its first run
-    imports no HTTP client. The gateway's HTTP server, started later, takes the workers'
-    hand-outs (the second run's root invocation is the client's only one) and requests."""
+    imports no HTTP client (nor the worker loop). The gateway's HTTP server, started later,
+    takes the workers' hand-outs (the second run's root invocation is the client's only
+    one) and requests."""
     done = _client(PIPED_CLIENT, redis_url, tmp_path)
     assert done.returncode == 0, done.stderr
-    first, no_http_client, spread, started = eval(done.stdout)
-    assert first == (2, 3) and no_http_client
+    first, lean, spread, started = eval(done.stdout)
+    assert first == (2, 3) and lean
     assert spread == 16 and started >= 4  # 2 for the first run, 1 + hand-outs for the second
 
 
@@ -631,13 +636,25 @@ def test_a_template_asked_for_workers_at_once_gives_each_its_own(shared_secret: 
 
     cpus = sorted(os.sched_getaffinity(0))[:2]
 
-    async def main() -> list[set[int]]:
+    async def main() -> tuple[list[set[int]], float]:
         forks = ForkServer()
         await forks.start()
+        template, control = forks._template  # type: ignore[misc]
         try:
-            workers = await asyncio.gather(
-                *(forks.spawn(256, [cpu], f"w{cpu}") for cpu in cpus + cpus)
-            )
+            os.kill(template.pid, signal.SIGSTOP)  # it answers nothing meanwhile
+
+            async def ask(cpus: list[int]) -> int:
+                """Spawn on each of ``cpus``, let the requests go: the template's unread."""
+                spawns.extend(asyncio.ensure_future(forks.spawn(256, [c], f"w{c}")) for c in cpus)
+                await asyncio.sleep(0)
+                unread = fcntl.ioctl(control.fileno(), termios.TIOCOUTQ, b"\0" * 4)
+                return int.from_bytes(unread, sys.byteorder)
+
+            spawns: list[Any] = []
+            one = await ask(cpus[:1])
+            asked = await ask(cpus[1:] + cpus) / one  # requests asked before any answer
+            os.kill(template.pid, signal.SIGCONT)
+            workers = await asyncio.gather(*spawns)
             for w in workers:  # each says it is ready once it applied its size
                 assert (await read_frame_async(w.stdout))[0] == {"ready": True}
             pinned = [os.sched_getaffinity(w.pid) for w in workers]
@@ -646,8 +663,10 @@ def test_a_template_asked_for_workers_at_once_gives_each_its_own(shared_secret: 
             assert sorted(await asyncio.gather(*(w.wait() for w in workers))) == [-9] * 4
             for w in workers:
                 w.stdin.close()
-            return pinned
+            return pinned, asked
         finally:
             await forks.close()
 
-    assert asyncio.run(main()) == [{cpu} for cpu in cpus + cpus]
+    pinned, asked = asyncio.run(main())
+    assert pinned == [{cpu} for cpu in cpus + cpus]
+    assert asked > 3.5  # all four asked before the template answered any
