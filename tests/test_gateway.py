@@ -5,6 +5,7 @@ and user code that the workers do not have."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import secrets
@@ -21,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import leftover_keys
 from servers import free_port, gateway
 from signals import wait_for
 
@@ -670,3 +672,46 @@ def test_a_template_asked_for_workers_at_once_gives_each_its_own(shared_secret: 
     pinned, asked = asyncio.run(main())
     assert pinned == [{cpu} for cpu in cpus + cpus]
     assert asked > 3.5  # all four asked before the template answered any
+
+
+DEAD_TEMPLATE_CLIENT = """
+import sys, shoal
+
+@shoal.task
+def inc(x):
+    return x + 1
+
+try:
+    inc(1).compute(storage=sys.argv[1], workers=sys.argv[2], progress=False)
+except shoal.WorkerLost as exc:
+    print("lost:", exc)
+"""
+
+
+def _children_named(pid: int, name: str) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            text = stat.read_text()
+            comm, rest = text[text.index("(") + 1 : text.rindex(")")], text.rsplit(")", 1)[1]
+            if comm == name and int(rest.split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_gateway_whose_template_died_tells_the_run_that_a_worker_could_not_start(
+    redis_url: str, shared_secret: str, tmp_path: Path
+) -> None:
+    """Every cold start asks the template; without it, a spawn fails at once and the run
+    hears so (its invocation is not left waiting for an answer that never comes)."""
+    with gateway("--max-workers", "2") as url:
+        pid = httpx.get(_http(url) + "/info").json()["pid"]
+        (template,) = _children_named(pid, "shoal-template")
+        os.kill(template, signal.SIGKILL)
+        script = tmp_path / "client.py"
+        script.write_text(DEAD_TEMPLATE_CLIENT)
+        done = subprocess.run([sys.executable, str(script), redis_url, url], capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("lost: task inc-0 was lost with worker gw"), done.stdout
+    assert leftover_keys(redis_url) == []

@@ -248,6 +248,12 @@ class Gateway:
     async def _start_cold(self, worker: _Worker, pending: _Pending) -> None:
         try:
             await self._spawn(worker)
+        except Exception as exc:  # no process: its run hears at once (it recovers or fails)
+            self.workers.pop(worker.info.id, None)
+            log.warning("could not start worker %s: %r", worker.name, exc)
+            await self._report(pending.invocation, worker.name, f"{type(exc).__name__}: {exc}")
+            await self._dispatch()  # its room goes to the next invocation
+            return
         except BaseException:
             self.workers.pop(worker.info.id, None)
             raise
