@@ -257,3 +257,32 @@ def test_compute_gives_back_the_signal_handlers_it_found() -> None:
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def test_sigterm_ends_a_run_whose_redis_froze_within_a_bound(tmp_path: Path) -> None:
+    """Redis stops answering (SIGSTOP) while a run is under way; SIGTERM still ends the
+    client in order, within a bound: it gives up deleting the run's keys (their TTL ends
+    them) rather than wait for an answer that may never come."""
+    import redis
+    from servers import redis_server
+
+    with redis_server(tmp_path / "redis") as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        with redis.Redis(port=port) as admin:
+            frozen = int(admin.info("server")["process_id"])
+        client = Client(tmp_path, url)
+        try:
+            client.under_way()
+            os.kill(frozen, signal.SIGSTOP)
+            try:
+                client.proc.send_signal(signal.SIGTERM)
+                returncode, out, err = client.stopped()
+            finally:
+                os.kill(frozen, signal.SIGCONT)
+            assert (returncode, out.strip()) == (3, "RunCancelled"), err
+            assert _marked(client.mark) == {}  # its gateway and workers are gone too
+            with redis.Redis(port=port) as admin:
+                left = list(admin.scan_iter(match=client.keys))
+                assert all(admin.ttl(key) > 0 for key in left), left  # they expire
+        finally:
+            client.cleanup()

@@ -3,6 +3,7 @@ stream for the sinks or the first failure, fetch the sinks' outputs, clean up.""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -35,6 +36,9 @@ SETTLE_S = 2.0
 LEASE_S = 10.0
 #: A signed invocation is refused after this long (a replay of an old capture).
 PAYLOAD_TTL_S = 24 * 3600.0
+#: A failed or cancelled run waits this long at most for its store to delete its keys (a
+#: store that stopped answering would hold the client forever; the keys' TTL ends them).
+CLEANUP_S = 5.0
 
 
 def new_run_id() -> str:
@@ -104,8 +108,8 @@ async def run_graph(
             await watch.until_workers_stop(SETTLE_S)
     except BaseException:
         try:  # the first error is the one to tell: a store that went away fails this too
-            await store.delete_run(run_id)
-        except Exception as cleanup:
+            await asyncio.wait_for(store.delete_run(run_id), CLEANUP_S)
+        except Exception as cleanup:  # its keys expire with their TTL
             log.debug("run %s: its keys were not deleted: %r", run_id, cleanup)
         raise
     finally:
