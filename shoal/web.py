@@ -64,9 +64,9 @@ def make_server(app: Any, *, host: str, port: int, **options: Any) -> Any:
     """A uvicorn server of ``app``, quiet, to run (or ``await server.serve(sockets)``)."""
     import uvicorn
 
-    # Idle connections outlive the clients' keep-alive (httpx: 5 s), so a client never
-    # sends a request on a connection this side is closing. No WebSockets: no import of
-    # their library at start (~10 ms).
+    # Idle connections outlive the clients' keep-alive (5 s: httpx's, Shoal's http11's), so
+    # a client never sends a request on a connection this side is closing. No WebSockets:
+    # no import of their library at start (~10 ms).
     options = {
         "log_level": "warning",
         "access_log": False,
