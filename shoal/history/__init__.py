@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import threading
 import types
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -31,48 +31,34 @@ _REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
 
 log = logging.getLogger(__name__)
 
-#: Writes to histories that runs left behind them, oldest first, and the thread doing them.
-_behind: list[Callable[[], object]] = []
-_writer: threading.Thread | None = None
-_lock = threading.Condition()
+#: The history's writer thread (one: writes go in order), and the writes still to finish.
+_writer: ThreadPoolExecutor | None = None
+_behind: list[Future[None]] = []
 
 
 def write_behind(job: Callable[[], object]) -> None:
     """Do ``job`` (a run's record, a history's closing) on the history's writer thread,
     after those given before it: the caller has its results without waiting for the
     write (a few ms; ~20 on a process's first run, which imports the sketches' codec).
-    The process waits for it before it exits (the thread is no daemon), and so does the
-    next :func:`open_history` (what it reads then has every earlier run)."""
+    The process waits for it before it exits (as for any executor's work), and so does
+    the next :func:`open_history` (what it reads then has every earlier run)."""
     global _writer
-    with _lock:
-        _behind.append(job)
-        if _writer is None:
-            _writer = threading.Thread(target=_write, name="shoal-history")
-            _writer.start()
+    if _writer is None:
+        _writer = ThreadPoolExecutor(1, thread_name_prefix="shoal-history")
+    _behind.append(_writer.submit(_logged, job))
 
 
-def _write() -> None:
-    global _writer
-    while True:
-        with _lock:
-            if not _behind:
-                _writer = None
-                _lock.notify_all()
-                return
-            job = _behind[0]
-        try:
-            job()
-        except Exception:  # a failed write costs no run (its results are the user's)
-            log.warning("a history write failed", exc_info=True)
-        with _lock:
-            _behind.pop(0)
+def _logged(job: Callable[[], object]) -> None:
+    try:
+        job()
+    except Exception:  # a failed write costs no run (its results are the user's)
+        log.warning("a history write failed", exc_info=True)
 
 
 def settle() -> None:
     """Wait until the writes left behind are done."""
-    with _lock:
-        while _writer is not None:
-            _lock.wait()
+    while _behind:
+        _behind.pop(0).result()
 
 
 def default_path() -> Path:
