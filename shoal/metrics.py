@@ -172,6 +172,19 @@ def _resident_peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def machine_busy_s() -> float | None:
+    """CPU seconds this machine's CPUs have been busy since it booted, all processes
+    together (Linux's ``/proc/stat``, in clock ticks: 10 ms); None elsewhere."""
+    try:
+        with open("/proc/stat", "rb") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    # user, nice, system, (idle, iowait,) irq, softirq: another VM's steal is not ours.
+    busy = sum(int(fields[i]) for i in (1, 2, 3, 6, 7))
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 _probe: ProcessProbe | None = None
 
 

@@ -18,6 +18,7 @@ from .blobs import storage_with_blobs
 from .errors import ConfigError, RunCancelled
 from .graph import Graph, Node, build
 from .history import History, RunRecord, RunTrace, write_behind
+from .metrics import machine_busy_s
 from .optimizations import Tuning, tuning_for
 from .planning import Plan, make_plan
 from .progress import Progress
@@ -185,6 +186,7 @@ async def _run(
                 # The planner's say where the run leaves it, else the forced ones as the
                 # plan times them (pre-warm).
                 tuning = plan.tuning
+        busy_at = machine_busy_s() if backend.same_host else None
         values = await run_graph(
             graph,
             store,
@@ -196,6 +198,8 @@ async def _run(
             plan=plan,
             tuning=tuning,
         )
+        if trace is not None and busy_at is not None:  # the workers' machine is this one
+            trace.machine_cpu_s = (machine_busy_s() or busy_at) - busy_at
         summary.ok = True
         outcome["values"] = tuple(values)
     except BaseException as exc:

@@ -92,6 +92,20 @@ def test_a_first_run_starts_cold_and_the_next_one_warm(redis_url: str, own_gatew
     assert _info(own_gateway)["started"]["warm"] >= second.workers
 
 
+def test_a_warm_run_on_this_machine_teaches_the_cpu_each_worker_costs_it(
+    redis_url: str, own_gateway: str, tmp_path: Path
+) -> None:
+    history = str(tmp_path / "h.db")
+    for _ in range(2):  # the first starts cold: a Python start is no worker's loop
+        add(inc(1), inc(2)).compute(
+            storage=redis_url, workers=own_gateway, progress=False, history=history
+        )
+    worker_cpu = shoal.history(history).backend_stats("gateway").worker_cpu
+    assert worker_cpu.n == 1 and worker_cpu.total > 0
+    add(inc(1), inc(2)).compute(storage="memory://", workers="local", history=history)
+    assert shoal.history(history).backend_stats("local").worker_cpu.n == 0  # tasks' CPU unknown
+
+
 @pytest.mark.gateway_args("--keep-warm", "0.2")
 def test_idle_workers_retire_after_the_keep_warm_period(redis_url: str, own_gateway: str) -> None:
     assert _run(inc(1), redis_url, own_gateway) == 2

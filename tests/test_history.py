@@ -263,6 +263,32 @@ def test_a_burst_of_starts_teaches_the_platforms_pace_and_workers_their_lead() -
     assert backend.lead.n == 2 and backend.lead.total == pytest.approx(0.2 + 1.2)
 
 
+def test_the_machines_cpu_besides_the_tasks_is_charged_to_each_warm_worker() -> None:
+    graph = build([total([leaf(0), leaf(1)])])
+
+    def fold(machine_cpu_s: float | None, cold: bool = False, stored: int = 20) -> BackendStats:
+        events = [
+            _started("a", 100.0, cold, (1.0, 2048)),
+            _started("b", 100.1, False, (1.0, 2048)),
+            Event(EventKind.TASK_FINISHED, "a", 0, 101.0, None, 100.5, stored),
+            Event(EventKind.TASK_FINISHED, "b", 1, 101.2, None, 100.6, 50),
+            Event(EventKind.TASK_FINISHED, "a", 2, 102.0, None, 101.5, 30),
+            _metrics("a", [0, 0.0, 0, 0.5, 0.5, None, 20, 0.0], [2, 0, 0, 0.5, 0.3, None, 30, 0]),
+            _metrics("b", [1, 0.0, 0, 0.6, 0.2, None, 50, 0.0]),
+        ]
+        trace = RunTrace()
+        trace.add(events)
+        trace.machine_cpu_s = machine_cpu_s
+        run = RunRecord("r", graph.structure_hash, "total", 99.0, "gateway", "redis")
+        return trace.fold(graph, run)[1]
+
+    # 1.4 s of the machine's CPU, 1.0 s of it the tasks' code: 0.2 s per worker
+    assert fold(1.4).worker_cpu.n == 1 and fold(1.4).worker_cpu.total == pytest.approx(0.2)
+    assert fold(None).worker_cpu.n == 0  # the workers' machine is not the client's
+    assert fold(1.4, cold=True).worker_cpu.n == 0  # a Python start is the cold hand-out's
+    assert fold(1.4, stored=50 << 20).worker_cpu.n == 0  # moving bytes is the store's
+
+
 def test_a_round_of_invocations_sent_as_the_last_was_answered_is_no_burst() -> None:
     graph = build([total([leaf(0), leaf(1)])])
 

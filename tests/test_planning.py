@@ -164,6 +164,23 @@ def test_the_model_learns_from_history_and_falls_back_on_defaults() -> None:
     assert model.capacity == 2.0 and [s.cpus for s in model.sizes(512)] == [1.0, 2.0]
 
 
+def test_a_bursts_pace_is_learned_without_the_stalls_its_workers_caused() -> None:
+    # Starts 1 ms apart, but a few waited while the workers started before held the CPUs:
+    # those the simulator plays from each worker's CPU, so the pace is the median.
+    stats = BackendStats(
+        start_spacing=Summary.of([0.001] * 7 + [0.02] * 3),
+        worker_cpu=Summary.of([0.004, 0.006]),
+    )
+    model = BackendModel.learn("gateway", stats, "mean", Platform(2.0, 60.0, {}), 2)
+    assert model.start_spacing_s == pytest.approx(0.001, rel=0.03)
+    assert model.cold_spacing_s == model.start_spacing_s  # none seen: as warm
+    assert model.worker_cpu_s == pytest.approx(0.005)
+    assert (
+        BackendModel.learn("gateway", BackendStats(), "mean", Platform(2.0, 60, {}), 2).worker_cpu_s
+        == 0
+    )
+
+
 def test_a_read_fit_is_used_where_its_bytes_pin_the_slope_however_little_they_explain() -> None:
     # Reads of 50 MB cost little more than reads of 500 B, and their times scatter: the
     # bytes explain little of the times (r2 ~ 0.1), but they spread far enough to show that
@@ -438,6 +455,30 @@ def test_the_platform_takes_the_next_invocation_later_after_a_cold_start() -> No
     model.start_spacing_s, model.cold_spacing_s, model.idle = 0.1, 0.3, {Size(): 1}
     schedule = simulate(_shape([(), (), ()]), _work([1.0, 1.0, 1.0]), model)  # 3 roots
     assert sorted(schedule.start) == pytest.approx([0.0, 0.1, 0.4])  # warm, cold, cold
+
+
+def test_a_burst_goes_no_faster_than_the_shared_cpus_run_the_workers_it_starts() -> None:
+    """20 roots on 2 CPUs, each worker costing 0.1 s of CPU besides its (instant) task,
+    and a platform that alone takes an invocation every 10 ms: its loop shares the CPUs
+    with the workers it started, so the burst stretches towards the time the CPUs take
+    to run them (20 x 0.1 s / 2), far past its own pace."""
+    model = _free(cap=20, capacity=2.0)
+    model.start_spacing_s = model.cold_spacing_s = 0.01
+    roots = _shape([()] * 20)
+    alone = max(simulate(roots, _work([0.0] * 20), model).start)
+    assert alone == pytest.approx(0.11)  # as a tree: a head's task starts with its share's
+    model.worker_cpu_s = 0.1
+    burst = max(simulate(roots, _work([0.0] * 20), model).start)
+    assert 4 * alone < burst < 20 * 0.1 / 2
+    model.capacity = None  # each worker has CPUs of its own
+    assert max(simulate(roots, _work([0.0] * 20), model).start) == pytest.approx(alone)
+
+
+def test_a_workers_own_cpu_work_slows_the_tasks_beside_it() -> None:
+    model = _free(cap=2, capacity=1.0)
+    model.worker_cpu_s = 0.5
+    # two roots of 1 s on one CPU: 2 s of tasks and 1 s of the workers' own work
+    assert simulate(_shape([(), ()]), _work([1.0, 1.0]), model).makespan_s == pytest.approx(3.0)
 
 
 def test_shared_cpus_slow_tasks_down_alike() -> None:

@@ -80,6 +80,9 @@ class BackendStats:
     #: than an invoker's invocations in flight: a request as the invoker waits for it.
     request: Summary = field(default_factory=Summary)
     lead: Summary = field(default_factory=Summary)  # a worker's start to its first task
+    #: CPU seconds a worker's machine spends on an invocation besides its tasks' code (its
+    #: process's start, loop and stop; the client's share where it shares the machine).
+    worker_cpu: Summary = field(default_factory=Summary)
     read_fit: Fit = field(default_factory=Fit)  # store read seconds against bytes
     write_fit: Fit = field(default_factory=Fit)  # an output's store seconds against bytes
     #: The same against the bytes the store moved meanwhile (each transfer's own and the

@@ -66,6 +66,9 @@ class RunTrace:
         self.finished: dict[int, Event] = {}
         self.metrics: dict[int, Metrics] = {}
         self.workers: dict[str, _Worker] = {}
+        #: CPU seconds the machine was busy while the run went, where the workers (and
+        #: their store and platform) share the client's machine.
+        self.machine_cpu_s: float | None = None
 
     def add(self, events: Iterable[Event]) -> None:
         finished, workers = self.finished, self.workers
@@ -212,6 +215,29 @@ class RunTrace:
             previous = w
         return queued, spacing[0], spacing[1]
 
+    def _worker_cpu(self) -> list[float]:
+        """The CPU seconds the machine spent per worker besides its tasks' code (the
+        workers' starts, loops and stops; the client, store and platform serving them),
+        where it is this run's alone to know: the machine is the client's, and every
+        task's CPU time is measured. Runs with a cold start teach none (a Python start and
+        its imports are the cold hand-out's time, tens of times a warm worker's CPU), nor
+        runs that moved large outputs (their pickling and copying are the transfers' time,
+        which the store's rates charge, and not known apart here)."""
+        if self.machine_cpu_s is None or not self.workers:
+            return []
+        if any(w.cold for w in self.workers.values()):
+            return []
+        moved = sum(m[READ_BYTES] or 0 for m in self.metrics.values())
+        moved += sum(ev.stored or 0 for ev in self.finished.values())
+        if moved > SHARED_ABOVE * len(self.workers):
+            return []
+        tasks: list[float] = []
+        for t in self.finished:
+            if t not in self.metrics or (cpu := self.metrics[t][CPU_S]) is None:
+                return []
+            tasks.append(cpu)
+        return [max(0.0, self.machine_cpu_s - sum(tasks)) / len(self.workers)]
+
     def _request_rounds(self) -> list[float]:
         """From sending an invocation to sending the next in its place, in flat hand-outs
         of more invocations than an invoker has in flight (it sends the next as one is
@@ -306,6 +332,7 @@ class RunTrace:
             for (_, d, b), x in zip(write_spans, _moved_meanwhile(write_spans), strict=True)
         ]
         return BackendStats(
+            worker_cpu=Summary.of(self._worker_cpu()),
             cold_start=Summary.of(starts["cold"]),
             warm_start=Summary.of(starts["warm"]),
             handout_cold=Summary.of(starts["hand_cold"]),

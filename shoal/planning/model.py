@@ -60,7 +60,8 @@ class BackendModel:
     gap_s: float  # the worker loop's own time between two tasks
     lead_s: float  # a worker's start to its first task (claiming it, loading its specs)
     #: Between two invocations the platform takes in a burst, and so between their starts
-    #: (one after another on one machine, whoever sent them; 0: no limit).
+    #: (one after another on one machine, whoever sent them; 0: no limit), with the
+    #: machine's CPUs its own: the simulator stretches it where they are shared.
     start_spacing_s: float
     cold_spacing_s: float  # the same after a cold start
     read_latency_s: float
@@ -75,6 +76,9 @@ class BackendModel:
     invoke_s: float = 0.0  # one invocation request, until the platform has it
     #: The same as its invoker waits for it: until answered, and it goes on (>= invoke_s).
     request_s: float = 0.0
+    #: CPU seconds each worker costs the machine (``capacity``) besides its tasks' code:
+    #: start, loop and stop, and the client's share of following it there (0: unknown).
+    worker_cpu_s: float = 0.0
     price: Price = field(default_factory=lambda: price_of("lambda"))
     max_cpus: float = 1.0  # the largest CPU count a planner may ask for
     min_memory_mb: int = MEMORY_STEPS[0]  # the smallest memory a planner may ask for
@@ -119,7 +123,9 @@ class BackendModel:
         read_latency, read_spb = _line(read_fit, latency, 1 / read_bps)
         write_latency, write_spb = _line(write_fit, latency, 1 / write_bps)
         capacity = platform.cpus
-        spacing = _at(stats.start_spacing, sla, 0.0)
+        # The median: a burst's pace as the platform takes it, not the stalls of bursts
+        # whose workers held the machine's CPUs (the simulator plays those itself).
+        spacing = _at(stats.start_spacing, "p50", 0.0)
         return cls(
             kind=kind,
             cap=cap,
@@ -132,7 +138,8 @@ class BackendModel:
             gap_s=_at(stats.gap, sla, gap),
             lead_s=_at(stats.lead, sla, 0.0),  # unmeasured: within the hand-out
             start_spacing_s=spacing,
-            cold_spacing_s=_at(stats.cold_spacing, sla, spacing),  # none seen: as warm
+            cold_spacing_s=_at(stats.cold_spacing, "p50", spacing),  # none seen: as warm
+            worker_cpu_s=_at(stats.worker_cpu, sla, 0.0),
             read_latency_s=read_latency,
             read_s_per_byte=read_spb,
             write_latency_s=write_latency,

@@ -42,9 +42,12 @@ It plays Shoal's own protocol (:mod:`shoal.protocol`) forward in time, step by s
   a blob's pages faulted in as the task touches them), and so does the first task to use
   an input its worker read once for several of its tasks as it started;
 - where workers share a machine's CPUs (``capacity``), tasks that together want more
-  CPUs than it has slow down alike (processor sharing); where the store serves its
-  writes (reads) one at a time, as the history shows (``BackendModel.writes_shared``),
-  the bytes of those at once share its pace alike too, their round trips their own.
+  CPUs than it has slow down alike (processor sharing), and so do each worker's own CPU
+  work (``worker_cpu_s``, from its start) and the platform's pace of taking invocations
+  (its one loop among them: a wide burst goes no faster than the CPUs run the workers it
+  starts); where the store serves its writes (reads) one at a time, as the history shows
+  (``BackendModel.writes_shared``), the bytes of those at once share its pace alike too,
+  their round trips their own.
 
 Makespan is the one Shoal measures: the first task's start to the last task's end.
 Cost is each worker's time from its start to its stop, at its size (GB-s, vCPU-s) and
@@ -80,6 +83,7 @@ from ..optimizations.fanin import hold_back, holder, wants_fan_in
 from ..optimizations.prewarm import warm_ups
 from ..optimizations.tree import BRANCHING, split_tree
 from .model import BackendModel
+from .sharing import Shared
 
 
 class Shape(NamedTuple):
@@ -139,33 +143,6 @@ class _Worker:
         #: Inputs its tasks share, read once as it started and not yet touched by a task.
         self.fresh: set[int] = set()
         self.batched = False  # its last completion waits for its next step
-
-
-class _Shared:
-    """Transfers of one kind through the store (its writes, or its reads), which it
-    serves all at once, each at an equal share of its pace (processor sharing: one Redis
-    thread, or a machine's memory bandwidth). Each is done when the store's clock for
-    them (seconds of work each got so far) reaches its end."""
-
-    __slots__ = ("moving", "clock", "since", "version")
-
-    def __init__(self) -> None:
-        self.moving: list[tuple[float, int, float, Any]] = []  # (end, id, latency, then)
-        self.clock = 0.0
-        self.since = 0.0
-        self.version = 0
-
-    def advance(self, time: float) -> None:
-        if self.moving:
-            self.clock += (time - self.since) / len(self.moving)
-        self.since = time
-
-    def next_done(self, time: float) -> float | None:
-        """When the next transfer is done, at the pace it shares now (a new version)."""
-        self.version += 1
-        if not self.moving:
-            return None
-        return time + max(0.0, self.moving[0][0] - self.clock) * len(self.moving)
 
 
 class _Invoker:
@@ -253,7 +230,9 @@ class _Simulation:
         self.cost = Cost()
         self.workers = 0
         # Processor sharing on a machine of `capacity` CPUs.
-        self.running: dict[int, list[float]] = {}  # task -> [work left, demand]
+        #: task -> [work left, demand]; ~worker id -> the same, of a worker's own CPU work
+        self.running: dict[int, list[float]] = {}
+        self.demand = 0.0  # CPUs the running work would keep busy
         self.rate = 1.0
         self.since = 0.0
         self.version = 0
@@ -261,7 +240,7 @@ class _Simulation:
         self.touching: dict[int, float] = {}  # task -> seconds it runs longer (Work.touch)
         # Transfers through the store: writes share its pace, reads share it (apart: as
         # the history learns them, see RunTrace).
-        self.writes, self.reads = _Shared(), _Shared()
+        self.writes, self.reads = Shared(), Shared()
         self.transfers = itertools.count()
 
     def _pool(self, size: Size) -> Size:
@@ -290,7 +269,12 @@ class _Simulation:
             time, kind, _, data = pop(events)
             if kind == _DONE:
                 if not shared or data[1] == self.version:  # not superseded
-                    self._done(time, data[0])
+                    if data[0] >= 0:
+                        self._done(time, data[0])
+                    else:  # a worker's own CPU work
+                        self._advance(time)
+                        del self.running[data[0]]
+                        self._reschedule(time)
             elif kind == _INVOKE:
                 self.arrived.append(data)
                 if not self.taking:
@@ -362,6 +346,8 @@ class _Simulation:
             self._push(time + max(0.0, model.request_s - model.invoke_s), _ANSWER, invoker)
             self._dispatch(time, tasks, size, group, forward)
             pace = model.start_spacing_s if warm else model.cold_spacing_s
+            if model.capacity is not None:  # its one loop shares the CPUs with the workers
+                pace *= max(1.0, (self.demand + 1) / model.capacity)
             if pace > 0:
                 self.taking = True
                 self._push(time + pace, _FREE, None)
@@ -401,6 +387,10 @@ class _Simulation:
             self._make_room(time)
         worker = _Worker(next(self.ids), size, group, list(reversed(tasks)), forward)
         self.workers += 1
+        if self.model.worker_cpu_s and self.model.capacity is not None:
+            self._advance(time)  # its CPU besides its tasks', on the machine's CPUs
+            self.running[~worker.id] = [self.model.worker_cpu_s, 1.0]
+            self._reschedule(time)
         self._start(time + delay, worker)
 
     def _warm(self, time: float, size: Size) -> deque[float] | None:
@@ -496,7 +486,7 @@ class _Simulation:
         self.since = time
 
     def _reschedule(self, time: float) -> None:
-        demand = sum(e[1] for e in self.running.values())
+        self.demand = demand = sum(e[1] for e in self.running.values())
         capacity = self.model.capacity or math.inf
         self.rate = min(1.0, capacity / demand) if demand > 0 else 1.0
         self.version += 1
@@ -644,7 +634,7 @@ class _Simulation:
 
     def _transfer(
         self,
-        store: _Shared | None,
+        store: Shared | None,
         time: float,
         latency: float,
         seconds: float,
@@ -668,12 +658,12 @@ class _Simulation:
         else:
             self._read(time, worker, data)
 
-    def _reschedule_store(self, store: _Shared, time: float) -> None:
+    def _reschedule_store(self, store: Shared, time: float) -> None:
         done = store.next_done(time)
         if done is not None:
             self._push(done, _MOVED, (store, store.version))
 
-    def _moved(self, time: float, store: _Shared) -> None:
+    def _moved(self, time: float, store: Shared) -> None:
         store.advance(time)
         _, _, latency, then = heapq.heappop(store.moving)
         self._reschedule_store(store, time)
