@@ -949,6 +949,23 @@ def test_the_simulator_plays_a_worker_holding_back_for_a_fan_in() -> None:
     assert simulate(_shape(deps), work, model, tuning=preload_on).start[4] == pytest.approx(3.0)
 
 
+def test_a_holder_that_ends_after_the_others_waits_for_their_steps_to_land() -> None:
+    """Delayed I/O on a fan-in of a 400 MB input and two of 100 MB, through one store that
+    shares its pace: the two end at 0.8 s, the holder at 1 s, while their writes are
+    still under way (both land at 2.8 s). It is the last: it holds its own output back
+    until they land, and reads them (2 s) with its own in memory. Taking them for landed
+    already, it would write its 400 MB (4 s more) for a fan-in that runs with it anyway."""
+    deps = [(), (), (), (0, 1, 2)]
+    model = _free(cap=4)
+    model.read_s_per_byte = model.write_s_per_byte = 1e-8
+    model.reads_shared = model.writes_shared = True
+    work = _work([1.0, 0.8, 0.8, 0.0])
+    work.out_bytes = [400e6, 100e6, 100e6, 8.0]
+    delayed = Tuning(delay_above=1e6, delay_s_per_byte=1e-8)
+    schedule = simulate(_shape(deps), work, model, tuning=delayed)
+    assert schedule.start[3] == pytest.approx(4.8) and schedule.worker[3] == schedule.worker[0]
+
+
 def test_transfers_at_once_share_the_stores_pace() -> None:
     """Two roots end together and write 100 MB each (1 s alone): the store shares its
     pace, both land at 2 s. A read's latency is its worker's own wait, not the store's:

@@ -200,7 +200,9 @@ class _Simulation:
         self.tuning = tuning
         # Fan-ins a worker holds its completion back for: fan-in -> (worker, task, since).
         self.holds: dict[int, tuple[_Worker, int, float]] = {}
-        self.resume: list[int] = []  # fan-ins whose holder is now their last input
+        #: Fan-ins -> how many of their inputs' store steps are over: a holder goes on
+        #: once all its fan-in's other inputs have landed (their finished events come then).
+        self.landed: dict[int, int] = {}
         #: Fan-ins -> when the last store step so far of one of their inputs is over: a
         #: worker learns of an input from its step, not from its end. (A worker's steps
         #: are played ahead of the clock where they share nothing: this may be later.)
@@ -516,7 +518,8 @@ class _Simulation:
             return False
         fan_in = children[0]
         lands = self.landing.get(fan_in, -math.inf)
-        if self.remaining[fan_in] < 2 and lands <= time:
+        others_landed = self.landed.get(fan_in, 0) >= self.needs[fan_in] - 1
+        if others_landed and lands <= time:
             return False  # the others are in: it is the last
         inputs = self.shape.deps[fan_in]
         groups = self.groups
@@ -528,9 +531,9 @@ class _Simulation:
         if hold is None:
             return False
         self.holds[fan_in] = (worker, task, time)
-        if self.remaining[fan_in] < 2:  # the others' steps are under way: it is the last
+        if others_landed:  # their steps were played ahead of the clock: it sees them then
             self._push(min(lands, time + hold.total), _RESUME, fan_in)
-        elif math.isfinite(hold.total):
+        elif math.isfinite(hold.total):  # else the last one's step resumes it (_step)
             self._push(time + hold.total, _RESUME, fan_in)
         return True
 
@@ -562,7 +565,8 @@ class _Simulation:
             return
         worker, task, _ = held
         seen = self.landing.get(fan_in, -math.inf) <= time
-        if self.remaining[fan_in] == 1 and seen:  # it saw them all land: it knows their marks
+        if self.landed.get(fan_in, 0) >= self.needs[fan_in] - 1 and seen:
+            # it saw them all land: it knows their marks
             self.seen_marked.add(task)
             if self.tuning.preload:  # and read each as it landed, all but the last
                 others = [d for d in self.shape.deps[fan_in] if d != task]
@@ -591,9 +595,8 @@ class _Simulation:
             worker.stack.append(after)
         else:
             worker.stack.extend(reversed(keep))
-        resume, self.resume = self.resume, []
         landing = [c for c in self.shape.children[task] if self.needs[c] > 1]
-        model, then = self.model, (_STEP, worker, (hand_out, resume, landing))
+        model, then = self.model, (_STEP, worker, (hand_out, landing))
         nbytes = self.work.out_bytes[task] if written else 0.0
         if nbytes:
             store = self.writes if model.writes_shared else None
@@ -608,15 +611,17 @@ class _Simulation:
         time: float,
         worker: _Worker,
         hand_out: list[list[int]],
-        resume: list[int],
         landing: list[int],
     ) -> None:
-        """The store step of a completion is over: its holders go on (those that see it
-        land last), its invocations are sent, and its worker goes on once they are."""
+        """The store step of a completion is over: the holders of its fan-ins go on once
+        it is the last of their other inputs to land, its invocations are sent, and its
+        worker goes on once they are."""
+        landed, holds = self.landed, self.holds
         for c in landing:
             self.landing[c] = max(self.landing.get(c, -math.inf), time)
-        for fan_in in resume:  # its holder is now its last input: it goes on
-            self._push(time, _RESUME, fan_in)
+            landed[c] = landed.get(c, 0) + 1
+            if c in holds and landed[c] >= self.needs[c] - 1:
+                self._push(time, _RESUME, c)
         if hand_out:  # the worker goes on once they are answered
             self._hand_out(time, [tuple(tasks) for tasks in hand_out], (_NEXT, worker))
         else:
@@ -689,12 +694,10 @@ class _Simulation:
         clustered = (
             len(children) > 1 and self.cluster_above is not None and out >= self.cluster_above
         )
-        holds = self.holds
-        if holds:
-            self.resume += [c for c in children if c in holds and remaining[c] == 2]
         aside = tuning.aside_above is not None and out >= tuning.aside_above
         if aside and self._set_aside(worker, task):  # the worker makes the fan-in's inputs
             remaining[children[0]] -= 1
+            self.landed[children[0]] = self.landed.get(children[0], 0) + 1  # its worker's own
             self.aside.add(task)
             return [], [], [], False
         # Completions set aside going with it, or marks the worker made itself, settle the
