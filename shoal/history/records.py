@@ -81,7 +81,7 @@ class BackendStats:
     request: Summary = field(default_factory=Summary)
     lead: Summary = field(default_factory=Summary)  # a worker's start to its first task
     #: CPU seconds a worker's machine spends on an invocation besides its tasks' code (its
-    #: process's start, loop and stop; the client's share where it shares the machine).
+    #: process's start, loop and stop; the client, store and platform serving it there).
     worker_cpu: Summary = field(default_factory=Summary)
     read_fit: Fit = field(default_factory=Fit)  # store read seconds against bytes
     write_fit: Fit = field(default_factory=Fit)  # an output's store seconds against bytes

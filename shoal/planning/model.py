@@ -77,7 +77,7 @@ class BackendModel:
     #: The same as its invoker waits for it: until answered, and it goes on (>= invoke_s).
     request_s: float = 0.0
     #: CPU seconds each worker costs the machine (``capacity``) besides its tasks' code:
-    #: start, loop and stop, and the client's share of following it there (0: unknown).
+    #: its start, loop and stop, and the client, store and platform serving it (0: unknown).
     worker_cpu_s: float = 0.0
     price: Price = field(default_factory=lambda: price_of("lambda"))
     max_cpus: float = 1.0  # the largest CPU count a planner may ask for
