@@ -29,6 +29,7 @@ from shoal.history import (
     TaskRecord,
     open_history,
 )
+from shoal.history.base import Merger
 from shoal.history.stats import SKETCH_SAMPLES, Fit, Summary
 
 # --------------------------------------------------------------------------- statistics
@@ -76,6 +77,33 @@ def test_a_run_record_survives_json() -> None:
     back = RunRecord.from_json(json.loads(json.dumps(run.to_json())))
     assert back == run and back.tasks[0] == task and back.tasks[1].worker == ""
     assert back.tasks[0].error_s == pytest.approx(0.2)
+
+
+def test_stats_a_process_wrote_last_are_merged_again_without_decoding_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decoded: list[int] = []
+    original = FunctionStats.from_json.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[FunctionStats], data: dict[str, Any]) -> FunctionStats:
+        decoded.append(1)
+        return original(cls, data)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(FunctionStats, "from_json", classmethod(counting))
+    merge = Merger()
+
+    def run(seconds: float) -> FunctionStats:
+        return FunctionStats(duration=Summary.of([seconds]))
+
+    row = merge("row", None, run(1.0))
+    row = merge("row", row, run(2.0))  # written by its first merge: decoded once
+    row = merge("row", row, run(4.0))  # as this process left it: not decoded again
+    assert len(decoded) == 1
+    row = Merger()("row", row, run(8.0))  # another process's write
+    row = merge("row", row, run(16.0))
+    assert len(decoded) == 3
+    both = original(FunctionStats, json.loads(row)).duration
+    assert both.n == 5 and both.total == 31.0 and both.quantile(1.0) == pytest.approx(16, rel=0.03)
 
 
 # --------------------------------------------------------------------------- the fold

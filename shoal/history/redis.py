@@ -70,7 +70,7 @@ class RedisHistory:
             *old, version = self.client.hmget(key, [*fields, keys.VERSION_FIELD])
             args: list[Any] = [version or ""]
             for field, value, before in zip(fields, new.values(), old, strict=True):
-                args += (field, merged(before, value))
+                args += (field, merged((self.url, key, field), before, value))
             if self._merge(keys=(key,), args=args):
                 return
             time.sleep(random.uniform(0, 0.01))  # someone merged first: read again

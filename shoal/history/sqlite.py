@@ -81,16 +81,20 @@ class SqliteHistory:
                     "SELECT data FROM function_stats WHERE workflow = ? AND key = ?",
                     (run.workflow, key.text()),
                 ).fetchone()
+                where = (self.url, run.workflow, key)
                 db.execute(
                     "INSERT OR REPLACE INTO function_stats VALUES (?, ?, ?)",
-                    (run.workflow, key.text(), merged(row[0] if row else None, new)),
+                    (run.workflow, key.text(), merged(where, row[0] if row else None, new)),
                 )
             row = db.execute(
                 "SELECT data FROM backend_stats WHERE backend = ?", (run.backend,)
             ).fetchone()
             db.execute(
                 "INSERT OR REPLACE INTO backend_stats VALUES (?, ?)",
-                (run.backend, merged(row[0] if row else None, backend)),
+                (
+                    run.backend,
+                    merged((self.url, run.backend), row[0] if row else None, backend),
+                ),
             )
             db.execute(
                 "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?)",
