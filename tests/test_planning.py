@@ -277,6 +277,25 @@ def test_a_tasks_gap_is_its_workers_time_to_the_next_task_less_its_upload() -> N
     assert p.task_gap(0, "m.f") == pytest.approx(0.5)
 
 
+def test_a_tasks_gap_is_learned_apart_where_its_output_stayed_home() -> None:
+    # Task 0 of a chain: in one run its output was stored (0.1 s besides its upload), in
+    # another it stayed home, its step another's (0.6 s, as a clustered merge's input):
+    # a plan that keeps it home is charged the latter, one that stores it the former.
+    stored = _ran([("a", 0.0, 1.0, 0.5), ("a", 1.6, 2.0, 0.0)], [[], [0]])
+    stored.rows[0][COLUMN["stored_bytes"]] = 1000
+    home = _ran([("a", 0.0, 1.0, 0.0), ("a", 1.6, 2.0, 0.0)], [[], [0]])
+    home.rows[0][COLUMN["stored_bytes"]] = 0
+    p = Predictor({}, "mean", _model(), [stored, home])
+    assert p.task_gap(0, "m.f") == pytest.approx(0.1)
+    assert p.task_gap(0, "m.f", home=True) == pytest.approx(0.6)
+    once = Predictor({}, "mean", _model(), [stored])
+    assert once.task_gap(0, "m.f", home=True) == pytest.approx(0.1)  # never home: as stored
+    # The simulator charges each where it happens: a chain's output stays home.
+    work = _work([1.0, 1.0])
+    work.gap, work.home_gap = [0.1, 0.1], [0.6, 0.6]
+    assert simulate(_shape([(), (0,)]), work, _free()).start[1] == pytest.approx(1.6)
+
+
 def test_waiting_for_the_next_tasks_other_inputs_is_no_gap() -> None:
     # Worker a ran task 0 (ends at 1 s), then the fan-in 2, whose other input 1 ended at
     # 2.5 s on worker b: a held back for it; its loop's own gap is from 2.5 s to 3 s.

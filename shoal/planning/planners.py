@@ -118,6 +118,7 @@ class _Costs:
             self.out[t] = p.task_output(t, functions[t], in_bytes[t])
         self.edge = [_edge_s(model, nbytes) for nbytes in self.out]
         self.gap = [p.task_gap(t, functions[t]) for t in range(n)]
+        self.home_gap = [p.task_gap(t, functions[t], home=True) for t in range(n)]
         self.touch = [p.task_touch(t, functions[t]) for t in range(n)]
         self.sizes: list[list[Size]] = []
         self.index: list[dict[Size, int]] = []  # each candidate size's place in `sizes`
@@ -175,7 +176,7 @@ def _work(costs: _Costs, problem: Problem, sizes: Sequence[Size]) -> Work:
         else:  # its group's size, chosen for another task
             duration.append(p.task_duration(t, functions[t], size, costs.in_bytes[t]))
             demand.append(p.demand(functions[t], size))
-    return Work(duration, demand, costs.out, list(sizes), costs.gap, costs.touch)
+    return Work(duration, demand, costs.out, list(sizes), costs.gap, costs.touch, costs.home_gap)
 
 
 def _edge_s(model: BackendModel, nbytes: float) -> float:

@@ -117,6 +117,7 @@ class _TaskSeen:
     read: list[float] = field(default_factory=list)  # bytes it read from the store, per run
     outputs: list[float] = field(default_factory=list)
     gaps: list[float] = field(default_factory=list)  # its worker's time before the next
+    home_gaps: list[float] = field(default_factory=list)  # the same, its output kept home
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,15 +281,21 @@ class Predictor:
                 seen = self._tasks.get(before[task_i])
                 if seen is None or seen.function != function:
                     seen = self._tasks[before[task_i]] = _TaskSeen(function)
-                seen.gaps.append(max(0.0, gap))
+                home = stored[t] == 0 and t not in dropped and t in has_children
+                (seen.home_gaps if home else seen.gaps).append(max(0.0, gap))
 
-    def task_gap(self, task: int, function: str) -> float:
+    def task_gap(self, task: int, function: str, home: bool = False) -> float:
         """Seconds the worker loop takes after task ``task`` before its next task: from
-        its own earlier runs, else the backend's."""
+        its own earlier runs (``home``: those whose completion kept its output home, which
+        takes another step than one that stores it, as where a plan clusters it and
+        another does not), else the backend's."""
         seen = self._tasks.get(task)
-        if seen is None or seen.function != function or not seen.gaps:
+        if seen is None or seen.function != function:
             return self.model.gap_s
-        return self._own(seen.gaps)
+        first, other = (seen.home_gaps, seen.gaps) if home else (seen.gaps, seen.home_gaps)
+        if first or other:
+            return self._own(first or other)
+        return self.model.gap_s
 
     def _law(self, function: str) -> Law | None:
         return self._laws.get(function)

@@ -108,7 +108,8 @@ class Work:
     it keeps busy, output bytes, the size of the worker it wants, the seconds its worker
     loop takes after it (the completion step; None: the backend's usual), and the seconds
     per byte it runs longer for inputs it reads from the store (a blob's pages faulted in
-    as it touches them; None: none)."""
+    as it touches them; None: none), and the seconds its loop takes after it where its
+    output stays home, unwritten (None: as ``gap``)."""
 
     duration: list[float]
     demand: list[float]
@@ -116,6 +117,7 @@ class Work:
     size: list[Size]
     gap: list[float] | None = None
     touch: list[float] | None = None
+    home_gap: list[float] | None = None
 
 
 @dataclass
@@ -576,7 +578,8 @@ class _Simulation:
 
     def _complete(self, time: float, worker: _Worker, task: int) -> None:
         early, keep, hand_out, written = self._decide(worker, task)
-        done_at = time + (self.model.gap_s if self.work.gap is None else self.work.gap[task])
+        gaps = self.work.gap if written or self.work.home_gap is None else self.work.home_gap
+        done_at = time + (self.model.gap_s if gaps is None else gaps[task])
         # A quick task's completion waits for its worker's next step, which takes it with
         # the next one's (should_flush), unless another worker waits on it (a sink, a
         # hand-out) or its worker has nothing left: one round trip for both, and the
