@@ -40,7 +40,7 @@ from shoal.planning.planners import (
     _plan_sized,
 )
 from shoal.planning.predict import Predictor
-from shoal.planning.simulate import Shape
+from shoal.planning.work import Shape
 
 from .wfcommons import WfTask, workflow
 

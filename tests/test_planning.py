@@ -30,7 +30,8 @@ from shoal.planning.planners import (
     plan_uniform,
 )
 from shoal.planning.predict import UNSEEN, Law, Predictor
-from shoal.planning.simulate import Shape, Work, simulate
+from shoal.planning.simulate import simulate
+from shoal.planning.work import Shape, Work
 
 # --------------------------------------------------------------------------- the law
 

@@ -122,7 +122,7 @@ def make_plan(
     from .model import BackendModel
     from .planners import PLANNERS, Problem
     from .predict import Predictor
-    from .simulate import Shape
+    from .work import Shape
 
     chosen = PLANNERS[planner]
     if chosen is None:

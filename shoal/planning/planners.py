@@ -47,7 +47,8 @@ from ..backends import Size
 from ..optimizations import DEFAULT, Tuning, aside_threshold, tuning_for
 from .model import BackendModel, memory_for
 from .predict import Predictor
-from .simulate import Schedule, Shape, Work, simulate
+from .simulate import simulate
+from .work import Schedule, Shape, Work
 
 log = logging.getLogger(__name__)
 
