@@ -234,6 +234,14 @@ def should_flush(buffered: int, oldest_age_s: float, last_task_s: float, urgent:
     )
 
 
+def only_confirms(batch: Sequence[Completion]) -> bool:
+    """Whether a store step for ``batch`` can tell its worker nothing it does not know:
+    no output to store, so every child of every completion has it as its only input, and
+    its worker owns them already. The worker may then run its next task while the step
+    is on the wire, and read the reply after."""
+    return all(c.upload is NEVER for c in batch)
+
+
 def waits_for_next(children_deps: Sequence[Sequence[int]], next_task: int | None) -> bool:
     """Whether a completion can ready nothing before the worker's next task completes
     too: that task is an input of each of its children (the sibling of a pair in a tree

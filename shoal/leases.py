@@ -73,10 +73,23 @@ class Recovered(NamedTuple):
     losses: tuple[int, ...]  # per task, the losses counted so far (this one included)
 
 
-def waiting(table: LeaseTable) -> int:
-    """How many invocations are handed out and not yet claimed: queued for a platform's
-    concurrency cap, or starting."""
-    return sum(1 for lease in table.leases.values() if not lease.claimed)
+class Invocations(NamedTuple):
+    """A run's live invocations: ``waiting``, handed out and not yet claimed (queued for a
+    platform's concurrency cap, or starting); ``running``, claimed by a worker."""
+
+    waiting: int
+    running: int
+
+
+def count(table: LeaseTable) -> Invocations:
+    """The run's live invocations (the client's lease is not one)."""
+    waiting = running = 0
+    for invocation, lease in table.leases.items():
+        if lease.claimed:
+            running += invocation != CLIENT
+        else:
+            waiting += 1
+    return Invocations(waiting, running)
 
 
 def _expiry(now: float, lease_s: float) -> float:

@@ -210,21 +210,31 @@ class MetricsBuffer:
         self.flushes: list[Flush] = []  # steps not yet sent
         self.sent_at = time.monotonic()
 
-    def stored(self, stored: list[int], seconds: float) -> None:
-        """The batch of :attr:`measured` went to the store in one step of ``seconds``,
-        which stored ``stored[i]`` bytes of output ``i``: share the step's time among the
-        stored outputs by their bytes, and take their exact sizes."""
+    def take_measured(self) -> list[tuple[Any, ...]]:
+        """The records of the tasks run since the last step, as that step takes them."""
+        measured, self.measured = self.measured, []
+        return measured
+
+    def stored(
+        self, stored: list[int], seconds: float | None, measured: list[tuple[Any, ...]]
+    ) -> None:
+        """The batch of ``measured`` (:meth:`take_measured`) went to the store in one
+        step of ``seconds`` (None: not known apart from a task's that overlapped it), which
+        stored ``stored[i]`` bytes of output ``i``: share the step's time among the stored
+        outputs by their bytes, and take their exact sizes."""
         total = sum(b for b in stored if b > 0)
+        if seconds is None:
+            self.waiting += measured
+            return
         self.flushes.append(Flush(len(stored), total, seconds))
         if total:
             per_byte = seconds / total
             self.waiting += [
                 m if nbytes <= 0 else (*m[:6], nbytes, per_byte * nbytes)
-                for m, nbytes in zip(self.measured, stored)  # noqa: B905 (equal lengths)
+                for m, nbytes in zip(measured, stored)  # noqa: B905 (equal lengths)
             ]
         else:
-            self.waiting += self.measured
-        self.measured.clear()
+            self.waiting += measured
 
     def due(self) -> bool:
         return send_now(self.policy, len(self.waiting), time.monotonic() - self.sent_at)

@@ -22,6 +22,7 @@ from shoal.decisions import (
     group_roots,
     mark_children,
     must_store,
+    only_confirms,
     remember_marks,
     settled_here,
     should_flush,
@@ -263,6 +264,16 @@ def test_a_worker_flushes_when_it_must_and_batches_otherwise() -> None:
     assert should_flush(3, FLUSH_AFTER_S, 0.0, False) is True  # held back long enough
     assert should_flush(3, 0.0, SMALL_TASK_S, False) is True  # tasks are not small
     assert should_flush(3, FLUSH_AFTER_S / 2, SMALL_TASK_S / 2, False) is False
+
+
+def test_only_a_step_that_stores_nothing_may_be_in_flight_while_the_next_task_runs() -> None:
+    done = Event(EventKind.TASK_FINISHED, "w", 0, 1.0)
+    link = Completion(0, "out", Upload.NEVER, (1,), (1,), done)  # a chain's: child is its own
+    fan_in_input = Completion(2, "out", Upload.IF_PENDING, (3,), (2,), done)
+    sink = Completion(4, "out", Upload.ALWAYS, (), (), done)
+    assert only_confirms([link]) and only_confirms([link, link._replace(task=5)])
+    assert not only_confirms([link, fan_in_input])  # its reply may ready the fan-in here
+    assert not only_confirms([sink])
 
 
 def test_a_completion_waits_for_the_next_task_only_if_every_child_takes_it_too() -> None:

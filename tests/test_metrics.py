@@ -52,7 +52,7 @@ def test_a_step_shares_its_time_among_the_outputs_it_stored_by_their_bytes() -> 
     buffer = MetricsBuffer(Policy("batch"))
     for task in range(3):
         buffer.measured.append((task, 0.0, 0, 0.1, None, None, 7, 0.0))
-    buffer.stored([300, 0, 100], 0.4)
+    buffer.stored([300, 0, 100], 0.4, buffer.take_measured())
     data = buffer.take()
     assert data is not None
     rows = [TaskMetrics._make(r) for r in data["tasks"]]
@@ -65,7 +65,7 @@ def test_a_step_shares_its_time_among_the_outputs_it_stored_by_their_bytes() -> 
 def test_a_redelivered_completion_counts_no_bytes() -> None:
     buffer = MetricsBuffer(Policy("batch"))
     buffer.measured.append((0, 0.0, 0, 0.1, None, None, 5, 0.0))
-    buffer.stored([-1], 0.2)
+    buffer.stored([-1], 0.2, buffer.take_measured())
     (row,) = buffer.take()["tasks"]  # type: ignore[index]
     assert TaskMetrics._make(row).upload_s == 0.0
     assert TaskMetrics._make(row).out_bytes == 5
@@ -161,7 +161,7 @@ def test_metrics_off_keeps_the_run_but_no_measures(tmp_path: Path) -> None:
 def test_the_metrics_travel_as_json(tmp_path: Path) -> None:
     buffer = MetricsBuffer(Policy("batch"))
     buffer.measured.append((1, 0.001, 10, 0.5, 0.4, 55.5, 8, 0.0))
-    buffer.stored([8], 0.01)
+    buffer.stored([8], 0.01, buffer.take_measured())
     assert json.loads(json.dumps(buffer.take()))["tasks"][0][0] == 1
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from shoal.optimizations import (
 from shoal.optimizations.cluster import keep_all, made_here, stays_for_fan_in
 from shoal.optimizations.fanin import Hold, hold_back, holder, wants_fan_in
 from shoal.optimizations.prewarm import sizes_to_warm, warm_ups
+from shoal.optimizations.share import ASK_EVERY_S, SHARE_WORK_S, shared, worth_asking
 from shoal.optimizations.tree import BRANCHING, split_tree
 from shoal.planning.model import BackendModel
 from shoal.protocol import new_run_id, run_graph
@@ -521,3 +523,105 @@ def test_prewarm_starts_the_second_stage_warm(
         assert node.compute(**options, optimizations=optimizations) == 3 + 3
         summary = shoal.last_run()
         assert summary is not None and summary.cold_starts == cold
+
+
+# --------------------------------------------------------------------------- sharing
+
+
+def test_a_worker_asks_to_share_only_work_worth_a_start_and_not_too_often() -> None:
+    assert worth_asking(3, SHARE_WORK_S / 2, ASK_EVERY_S)  # two more tasks: enough
+    assert not worth_asking(2, SHARE_WORK_S / 2, ASK_EVERY_S)  # one: less than a start
+    assert not worth_asking(1, 10.0, 10.0)  # nothing to share: it runs its last task
+    assert not worth_asking(3, 1.0, ASK_EVERY_S / 2)  # asked a moment ago
+
+
+@given(
+    ready=st.lists(st.integers(0, 10_000), unique=True, max_size=40),
+    stuck=st.sets(st.integers(0, 40)),
+    live=st.integers(1, 12),
+    cap=st.integers(1, 12),
+)
+def test_ready_tasks_are_shared_evenly_with_a_new_worker_per_free_slot(
+    ready: list[int], stuck: set[int], live: int, cap: int
+) -> None:
+    """``stuck``: the places in ``ready`` of tasks that cannot move (an input of theirs
+    is in the worker's memory only)."""
+    movable = {t for i, t in enumerate(ready) if i not in stuck}
+    groups = shared(ready, movable, live, cap)
+    free = cap - live
+    if free <= 0 or len(ready) < 2:
+        assert groups == []
+        return
+    handed = [t for g in groups for t in g]
+    assert all(g for g in groups) and len(groups) <= free  # a worker per free slot at most
+    assert set(handed) <= movable and len(set(handed)) == len(handed)
+    assert ready[0] not in handed  # the task it runs next stays
+    own = -(-len(ready) // (free + 1))
+    assert len(ready) - len(handed) >= own  # it keeps at least its share...
+    later = [t for t in ready[1:] if t in movable][-(len(ready) - own) :]
+    assert handed == later  # ... handing out the movable ones it would run last, in order
+    if groups:
+        assert max(map(len, groups)) - min(map(len, groups)) <= 1  # even groups
+
+
+def test_a_worker_shares_its_chains_heads_not_the_chain_it_runs() -> None:
+    """Run order: the rest of its chain (its input in memory), then three chains' heads.
+    One free slot: two of the four ready tasks go, both heads; three slots: all heads."""
+    ready, heads = [9, 3, 2, 1], {3, 2, 1}
+    assert shared(ready, heads, 1, 2) == [[2, 1]]
+    assert shared(ready, heads, 1, 4) == [[3], [2], [1]]
+    assert shared(ready, heads, 2, 2) == []  # no free slot
+    assert shared([9, 3], {3}, 1, 2) == [[3]]
+
+
+@shoal.task
+def after_flags(folder: str, names: list[str], within_s: float) -> bool:
+    """Wait (up to ``within_s``) for the flags the other workers' tasks leave."""
+    deadline = time.monotonic() + within_s
+    while not all((Path(folder) / n).exists() for n in names):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+    return True
+
+
+@shoal.task
+def flag(folder: str, name: str) -> str:
+    (Path(folder) / name).touch()
+    return name
+
+
+@shoal.task
+def work(seconds: float) -> float:
+    time.sleep(seconds)  # the task's work (a worker ready to share is one still working)
+    return seconds
+
+
+def test_idle_capacity_takes_ready_tasks_off_a_busy_worker(
+    engine: dict[str, Any], flags: Path
+) -> None:
+    """The client hands the roots out in one group per worker the platform runs at once:
+    one group of slow tasks, the others quick. Once the quick groups' workers have
+    stopped, the slow group's worker hands half of its ready tasks to a new worker; with
+    sharing off, it runs them all itself."""
+    on_gateway = "gateway+" in engine["workers"]  # its concurrency cap is the CPU count
+    slots = (os.cpu_count() or 1) if on_gateway else LocalWorkers().parallelism
+    if slots < 2:
+        pytest.skip("a platform running one worker at once has no capacity to share")
+    per_group = 12
+
+    def graph(folder: Path) -> list[shoal.Node]:
+        folder.mkdir()
+        quick = [f"q{i}" for i in range(per_group * (slots - 1))]
+        slow = [after_flags(str(folder), quick, 60.0)]
+        slow += [work(0.06) for _ in range(per_group - 1)]
+        return slow + [flag(str(folder), name) for name in quick]
+
+    forced = engine.get("optimizations")
+    results = shoal.compute(*graph(flags / "on"), **engine)
+    assert results[0] is True and len(results) == per_group * slots
+    assert shoal.last_run().workers > slots  # a new worker took some of the slow ones
+
+    off = [name for name in forced if name != "share"] if forced else []
+    shoal.compute(*graph(flags / "off"), **{**engine, "optimizations": off})
+    assert shoal.last_run().workers == slots

@@ -189,25 +189,28 @@ async def _complete_on_a_deleted_run(store: RedisStore, done: Completion) -> Any
 def test_invocations_handed_out_wait_until_claimed(
     which: str, redis_url: str, shared_secret: str
 ) -> None:
-    """What a worker holding back for a fan-in asks: is any invocation waiting to start?"""
+    """What a worker holding back for a fan-in asks (is any invocation waiting to start?)
+    and one sharing its tasks (how many run?): the client's lease is none of them."""
     store = MemoryStore() if which == "memory" else _store(redis_url, shared_secret)
 
-    async def steps() -> list[int]:
+    async def steps() -> list[tuple[int, ...]]:
         graph = build([add(inc(1), inc(2))])
         await store.create_run("waits", graph.ship(), graph.sinks)
         try:
-            seen = [await store.waiting_invocations("waits")]
+            seen = [tuple(await store.count_invocations("waits"))]
             await store.claim("waits", "client", "", (), None, 10.0)
             await store.hand_off("waits", "", [("a", (0,)), ("b", (1,))], 10.0)
-            seen.append(await store.waiting_invocations("waits"))
+            seen.append(tuple(await store.count_invocations("waits")))
             await store.claim("waits", "a", "", (0,), None, 10.0)
-            seen.append(await store.waiting_invocations("waits"))
+            seen.append(tuple(await store.count_invocations("waits")))
+            await store.release("waits", "b", [])
+            seen.append(tuple(await store.count_invocations("waits")))
             return seen
         finally:
             await store.delete_run("waits")
             await store.close()
 
-    assert asyncio.run(steps()) == [0, 2, 1]
+    assert asyncio.run(steps()) == [(0, 0), (2, 0), (1, 1), (0, 1)]
 
 
 # --------------------------------------------------------------------------- keys

@@ -1,4 +1,4 @@
-"""Wukong's optimizations, each switchable per run (``compute(optimizations=…)``):
+"""Wukong's optimizations and Shoal's own, each switchable per run (``compute(optimizations=…)``):
 
     cluster     a task whose output is large keeps every child of a fan-out it readies on
                 its own worker, which reads the output from memory: nothing is uploaded
@@ -17,6 +17,10 @@
     preload     the same worker waits for every other input of the fan-in, downloading
                 each as soon as it is stored, and runs the fan-in the moment the last
                 lands (:mod:`.fanin`)
+    share       a worker holding several ready tasks whose inputs are in the store hands
+                some to new workers while the run has fewer than the platform runs at
+                once, so that no worker runs alone what several could (:mod:`.share`);
+                on unless a list leaves it out
 
 ``optimizations=None`` (the default, or ``$SHOAL_OPTIMIZATIONS`` unset) leaves them to the
 planner: ``planner="optimizing"`` turns one on for a task where the simulator predicts it
@@ -43,7 +47,7 @@ if TYPE_CHECKING:
     from ..planning.model import BackendModel
 
 #: The optimizations by name, as ``compute(optimizations=[...])`` takes them.
-NAMES = ("cluster", "invoke-tree", "delayed-io", "preload", "prewarm")
+NAMES = ("cluster", "invoke-tree", "delayed-io", "preload", "prewarm", "share")
 OPTIMIZATIONS_ENV = "SHOAL_OPTIMIZATIONS"
 #: Overrides the cluster threshold (bytes) of :func:`tuning_for`, e.g. to see clustering
 #: act on small outputs.
@@ -92,7 +96,9 @@ class Tuning:
     ``hold_idle_s`` seconds (a
     cold start's time) without one landing, it checks that no invocation waits for its
     platform slot. ``prewarm``: a worker warms workers of its children's sizes, each
-    ``warm_after`` seconds after it starts (a plan's timing, by task; none: at once)."""
+    ``warm_after`` seconds after it starts (a plan's timing, by task; none: at once).
+    ``share``: a worker hands ready tasks of its own to new workers while the platform has
+    room for them."""
 
     cluster_above: float | None = None
     aside_above: float | None = None
@@ -104,11 +110,13 @@ class Tuning:
     hold_idle_s: float = 0.0
     prewarm: bool = False
     warm_after: tuple[tuple[int, float], ...] = ()
+    share: bool = False
 
 
 OFF = Tuning()
-#: Without a list: what needs no plan to pay (a wide hand-out goes out as a tree).
-DEFAULT = Tuning(tree=True)
+#: Without a list: what needs no plan to pay (a wide hand-out goes out as a tree, idle
+#: capacity takes a busy worker's ready tasks).
+DEFAULT = Tuning(tree=True, share=True)
 
 
 def tuning_for(forced: frozenset[str] | None, model: BackendModel | None) -> Tuning:
@@ -130,6 +138,7 @@ def tuning_for(forced: frozenset[str] | None, model: BackendModel | None) -> Tun
         preload_above=large if preload and large is not None else 0.0,  # worth holding
         hold_idle_s=model.handout_cold_s if preload and model is not None else 0.0,
         prewarm="prewarm" in forced and model is not None,
+        share="share" in forced,
     )
 
 

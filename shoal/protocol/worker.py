@@ -20,9 +20,8 @@ from ..decisions import (
     ALWAYS,
     IF_PENDING,
     Completion,
-    Marks,
-    complete_batch,
     keeps,
+    only_confirms,
     remember_marks,
     settled_here,
     should_flush,
@@ -37,12 +36,15 @@ from ..graph import TaskFunction, TaskSpec
 from ..graph.maps import Collect, Element, Expansion, expand, reserved
 from ..heartbeat import HEARTBEAT, HeldLease
 from ..metrics import MetricsBuffer, approx_nbytes, parse_policy, process_probe
-from ..optimizations.cluster import LOOKAHEAD, keep_all, stays_for_fan_in
-from ..optimizations.fanin import Hold, hold_back, holder, wants_fan_in
+from ..optimizations.cluster import keep_all
+from ..optimizations.fanin import hold_back, holder, wants_fan_in
+from ..optimizations.share import worth_asking
 from ..stores import Store
 from ..stores.base import UnstorableOutput
 from .attempts import Attempt, attempt, attempt_record, retry
+from .fanins import set_aside, wait_for_inputs
 from .recent import RecentOutputs
+from .sharing import share_ready
 from .source import TaskSource
 from .starting import forward, prewarm
 
@@ -54,10 +56,6 @@ STARTED_TASKS = 64
 LARGE_OUTPUT = 1 << 16
 #: How many tasks whose inputs it holds a worker of several CPUs takes at once.
 TOGETHER_MAX = 64
-#: How many tasks a worker looks at, at most, to see that it will make a fan-in's inputs.
-NEARBY_TASKS = 256
-#: A worker holding its completion back for a fan-in checks its lease this often.
-HOLD_POLL_S = 1.0
 
 
 class _Worker:
@@ -102,6 +100,7 @@ class _Worker:
         # then the store keeps no copy of it).
         self.unflushed: set[int] = set()
         self.prefetched: set[int] = set()  # inputs read ahead for a fan-in (preload)
+        self.in_store: set[int] = set()  # held outputs also in the store (for sharing)
         #: A completion held back for a fan-in while the worker still has work of its own.
         self.held_back: list[Completion] = []
         #: Completions kept aside, unstored, for a fan-in this worker will run (cluster).
@@ -114,10 +113,19 @@ class _Worker:
         #: Specs of tasks its maps' expansions made, for its next completion step.
         self.new_specs: dict[int, TaskSpec] = {}
         self.urgent = False  # the batch holds a sink or children for other workers
+        #: A completion step on the wire while the next task runs (see :meth:`flush`).
+        self.in_flight: asyncio.Future[bool] | None = None
         self.ran = 0
         self.metrics = metrics
         # CPU time and peak memory are the task's only when the process is the worker's own.
         self.probe = process_probe() if metrics and not workers.in_process else None
+        #: Whether a step may be in flight while a task runs: not where a completion may
+        #: wait for a fan-in (its flush has its own order), nor with metrics sent per task.
+        self.pipelines = (
+            self.hold_above == math.inf
+            and self.aside_above is None
+            and (metrics is None or metrics.policy.mode != "task")
+        )
         self.read_bytes = 0  # by the last gather()
         #: The read of inputs its tasks share (seconds, bytes), charged to the first task.
         self.shared_read: tuple[float, int] | None = None
@@ -137,8 +145,11 @@ class _Worker:
         owned, batch, specs, functions = self.owned, self.batch, self.specs, self.functions
         lifted = self.source.lifted  # tasks with big constants kept apart (filled in place)
         metrics, probe = self.metrics, self.probe
-        last_task_s = ended = cpu_started = 0.0
+        last_task_s = ended = cpu_started = asked = 0.0
+        share = self.tuning.share and not self.invocation.mixed
         while True:
+            if self.in_flight is not None and not await self.settle():
+                return
             if lease.lost:
                 log.info("worker %s: lost its lease on run %s, stopping", self.name, self.run_id)
                 return
@@ -157,6 +168,10 @@ class _Worker:
                 return  # the run is gone: finished elsewhere, failed or cancelled
             if not owned:
                 return
+            if share and worth_asking(len(owned), last_task_s, perf_counter() - asked):
+                asked = perf_counter()  # idle capacity may take some of its ready tasks
+                if not self.holding:
+                    await share_ready(self)
             if self.threads is not None and len(owned) > 1:
                 ran = await self.run_together()
                 if ran is not None:
@@ -359,6 +374,7 @@ class _Worker:
             self.shared_read = (perf_counter() - started, nbytes)
             for dep, value in zip(shared, values, strict=True):
                 self.held[dep] = [value, uses[dep]]
+            self.in_store.update(shared)
 
     async def gather(self, deps: Sequence[int]) -> list[Any]:
         """Upstream outputs: held ones from memory, all others in one store read."""
@@ -446,13 +462,15 @@ class _Worker:
         """Take the completion step for the buffered batch; own what it readied. False
         when the run is gone. A completion held back for a fan-in (delayed I/O, preload)
         goes last, once its wait is over."""
+        if self.in_flight is not None and not await self.settle():
+            return False
         batch = self.held_back + self.aside + self.batch
         self.batch.clear()
         self.held_back, self.aside = [], []
         self.unflushed.clear()
-        self.urgent = False
+        urgent, self.urgent = self.urgent, False
         if self.aside_above is not None:
-            batch, self.aside = await self.set_aside(batch)
+            batch, self.aside = await set_aside(self, batch)
             self.unflushed.update(c.task for c in self.aside)
             if not batch:
                 return True
@@ -476,9 +494,16 @@ class _Worker:
                 self.unflushed.add(task)
                 self.holding = [(task, child, nbytes)]
                 return True
-            await self.wait_for_inputs(child, [d for d in inputs if d != task], wait)
+            await wait_for_inputs(self, child, [d for d in inputs if d != task], wait)
             batch = [c for c in batch if c.task == task]
             break
+        if self.owned and not urgent and self.pipelines and only_confirms(batch):
+            # Its reply can tell nothing new: the next task runs while the step is on
+            # the wire (the store's and this worker's wake-ups, overlapped).
+            self.in_flight = asyncio.ensure_future(self.complete(batch, timed=False))
+            for _ in range(4):
+                await asyncio.sleep(0)  # it runs up to its wait for the reply
+            return True
         if not await self.complete(batch):
             return False
         if self.aside and not self.owned:  # what it waited for is not coming here after all
@@ -486,106 +511,15 @@ class _Worker:
             return await self.complete(aside)
         return True
 
-    async def set_aside(self, batch: list[Completion]) -> tuple[list[Completion], list[Completion]]:
-        """``batch`` split into what completes now and what waits aside, unstored: a large
-        output whose fan-in child this worker will run once it has made the fan-in's other
-        inputs itself (:func:`~shoal.optimizations.cluster.stays_for_fan_in`)."""
-        above = self.aside_above
-        assert above is not None
-        candidates = [
-            c
-            for c in batch
-            if len(c.children) == 1
-            and c.child_deps[0] >= 2
-            and (c.stay is None or c.stay[0])
-            and approx_nbytes(c.output) >= above
-        ]
-        if not candidates:
-            return batch, []
-        # Its own work, and the children this batch readies and keeps (found as the store
-        # will find them: tasks only this worker's marks concern).
-        owned = set(self.owned)
-        readies, _ = complete_batch(Marks(), batch, self.fanout)
-        for c, ready in zip(batch, readies, strict=True):
-            owned.update(keeps(c, ready, self.fanout))
-        made = self.made.__contains__
-        aside = []
-        stays: dict[tuple[int, int | None], bool] = {}  # one answer per fan-in (and group)
-        for c in candidates:
-            group = (await self.source.spec(c.task)).group
-            key = (c.children[0], group)
-            if key not in stays:
-                inputs = (await self.source.spec(c.children[0])).deps
-                deps = await self.deps_near(inputs, group, owned)
-                stays[key] = stays_for_fan_in(inputs, made, owned.__contains__, deps.get)
-            if stays[key]:
-                aside.append(c)
-        waiting = {c.task for c in aside}
-        return [c for c in batch if c.task not in waiting], aside
+    async def settle(self) -> bool:
+        """Wait for the completion step in flight; False when the run is gone."""
+        step, self.in_flight = self.in_flight, None
+        assert step is not None
+        return await step
 
-    async def deps_near(
-        self, tasks: Sequence[int], group: int | None, owned: set[int]
-    ) -> dict[int, Sequence[int] | None]:
-        """The inputs of ``tasks`` and of theirs, up to :data:`LOOKAHEAD` levels (None for
-        a task planned outside ``group``), stopping at tasks made here or ``owned``."""
-        deps: dict[int, Sequence[int] | None] = {}
-        made = self.made
-        frontier = [t for t in tasks if t not in made and t not in owned]
-        for _ in range(LOOKAHEAD):
-            found: list[int] = []
-            for t in frontier:
-                if t in deps or len(deps) >= NEARBY_TASKS:
-                    continue
-                spec = await self.source.spec(t)
-                deps[t] = spec.deps if spec.group == group else None
-                found += [d for d in spec.deps if d not in made and d not in owned]
-            frontier = found
-        return deps
-
-    async def wait_for_inputs(self, child: int, others: Sequence[int], hold: Hold) -> None:
-        """Until ``others`` (the fan-in ``child``'s other inputs) have all finished, or the
-        ``hold`` is over: follow the run's events; with preload, read each input as soon
-        as it is stored, and hold it for the fan-in. Past ``hold.idle`` seconds without an
-        input landing, and again after as long, it stops holding if invocations of the
-        run wait to start both times: this worker keeps a platform slot, and they may be
-        waiting for it (once only, they may just be starting)."""
-        left = set(others)
-        now = time.monotonic()
-        deadline, quiet_until = now + hold.total, now + hold.idle
-        cursor: Any = None
-        suspect = False  # invocations were waiting at the last check
-        lease = self.lease
-        while left and (lease is None or not lease.lost):
-            now = time.monotonic()
-            if now >= deadline:
-                return
-            if now >= quiet_until:
-                # Waiting at two checks in a row: not just starting, but held up (by the
-                # platform's cap: maybe for this worker's slot).
-                waiting = await self.store.waiting_invocations(self.run_id) > 0
-                if waiting and suspect:
-                    return
-                suspect = waiting
-                quiet_until = now + hold.idle
-            timeout = min(deadline, quiet_until, now + HOLD_POLL_S) - now
-            events, cursor = await self.store.read_events(self.run_id, cursor, timeout)
-            landed = [e.task for e in events if e.kind is TASK_FINISHED and e.task in left]
-            if landed:
-                quiet_until = time.monotonic() + hold.idle
-            left.difference_update(landed)  # type: ignore[arg-type]
-            # A finished event is stored in the step that marked the fan-in: once all are
-            # in, its own completion readies the fan-in here, and its output is no one's.
-            self.marked.setdefault(child, set()).update(landed)  # type: ignore[arg-type]
-            fetch = [t for t in landed if t is not None and t not in self.held]
-            if self.tuning.preload and fetch:
-                values, _ = await self.store.get_outputs(self.run_id, fetch)
-                for dep, value in zip(fetch, values, strict=True):
-                    self.held[dep] = [value, 0]  # counted once the fan-in is kept here
-                self.prefetched.update(fetch)
-
-    async def complete(self, batch: list[Completion]) -> bool:
+    async def complete(self, batch: list[Completion], timed: bool = True) -> bool:
         """The completion step for ``batch``; own what it readied. False when the run is
-        gone."""
+        gone. ``timed``: its time is the step's alone (not one overlapping a task)."""
         if any(
             c.upload is IF_PENDING and approx_nbytes(c.output) >= LARGE_OUTPUT for c in batch
         ):  # large outputs the marks it knows of may settle: not encoded at all if so
@@ -595,6 +529,7 @@ class _Worker:
         extra: tuple[Event, ...] = ()
         if metrics and metrics.policy.mode == "batch":  # the records ride along
             extra = self.metrics_events()
+        measured = metrics.take_measured() if metrics else []
         step_started = perf_counter()
         new_specs, self.new_specs = self.new_specs, {}
         try:
@@ -613,7 +548,8 @@ class _Worker:
         if settled is None:
             return False
         if metrics:
-            metrics.stored(settled.stored, perf_counter() - step_started)
+            seconds = perf_counter() - step_started if timed else None
+            metrics.stored(settled.stored, seconds, measured)
             if metrics.policy.mode == "task":  # one upload per task, as asked
                 while metrics.waiting:
                     await self.store.emit(self.run_id, self.metrics_events(1))
@@ -657,6 +593,8 @@ class _Worker:
         if handing:
             await self.hand_out(handing)
         for completion, stored in zip(batch, settled.stored, strict=True):
+            if stored > 0 and self.tuning.share:
+                self.in_store.add(completion.task)
             entry = held.get(completion.task)
             if entry is not None and entry[1] <= 0:
                 del held[completion.task]
@@ -697,6 +635,8 @@ class _Worker:
     ) -> None:
         """Record the task's failure (after the batch, so finished work is on record), and
         its last attempt's error in its event, in one step."""
+        if self.in_flight is not None and not await self.settle():
+            return
         if self.batch and not await self.flush():
             return
         attempts = fn.options.retries + 1
@@ -784,6 +724,9 @@ async def run_worker(
         if not isinstance(exc, Exception):
             raise
     finally:
+        if state.in_flight is not None:  # left by a crash: its outcome no longer matters
+            with contextlib.suppress(Exception):
+                await state.in_flight
         if state.threads is not None:
             state.threads.shutdown(wait=False)
         state.source.close()

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from ..events import Event
     from ..failures import TaskFailure
     from ..graph import EncodedGraph, ShippedGraph, TaskFunction, TaskSpec
-    from ..leases import Recovered
+    from ..leases import Invocations, Recovered
     from ..security import Signer
 
 
@@ -171,8 +171,9 @@ class Store(Protocol):
 
     async def get_failure(self, run_id: str, task: int) -> TaskFailure | None: ...
 
-    async def waiting_invocations(self, run_id: str) -> int:
-        """How many of the run's invocations are handed out and not yet claimed."""
+    async def count_invocations(self, run_id: str) -> Invocations:
+        """How many of the run's invocations wait to be claimed, and how many run
+        (:func:`shoal.leases.count`); none when the run is gone."""
 
     async def emit(self, run_id: str, events: Sequence[Event]) -> None: ...
 

@@ -235,12 +235,12 @@ class MemoryStore:
         return batch, start + len(batch)
 
     # ----------------------------------------------------------------- leases
-    async def waiting_invocations(self, run_id: str) -> int:
+    async def count_invocations(self, run_id: str) -> leases.Invocations:
         run = self._runs.get(run_id)
         if run is None:
-            return 0
+            return leases.Invocations(0, 0)
         with run.lease_lock:
-            return leases.waiting(run.leases)
+            return leases.count(run.leases)
 
     async def hand_off(
         self,

@@ -40,7 +40,7 @@ from ..events import Event, EventKind, decode_events, encode_events
 from ..failures import TaskFailure
 from ..graph import PAGE, EncodedGraph, ShippedGraph, TaskFunction, TaskSpec
 from ..graph.template import _SCALARS
-from ..leases import CLIENT, Recovered
+from ..leases import CLIENT, Invocations, Recovered
 from ..security import TAG_BYTES, Signer
 from . import scripts
 from .base import Settled, UnstorableOutput
@@ -57,6 +57,8 @@ OUTAGE_BACKOFF_CAP_S = 0.5
 DEFAULT_INLINE_BYTES = 64 * 1024
 _FIELDS_PER_HSET = 1_000  # pages per HSET when a run is created
 _OPTIONS = {"ttl", "inline_bytes", "blobs", "blob_above"}
+#: Fields of a run's leases hash that are no invocation's.
+_NOT_INVOCATIONS = {BIRTH_FIELD.encode(), CLIENT.encode()}
 #: No CLIENT SETINFO: a round trip per connection, and redis-py reads its own version from
 #: the package metadata (~1 ms) each time it makes one. (redis-py 8 says it with
 #: ``driver_info``; earlier ones with ``lib_name`` and ``lib_version``.)
@@ -196,9 +198,17 @@ class RedisStore:
                     events += decode_events(fields[b"x"])
         return events, cursor
 
-    async def waiting_invocations(self, run_id: str) -> int:
-        values = await self._call(lambda: self.client.hvals(run_keys(run_id).leases))
-        return sum(1 for v in values if v and not json.loads(v).get("c"))  # "~": a marker
+    async def count_invocations(self, run_id: str) -> Invocations:
+        leases = await self._call(lambda: self.client.hgetall(run_keys(run_id).leases))
+        waiting = running = 0
+        for invocation, lease in leases.items():
+            if invocation in _NOT_INVOCATIONS:  # the client's lease, the run's birth mark
+                continue
+            if json.loads(lease).get("c"):
+                running += 1
+            else:
+                waiting += 1
+        return Invocations(waiting, running)
 
     async def get_failure(self, run_id: str, task: int) -> TaskFailure | None:
         blob = await self._call(lambda: self.client.hget(run_keys(run_id).failures, task))

@@ -1,0 +1,56 @@
+"""Work sharing: idle capacity takes ready tasks off a busy worker.
+
+Without a plan, where work goes is decided as it is readied: a fan-out's children are
+split over at most ``fanout`` workers, and each worker runs its share depth first. When
+the shares weigh unequally (Epigenomics' lanes of chains), one worker ends up running
+alone the ready tasks left in its stack while the platform has room for more: on two
+cores, a tenth of the run with one core idle.
+
+So a worker holding two or more ready tasks worth more than a worker's start
+(:func:`worth_asking`) asks the store, now and then, how many of the run's invocations are
+alive; while fewer than the platform runs at once, it shares its ready tasks evenly with
+a new worker per free slot, handing out those it would run last (:func:`shared`). It
+moves only tasks whose inputs are all in the store already (an input held only in its
+memory would first have to be uploaded), and never a planned one (the plan placed it).
+The worker loop carries it out (:func:`shoal.protocol.sharing.share_ready`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Sequence
+
+from ..decisions import group_roots
+
+#: A worker shares only ready tasks worth at least this much work (by its last task's
+#: time): less is done before a new worker would have started...
+SHARE_WORK_S = 0.05
+#: ... and asks the store about the run's invocations at most this often.
+ASK_EVERY_S = 0.05
+
+
+def worth_asking(ready: int, last_task_s: float, since_asked_s: float) -> bool:
+    """Whether a worker holding ``ready`` ready tasks, whose last task took
+    ``last_task_s``, should ask now (``since_asked_s`` after it last did) whether the
+    platform has room to share them."""
+    return ready >= 2 and last_task_s * (ready - 1) >= SHARE_WORK_S and since_asked_s >= ASK_EVERY_S
+
+
+def shared(ready: Sequence[int], movable: Container[int], live: int, cap: int) -> list[list[int]]:
+    """The groups of a worker's ``ready`` tasks (in the order it would run them) to hand to
+    new workers, with ``live`` of the run's invocations alive (the asking worker's
+    included) and the platform running ``cap`` at once. The ready tasks are shared evenly
+    over the worker and one new worker per free slot, counted alike (a task's weight is
+    not known): it hands out the ``movable`` ones it would run last, up to the share that
+    is not its own, and keeps the one it runs next."""
+    free = cap - live
+    if free <= 0 or len(ready) < 2:
+        return []
+    own = -(-len(ready) // (free + 1))  # its share, rounded up
+    handed: list[int] = []
+    for task in reversed(ready[1:]):
+        if len(handed) == len(ready) - own:
+            break
+        if task in movable:
+            handed.append(task)
+    handed.reverse()
+    return group_roots(handed, min(free, len(handed)))

@@ -1,0 +1,69 @@
+"""A busy worker hands ready tasks to idle capacity (:mod:`shoal.optimizations.share`
+decides; this carries it out)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from ..backends import Size
+from ..graph.maps import Element
+from ..optimizations.share import shared
+
+if TYPE_CHECKING:
+    from .worker import _Worker
+
+log = logging.getLogger(__name__)
+
+
+async def share_ready(state: _Worker) -> None:
+    """Share the ready tasks of ``state`` with a new worker per slot the platform has
+    free (:func:`~shoal.optimizations.share.shared`): those whose inputs are all in the
+    store may go."""
+    ready = state.owned[::-1]  # in the order it runs them
+    movable = {t for t in ready[1:] if await _movable(state, t)}
+    if not movable:
+        return
+    live = sum(await state.store.count_invocations(state.run_id))
+    groups = shared(ready, movable, live, state.fanout)
+    if not groups:
+        return
+    handed = {t for group in groups for t in group}
+    state.owned[:] = [t for t in state.owned if t not in handed]
+    held = state.held
+    for task in handed:  # their inputs are read from the store there, not from here
+        for dep in (await state.source.spec(task)).deps:
+            entry = held.get(dep)
+            if entry is not None:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    del held[dep]
+    sized = not state.workers.in_process
+    handing = [
+        state.invocation.handing_out(
+            group,
+            state.source.pages_for(group),
+            await state.source.size(group) if sized else Size(),
+        )
+        for group in groups
+    ]
+    log.debug(
+        "worker %s: %d of the run's workers alive, %d at once: sharing %d ready tasks",
+        state.name,
+        live,
+        state.fanout,
+        len(handed),
+    )
+    await state.hand_out(handing)
+
+
+async def _movable(state: _Worker, task: int) -> bool:
+    """Whether another worker can run ``task`` as well: it is no plan's, no map's part
+    but an element, and every input of it is in the store."""
+    if task in state.early:  # its input's completion is not in the store yet
+        return False
+    spec = await state.source.spec(task)
+    if spec.group is not None or (spec.dynamic is not None and type(spec.dynamic) is not Element):
+        return False
+    held, unflushed, in_store = state.held, state.unflushed, state.in_store
+    return all(d not in unflushed and (d not in held or d in in_store) for d in spec.deps)
