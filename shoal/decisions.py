@@ -128,7 +128,8 @@ def must_store(mode: Upload, children: Sequence[int], kept: Container[int]) -> b
 
 class Completion(NamedTuple):
     """A finished task as its worker hands it to the store, one of a batch. ``stay``:
-    with a plan, whether each child is planned on this worker (see :func:`keeps`)."""
+    with a plan, whether each child is planned on this worker (see :func:`keeps`);
+    ``sink``: the task's output is asked for."""
 
     task: int
     output: Any
@@ -137,6 +138,7 @@ class Completion(NamedTuple):
     child_deps: tuple[int, ...]
     finished: Event
     stay: tuple[bool, ...] | None = None
+    sink: bool = False  # its output is asked for: its step wakes the client
 
 
 def keeps(completion: Completion, ready: list[int], fanout: int) -> list[int]:

@@ -229,7 +229,8 @@ def test_every_key_of_a_run_carries_the_ttl(
     asyncio.run(create())
     try:
         keys = client.keys("shoal:{ttl}:*")
-        assert len(keys) == 8  # specs, functions, outputs, marks, events, leases, owners, shape
+        assert len(keys) == 9  # specs, functions, outputs, marks, events, leases, owners,
+        # shape, wake
         for key in keys:
             assert 0 < client.ttl(key) <= 600, key
     finally:
@@ -483,3 +484,28 @@ def test_a_worker_asks_for_its_next_tasks_constant_before_the_task_before_it_run
     assert filled == texts
     assert sent == [[1]]  # task 1's, before task 0's own read
     assert asked == [[1], [0]]  # and task 1 took the answer: no second read
+
+
+@shoal.task
+def busy_ms(ms: float, *inputs: Any) -> float:
+    end = time.perf_counter() + ms / 1000
+    while time.perf_counter() < end:
+        pass
+    return ms
+
+
+def test_the_client_wakes_for_what_it_must_see_not_for_every_event(redis_url: str) -> None:
+    """A chain of 40 tasks of 5 ms, each its own store step (its event): the waiting
+    client reads the stream when a sink finished, a worker stopped, and at its ticks, a
+    few times in all, not once per event (two XREADs a read: the wake stream, then the
+    events)."""
+    node = busy_ms(5)
+    for _ in range(39):
+        node = busy_ms(5, node)
+    with redis.Redis.from_url(redis_url) as client:
+        client.config_resetstat()
+        assert node.compute(storage=redis_url, workers="local", progress=False) == 5
+        reads = client.info("commandstats").get("cmdstat_xread", {}).get("calls", 0)
+        steps = client.info("commandstats")["cmdstat_evalsha"]["calls"]
+    assert steps >= 40  # every task's completion was a step of its own
+    assert 2 <= reads <= 16

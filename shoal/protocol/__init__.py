@@ -10,9 +10,10 @@ Client side (:func:`run_graph`, in :mod:`.client`):
              the store, a few pages at a time: :mod:`.source`).
   4. Invoke  one worker per group of roots, handing the roots to their invocations
              (:mod:`shoal.leases`).
-  5. Observe the run's event stream until every sink finished or something failed; every
-             quarter lease (or at once for a reported death), give the tasks of lost
-             workers to new ones, exactly once per loss, as their retries allow.
+  5. Observe the run's event stream until every sink finished or something failed (woken
+             only by the events it must see at once, and at its ticks); every quarter
+             lease (or at once for a reported death), give the tasks of lost workers to
+             new ones, exactly once per loss, as their retries allow.
   6. Finish  download the sinks' outputs and delete every key of the run (also on failure).
 
 Worker side (:func:`run_worker`, in :mod:`.worker`): claim the invocation once (a

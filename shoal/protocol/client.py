@@ -409,7 +409,9 @@ class _Watch:
 
     async def read(self, wait_s: float) -> Event | None:
         """Read what came (waiting up to ``wait_s`` for it); the first failure, if any."""
-        events, self.cursor = await self.store.read_events(self.run_id, self.cursor, wait_s)
+        events, self.cursor = await self.store.read_events(
+            self.run_id, self.cursor, wait_s, waking=True
+        )
         self.on_events(events)
         remaining, running, finished = self.remaining, self.running, self.finished
         failed = None

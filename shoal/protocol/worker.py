@@ -427,7 +427,9 @@ class _Worker:
         )
         if foreign:  # children of another environment run elsewhere: they read it stored
             mode = ALWAYS
-        self.batch.append(Completion(task, result, mode, children, needs, finished, stay))
+        self.batch.append(
+            Completion(task, result, mode, children, needs, finished, stay, spec.sink)
+        )
         self.unflushed.add(task)
         if len(children) == 1 and stay is None:  # the common case, quickly
             sure: Sequence[int] = children if needs[0] == 1 else ()

@@ -178,10 +178,12 @@ class Store(Protocol):
     async def emit(self, run_id: str, events: Sequence[Event]) -> None: ...
 
     async def read_events(
-        self, run_id: str, cursor: Any, timeout: float
+        self, run_id: str, cursor: Any, timeout: float, waking: bool = False
     ) -> tuple[list[Event], Any]:
         """Events after ``cursor`` (None: from the start), waiting up to ``timeout`` seconds
-        for the first one; returns them and the new cursor."""
+        for the first one; returns them and the new cursor. ``waking``: wait only for an
+        event the client must see at once (:func:`~shoal.decisions.wakes_client`), and
+        return every event that came meanwhile (the cursor is then the waking kind's)."""
 
     async def delete_run(self, run_id: str) -> None:
         """Delete every key of the run, and its blobs. Later steps on it see the run as

@@ -17,6 +17,9 @@ scripts check that the run still exists before they write).
     shoal:{<run>}:failures   hash    task id -> signed TaskFailure
     shoal:{<run>}:events     stream  field "e": events as JSON; "b": bytes stored per event;
                                      "x": more events of the same step (metrics)
+    shoal:{<run>}:wake       stream  an entry after each step whose events the client
+                                     must see at once (a sink finished, a failure, a worker
+                                     stopped): it blocks on this one, not on every event
     shoal:{<run>}:leases     hash    invocation id -> its lease (JSON: "e" expiry on the
                                      server's clock, 0 never; "c" claimed; "w" worker; "t"
                                      the task it runs); only live ones (shoal.leases)
@@ -65,6 +68,7 @@ class RunKeys(NamedTuple):
     owners: str
     shape: str
     constants: str
+    wake: str
 
 
 def run_keys(run_id: str) -> RunKeys:

@@ -216,8 +216,9 @@ class MemoryStore:
         run.append(events, wakes_client(events, run.sinks))
 
     async def read_events(
-        self, run_id: str, cursor: int | None, timeout: float
+        self, run_id: str, cursor: int | None, timeout: float, waking: bool = False
     ) -> tuple[list[Event], int]:
+        # Readers are woken by the events a client must see at once only, either way.
         run = self._run(run_id)
         start = cursor or 0
         with run.wake_lock:

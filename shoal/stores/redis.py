@@ -34,7 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..blobs import DEFAULT_ABOVE, BlobStore, open_blobs, parse_size
 from ..codec import BlobRef, Codec
-from ..decisions import Completion, Upload
+from ..decisions import Completion, Upload, wakes_client
 from ..errors import BadSignature, ConfigError, RunNotFound, StoreUnavailable
 from ..events import Event, EventKind, decode_events, encode_events
 from ..failures import TaskFailure
@@ -165,6 +165,7 @@ class RedisStore:
             pipe.setbit(keys.marks, max(1, len(graph.specs)) * 32 - 1, 0)  # one word per task
             pipe.hset(keys.specs, "n", len(pages) * PAGE)  # the next id a map may reserve
             pipe.set(keys.shape, shape)
+            pipe.xadd(keys.wake, {"w": b""})
             for key in keys:
                 if key not in (keys.failures, keys.events):  # made by their first write
                     pipe.expire(key, self.ttl)
@@ -178,25 +179,37 @@ class RedisStore:
         return encoded
 
     async def read_events(
-        self, run_id: str, cursor: bytes | None, timeout: float
-    ) -> tuple[list[Event], bytes | None]:
-        key = run_keys(run_id).events
+        self, run_id: str, cursor: Any, timeout: float, waking: bool = False
+    ) -> tuple[list[Event], Any]:
+        keys = run_keys(run_id)
+        if waking:  # block on the wake stream, then read whatever came meanwhile
+            cursor, woken = cursor or (None, None)
+            wakes = await self._xread(keys.wake, woken, timeout)
+            woken = wakes[-1][0] if wakes else woken
+            read, cursor = await self.read_events(run_id, cursor, 0)
+            return read, (cursor, woken)
+        events: list[Event] = []
+        for entry_id, fields in await self._xread(keys.events, cursor, timeout):
+            cursor = entry_id
+            events += decode_events(fields[b"e"], fields.get(b"b"))
+            if b"x" in fields:
+                events += decode_events(fields[b"x"])
+        return events, cursor
+
+    async def _xread(
+        self, key: str, cursor: bytes | None, timeout: float, count: int = 50_000
+    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """The entries of stream ``key`` after ``cursor`` (None: all), waiting up to
+        ``timeout`` seconds for the first (0: not at all)."""
         block = max(1, int(timeout * 1000)) if timeout > 0 else None
-        args: list[Any] = ["XREAD", "COUNT", 50_000]
+        args: list[Any] = ["XREAD", "COUNT", count]
         if block is not None:
             args += ["BLOCK", block]
         args += ["STREAMS", key, cursor or b"0-0"]
         # On a cluster, name the node: redis-py would ask the server for XREAD's keys first.
         where = {"target_nodes": self.client.get_node_from_key(key)} if self.cluster else {}
         reply = await self._call(lambda: self.client.execute_command(*args, **where))
-        events: list[Event] = []
-        for _, entries in reply or ():
-            for entry_id, fields in entries:
-                cursor = entry_id
-                events += decode_events(fields[b"e"], fields.get(b"b"))
-                if b"x" in fields:
-                    events += decode_events(fields[b"x"])
-        return events, cursor
+        return [entry for _, entries in reply or () for entry in entries]
 
     async def count_invocations(self, run_id: str) -> Invocations:
         leases = await self._call(lambda: self.client.hgetall(run_keys(run_id).leases))
@@ -361,11 +374,10 @@ class RedisStore:
             mask = "" if c.stay is None else "".join("1" if s else "0" for s in c.stay)
             args += (c.task, int(c.upload), blob, size, len(c.children), mask)
             args += (*c.children, *c.child_deps)
-        reply = await self._call(
-            lambda: self._complete(
-                keys=(keys.outputs, keys.marks, keys.events, keys.specs, keys.owners), args=args
-            )
-        )
+        step_keys = [keys.outputs, keys.marks, keys.events, keys.specs, keys.owners]
+        if any(c.sink for c in batch):
+            step_keys.append(keys.wake)
+        reply = await self._call(lambda: self._complete(keys=step_keys, args=args))
         if reply is None:
             if put and self.blobs is not None:
                 await self.blobs.delete(run_id, put)
@@ -426,14 +438,17 @@ class RedisStore:
         blob = self.codec.dump_failure(failure)
         await self._call(
             lambda: self._fail(
-                keys=(keys.failures, keys.events),
+                keys=(keys.failures, keys.events, keys.wake),
                 args=(failure.task, blob, encode_events([failed]), self.ttl),
             )
         )
 
     async def emit(self, run_id: str, events: Sequence[Event]) -> None:
-        entry = {"e": encode_events(events)}
-        await self._call(lambda: self.client.xadd(run_keys(run_id).events, entry, nomkstream=True))
+        keys, entry = run_keys(run_id), {"e": encode_events(events)}
+        await self._call(lambda: self.client.xadd(keys.events, entry, nomkstream=True))
+        if wakes_client(events, frozenset()):  # a worker failed, or stopped
+            wake = {"w": b""}  # the stream kept to about 64 entries, never made anew
+            await self._call(lambda: self.client.xadd(keys.wake, wake, maxlen=64, nomkstream=True))
 
     # ----------------------------------------------------------------- leases
     async def hand_off(
@@ -491,7 +506,8 @@ class RedisStore:
         keys = run_keys(run_id)
         await self._call(
             lambda: self._release(
-                keys=(keys.leases, keys.events), args=(invocation, encode_events(events))
+                keys=(keys.leases, keys.events, keys.wake),
+                args=(invocation, encode_events(events)),
             )
         )
 

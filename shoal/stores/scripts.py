@@ -35,6 +35,7 @@ COMPLETE = (
 -- that a consumer elsewhere may need, append the batch's task-finished events.
 -- KEYS[1] outputs (hash)  KEYS[2] marks (string)  KEYS[3] events (stream)  KEYS[4] specs
 -- KEYS[5] owners (hash): the children made ready become ARGV[5]'s (shoal.leases)
+-- KEYS[6] the wake stream, given only when the batch holds a sink: the client wakes
 -- ARGV[1] the page size: also return the pages of specs of the children made ready; 0: don't
 -- ARGV[2] the worker's fan-out: it keeps the first of that many even groups of the
 --         children a completion readies (shoal.decisions.split_ready) and hands out the rest
@@ -141,6 +142,7 @@ then  -- the run is gone: take back what this script created
   redis.call('DEL', KEYS[2])
   return false
 end
+if KEYS[6] then redis.call('XADD', KEYS[6], 'NOMKSTREAM', 'MAXLEN', '~', 64, '*', 'w', '') end
 for s = 7, 6 + 2 * new_pages, 2000 do
   redis.call('HSET', KEYS[4], unpack(ARGV, s, math.min(s + 1999, 6 + 2 * new_pages)))
 end
@@ -188,11 +190,12 @@ return first
 
 FAIL = """
 -- A task failed for good: record the failure and append its event.
--- KEYS[1] failures (hash)   KEYS[2] events (stream)
+-- KEYS[1] failures (hash)   KEYS[2] events (stream)   KEYS[3] wake (stream)
 -- ARGV[1] the task id   ARGV[2] the failure, signed   ARGV[3] the events (a JSON array)
 -- ARGV[4] the run's TTL in seconds
 -- Returns 1, or false when the run is gone (nothing written).
 if not redis.call('XADD', KEYS[2], 'NOMKSTREAM', '*', 'e', ARGV[3]) then return false end
+redis.call('XADD', KEYS[3], 'NOMKSTREAM', 'MAXLEN', '~', 64, '*', 'w', '')
 redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
@@ -326,9 +329,10 @@ return lost
 
 RELEASE = """
 -- A worker stopped: drop its lease, append its last events.
--- KEYS[1] leases  KEYS[2] events   ARGV[1] invocation  ARGV[2] events (JSON)
+-- KEYS[1] leases  KEYS[2] events  KEYS[3] wake   ARGV[1] invocation  ARGV[2] events (JSON)
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('XADD', KEYS[2], 'NOMKSTREAM', '*', 'e', ARGV[2])
+redis.call('XADD', KEYS[3], 'NOMKSTREAM', 'MAXLEN', '~', 64, '*', 'w', '')
 return 1
 """
 
