@@ -81,6 +81,12 @@ class Invocations(NamedTuple):
     running: int
 
 
+def live(table: LeaseTable) -> int:
+    """How many of the run's invocations are handed out or running (the client's lease is
+    none of them)."""
+    return len(table.leases) - (CLIENT in table.leases)
+
+
 def count(table: LeaseTable) -> Invocations:
     """The run's live invocations (the client's lease is not one)."""
     waiting = running = 0

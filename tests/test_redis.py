@@ -193,24 +193,28 @@ def test_invocations_handed_out_wait_until_claimed(
     and one sharing its tasks (how many run?): the client's lease is none of them."""
     store = MemoryStore() if which == "memory" else _store(redis_url, shared_secret)
 
+    async def counts() -> tuple[int, int, int]:  # waiting, running; and live, in O(1)
+        waiting, running = await store.count_invocations("waits")
+        return waiting, running, await store.live_invocations("waits")
+
     async def steps() -> list[tuple[int, ...]]:
         graph = build([add(inc(1), inc(2))])
         await store.create_run("waits", graph.ship(), graph.sinks)
         try:
-            seen = [tuple(await store.count_invocations("waits"))]
+            seen = [await counts()]
             await store.claim("waits", "client", "", (), None, 10.0)
             await store.hand_off("waits", "", [("a", (0,)), ("b", (1,))], 10.0)
-            seen.append(tuple(await store.count_invocations("waits")))
+            seen.append(await counts())
             await store.claim("waits", "a", "", (0,), None, 10.0)
-            seen.append(tuple(await store.count_invocations("waits")))
+            seen.append(await counts())
             await store.release("waits", "b", [])
-            seen.append(tuple(await store.count_invocations("waits")))
+            seen.append(await counts())
             return seen
         finally:
             await store.delete_run("waits")
             await store.close()
 
-    assert asyncio.run(steps()) == [(0, 0), (2, 0), (1, 1), (0, 1)]
+    assert asyncio.run(steps()) == [(0, 0, 0), (2, 0, 2), (1, 1, 2), (0, 1, 1)]
 
 
 # --------------------------------------------------------------------------- keys

@@ -24,7 +24,7 @@ async def share_ready(state: _Worker) -> None:
     movable = {t for t in ready[1:] if await _movable(state, t)}
     if not movable:
         return
-    live = sum(await state.store.count_invocations(state.run_id))
+    live = await state.store.live_invocations(state.run_id)
     groups = shared(ready, movable, live, state.fanout)
     if not groups:
         return

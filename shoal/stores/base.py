@@ -171,6 +171,10 @@ class Store(Protocol):
 
     async def get_failure(self, run_id: str, task: int) -> TaskFailure | None: ...
 
+    async def live_invocations(self, run_id: str) -> int:
+        """:func:`shoal.leases.live`, in constant time (a worker asks it often); 0 when the
+        run is gone."""
+
     async def count_invocations(self, run_id: str) -> Invocations:
         """How many of the run's invocations wait to be claimed, and how many run
         (:func:`shoal.leases.count`); none when the run is gone."""

@@ -236,6 +236,13 @@ class MemoryStore:
         return batch, start + len(batch)
 
     # ----------------------------------------------------------------- leases
+    async def live_invocations(self, run_id: str) -> int:
+        run = self._runs.get(run_id)
+        if run is None:
+            return 0
+        with run.lease_lock:
+            return leases.live(run.leases)
+
     async def count_invocations(self, run_id: str) -> leases.Invocations:
         run = self._runs.get(run_id)
         if run is None:

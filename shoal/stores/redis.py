@@ -126,6 +126,7 @@ class RedisStore:
         self._expired = self.client.register_script(scripts.EXPIRED)
         self._recover = self.client.register_script(scripts.RECOVER)
         self._stored = self.client.register_script(scripts.STORED)
+        self._live = self.client.register_script(scripts.LIVE)
 
     @classmethod
     def from_url(cls, url: str, signer: Signer | None = None) -> RedisStore:
@@ -210,6 +211,10 @@ class RedisStore:
         where = {"target_nodes": self.client.get_node_from_key(key)} if self.cluster else {}
         reply = await self._call(lambda: self.client.execute_command(*args, **where))
         return [entry for _, entries in reply or () for entry in entries]
+
+    async def live_invocations(self, run_id: str) -> int:
+        live = await self._call(lambda: self._live(keys=(run_keys(run_id).leases,)))
+        return int(live)
 
     async def count_invocations(self, run_id: str) -> Invocations:
         leases = await self._call(lambda: self.client.hgetall(run_keys(run_id).leases))

@@ -336,6 +336,13 @@ redis.call('XADD', KEYS[3], 'NOMKSTREAM', 'MAXLEN', '~', 64, '*', 'w', '')
 return 1
 """
 
+LIVE = """
+-- How many invocations are handed out or running: the leases but the client's and the
+-- run's birth mark.  KEYS[1] leases
+return redis.call('HLEN', KEYS[1]) - redis.call('HEXISTS', KEYS[1], '~')
+  - redis.call('HEXISTS', KEYS[1], 'client')
+"""
+
 EXPIRED = (
     """
 -- The invocations whose lease ran out.  KEYS[1] leases
