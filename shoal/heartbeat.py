@@ -105,9 +105,10 @@ class Heartbeat:
         for h in held:
             by_run.setdefault((h.store.url, h.run_id), []).append(h)
         for (url, run_id), leases in by_run.items():
-            store = stores.get(url)
-            if store is None:
-                store = stores[url] = leases[0].store.clone()
+            store = leases[0].store
+            if not store.in_process:  # a client of this thread's own, one per URL
+                store = stores.get(url) or stores.setdefault(url, store.clone())
+            # (Stores in this process share a URL, memory://, but not their runs.)
             try:
                 lost = await store.renew(
                     run_id, {h.invocation: h.task for h in leases}, leases[0].lease_s

@@ -59,3 +59,30 @@ def test_compute_from_async_code() -> None:
         return ident(5).compute(progress=False)
 
     assert asyncio.run(main()) == 5
+
+
+renewed = threading.Event()  # set by the heartbeat's renewal of a run's leases
+
+
+@shoal.task
+def until_renewed(i: int) -> bool:
+    return renewed.wait(10)
+
+
+def test_runs_one_after_another_each_keep_their_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each run has a store of its own, all named memory://: the heartbeat renews each
+    run's leases in its own store (it renewed them in the first run's, where the second
+    run is not, and that run was cancelled as abandoned)."""
+    monkeypatch.setenv("SHOAL_LEASE_S", "0.4")  # a renewal every 0.1 s
+    original = MemoryStore.renew
+
+    async def renew(self: MemoryStore, run_id: str, held: dict[str, Any], lease_s: float) -> Any:
+        lost = await original(self, run_id, held, lease_s)
+        if not lost:
+            renewed.set()
+        return lost
+
+    monkeypatch.setattr(MemoryStore, "renew", renew)
+    for i in range(2):
+        renewed.clear()
+        assert until_renewed(i).compute(progress=False) is True
