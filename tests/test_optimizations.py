@@ -36,7 +36,13 @@ from shoal.optimizations import (
 from shoal.optimizations.cluster import keep_all, made_here, stays_for_fan_in
 from shoal.optimizations.fanin import Hold, hold_back, holder, wants_fan_in
 from shoal.optimizations.prewarm import sizes_to_warm, warm_ups
-from shoal.optimizations.share import ASK_EVERY_S, SHARE_WORK_S, shared, worth_asking
+from shoal.optimizations.share import (
+    ASK_EVERY_S,
+    SHARE_WORK_S,
+    groups_for,
+    shared,
+    worth_asking,
+)
 from shoal.optimizations.tree import BRANCHING, split_tree
 from shoal.planning.model import BackendModel
 from shoal.protocol import new_run_id, run_graph
@@ -564,6 +570,14 @@ def test_ready_tasks_are_shared_evenly_with_a_new_worker_per_free_slot(
         assert max(map(len, groups)) - min(map(len, groups)) <= 1  # even groups
 
 
+def test_readied_children_are_split_over_the_free_slots_and_the_worker() -> None:
+    assert groups_for(4, 1) == 4  # only this worker alive: three free slots and its own
+    assert groups_for(4, 3) == 2
+    assert groups_for(4, 4) == 1  # none free: it keeps them all
+    assert groups_for(4, 9) == 1  # queued invocations count too
+    assert groups_for(1, 1) == 1
+
+
 def test_a_worker_shares_its_chains_heads_not_the_chain_it_runs() -> None:
     """Run order: the rest of its chain (its input in memory), then three chains' heads.
     One free slot: two of the four ready tasks go, both heads; three slots: all heads."""
@@ -625,3 +639,52 @@ def test_idle_capacity_takes_ready_tasks_off_a_busy_worker(
     off = [name for name in forced if name != "share"] if forced else []
     shoal.compute(*graph(flags / "off"), **{**engine, "optimizations": off})
     assert shoal.last_run().workers == slots
+
+
+@shoal.task
+def fan_out_when_flagged(folder: str, flag_names: list[str], n: int) -> list[int]:
+    """Once every other slot's task has started (its flag is there): n values to fan out."""
+    assert after_flags.func(folder, flag_names, 60.0)
+    return list(range(n))
+
+
+@shoal.task
+def nth(values: list[int], i: int, folder: str) -> int:
+    (Path(folder) / f"child{i}").touch()
+    return values[i]
+
+
+@shoal.task
+def hold_slot(folder: str, name: str, children: list[str]) -> bool:
+    """Take a slot of the platform until the fan-out's children have run."""
+    (Path(folder) / name).touch()
+    return after_flags.func(folder, children, 60.0)
+
+
+def test_a_fan_out_readied_while_the_platform_is_full_stays_on_its_worker(
+    engine: dict[str, Any], flags: Path
+) -> None:
+    """Every other slot of the platform is taken by a task that waits for the fan-out's
+    children: the fan-out's worker keeps them all, instead of handing half to a worker
+    that would wait for a slot (with sharing off, it hands them out: one worker more)."""
+    on_gateway = "gateway+" in engine["workers"]  # its concurrency cap is the CPU count
+    slots = (os.cpu_count() or 1) if on_gateway else LocalWorkers().parallelism
+    if slots < 2:
+        pytest.skip("a platform running one worker at once has no slot to fill")
+
+    def graph(folder: Path) -> list[shoal.Node]:
+        folder.mkdir()
+        children = [f"child{i}" for i in range(4)]
+        holders = [f"slot{i}" for i in range(slots - 1)]
+        values = fan_out_when_flagged(str(folder), holders, 4)
+        fan = [nth(values, i, str(folder)) for i in range(4)]
+        return fan + [hold_slot(str(folder), name, children) for name in holders]
+
+    results = shoal.compute(*graph(flags / "on"), **engine)
+    assert results == (0, 1, 2, 3, *[True] * (slots - 1))
+    assert shoal.last_run().workers == slots  # the roots' workers only
+    if engine.get("optimizations"):
+        return  # clustering, forced on, keeps a fan-out on its worker anyway
+
+    shoal.compute(*graph(flags / "off"), **{**engine, "optimizations": ["invoke-tree"]})
+    assert shoal.last_run().workers == slots + 1

@@ -1,10 +1,12 @@
-"""Work sharing: idle capacity takes ready tasks off a busy worker.
+"""Work sharing: work goes where the platform has room for it.
 
 Without a plan, where work goes is decided as it is readied: a fan-out's children are
 split over at most ``fanout`` workers, and each worker runs its share depth first. When
 the shares weigh unequally (Epigenomics' lanes of chains), one worker ends up running
 alone the ready tasks left in its stack while the platform has room for more: on two
-cores, a tenth of the run with one core idle.
+cores, a tenth of the run with one core idle. And when the platform has no room, the
+groups handed out wait in its queue while the worker that holds their inputs runs on
+(Montage's many small fan-ins: thirty queued workers of a task or two each).
 
 So a worker holding two or more ready tasks worth more than a worker's start
 (:func:`worth_asking`) asks the store, now and then, how many of the run's invocations are
@@ -12,7 +14,9 @@ alive; while fewer than the platform runs at once, it shares its ready tasks eve
 a new worker per free slot, handing out those it would run last (:func:`shared`). It
 moves only tasks whose inputs are all in the store already (an input held only in its
 memory would first have to be uploaded), and never a planned one (the plan placed it).
-The worker loop carries it out (:func:`shoal.protocol.sharing.share_ready`).
+And the children a completion readies go to new workers only as far as the platform has
+free slots (:func:`groups_for`): with none, the worker keeps them, to share later. The
+worker loop carries both out (:func:`shoal.protocol.sharing.share_ready`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,16 @@ from ..decisions import group_roots
 SHARE_WORK_S = 0.05
 #: ... and asks the store about the run's invocations at most this often.
 ASK_EVERY_S = 0.05
+
+
+def groups_for(fanout: int, live: int) -> int:
+    """How many groups the children a completion readies are split into (the worker
+    keeping the first), with ``live`` of the run's invocations alive (the worker's
+    included) on a platform running ``fanout`` at once: one per free slot and the
+    worker's own. With none free, it keeps them all: a hand-out would wait in the
+    platform's queue while the worker that holds their inputs could run them, and
+    shares them later if a slot frees (:func:`shared`)."""
+    return max(1, min(fanout, fanout - live + 1))
 
 
 def worth_asking(ready: int, last_task_s: float, since_asked_s: float) -> bool:

@@ -38,7 +38,7 @@ from ..heartbeat import HEARTBEAT, HeldLease
 from ..metrics import MetricsBuffer, approx_nbytes, parse_policy, process_probe
 from ..optimizations.cluster import keep_all
 from ..optimizations.fanin import hold_back, holder, wants_fan_in
-from ..optimizations.share import worth_asking
+from ..optimizations.share import groups_for, worth_asking
 from ..stores import Store
 from ..stores.base import UnstorableOutput
 from .attempts import Attempt, attempt, attempt_record, retry
@@ -532,13 +532,17 @@ class _Worker:
         if metrics and metrics.policy.mode == "batch":  # the records ride along
             extra = self.metrics_events()
         measured = metrics.take_measured() if metrics else []
+        fanout = self.fanout
+        if self.tuning.share and fanout > 1 and any(len(c.children) > 1 for c in batch):
+            # Children go to new workers only as far as the platform has slots for them.
+            fanout = groups_for(fanout, await self.store.live_invocations(self.run_id))
         step_started = perf_counter()
         new_specs, self.new_specs = self.new_specs, {}
         try:
             settled = await self.store.complete_tasks(
                 self.run_id,
                 batch,
-                self.fanout,
+                fanout,
                 want_pages=not self.source.complete,
                 extra=extra,
                 owner=self.invocation.id,
@@ -565,9 +569,9 @@ class _Worker:
             if not ready:
                 continue
             if completion.stay is None:  # as the store judged the uploads
-                keep, hand_out = split_ready(ready, self.fanout)
+                keep, hand_out = split_ready(ready, fanout)
             else:
-                keep = keeps(completion, ready, self.fanout)
+                keep = keeps(completion, ready, fanout)
                 hand_out = await self.source.planned_groups([c for c in ready if c not in keep])
             if early and not early.isdisjoint(ready):  # children it ran already
                 keep = [c for c in keep if c not in early]
