@@ -56,6 +56,10 @@ STARTED_TASKS = 64
 LARGE_OUTPUT = 1 << 16
 #: How many tasks whose inputs it holds a worker of several CPUs takes at once.
 TOGETHER_MAX = 64
+#: Turns of its event loop a worker gives a step it puts in flight, so that the request is
+#: sent before the next task holds the loop (redis-py's pool awaits a check of the
+#: connection first: with one turn, the request went out only after the task).
+SEND_TURNS = 4
 
 
 class _Worker:
@@ -503,7 +507,7 @@ class _Worker:
             # Its reply can tell nothing new: the next task runs while the step is on
             # the wire (the store's and this worker's wake-ups, overlapped).
             self.in_flight = asyncio.ensure_future(self.complete(batch, timed=False))
-            for _ in range(4):
+            for _ in range(SEND_TURNS):
                 await asyncio.sleep(0)  # it runs up to its wait for the reply
             return True
         if not await self.complete(batch):
@@ -533,7 +537,11 @@ class _Worker:
             extra = self.metrics_events()
         measured = metrics.take_measured() if metrics else []
         fanout = self.fanout
-        if self.tuning.share and fanout > 1 and any(len(c.children) > 1 for c in batch):
+        if (
+            self.tuning.share
+            and fanout > 1
+            and any(c.stay is None and len(c.children) > 1 for c in batch)
+        ):
             # Children go to new workers only as far as the platform has slots for them.
             fanout = groups_for(fanout, await self.store.live_invocations(self.run_id))
         step_started = perf_counter()
