@@ -198,12 +198,12 @@ class RedisStore:
         return events, cursor
 
     async def _xread(
-        self, key: str, cursor: bytes | None, timeout: float, count: int = 50_000
+        self, key: str, cursor: bytes | None, timeout: float
     ) -> list[tuple[bytes, dict[bytes, bytes]]]:
         """The entries of stream ``key`` after ``cursor`` (None: all), waiting up to
         ``timeout`` seconds for the first (0: not at all)."""
         block = max(1, int(timeout * 1000)) if timeout > 0 else None
-        args: list[Any] = ["XREAD", "COUNT", count]
+        args: list[Any] = ["XREAD", "COUNT", 50_000]
         if block is not None:
             args += ["BLOCK", block]
         args += ["STREAMS", key, cursor or b"0-0"]
