@@ -37,11 +37,10 @@ from shoal.optimizations.cluster import keep_all, made_here, stays_for_fan_in
 from shoal.optimizations.fanin import Hold, hold_back, holder, wants_fan_in
 from shoal.optimizations.prewarm import sizes_to_warm, warm_ups
 from shoal.optimizations.share import (
-    ASK_EVERY_S,
     SHARE_WORK_S,
     groups_for,
     shared,
-    worth_asking,
+    worth_sharing,
 )
 from shoal.optimizations.tree import BRANCHING, split_tree
 from shoal.planning.model import BackendModel
@@ -534,11 +533,10 @@ def test_prewarm_starts_the_second_stage_warm(
 # --------------------------------------------------------------------------- sharing
 
 
-def test_a_worker_asks_to_share_only_work_worth_a_start_and_not_too_often() -> None:
-    assert worth_asking(3, SHARE_WORK_S / 2, ASK_EVERY_S)  # two more tasks: enough
-    assert not worth_asking(2, SHARE_WORK_S / 2, ASK_EVERY_S)  # one: less than a start
-    assert not worth_asking(1, 10.0, 10.0)  # nothing to share: it runs its last task
-    assert not worth_asking(3, 1.0, ASK_EVERY_S / 2)  # asked a moment ago
+def test_a_worker_shares_only_work_worth_a_start() -> None:
+    assert worth_sharing(3, SHARE_WORK_S / 2)  # two more tasks: enough
+    assert not worth_sharing(2, SHARE_WORK_S / 2)  # one: less than a start
+    assert not worth_sharing(1, 10.0)  # nothing to share: it runs its last task
 
 
 @given(
@@ -571,11 +569,20 @@ def test_ready_tasks_are_shared_evenly_with_a_new_worker_per_free_slot(
 
 
 def test_readied_children_are_split_over_the_free_slots_and_the_worker() -> None:
-    assert groups_for(4, 1) == 4  # only this worker alive: three free slots and its own
-    assert groups_for(4, 3) == 2
-    assert groups_for(4, 4) == 1  # none free: it keeps them all
-    assert groups_for(4, 9) == 1  # queued invocations count too
-    assert groups_for(1, 1) == 1
+    assert groups_for(4, 1, 0, 8) == 4  # only this worker alive: three free slots and its own
+    assert groups_for(4, 3, 0, 8) == 2
+    assert groups_for(4, 4, 0, 8) == 1  # none free: it keeps them all
+    assert groups_for(4, 9, 0, 8) == 1  # queued invocations count too
+    assert groups_for(1, 1, 0, 8) == 1
+
+
+def test_readied_children_stay_when_older_ready_tasks_fill_the_free_slots() -> None:
+    # One slot free, 5 ready tasks held and 2 children: 3 of the 7 go, all of the backlog.
+    assert groups_for(2, 1, 5, 2) == 1
+    assert groups_for(2, 1, 1, 2) == 1  # 1 of 3 to hand out: the backlog's one
+    assert groups_for(2, 1, 1, 4) == 2  # 2 of 5: the backlog's one is not enough
+    assert groups_for(4, 1, 3, 8) == 4  # 3 of the 8 to hand out: the children go too
+    assert groups_for(4, 1, 9, 3) == 1  # 9 of 12 handed out, all from the backlog
 
 
 def test_a_worker_shares_its_chains_heads_not_the_chain_it_runs() -> None:

@@ -190,12 +190,20 @@ def test_invocations_handed_out_wait_until_claimed(
     which: str, redis_url: str, shared_secret: str
 ) -> None:
     """What a worker holding back for a fan-in asks (is any invocation waiting to start?)
-    and one sharing its tasks (how many run?): the client's lease is none of them."""
+    and one sharing its tasks (how many run?): the client's lease is none of them. Each
+    completion step tells its worker the live count too."""
     store = MemoryStore() if which == "memory" else _store(redis_url, shared_secret)
+    steps_told: list[int] = []
 
     async def counts() -> tuple[int, int, int]:  # waiting, running; and live, in O(1)
         waiting, running = await store.count_invocations("waits")
-        return waiting, running, await store.live_invocations("waits")
+        live = await store.live_invocations("waits")
+        done = Event(EventKind.TASK_FINISHED, "w", 0, 1.0)  # a redelivery after the first
+        step = Completion(0, 1, Upload.ALWAYS, (), (), done)
+        settled = await store.complete_tasks("waits", [step], 1)
+        assert settled is not None
+        steps_told.append(settled.live)
+        return waiting, running, live
 
     async def steps() -> list[tuple[int, ...]]:
         graph = build([add(inc(1), inc(2))])
@@ -215,6 +223,7 @@ def test_invocations_handed_out_wait_until_claimed(
             await store.close()
 
     assert asyncio.run(steps()) == [(0, 0, 0), (2, 0, 2), (1, 1, 2), (0, 1, 1)]
+    assert steps_told == [0, 2, 2, 1]
 
 
 # --------------------------------------------------------------------------- keys

@@ -16,15 +16,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-async def share_ready(state: _Worker) -> None:
+async def share_ready(state: _Worker, live: int) -> None:
     """Share the ready tasks of ``state`` with a new worker per slot the platform has
-    free (:func:`~shoal.optimizations.share.shared`): those whose inputs are all in the
-    store may go."""
+    free, ``live`` of the run's invocations being alive
+    (:func:`~shoal.optimizations.share.shared`): those whose inputs are all in the store
+    may go."""
     ready = state.owned[::-1]  # in the order it runs them
     movable = {t for t in ready[1:] if await _movable(state, t)}
     if not movable:
         return
-    live = await state.store.live_invocations(state.run_id)
     groups = shared(ready, movable, live, state.fanout)
     if not groups:
         return

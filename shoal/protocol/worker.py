@@ -38,7 +38,7 @@ from ..heartbeat import HEARTBEAT, HeldLease
 from ..metrics import MetricsBuffer, approx_nbytes, parse_policy, process_probe
 from ..optimizations.cluster import keep_all
 from ..optimizations.fanin import hold_back, holder, wants_fan_in
-from ..optimizations.share import groups_for, worth_asking
+from ..optimizations.share import ASK_EVERY_S, groups_for, worth_sharing
 from ..stores import Store
 from ..stores.base import UnstorableOutput
 from .attempts import Attempt, attempt, attempt_record, retry
@@ -119,6 +119,9 @@ class _Worker:
         self.urgent = False  # the batch holds a sink or children for other workers
         #: A completion step on the wire while the next task runs (see :meth:`flush`).
         self.in_flight: asyncio.Future[bool] | None = None
+        #: The run's live invocations as last seen (each step tells), and when.
+        self.live: int | None = None
+        self.live_at = 0.0
         self.ran = 0
         self.metrics = metrics
         # CPU time and peak memory are the task's only when the process is the worker's own.
@@ -149,7 +152,7 @@ class _Worker:
         owned, batch, specs, functions = self.owned, self.batch, self.specs, self.functions
         lifted = self.source.lifted  # tasks with big constants kept apart (filled in place)
         metrics, probe = self.metrics, self.probe
-        last_task_s = ended = cpu_started = asked = 0.0
+        last_task_s = ended = cpu_started = 0.0
         share = self.tuning.share and not self.invocation.mixed
         while True:
             if self.in_flight is not None and not await self.settle():
@@ -172,10 +175,10 @@ class _Worker:
                 return  # the run is gone: finished elsewhere, failed or cancelled
             if not owned:
                 return
-            if share and worth_asking(len(owned), last_task_s, perf_counter() - asked):
-                asked = perf_counter()  # idle capacity may take some of its ready tasks
-                if not self.holding:
-                    await share_ready(self)
+            if share and not self.holding and worth_sharing(len(owned), last_task_s):
+                live = await self.live_invocations()  # idle capacity may take some
+                if live < self.fanout:
+                    await share_ready(self, live)
             if self.threads is not None and len(owned) > 1:
                 ran = await self.run_together()
                 if ran is not None:
@@ -517,6 +520,14 @@ class _Worker:
             return await self.complete(aside)
         return True
 
+    async def live_invocations(self) -> int:
+        """The run's live invocations: as the last step told, unless that is more than
+        :data:`~shoal.optimizations.share.ASK_EVERY_S` ago (the store is asked then)."""
+        if self.live is None or perf_counter() - self.live_at >= ASK_EVERY_S:
+            self.live = await self.store.live_invocations(self.run_id)
+            self.live_at = perf_counter()
+        return self.live
+
     async def settle(self) -> bool:
         """Wait for the completion step in flight; False when the run is gone."""
         step, self.in_flight = self.in_flight, None
@@ -537,13 +548,11 @@ class _Worker:
             extra = self.metrics_events()
         measured = metrics.take_measured() if metrics else []
         fanout = self.fanout
-        if (
-            self.tuning.share
-            and fanout > 1
-            and any(c.stay is None and len(c.children) > 1 for c in batch)
-        ):
+        children = sum(len(c.children) for c in batch if c.stay is None)
+        if self.tuning.share and fanout > 1 and children > 1:
             # Children go to new workers only as far as the platform has slots for them.
-            fanout = groups_for(fanout, await self.store.live_invocations(self.run_id))
+            live = await self.live_invocations()
+            fanout = groups_for(fanout, live, len(self.owned), children)
         step_started = perf_counter()
         new_specs, self.new_specs = self.new_specs, {}
         try:
@@ -561,6 +570,7 @@ class _Worker:
             return False
         if settled is None:
             return False
+        self.live, self.live_at = settled.live, perf_counter()
         if metrics:
             seconds = perf_counter() - step_started if timed else None
             metrics.stored(settled.stored, seconds, measured)
@@ -627,6 +637,8 @@ class _Worker:
         first takes the tasks over itself."""
         inv = self.invocation
         pending_s = 0.0 if self.workers.in_process else inv.lease_s  # a queue in this process
+        if self.live is not None:
+            self.live += len(handing)
         await asyncio.gather(
             invoke_all(self.workers, handing),
             self.store.hand_off(self.run_id, inv.id, [(h.id, h.tasks) for h in handing], pending_s),

@@ -32,11 +32,14 @@ class UnstorableOutput(Exception):
 class Settled(NamedTuple):
     """What a completion step did: per completion of the batch, the children it made ready
     (its worker owns them) and the bytes of its output stored (0: kept on the worker; -1: a
-    redelivered completion, ignored); and the pages of the ready children's specs, if asked."""
+    redelivered completion, ignored); the pages of the ready children's specs, if asked;
+    and the run's live invocations (:meth:`Store.live_invocations`) as the step saw them,
+    which tells the worker for free whether the platform has room to share its work."""
 
     readies: list[list[int]]
     stored: list[int]
     pages: dict[int, bytes]
+    live: int
 
 
 class Store(Protocol):

@@ -197,7 +197,9 @@ class MemoryStore:
         if extra:
             finished.extend(extra)
         run.append(finished, any(c.task in run.sinks for c in batch))
-        return Settled(readies, stored, {})
+        with run.lease_lock:
+            live = leases.live(run.leases)
+        return Settled(readies, stored, {}, live)
 
     async def fail_task(self, run_id: str, failure: TaskFailure, failed: Event) -> None:
         run = self._runs.get(run_id)

@@ -379,7 +379,7 @@ class RedisStore:
             mask = "" if c.stay is None else "".join("1" if s else "0" for s in c.stay)
             args += (c.task, int(c.upload), blob, size, len(c.children), mask)
             args += (*c.children, *c.child_deps)
-        step_keys = [keys.outputs, keys.marks, keys.events, keys.specs, keys.owners]
+        step_keys = [keys.outputs, keys.marks, keys.events, keys.specs, keys.owners, keys.leases]
         if any(c.sink for c in batch):
             step_keys.append(keys.wake)
         reply = await self._call(lambda: self._complete(keys=step_keys, args=args))
@@ -387,13 +387,13 @@ class RedisStore:
             if put and self.blobs is not None:
                 await self.blobs.delete(run_id, put)
             return None
-        *readies, flat, stored = reply
+        *readies, flat, stored, live = reply
         if put and self.blobs is not None:  # the outputs the store judged no one else needs
             unused = {c.task for c, n in zip(batch, stored, strict=True) if n == 0}
             await self.blobs.delete(run_id, [t for t in put if t in unused])
         pages = {int(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
         pages.update(new_pages)  # to send along with the tasks handed out
-        return Settled([[int(c) for c in ready] for ready in readies], stored, pages)
+        return Settled([[int(c) for c in ready] for ready in readies], stored, pages, live)
 
     async def reserve(self, run_id: str, task: int, count: int) -> int:
         keys = run_keys(run_id)

@@ -29,13 +29,22 @@ local function bitfield(ops)
 end
 """
 
+# The invocations handed out or running: the leases but the client's and the run's birth mark.
+_LIVE = """
+local function live(leases)
+  return redis.call('HLEN', leases) - redis.call('HEXISTS', leases, '~')
+    - redis.call('HEXISTS', leases, 'client')
+end
+"""
+
 COMPLETE = (
     """
 -- A batch of tasks finished (protocol step c): mark every child of each, store each output
 -- that a consumer elsewhere may need, append the batch's task-finished events.
 -- KEYS[1] outputs (hash)  KEYS[2] marks (string)  KEYS[3] events (stream)  KEYS[4] specs
 -- KEYS[5] owners (hash): the children made ready become ARGV[5]'s (shoal.leases)
--- KEYS[6] the wake stream, given only when the batch holds a sink: the client wakes
+-- KEYS[6] leases (hash): only read, to tell the worker how many invocations are alive
+-- KEYS[7] the wake stream, given only when the batch holds a sink: the client wakes
 -- ARGV[1] the page size: also return the pages of specs of the children made ready; 0: don't
 -- ARGV[2] the worker's fan-out: it keeps the first of that many even groups of the
 --         children a completion readies (shoal.decisions.split_ready) and hands out the rest
@@ -51,12 +60,14 @@ COMPLETE = (
 --            plan's mask ('' without a plan; else n characters, '1' where the child is
 --            planned on this worker: shoal.decisions.keeps), then n children and n needs
 --            (each child's inputs)
--- Returns {ready_1, ..., ready_k, pages, stored}: the children each completion made ready
--- (its worker owns them; none for a redelivered completion), {page, blob, ...} holding
--- their specs if asked, and the bytes of each output stored (-1 for a redelivery).
+-- Returns {ready_1, ..., ready_k, pages, stored, live}: the children each completion made
+-- ready (its worker owns them; none for a redelivered completion), {page, blob, ...}
+-- holding their specs if asked, the bytes of each output stored (-1 for a redelivery),
+-- and the run's live invocations (as LIVE counts them).
 -- Returns false when the run is gone; nothing is left written then.
 """
     + _BITFIELD
+    + _LIVE
     + """
 local fanout = tonumber(ARGV[2])
 local comps, ops = {}, {}
@@ -142,7 +153,7 @@ then  -- the run is gone: take back what this script created
   redis.call('DEL', KEYS[2])
   return false
 end
-if KEYS[6] then redis.call('XADD', KEYS[6], 'NOMKSTREAM', 'MAXLEN', '~', 64, '*', 'w', '') end
+if KEYS[7] then redis.call('XADD', KEYS[7], 'NOMKSTREAM', 'MAXLEN', '~', 64, '*', 'w', '') end
 for s = 7, 6 + 2 * new_pages, 2000 do
   redis.call('HSET', KEYS[4], unpack(ARGV, s, math.min(s + 1999, 6 + 2 * new_pages)))
 end
@@ -170,6 +181,7 @@ if size > 0 then
 end
 reply[#comps + 1] = pages
 reply[#comps + 2] = stored
+reply[#comps + 3] = live(KEYS[6])
 return reply
 """
 )
@@ -336,12 +348,15 @@ redis.call('XADD', KEYS[3], 'NOMKSTREAM', 'MAXLEN', '~', 64, '*', 'w', '')
 return 1
 """
 
-LIVE = """
--- How many invocations are handed out or running: the leases but the client's and the
--- run's birth mark.  KEYS[1] leases
-return redis.call('HLEN', KEYS[1]) - redis.call('HEXISTS', KEYS[1], '~')
-  - redis.call('HEXISTS', KEYS[1], 'client')
+LIVE = (
+    """
+-- How many invocations are handed out or running.  KEYS[1] leases
 """
+    + _LIVE
+    + """
+return live(KEYS[1])
+"""
+)
 
 EXPIRED = (
     """
