@@ -236,12 +236,23 @@ def should_flush(buffered: int, oldest_age_s: float, last_task_s: float, urgent:
     )
 
 
-def only_confirms(batch: Sequence[Completion]) -> bool:
-    """Whether a store step for ``batch`` can tell its worker nothing it does not know:
-    no output to store, so every child of every completion has it as its only input, and
-    its worker owns them already. The worker may then run its next task while the step
-    is on the wire, and read the reply after."""
-    return all(c.upload is NEVER for c in batch)
+def runs_on(batch: Sequence[Completion], fanout: int, full: bool) -> bool:
+    """Whether a worker runs its next task while the store step for ``batch`` is on the
+    wire, and reads the reply after, splitting what it readies over ``fanout`` groups:
+
+    - when the reply can tell it nothing new: no output to store, so every child of every
+      completion has it as its only input, and the worker owns them already;
+    - or when the platform is ``full`` (every slot taken, so likely every core busy:
+      waiting for the reply would idle one while the store gets to run) and the step can
+      ready nothing for another worker (each completion readies one child at most, or
+      keeps all it readies, or the worker keeps every group). What it readies, a fan-in
+      here, then runs a task later than depth first would run it.
+    """
+    if all(c.upload is NEVER for c in batch):
+        return True
+    return full and (
+        fanout == 1 or all(len(c.children) <= 1 if c.stay is None else all(c.stay) for c in batch)
+    )
 
 
 def waits_for_next(children_deps: Sequence[Sequence[int]], next_task: int | None) -> bool:

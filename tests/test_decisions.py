@@ -22,8 +22,8 @@ from shoal.decisions import (
     group_roots,
     mark_children,
     must_store,
-    only_confirms,
     remember_marks,
+    runs_on,
     settled_here,
     should_flush,
     split_ready,
@@ -266,14 +266,21 @@ def test_a_worker_flushes_when_it_must_and_batches_otherwise() -> None:
     assert should_flush(3, FLUSH_AFTER_S / 2, SMALL_TASK_S / 2, False) is False
 
 
-def test_only_a_step_that_stores_nothing_may_be_in_flight_while_the_next_task_runs() -> None:
+def test_a_step_is_in_flight_while_the_next_task_runs_only_when_no_one_waits_on_it() -> None:
     done = Event(EventKind.TASK_FINISHED, "w", 0, 1.0)
     link = Completion(0, "out", Upload.NEVER, (1,), (1,), done)  # a chain's: child is its own
     fan_in_input = Completion(2, "out", Upload.IF_PENDING, (3,), (2,), done)
-    sink = Completion(4, "out", Upload.ALWAYS, (), (), done)
-    assert only_confirms([link]) and only_confirms([link, link._replace(task=5)])
-    assert not only_confirms([link, fan_in_input])  # its reply may ready the fan-in here
-    assert not only_confirms([sink])
+    fan_out = Completion(4, "out", Upload.ALWAYS, (5, 6), (1, 1), done)
+    sink = Completion(7, "out", Upload.ALWAYS, (), (), done)
+    for full in (False, True):  # a reply that can tell nothing new
+        assert runs_on([link], 2, full) and runs_on([link, link._replace(task=5)], 2, full)
+    # A reply that may ready a fan-in here: waited for, unless every slot is taken.
+    assert not runs_on([link, fan_in_input], 2, False)
+    assert runs_on([link, fan_in_input, sink], 2, True)  # one child each, at most
+    assert not runs_on([link, fan_out], 2, True)  # its children may be split
+    assert runs_on([fan_out], 1, True)  # ... unless the worker keeps every group
+    assert runs_on([fan_out._replace(stay=(True, True))], 2, True)  # or all stay
+    assert not runs_on([fan_out._replace(stay=(True, False))], 2, True)  # one planned away
 
 
 def test_a_completion_waits_for_the_next_task_only_if_every_child_takes_it_too() -> None:

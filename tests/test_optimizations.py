@@ -21,6 +21,7 @@ import shoal
 from shoal import optimizations
 from shoal.backends import Platform, Size
 from shoal.backends.local import LocalWorkers
+from shoal.decisions import SMALL_TASK_S
 from shoal.graph import build
 from shoal.history.records import BackendStats
 from shoal.optimizations import (
@@ -649,10 +650,18 @@ def test_idle_capacity_takes_ready_tasks_off_a_busy_worker(
 
 
 @shoal.task
-def fan_out_when_flagged(folder: str, flag_names: list[str], n: int) -> list[int]:
-    """Once every other slot's task has started (its flag is there): n values to fan out."""
+def fan_out_when_flagged(before: str, folder: str, flag_names: list[str], n: int) -> list[int]:
+    """Once every other slot's task has started (its flag is there): n values to fan out.
+    ``before``: the worker's first tasks, whose steps told it the platform is full."""
     assert after_flags.func(folder, flag_names, 60.0)
     return list(range(n))
+
+
+@shoal.task
+def slow_step(*inputs: str) -> str:
+    """Slow enough that its store step is not put off: its reply is in by the next's end."""
+    time.sleep(2 * SMALL_TASK_S)
+    return "step"
 
 
 @shoal.task
@@ -673,7 +682,9 @@ def test_a_fan_out_readied_while_the_platform_is_full_stays_on_its_worker(
 ) -> None:
     """Every other slot of the platform is taken by a task that waits for the fan-out's
     children: the fan-out's worker keeps them all, instead of handing half to a worker
-    that would wait for a slot (with sharing off, it hands them out: one worker more)."""
+    that would wait for a slot (with sharing off, it hands them out: one worker more).
+    Its first step told it so: the fan-out's output, read by no other worker, is not
+    stored (only the sinks' are)."""
     on_gateway = "gateway+" in engine["workers"]  # its concurrency cap is the CPU count
     slots = (os.cpu_count() or 1) if on_gateway else LocalWorkers().parallelism
     if slots < 2:
@@ -683,7 +694,7 @@ def test_a_fan_out_readied_while_the_platform_is_full_stays_on_its_worker(
         folder.mkdir()
         children = [f"child{i}" for i in range(4)]
         holders = [f"slot{i}" for i in range(slots - 1)]
-        values = fan_out_when_flagged(str(folder), holders, 4)
+        values = fan_out_when_flagged(slow_step(slow_step()), str(folder), holders, 4)
         fan = [nth(values, i, str(folder)) for i in range(4)]
         return fan + [hold_slot(str(folder), name, children) for name in holders]
 
@@ -692,6 +703,7 @@ def test_a_fan_out_readied_while_the_platform_is_full_stays_on_its_worker(
     assert shoal.last_run().workers == slots  # the roots' workers only
     if engine.get("optimizations"):
         return  # clustering, forced on, keeps a fan-out on its worker anyway
+    assert shoal.last_run().outputs_stored == 4 + slots - 1
 
     shoal.compute(*graph(flags / "off"), **{**engine, "optimizations": ["invoke-tree"]})
     assert shoal.last_run().workers == slots + 1

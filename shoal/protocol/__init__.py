@@ -28,14 +28,17 @@ is lost:
      as it has nothing else to run, another worker waits on it, or a few milliseconds
      passed (:func:`shoal.decisions.should_flush`): one round trip for many small tasks.
      A step whose reply can tell the worker nothing new (nothing to store, every child its
-     own: :func:`shoal.decisions.only_confirms`) is put on the wire and the next task runs
+     own), or can ready nothing for another worker while every slot of the platform is
+     taken (:func:`shoal.decisions.runs_on`), is put on the wire and the next task runs
      while it is in flight;
   d. own the children the marks made ready: keep one group, hand each other group to a
      new worker (and, in the store, the children to its invocation). No central queue:
      whoever completes a child's last input owns it. A child whose only input is the task
      just run is owned for sure, so it runs at once, before the batch reaches the store.
-     While the run has fewer workers than the platform runs at once, a worker shares the
-     ready tasks whose inputs are in the store with new ones (:mod:`.sharing`).
+     Each step tells the worker how many of the run's invocations are alive: while the
+     run has fewer than the platform runs at once, a worker shares the ready tasks whose
+     inputs are in the store with new ones (:mod:`.sharing`); with none free, a task's
+     children all stay with it, and its output is stored only for a fan-in.
 Then release the lease (by then the worker owns nothing).
 
 The decisions inside these steps are pure functions in :mod:`shoal.decisions`.

@@ -21,8 +21,8 @@ from ..decisions import (
     IF_PENDING,
     Completion,
     keeps,
-    only_confirms,
     remember_marks,
+    runs_on,
     settled_here,
     should_flush,
     split_ready,
@@ -426,6 +426,8 @@ class _Worker:
             stay = keep_all(children, result, self.cluster_above, approx_nbytes) or stay
         if self.aside_above is not None:
             self.made.add(task)
+        if stay is None and len(children) > 1 and self.keeps_children(len(children)):
+            stay = (True,) * len(children)  # no room elsewhere: all stay, as planned here
         mode = upload_mode(spec.sink, needs, self.fanout, stay)
         foreign = (
             self.source.foreign(children, self.invocation.requirements)
@@ -506,9 +508,10 @@ class _Worker:
             await wait_for_inputs(self, child, [d for d in inputs if d != task], wait)
             batch = [c for c in batch if c.task == task]
             break
-        if self.owned and not urgent and self.pipelines and only_confirms(batch):
-            # Its reply can tell nothing new: the next task runs while the step is on
-            # the wire (the store's and this worker's wake-ups, overlapped).
+        full = self.live is not None and self.live >= self.fanout
+        if self.owned and not urgent and self.pipelines and runs_on(batch, self.fanout, full):
+            # The next task runs while the step is on the wire (the store's and this
+            # worker's wake-ups, overlapped).
             self.in_flight = asyncio.ensure_future(self.complete(batch, timed=False))
             for _ in range(SEND_TURNS):
                 await asyncio.sleep(0)  # it runs up to its wait for the reply
@@ -519,6 +522,20 @@ class _Worker:
             aside, self.aside = self.aside, []
             return await self.complete(aside)
         return True
+
+    def keeps_children(self, children: int) -> bool:
+        """Whether the ``children`` of a task just run all stay here, by the run's live
+        invocations as the last step told (:func:`groups_for`): with no room for them
+        elsewhere, no step need ask the store where they go, and its output is not stored
+        for them."""
+        live = self.live
+        return (
+            live is not None
+            and self.fanout > 1
+            and self.tuning.share
+            and not self.invocation.mixed
+            and groups_for(self.fanout, live, len(self.owned), children) == 1
+        )
 
     async def live_invocations(self) -> int:
         """The run's live invocations: as the last step told, unless that is more than
