@@ -7,7 +7,10 @@ this machine's cores) and pass bytes, on Redis + a gateway as it places workers
 ``--no-cgroups`` (``shoal-no-cgroups``), and on Dask distributed (``dask``: a LocalCluster
 of one single-threaded worker process per core), each quiet and then beside a competing
 busy-loop process: the makespan against the ideal bound (the longer of the critical path
-and the work over the cores). Medians of ``--repeat`` runs after one warm-up.
+and the work over the cores). Medians of ``--repeat`` runs after one warm-up. Shoal keeps
+a history of its own (a new file per workflow): from the warm-up on, each run learns from
+the one before (its ranks: :func:`shoal.planning.rank_tasks`), as a user's second run
+does; ``--no-history`` runs it without.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import shoal
@@ -75,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", type=int, default=250)
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--no-history", dest="history", action="store_false")
     args = p.parse_args(argv)
     os.environ["SHOAL_HISTORY"] = "none"
     os.environ.setdefault("SHOAL_SECRET", secrets.token_hex(32))
@@ -90,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
             medians: dict[tuple[str, bool], float] = {}
             engines = args.engines.split(",")
             for engine in engines:  # one at a time: an idle Dask cluster burns ~14 % of a CPU
-                with _engine(engine, servers.storage) as run:
+                with _engine(engine, servers.storage, args.history) as run:
                     for loaded in (False, True):
                         times = []
                         with busy(loaded):
@@ -108,8 +114,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 @contextmanager
-def _engine(name: str, storage: str) -> Iterator[Callable[[list[WfTask], float], None]]:
-    """A function that runs a workflow (its tasks, its runtime scale) on ``name``."""
+def _engine(
+    name: str, storage: str, history: bool
+) -> Iterator[Callable[[list[WfTask], float], None]]:
+    """A function that runs a workflow (its tasks, its runtime scale) on ``name``; Shoal
+    with a ``history`` of its own, if asked."""
     if name == "dask":
         import dask
         from distributed import Client, LocalCluster
@@ -130,11 +139,12 @@ def _engine(name: str, storage: str) -> Iterator[Callable[[list[WfTask], float],
 
             yield on_dask
         return
-    with gateway(name != "shoal-no-cgroups") as url:
+    with gateway(name != "shoal-no-cgroups") as url, tempfile.TemporaryDirectory() as tmp:
+        where = str(Path(tmp) / "history.db") if history else "none"
 
         def on_shoal(tasks: list[WfTask], scale: float) -> None:
             shoal.compute(wf_graph(tasks, scale, 1e-3), storage=storage, workers=url,
-                          progress=False)  # fmt: skip
+                          progress=False, history=where)  # fmt: skip
 
         yield on_shoal
 

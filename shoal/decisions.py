@@ -255,6 +255,31 @@ def runs_on(batch: Sequence[Completion], fanout: int, full: bool) -> bool:
     )
 
 
+#: A worker ranks (:func:`most_urgent`) only this many of its newest ready tasks: older
+#: ones (a long list of roots) wait their turn, at a constant cost per task.
+RANK_WINDOW = 64
+
+
+#: Depth first holds while the task it runs next has at least this part of the longest
+#: path ahead of a ready task's (:func:`most_urgent`).
+DEPTH_FIRST_WITHIN = 0.5
+
+
+def most_urgent(ranks: Sequence[float]) -> int:
+    """Which of a worker's ready tasks (their ranks, in the order of its stack: the last
+    is the one depth first would run next) runs next: depth first's, unless its path
+    ahead is much shorter than another's (less than :data:`DEPTH_FIRST_WITHIN` of it: a
+    branch that leads to little, Cycles' fertilizer runs, waits for those that lead to
+    the long last task); then the highest ranked, the newest of equals."""
+    best = len(ranks) - 1
+    for i in range(best - 1, -1, -1):
+        if ranks[i] > ranks[best]:
+            best = i
+    if ranks[-1] >= DEPTH_FIRST_WITHIN * ranks[best]:
+        return len(ranks) - 1
+    return best
+
+
 def waits_for_next(children_deps: Sequence[Sequence[int]], next_task: int | None) -> bool:
     """Whether a completion can ready nothing before the worker's next task completes
     too: that task is an input of each of its children (the sibling of a pair in a tree

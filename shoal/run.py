@@ -4,6 +4,7 @@ through the protocol, and record the run in the history."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import signal
@@ -20,7 +21,7 @@ from .graph import Graph, Node, build
 from .history import History, RunRecord, RunTrace, write_behind
 from .metrics import machine_busy_s
 from .optimizations import Tuning, tuning_for
-from .planning import Plan, make_plan
+from .planning import Plan, make_plan, rank_tasks
 from .progress import Progress
 from .protocol import new_run_id, run_graph
 from .security import client_signer
@@ -161,6 +162,7 @@ async def _run(
 
     error: BaseException | None = None
     plan: Plan | None = None
+    ranks: list[float] | None = None
     try:
         await backend.start(store, signer)
         if options.requirements or any(f.options.requirements for f in graph.functions):
@@ -186,6 +188,11 @@ async def _run(
                 # The planner's say where the run leaves it, else the forced ones as the
                 # plan times them (pre-warm).
                 tuning = plan.tuning
+        if tuning.ranked:  # without a plan, the history still says what is critical
+            known = trace is not None and plan is None
+            ranks = rank_tasks(graph, options.history, backend.kind) if known else None
+            if ranks is None:
+                tuning = dataclasses.replace(tuning, ranked=False)
         busy_at = machine_busy_s() if backend.same_host else None
         values = await run_graph(
             graph,
@@ -196,6 +203,7 @@ async def _run(
             timeout=options.timeout,
             metrics=options.metrics,
             plan=plan,
+            ranks=ranks,
             tuning=tuning,
         )
         if trace is not None and busy_at is not None:  # the workers' machine is this one

@@ -21,6 +21,7 @@ from shoal.decisions import (
     complete_batch,
     group_roots,
     mark_children,
+    most_urgent,
     must_store,
     remember_marks,
     runs_on,
@@ -463,3 +464,11 @@ def test_a_workers_recent_outputs_keep_within_their_bytes_oldest_out_first() -> 
     assert recent.take(9) is None and recent.take(2) == (block,)
     recent.keep(5, None)  # a None output is kept too (told apart from a miss)
     assert recent.take(5) == (None,) and not recent
+
+
+def test_a_worker_runs_depth_first_unless_a_ready_task_leads_to_much_more() -> None:
+    assert most_urgent([5.0]) == 0
+    assert most_urgent([1.0, 1.0, 1.0]) == 2  # equals: depth first, the newest
+    assert most_urgent([2.0, 9.0, 5.0]) == 2  # the next leads to over half the most
+    assert most_urgent([2.0, 9.0, 4.0]) == 1  # ... else the one leading to the most runs
+    assert most_urgent([9.0, 9.0, 1.0]) == 1  # the newest of those

@@ -585,3 +585,13 @@ def test_a_run_returns_before_its_record_is_written_and_readers_wait_for_it(
 @shoal.task
 def _inc_behind(x: int) -> int:
     return x + 1
+
+
+def test_a_summary_read_back_decodes_its_sketch_only_when_a_quantile_is_asked() -> None:
+    original = Summary.of([0.1 * i for i in range(1, 200)])
+    data = original.to_json()
+    read = Summary.from_json(data)
+    assert read.mean == original.mean and read._sketch is None  # a mean needs no sketch
+    assert read.to_json() == data  # written back as it was read, still undecoded
+    assert read.quantile(0.9) == pytest.approx(original.quantile(0.9))
+    assert read._sketch is not None

@@ -5,6 +5,7 @@ every optimization forced on: conftest's ``optimized``, ``cluster`` and ``blobs`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import os
 import time
@@ -47,6 +48,7 @@ from shoal.optimizations.tree import BRANCHING, split_tree
 from shoal.planning.model import BackendModel
 from shoal.protocol import new_run_id, run_graph
 from shoal.stores.memory import MemoryStore
+from shoal.summary import RunSummary
 
 # --------------------------------------------------------------------------- the option
 
@@ -707,3 +709,36 @@ def test_a_fan_out_readied_while_the_platform_is_full_stays_on_its_worker(
 
     shoal.compute(*graph(flags / "off"), **{**engine, "optimizations": ["invoke-tree"]})
     assert shoal.last_run().workers == slots + 1
+
+
+def test_ranked_children_kept_on_a_full_platform_can_still_be_shared(flags: Path) -> None:
+    """Ranked (a history's ranks), a worker may run its kept children long after their
+    parent: their input is stored, so that a worker that frees up can take them."""
+    slots = 2
+    folder = flags / "ranked"
+    folder.mkdir()
+    children = [f"child{i}" for i in range(4)]
+    values = fan_out_when_flagged(slow_step(slow_step()), str(folder), ["slot0"], 4)
+    sinks = [nth(values, i, str(folder)) for i in range(4)]
+    sinks.append(hold_slot(str(folder), "slot0", children))
+    graph = build(sinks)
+    summary = RunSummary("ranked", graph.structure_hash, len(graph))
+
+    async def run(ranked: bool) -> list[Any]:
+        store, workers = MemoryStore(), LocalWorkers(parallelism=slots)
+        await workers.start(store)
+        try:
+            return await run_graph(
+                graph,
+                store,
+                workers,
+                run_id=new_run_id(),
+                on_events=summary.add,
+                ranks=[1.0] * len(graph) if ranked else None,
+                tuning=dataclasses.replace(optimizations.DEFAULT, ranked=ranked),
+            )
+        finally:
+            await workers.close()
+
+    assert asyncio.run(run(True)) == [0, 1, 2, 3, True]
+    assert summary.outputs_stored == len(sinks) + 1  # the fan-out's too

@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import logging
 import math
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import shoal
 from shoal.backends import Platform, Size
 from shoal.decisions import floating
-from shoal.history import BackendStats, FunctionStats, RunRecord, StatsKey
+from shoal.history import BackendStats, FunctionStats, RunRecord, StatsKey, open_history
+from shoal.history import settle as settle_history
 from shoal.history.records import COLUMN, TaskRecord, unneeded_writes
 from shoal.history.stats import Fit, Summary
 from shoal.optimizations import Tuning
+from shoal.planning import rank_tasks
 from shoal.planning import simulate as simulate_module
 from shoal.planning.model import BackendModel, memory_for
 from shoal.planning.planners import (
@@ -1102,3 +1107,43 @@ def test_quick_tasks_share_one_round_trip_to_the_store() -> None:
     assert apart.start == pytest.approx([0.0, 0.11, 0.22, 0.33])
     pair = simulate(shape, _work([0.01, 0.01, 1.0]), model, groups=groups)
     assert pair.start == pytest.approx([0.0, 0.01, 0.12])
+
+
+# --------------------------------------------------------------------------- ranks
+
+
+@shoal.task
+def rank_root() -> int:
+    return 1
+
+
+@shoal.task
+def rank_quick(x: int) -> int:
+    return x
+
+
+@shoal.task
+def rank_slow(x: int) -> int:
+    time.sleep(0.05)
+    return x
+
+
+def test_ranks_are_the_paths_ahead_of_each_task_in_the_newest_run(tmp_path: Path) -> None:
+    """A workflow's first run teaches its ranks: each task's longest path to the end, by
+    how long each task ran; none before."""
+    from shoal.graph import build
+
+    root = rank_root()
+    sinks = [rank_quick(root), rank_quick(rank_slow(root))]
+    history = open_history(str(tmp_path / "h.db"))
+    graph = build(sinks)
+    assert rank_tasks(graph, history, "local") is None  # nothing learnt yet
+    shoal.compute(*sinks, history=str(tmp_path / "h.db"))
+    settle_history()  # the run's record is written behind it
+    ranks = rank_tasks(graph, history, "local")
+    assert ranks is not None
+    by_name = {graph.nodes[t].fn.name: t for t in range(len(graph)) if graph.children[t]}
+    slow, root_rank = ranks[by_name["rank_slow"]], ranks[by_name["rank_root"]]
+    quick_leaf = min(ranks[t] for t in range(len(graph)) if not graph.children[t])
+    assert slow >= 0.05 > quick_leaf  # the slow task's path holds its own 50 ms
+    assert root_rank >= slow  # and its parent's holds it

@@ -4,6 +4,7 @@ steps take a few turns of the event loop, as a network store's do."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -12,6 +13,8 @@ import shoal
 from shoal.backends.local import LocalWorkers
 from shoal.decisions import SMALL_TASK_S, Completion
 from shoal.graph import build
+from shoal.optimizations import DEFAULT
+from shoal.planning.work import Shape, bottom_levels
 from shoal.protocol import new_run_id, run_graph
 from shoal.stores.base import Settled
 from shoal.stores.memory import MemoryStore
@@ -108,3 +111,59 @@ def test_the_step_that_readies_a_fan_in_is_waited_for_and_the_fan_in_runs_next()
     both = pair(named("a"), named("b"))
     assert run(pair(named("after", both), named("other"))) == [("after", "other")]
     assert ran.index("pair") < ran.index("other")
+
+
+# --------------------------------------------------------------------------- ranks
+
+
+@shoal.task
+def leaf(x: str) -> str:
+    ran.append("leaf")
+    return x
+
+
+@shoal.task
+def lead(x: str) -> str:
+    ran.append("lead")
+    return x
+
+
+@shoal.task
+def long_after(x: str) -> str:
+    ran.append("long")
+    return x
+
+
+def run_ranked(ranked: bool) -> list[str]:
+    """One worker runs ``root``, whose children are ``leaf`` (first: depth first runs it
+    next) and ``lead``, which leads to a long task; ranked, as a history would rank them."""
+    ran.clear()
+    root = named("root")
+    graph = build([leaf(root), long_after(lead(root))])
+    names = [graph.nodes[t].fn.name for t in range(len(graph))]
+    seconds = {"root": 0.01, "leaf": 0.01, "lead": 0.01, "long_after": 1.0}
+    ranks = bottom_levels(Shape.of(graph), [seconds.get(n, 0.01) for n in names])
+
+    async def go() -> list[Any]:
+        store, workers = MemoryStore(), LocalWorkers(parallelism=1)
+        await workers.start(store)
+        try:
+            return await run_graph(
+                graph,
+                store,
+                workers,
+                run_id=new_run_id(),
+                on_events=lambda e: None,
+                ranks=ranks if ranked else None,
+                tuning=dataclasses.replace(DEFAULT, ranked=ranked),
+            )
+        finally:
+            await workers.close()
+
+    assert asyncio.run(go()) == ["root", "root"]
+    return ran[1:]
+
+
+def test_a_ranked_worker_runs_first_the_child_that_leads_to_more_work() -> None:
+    assert run_ranked(False) == ["leaf", "lead", "long"]  # depth first: the first child
+    assert run_ranked(True) == ["lead", "long", "leaf"]  # the leaf waits: it leads nowhere

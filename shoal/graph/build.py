@@ -68,11 +68,16 @@ class Graph:
         """The workflow's name: its sinks' functions (its identity is the structure hash)."""
         return "+".join(dict.fromkeys(self.nodes[s].fn.name for s in self.sinks))
 
-    def ship(self, plan: Plan | None = None) -> ShippedGraph:
+    def ship(self, plan: Plan | None = None, ranks: Sequence[float] | None = None) -> ShippedGraph:
         """The partitioned form: one spec per task and the function table; with a plan,
-        each spec carries its task's group and size, and which children stay with it."""
+        each spec carries its task's group and size, and which children stay with it;
+        with ``ranks``, each its task's rank (:attr:`TaskSpec.rank`)."""
         with _no_gc():
             shipped = self._ship()
+        if ranks is not None:
+            specs = shipped.specs
+            for t, rank in enumerate(ranks):
+                specs[t] = specs[t]._replace(rank=rank)
         if plan is not None:
             groups, specs = plan.groups, shipped.specs
             floats = floating(self.deps, groups, plan.sizes)
@@ -103,6 +108,7 @@ class Graph:
                     None,
                     None,
                     None,
+                    0.0,
                 ),  # fmt: skip
             )
             for f, node, deps, kids in zip(

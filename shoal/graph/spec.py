@@ -36,6 +36,9 @@ class TaskSpec(NamedTuple):
     #: A map's part (shoal.graph.maps): Family (an expander), Collect (a collector) or
     #: Element (one of an expansion's tasks); None for any other task.
     dynamic: Any = None
+    #: Its predicted longest path to the graph's end, itself included (from the history;
+    #: 0 without one): of its ready tasks, a worker runs the highest ranked first.
+    rank: float = 0.0
 
     def arguments(self, values: list[Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The call's positional and keyword arguments, given the upstream ``values``."""

@@ -38,7 +38,17 @@ class Summary:
     total: float = 0.0
     low: float = math.inf
     high: float = -math.inf
-    sketch: BaseDDSketch = field(default_factory=_new_sketch, repr=False)
+    #: The sketch as JSON holds it, decoded when first read: a run's ranks and a mean
+    #: SLA read no quantile, and decoding every function's took most of loading them.
+    packed: str | None = field(default=None, repr=False, compare=False)
+    _sketch: BaseDDSketch | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def sketch(self) -> BaseDDSketch:
+        if self._sketch is None:
+            self._sketch = _new_sketch() if self.packed is None else _unpack(self.packed)
+            self.packed = None
+        return self._sketch
 
     @classmethod
     def of(cls, values: list[float], rng: random.Random | None = None) -> Summary:
@@ -86,32 +96,35 @@ class Summary:
         return self.mean if sla == "mean" else self.quantile(int(sla[1:]) / 100)
 
     def to_json(self) -> dict[str, Any]:
-        from ddsketch.pb.proto import DDSketchProto  # protobuf: ~10 ms to import, not in a run
+        packed = self.packed
+        if packed is None:
+            from ddsketch.pb.proto import DDSketchProto  # protobuf: ~10 ms to import
 
-        blob = DDSketchProto.to_proto(self.sketch).SerializeToString()
+            blob = DDSketchProto.to_proto(self.sketch).SerializeToString()
+            packed = base64.b64encode(blob).decode("ascii")
         return {
             "n": self.n,
             "sum": self.total,
             "min": self.low if self.n else None,
             "max": self.high if self.n else None,
-            "sketch": base64.b64encode(blob).decode("ascii"),
+            "sketch": packed,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Summary:
-        sketch = _new_sketch()
-        if data.get("n"):
-            from ddsketch.pb.proto import DDSketchProto, pb
-
-            proto = pb.DDSketch.FromString(base64.b64decode(data["sketch"]))
-            sketch = DDSketchProto.from_proto(proto)
         return cls(
             n=int(data.get("n", 0)),
             total=float(data.get("sum", 0.0)),
             low=math.inf if data.get("min") is None else float(data["min"]),
             high=-math.inf if data.get("max") is None else float(data["max"]),
-            sketch=sketch,
+            packed=data["sketch"] if data.get("n") else None,
         )
+
+
+def _unpack(packed: str) -> BaseDDSketch:
+    from ddsketch.pb.proto import DDSketchProto, pb
+
+    return DDSketchProto.from_proto(pb.DDSketch.FromString(base64.b64decode(packed)))
 
 
 @dataclass

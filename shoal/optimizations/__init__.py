@@ -21,6 +21,12 @@
                 some to new workers while the run has fewer than the platform runs at
                 once, so that no worker runs alone what several could (:mod:`.share`);
                 on unless a list leaves it out
+    rank        of its ready tasks, a worker runs first one whose path ahead is much
+                longer than that of the task depth first would run next, by how long each
+                task ran in the workflow's newest run in the history
+                (:func:`shoal.planning.rank_tasks`, :func:`shoal.decisions.most_urgent`):
+                a branch that leads to little waits while the critical path goes on; on
+                unless a list leaves it out, without a plan
 
 ``optimizations=None`` (the default, or ``$SHOAL_OPTIMIZATIONS`` unset) leaves them to the
 planner: ``planner="optimizing"`` turns one on for a task where the simulator predicts it
@@ -47,7 +53,7 @@ if TYPE_CHECKING:
     from ..planning.model import BackendModel
 
 #: The optimizations by name, as ``compute(optimizations=[...])`` takes them.
-NAMES = ("cluster", "invoke-tree", "delayed-io", "preload", "prewarm", "share")
+NAMES = ("cluster", "invoke-tree", "delayed-io", "preload", "prewarm", "share", "rank")
 OPTIMIZATIONS_ENV = "SHOAL_OPTIMIZATIONS"
 #: Overrides the cluster threshold (bytes) of :func:`tuning_for`, e.g. to see clustering
 #: act on small outputs.
@@ -98,7 +104,8 @@ class Tuning:
     platform slot. ``prewarm``: a worker warms workers of its children's sizes, each
     ``warm_after`` seconds after it starts (a plan's timing, by task; none: at once).
     ``share``: a worker hands ready tasks of its own to new workers while the platform has
-    room for them."""
+    room for them. ``ranked``: the specs carry ranks (a history's): a worker runs first,
+    of its ready tasks, one with a much longer path ahead than depth first's next."""
 
     cluster_above: float | None = None
     aside_above: float | None = None
@@ -111,12 +118,13 @@ class Tuning:
     prewarm: bool = False
     warm_after: tuple[tuple[int, float], ...] = ()
     share: bool = False
+    ranked: bool = False
 
 
 OFF = Tuning()
 #: Without a list: what needs no plan to pay (a wide hand-out goes out as a tree, idle
-#: capacity takes a busy worker's ready tasks).
-DEFAULT = Tuning(tree=True, share=True)
+#: capacity takes a busy worker's ready tasks, the history's ranks order them).
+DEFAULT = Tuning(tree=True, share=True, ranked=True)
 
 
 def tuning_for(forced: frozenset[str] | None, model: BackendModel | None) -> Tuning:
@@ -139,6 +147,7 @@ def tuning_for(forced: frozenset[str] | None, model: BackendModel | None) -> Tun
         hold_idle_s=model.handout_cold_s if preload and model is not None else 0.0,
         prewarm="prewarm" in forced and model is not None,
         share="share" in forced,
+        ranked="rank" in forced,
     )
 
 

@@ -100,6 +100,42 @@ def check_options(planner: str, sla: str, deadline: float | None) -> None:
             raise ConfigError(f"deadline must be a positive number of seconds, got {deadline!r}")
 
 
+def rank_tasks(graph: Graph, history: History, backend: str) -> list[float] | None:
+    """Each task's rank: its predicted longest path to the graph's end, itself included
+    (its bottom level), by how long each task ran in the newest good run of this workflow
+    on ``backend`` in ``history`` (a task it lacks: its function's mean there); None
+    without one. Cheap (no model, no simulation): every run of a known workflow without
+    a plan asks it. A worker then runs a ready task that leads to much more work before
+    one that leads to little (:func:`shoal.decisions.most_urgent`)."""
+    from ..history.records import COLUMN
+    from .work import Shape, bottom_levels
+
+    last = next(
+        (r for r in history.runs(graph.structure_hash, limit=3) if r.backend == backend and r.ok),
+        None,
+    )
+    if last is None:
+        return None
+    task_i, fn_i, run_i = COLUMN["task"], COLUMN["function"], COLUMN["run_s"]
+    sums: dict[str, list[float]] = {}
+    seconds = [-1.0] * len(graph)
+    for row in last.rows:
+        if row[run_i] is None:
+            continue
+        run_s = row[run_i] / 1e6  # stored in microseconds
+        if row[task_i] < len(seconds):
+            seconds[row[task_i]] = run_s
+        total = sums.setdefault(last.functions[row[fn_i]][0], [0.0, 0.0])
+        total[0] += run_s
+        total[1] += 1
+    keys = [f.key for f in graph.functions]
+    for t, f in enumerate(graph.func_of):
+        if seconds[t] < 0:
+            ran, count = sums.get(keys[f], (0.0, 0.0))
+            seconds[t] = ran / count if count else 0.0
+    return bottom_levels(Shape.of(graph), seconds)
+
+
 def make_plan(
     graph: Graph,
     history: History,

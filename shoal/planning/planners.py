@@ -48,7 +48,7 @@ from ..optimizations import DEFAULT, Tuning, aside_threshold, tuning_for
 from .model import BackendModel, memory_for
 from .predict import Predictor
 from .simulate import simulate
-from .work import Schedule, Shape, Work
+from .work import Schedule, Shape, Work, bottom_levels
 
 log = logging.getLogger(__name__)
 
@@ -199,15 +199,6 @@ def _earliest(shape: Shape, seconds: Sequence[float], costs: _Costs) -> list[flo
     return finish
 
 
-def _bottom_levels(shape: Shape, seconds: Sequence[float]) -> list[float]:
-    """Longest path from each task to the end of the graph, itself included."""
-    level = list(seconds)
-    for t in range(len(seconds) - 1, -1, -1):
-        below = max((level[c] for c in shape.children[t]), default=0.0)
-        level[t] = seconds[t] + below
-    return level
-
-
 def make_groups(
     shape: Shape,
     finish: Sequence[float],
@@ -321,7 +312,7 @@ def _plan_sized(
     shape, model = problem.shape, problem.model
     seconds = _work(costs, problem, sizes).duration
     finish = _earliest(shape, seconds, costs)
-    level = _bottom_levels(shape, seconds)
+    level = bottom_levels(shape, seconds)
     groups = make_groups(shape, finish, level, sizes if by_size else None, model.cap)
     sized = _group_sizes(sizes, groups)
     schedule = simulate(shape, _work(costs, problem, sized), model, groups, tuning=problem.tuning)

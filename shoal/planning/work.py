@@ -27,6 +27,15 @@ class Shape(NamedTuple):
         return [t for t, d in enumerate(self.deps) if not d]
 
 
+def bottom_levels(shape: Shape, seconds: Sequence[float]) -> list[float]:
+    """Longest path from each task to the end of the graph, itself included."""
+    level = list(seconds)
+    for t in range(len(seconds) - 1, -1, -1):
+        below = max((level[c] for c in shape.children[t]), default=0.0)
+        level[t] = seconds[t] + below
+    return level
+
+
 @dataclass
 class Work:
     """What each task does, as predicted: seconds on its size (its inputs in hand), CPUs

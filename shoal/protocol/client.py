@@ -55,17 +55,19 @@ async def run_graph(
     timeout: float | None = None,
     metrics: str = "batch",
     plan: Plan | None = None,
+    ranks: Sequence[float] | None = None,
     lease_s: float | None = None,
     tuning: Tuning = OFF,
 ) -> list[Any]:
     """Run ``graph`` and return the value of each sink, in ``graph.sinks`` order.
     ``metrics``: the workers' upload policy of task metrics (:mod:`shoal.metrics`); unless
     it is ``off``, the client waits (at most :data:`SETTLE_S`) after the sinks for every
-    worker's last records. ``plan``: each task's group and size (2.). ``lease_s``: how long
+    worker's last records. ``plan``: each task's group and size (2.); ``ranks``: each
+    task's rank (:attr:`~shoal.graph.TaskSpec.rank`), without one. ``lease_s``: how long
     a worker's lease lasts without a heartbeat (default ``$SHOAL_LEASE_S``, else
     :data:`LEASE_S`). ``tuning``: the optimizations the run forces on, as its
     workers apply them."""
-    shipped = graph.ship(plan)  # 3. ship
+    shipped = graph.ship(plan, ranks)  # 3. ship
     announce = {  # for the dashboard's live view
         "name": graph.workflow_name,
         "workflow": graph.structure_hash,

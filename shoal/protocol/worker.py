@@ -19,8 +19,10 @@ from ..backends import Invocation, Size, Workers, invoke_all
 from ..decisions import (
     ALWAYS,
     IF_PENDING,
+    RANK_WINDOW,
     Completion,
     keeps,
+    most_urgent,
     remember_marks,
     runs_on,
     settled_here,
@@ -154,12 +156,17 @@ class _Worker:
         metrics, probe = self.metrics, self.probe
         last_task_s = ended = cpu_started = 0.0
         share = self.tuning.share and not self.invocation.mixed
+        ranked = self.tuning.ranked
         while True:
             if self.in_flight is not None and not await self.settle():
                 return
             if lease.lost:
                 log.info("worker %s: lost its lease on run %s, stopping", self.name, self.run_id)
                 return
+            if ranked and len(owned) > 1:  # the most urgent is next (owned[-1])
+                window = owned[-RANK_WINDOW:]
+                ranks = [(specs[t] if specs else await self.source.spec(t)).rank for t in window]
+                owned.append(owned.pop(len(owned) - len(window) + most_urgent(ranks)))
             due = batch and (
                 not owned
                 or should_flush(
@@ -426,9 +433,12 @@ class _Worker:
             stay = keep_all(children, result, self.cluster_above, approx_nbytes) or stay
         if self.aside_above is not None:
             self.made.add(task)
-        if stay is None and len(children) > 1 and self.keeps_children(len(children)):
+        kept_all = stay is None and len(children) > 1 and self.keeps_children(len(children))
+        if kept_all:
             stay = (True,) * len(children)  # no room elsewhere: all stay, as planned here
         mode = upload_mode(spec.sink, needs, self.fanout, stay)
+        if kept_all and self.tuning.ranked:
+            mode = ALWAYS  # a child ranked low waits its turn: another worker may take it
         foreign = (
             self.source.foreign(children, self.invocation.requirements)
             if self.invocation.mixed
