@@ -1147,3 +1147,8 @@ def test_ranks_are_the_paths_ahead_of_each_task_in_the_newest_run(tmp_path: Path
     quick_leaf = min(ranks[t] for t in range(len(graph)) if not graph.children[t])
     assert slow >= 0.05 > quick_leaf  # the slow task's path holds its own 50 ms
     assert root_rank >= slow  # and its parent's holds it
+
+    quick = [rank_quick(rank_root()) for _ in range(3)]  # nothing as long as a store step
+    shoal.compute(*quick, history=str(tmp_path / "h.db"))
+    settle_history()
+    assert rank_tasks(build(quick), history, "local") is None  # their order is noise

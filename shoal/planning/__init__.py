@@ -102,16 +102,18 @@ def check_options(planner: str, sla: str, deadline: float | None) -> None:
 
 def rank_tasks(graph: Graph, history: History, backend: str) -> list[float] | None:
     """Each task's rank: its predicted longest path to the graph's end, itself included
-    (its bottom level), by how long each task ran in the newest good run of this workflow
-    on ``backend`` in ``history`` (a task it lacks: its function's mean there); None
-    without one. Cheap (no model, no simulation): every run of a known workflow without
-    a plan asks it. A worker then runs a ready task that leads to much more work before
-    one that leads to little (:func:`shoal.decisions.most_urgent`)."""
+    (its bottom level), by how long each task ran in the newest run of this workflow, if
+    it went well on ``backend`` (a task it lacks: its function's mean there); None without
+    one, or where no task ran for as long as a store step (their order is noise). Cheap
+    (no model, no simulation): every run of a known workflow without a plan asks it. A
+    worker then runs a ready task that leads to much more work before one that leads to
+    little (:func:`shoal.decisions.most_urgent`)."""
+    from ..decisions import SMALL_TASK_S
     from ..history.records import COLUMN
     from .work import Shape, bottom_levels
 
-    last = next(
-        (r for r in history.runs(graph.structure_hash, limit=3) if r.backend == backend and r.ok),
+    last = next(  # the newest first alone: decoding a run's record is most of the cost
+        (r for r in history.runs(graph.structure_hash, limit=1) if r.backend == backend and r.ok),
         None,
     )
     if last is None:
@@ -133,6 +135,8 @@ def rank_tasks(graph: Graph, history: History, backend: str) -> list[float] | No
         if seconds[t] < 0:
             ran, count = sums.get(keys[f], (0.0, 0.0))
             seconds[t] = ran / count if count else 0.0
+    if max(seconds, default=0.0) < SMALL_TASK_S:
+        return None
     return bottom_levels(Shape.of(graph), seconds)
 
 

@@ -18,6 +18,7 @@ from .. import capture
 from ..backends import Invocation, Size, Workers, invoke_all
 from ..decisions import (
     ALWAYS,
+    DEPTH_FIRST_WITHIN,
     IF_PENDING,
     RANK_WINDOW,
     Completion,
@@ -157,6 +158,7 @@ class _Worker:
         last_task_s = ended = cpu_started = 0.0
         share = self.tuning.share and not self.invocation.mixed
         ranked = self.tuning.ranked
+        peak = math.inf  # the highest rank of its ready tasks, when it last looked
         while True:
             if self.in_flight is not None and not await self.settle():
                 return
@@ -164,9 +166,14 @@ class _Worker:
                 log.info("worker %s: lost its lease on run %s, stopping", self.name, self.run_id)
                 return
             if ranked and len(owned) > 1:  # the most urgent is next (owned[-1])
-                window = owned[-RANK_WINDOW:]
-                ranks = [(specs[t] if specs else await self.source.spec(t)).rank for t in window]
-                owned.append(owned.pop(len(owned) - len(window) + most_urgent(ranks)))
+                next_rank = (specs[owned[-1]] if specs else await self.source.spec(owned[-1])).rank
+                if next_rank < DEPTH_FIRST_WITHIN * peak:  # another may lead to much more
+                    window = owned[-RANK_WINDOW:]
+                    ranks = [
+                        (specs[t] if specs else await self.source.spec(t)).rank for t in window
+                    ]
+                    peak = max(ranks)
+                    owned.append(owned.pop(len(owned) - len(window) + most_urgent(ranks)))
             due = batch and (
                 not owned
                 or should_flush(
