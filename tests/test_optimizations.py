@@ -5,7 +5,6 @@ every optimization forced on: conftest's ``optimized``, ``cluster`` and ``blobs`
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 import os
 import time
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from inprocess import run_ranked
 from servers import gateway
 
 import shoal
@@ -723,22 +723,5 @@ def test_ranked_children_kept_on_a_full_platform_can_still_be_shared(flags: Path
     sinks.append(hold_slot(str(folder), "slot0", children))
     graph = build(sinks)
     summary = RunSummary("ranked", graph.structure_hash, len(graph))
-
-    async def run(ranked: bool) -> list[Any]:
-        store, workers = MemoryStore(), LocalWorkers(parallelism=slots)
-        await workers.start(store)
-        try:
-            return await run_graph(
-                graph,
-                store,
-                workers,
-                run_id=new_run_id(),
-                on_events=summary.add,
-                ranks=[1.0] * len(graph) if ranked else None,
-                tuning=dataclasses.replace(optimizations.DEFAULT, ranked=ranked),
-            )
-        finally:
-            await workers.close()
-
-    assert asyncio.run(run(True)) == [0, 1, 2, 3, True]
+    assert run_ranked(graph, slots, [1.0] * len(graph), summary.add) == [0, 1, 2, 3, True]
     assert summary.outputs_stored == len(sinks) + 1  # the fan-out's too

@@ -4,16 +4,16 @@ steps take a few turns of the event loop, as a network store's do."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Sequence
 from typing import Any
+
+from inprocess import run_ranked
 
 import shoal
 from shoal.backends.local import LocalWorkers
 from shoal.decisions import SMALL_TASK_S, Completion
 from shoal.graph import build
-from shoal.optimizations import DEFAULT
 from shoal.planning.work import Shape, bottom_levels
 from shoal.protocol import new_run_id, run_graph
 from shoal.stores.base import Settled
@@ -134,7 +134,7 @@ def long_after(x: str) -> str:
     return x
 
 
-def run_ranked(ranked: bool) -> list[str]:
+def ranked_order(ranked: bool) -> list[str]:
     """One worker runs ``root``, whose children are ``leaf`` (first: depth first runs it
     next) and ``lead``, which leads to a long task; ranked, as a history would rank them."""
     ran.clear()
@@ -143,27 +143,10 @@ def run_ranked(ranked: bool) -> list[str]:
     names = [graph.nodes[t].fn.name for t in range(len(graph))]
     seconds = {"root": 0.01, "leaf": 0.01, "lead": 0.01, "long_after": 1.0}
     ranks = bottom_levels(Shape.of(graph), [seconds.get(n, 0.01) for n in names])
-
-    async def go() -> list[Any]:
-        store, workers = MemoryStore(), LocalWorkers(parallelism=1)
-        await workers.start(store)
-        try:
-            return await run_graph(
-                graph,
-                store,
-                workers,
-                run_id=new_run_id(),
-                on_events=lambda e: None,
-                ranks=ranks if ranked else None,
-                tuning=dataclasses.replace(DEFAULT, ranked=ranked),
-            )
-        finally:
-            await workers.close()
-
-    assert asyncio.run(go()) == ["root", "root"]
+    assert run_ranked(graph, 1, ranks if ranked else None) == ["root", "root"]
     return ran[1:]
 
 
 def test_a_ranked_worker_runs_first_the_child_that_leads_to_more_work() -> None:
-    assert run_ranked(False) == ["leaf", "lead", "long"]  # depth first: the first child
-    assert run_ranked(True) == ["lead", "long", "leaf"]  # the leaf waits: it leads nowhere
+    assert ranked_order(False) == ["leaf", "lead", "long"]  # depth first: the first child
+    assert ranked_order(True) == ["lead", "long", "leaf"]  # the leaf waits: it leads nowhere

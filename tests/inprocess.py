@@ -1,0 +1,43 @@
+"""Runs of a graph on in-process workers, straight through the protocol (no compute())."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from shoal.backends.local import LocalWorkers
+from shoal.events import Event
+from shoal.graph import Graph
+from shoal.optimizations import DEFAULT
+from shoal.protocol import new_run_id, run_graph
+from shoal.stores.memory import MemoryStore
+
+
+def run_ranked(
+    graph: Graph,
+    parallelism: int,
+    ranks: Sequence[float] | None,
+    on_events: Callable[[list[Event]], None] = lambda events: None,
+) -> list[Any]:
+    """The sinks' values of ``graph`` run on ``parallelism`` worker threads over a memory
+    store, its tasks ranked by ``ranks`` (None: unranked), the default optimizations on."""
+
+    async def go() -> list[Any]:
+        store, workers = MemoryStore(), LocalWorkers(parallelism=parallelism)
+        await workers.start(store)
+        try:
+            return await run_graph(
+                graph,
+                store,
+                workers,
+                run_id=new_run_id(),
+                on_events=on_events,
+                ranks=ranks,
+                tuning=dataclasses.replace(DEFAULT, ranked=ranks is not None),
+            )
+        finally:
+            await workers.close()
+
+    return asyncio.run(go())
