@@ -48,9 +48,15 @@ def groups_for(fanout: int, live: int, backlog: int, children: int) -> int:
     if free <= 0:
         return 1
     total = backlog + children
-    if backlog >= total - -(-total // (free + 1)):  # every task handed out is the backlog's
+    if backlog >= total - _own_share(total, free):  # every task handed out is the backlog's
         return 1
     return min(fanout, free + 1)
+
+
+def _own_share(ready: int, free: int) -> int:
+    """What a worker keeps of ``ready`` tasks shared evenly with ``free`` new workers: its
+    share, rounded up."""
+    return -(-ready // (free + 1))
 
 
 def worth_sharing(ready: int, last_task_s: float) -> bool:
@@ -69,7 +75,7 @@ def shared(ready: Sequence[int], movable: Container[int], live: int, cap: int) -
     free = cap - live
     if free <= 0 or len(ready) < 2:
         return []
-    own = -(-len(ready) // (free + 1))  # its share, rounded up
+    own = _own_share(len(ready), free)
     handed: list[int] = []
     for task in reversed(ready[1:]):
         if len(handed) == len(ready) - own:

@@ -544,7 +544,7 @@ class _Worker:
         """Whether the ``children`` of a task just run all stay here, by the run's live
         invocations as the last step told (:func:`groups_for`): with no room for them
         elsewhere, no step need ask the store where they go, and its output is not stored
-        for them."""
+        for them (unless ranked: a child may wait long, and another worker take it)."""
         live = self.live
         return (
             live is not None
