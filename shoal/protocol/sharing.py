@@ -1,5 +1,5 @@
-"""A busy worker hands ready tasks to idle capacity (:mod:`shoal.optimizations.share`
-decides; this carries it out)."""
+"""A busy worker hands ready tasks to idle capacity, and keeps a task's children when
+there is none (:mod:`shoal.optimizations.share` decides; this carries it out)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,27 @@ from typing import TYPE_CHECKING
 
 from ..backends import Size
 from ..graph.maps import Element
-from ..optimizations.share import shared
+from ..optimizations.share import groups_for, shared
 
 if TYPE_CHECKING:
     from .worker import _Worker
 
 log = logging.getLogger(__name__)
+
+
+def keeps_children(state: _Worker, children: int) -> bool:
+    """Whether the ``children`` of a task ``state`` just ran all stay with it, by the run's
+    live invocations as its last step told (:func:`groups_for`): with no room for them
+    elsewhere, no step need ask the store where they go, and its output is not stored for
+    them (unless ranked: a child may wait long, and another worker take it)."""
+    live = state.live
+    return (
+        live is not None
+        and state.fanout > 1
+        and state.tuning.share
+        and not state.invocation.mixed
+        and groups_for(state.fanout, live, len(state.owned), children) == 1
+    )
 
 
 async def share_ready(state: _Worker, live: int) -> None:

@@ -18,12 +18,9 @@ from .. import capture
 from ..backends import Invocation, Size, Workers, invoke_all
 from ..decisions import (
     ALWAYS,
-    DEPTH_FIRST_WITHIN,
     IF_PENDING,
-    RANK_WINDOW,
     Completion,
     keeps,
-    most_urgent,
     remember_marks,
     runs_on,
     settled_here,
@@ -46,8 +43,9 @@ from ..stores import Store
 from ..stores.base import UnstorableOutput
 from .attempts import Attempt, attempt, attempt_record, retry
 from .fanins import set_aside, wait_for_inputs
+from .ordering import RankedOrder
 from .recent import RecentOutputs
-from .sharing import share_ready
+from .sharing import keeps_children, share_ready
 from .source import TaskSource
 from .starting import forward, prewarm
 
@@ -157,23 +155,15 @@ class _Worker:
         metrics, probe = self.metrics, self.probe
         last_task_s = ended = cpu_started = 0.0
         share = self.tuning.share and not self.invocation.mixed
-        ranked = self.tuning.ranked
-        peak = math.inf  # the highest rank of its ready tasks, when it last looked
+        order = RankedOrder() if self.tuning.ranked else None
         while True:
             if self.in_flight is not None and not await self.settle():
                 return
             if lease.lost:
                 log.info("worker %s: lost its lease on run %s, stopping", self.name, self.run_id)
                 return
-            if ranked and len(owned) > 1:  # the most urgent is next (owned[-1])
-                next_rank = (specs[owned[-1]] if specs else await self.source.spec(owned[-1])).rank
-                if next_rank < DEPTH_FIRST_WITHIN * peak:  # another may lead to much more
-                    window = owned[-RANK_WINDOW:]
-                    ranks = [
-                        (specs[t] if specs else await self.source.spec(t)).rank for t in window
-                    ]
-                    peak = max(ranks)
-                    owned.append(owned.pop(len(owned) - len(window) + most_urgent(ranks)))
+            if order is not None and len(owned) > 1:  # the most urgent is next
+                await order.put_next(self)
             due = batch and (
                 not owned
                 or should_flush(
@@ -440,7 +430,7 @@ class _Worker:
             stay = keep_all(children, result, self.cluster_above, approx_nbytes) or stay
         if self.aside_above is not None:
             self.made.add(task)
-        kept_all = stay is None and len(children) > 1 and self.keeps_children(len(children))
+        kept_all = stay is None and len(children) > 1 and keeps_children(self, len(children))
         if kept_all:
             stay = (True,) * len(children)  # no room elsewhere: all stay, as planned here
         mode = upload_mode(spec.sink, needs, self.fanout, stay)
@@ -539,20 +529,6 @@ class _Worker:
             aside, self.aside = self.aside, []
             return await self.complete(aside)
         return True
-
-    def keeps_children(self, children: int) -> bool:
-        """Whether the ``children`` of a task just run all stay here, by the run's live
-        invocations as the last step told (:func:`groups_for`): with no room for them
-        elsewhere, no step need ask the store where they go, and its output is not stored
-        for them (unless ranked: a child may wait long, and another worker take it)."""
-        live = self.live
-        return (
-            live is not None
-            and self.fanout > 1
-            and self.tuning.share
-            and not self.invocation.mixed
-            and groups_for(self.fanout, live, len(self.owned), children) == 1
-        )
 
     async def live_invocations(self) -> int:
         """The run's live invocations: as the last step told, unless that is more than
