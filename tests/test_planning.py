@@ -1152,3 +1152,36 @@ def test_ranks_are_the_paths_ahead_of_each_task_in_the_newest_run(tmp_path: Path
     shoal.compute(*quick, history=str(tmp_path / "h.db"))
     settle_history()
     assert rank_tasks(build(quick), history, "local") is None  # their order is noise
+
+
+def test_compute_ships_the_ranks_a_history_teaches_unless_told_not_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through ``compute()``: no ranks on a workflow's first run; the next ships each
+    task's rank (the slow task's path the longest) and ranks its workers; none with a list
+    of optimizations that leaves ``rank`` out, nor under a plan."""
+    import shoal.run
+
+    shipped: list[tuple[list[float] | None, bool]] = []
+    real_run_graph = shoal.run.run_graph
+
+    async def spy(graph: Any, *args: Any, **kwargs: Any) -> Any:
+        shipped.append((kwargs["ranks"], kwargs["tuning"].ranked))
+        return await real_run_graph(graph, *args, **kwargs)
+
+    monkeypatch.setattr(shoal.run, "run_graph", spy)
+    where = str(tmp_path / "h.db")
+
+    def run(**options: Any) -> tuple[list[float] | None, bool]:
+        root = rank_root()
+        shoal.compute(rank_quick(root), rank_quick(rank_slow(root)), history=where, **options)
+        settle_history()
+        return shipped[-1]
+
+    assert run() == (None, False)  # nothing learnt yet
+    ranks, ranked = run()
+    assert ranked and ranks is not None
+    slow = ranks[2]  # rank_root, rank_quick, rank_slow, rank_quick: numbered as called
+    assert slow >= 0.05 > ranks[1] and ranks[0] >= slow
+    assert run(optimizations=["cluster"]) == (None, False)
+    assert run(planner="uniform") == (None, False)
