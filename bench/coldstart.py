@@ -6,7 +6,9 @@ new Pythons (``--no-fork``): the cold start as the worker reports it (from its d
 its worker loop running). Then runs of two no-op tasks on a private gateway
 (``workers="gateway"``), each in a new client process: the first ``compute()`` call (the
 gateway's own start included), the later ones (on the gateway the process keeps), and the
-process's exit (which stops the gateway in order). Medians of ``--repeat`` runs.
+process's exit (which stops the gateway in order); and, as the floor of such a first run,
+how long a new process takes to import what the run needs on the client alone. Medians of
+``--repeat`` runs.
 """
 
 from __future__ import annotations
@@ -74,6 +76,10 @@ def main(argv: list[str] | None = None) -> None:
             wall = statistics.median(w for _, w in got)
             print(f"cold start, {label}: {1e3 * start:.1f} ms as the worker tells it; "
                   f"a one-task run on it {1e3 * wall:.1f} ms (median of {len(got)})")  # fmt: skip
+        floor = statistics.median(_imports_alone() for _ in range(args.repeat))
+        print(f"a new Python importing what a client's first run on Redis needs (Shoal's run, "
+              f"redis-py's asyncio client): {1e3 * floor:.0f} ms (median of {args.repeat}): "
+              "a first run's floor, before any gateway or worker")  # fmt: skip
         runs = [_private_runs(storage) for _ in range(args.repeat)]
         first, later, exit_s, scripted = (statistics.median(r[i] for r in runs) for i in range(4))
         print(f"private gateway, two no-op tasks: the first run of a process {1e3 * first:.0f}"
@@ -103,6 +109,22 @@ for _ in range(6):
         since_start = time.perf_counter() - began
 print(json.dumps({"walls": walls, "since_start": since_start, "done": time.time()}), flush=True)
 """
+
+
+IMPORTS_ALONE = """
+import time
+began = time.perf_counter()
+import shoal, shoal.run, shoal.stores.redis
+print(time.perf_counter() - began)
+"""
+
+
+def _imports_alone() -> float:
+    """How long a new client process takes to import what its first run on a Redis store
+    needs, timed inside it (the interpreter's own start left out)."""
+    out = subprocess.run([sys.executable, "-c", IMPORTS_ALONE], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    return float(out.split()[-1])
 
 
 def _private_runs(storage: str) -> tuple[float, float, float, float]:
