@@ -224,15 +224,20 @@ FLUSH_AFTER_S = 0.02  # ... the oldest finished at most this long ago,
 SMALL_TASK_S = 0.002  # ... as long as its tasks are this quick (a store step costs more).
 
 
-def should_flush(buffered: int, oldest_age_s: float, last_task_s: float, urgent: bool) -> bool:
+def should_flush(
+    buffered: int, oldest_age_s: float, last_task_s: float, urgent: bool, full: bool = False
+) -> bool:
     """Whether a worker must hand its buffered completions to the store before it runs its
     next task. ``urgent``: some completion readies children for other workers, or is a
-    sink. Without work of its own left, a worker always flushes."""
+    sink. Without work of its own left, a worker always flushes. ``full``: every slot of
+    the platform is taken, so no worker idles for what the step would tell: tasks up to
+    :data:`FLUSH_AFTER_S` long then share a step too (on a machine whose cores the workers
+    fill, a step's CPU is a task's)."""
     return buffered > 0 and (
         urgent
         or buffered >= FLUSH_TASKS
         or oldest_age_s >= FLUSH_AFTER_S
-        or last_task_s >= SMALL_TASK_S
+        or last_task_s >= (FLUSH_AFTER_S if full else SMALL_TASK_S)
     )
 
 

@@ -265,6 +265,11 @@ def test_a_worker_flushes_when_it_must_and_batches_otherwise() -> None:
     assert should_flush(3, FLUSH_AFTER_S, 0.0, False) is True  # held back long enough
     assert should_flush(3, 0.0, SMALL_TASK_S, False) is True  # tasks are not small
     assert should_flush(3, FLUSH_AFTER_S / 2, SMALL_TASK_S / 2, False) is False
+    # Every slot taken: tasks up to FLUSH_AFTER_S share a step, unless another waits.
+    assert should_flush(3, FLUSH_AFTER_S / 2, SMALL_TASK_S, False, full=True) is False
+    assert should_flush(3, 0.0, FLUSH_AFTER_S, False, full=True) is True
+    assert should_flush(3, FLUSH_AFTER_S, 0.0, False, full=True) is True
+    assert should_flush(1, 0.0, SMALL_TASK_S, True, full=True) is True
 
 
 def test_a_step_is_in_flight_while_the_next_task_runs_only_when_no_one_waits_on_it() -> None:

@@ -22,7 +22,7 @@ import shoal
 from shoal import optimizations
 from shoal.backends import Platform, Size
 from shoal.backends.local import LocalWorkers
-from shoal.decisions import SMALL_TASK_S
+from shoal.decisions import FLUSH_AFTER_S, SMALL_TASK_S
 from shoal.graph import build
 from shoal.history.records import BackendStats
 from shoal.optimizations import (
@@ -245,7 +245,9 @@ def test_without_a_planner_or_a_forced_list_nothing_clusters(
 
 @shoal.task
 def slow_array(n: int) -> np.ndarray:
-    time.sleep(0.005)  # long enough that its worker stores each completion as it comes
+    # Long enough that its worker stores each completion as it comes, even on a full
+    # platform (where quicker tasks share a step).
+    time.sleep(FLUSH_AFTER_S + 0.005)
     return np.arange(n, dtype=np.float64)
 
 

@@ -27,6 +27,7 @@ class SlowSteps(MemoryStore):
     def __init__(self) -> None:
         super().__init__()
         self.settled: set[int] = set()
+        self.steps = 0
 
     async def complete_tasks(
         self, run_id: str, batch: Sequence[Completion], *args: Any, **kwargs: Any
@@ -35,6 +36,7 @@ class SlowSteps(MemoryStore):
             await asyncio.sleep(0)  # the round trip
         settled = await super().complete_tasks(run_id, batch, *args, **kwargs)
         self.settled.update(c.task for c in batch)
+        self.steps += 1
         return settled
 
 
@@ -78,17 +80,22 @@ def pair(a: Any, b: Any) -> tuple[Any, Any]:
     return (a, b)
 
 
-def run(node: shoal.Node) -> list[Any]:
+@shoal.task
+def together(*inputs: Any) -> int:
+    return len(inputs)
+
+
+def run(node: shoal.Node, store: SlowSteps | None = None) -> list[Any]:
     """Run ``node``'s graph on one in-process worker over a :class:`SlowSteps` store."""
 
     async def go() -> list[Any]:
         global STORE
-        STORE = store = SlowSteps()
+        STORE = store or SlowSteps()
         workers = LocalWorkers(parallelism=1)
-        await workers.start(store)
+        await workers.start(STORE)
         try:
             return await run_graph(
-                build([node]), store, workers, run_id=new_run_id(), on_events=lambda e: None
+                build([node]), STORE, workers, run_id=new_run_id(), on_events=lambda e: None
             )
         finally:
             STORE = None
@@ -111,6 +118,16 @@ def test_the_step_that_readies_a_fan_in_is_waited_for_and_the_fan_in_runs_next()
     both = pair(named("a"), named("b"))
     assert run(pair(named("after", both), named("other"))) == [("after", "other")]
     assert ran.index("pair") < ran.index("other")
+
+
+def test_on_a_full_platform_tasks_too_long_to_batch_elsewhere_share_steps() -> None:
+    """24 roots of a fan-in, each longer than a store step (each its own step where a
+    worker may idle for what the step tells), on a platform of one slot: once a step told
+    the worker that the slot it holds is the only one, a step holds its tasks of up to
+    FLUSH_AFTER_S (~5 of these roots), not one each."""
+    store = SlowSteps()
+    assert run(together(*(named(f"root{i}") for i in range(24))), store) == [24]
+    assert store.steps <= 9  # 6 here; 13 when each root's step is its own (or in flight)
 
 
 # --------------------------------------------------------------------------- ranks

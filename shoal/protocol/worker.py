@@ -167,7 +167,11 @@ class _Worker:
             due = batch and (
                 not owned
                 or should_flush(
-                    len(batch), ended - batch[0].finished.time, last_task_s, self.urgent
+                    len(batch),
+                    ended - batch[0].finished.time,
+                    last_task_s,
+                    self.urgent,
+                    full=self.live is not None and self.live >= self.fanout,
                 )
             )
             # A slow task alone in its batch: its step may wait for the next task's.
