@@ -104,7 +104,7 @@ def compute(
     from .history import open_history, write_behind
     from .run import RunOptions, run
 
-    kept = open_history(history)
+    kept = open_history(history, wait=False)  # the previous run's record may be on its way
     try:
         policy = metrics or os.environ.get("SHOAL_METRICS")
         if policy is None:

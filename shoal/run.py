@@ -18,7 +18,7 @@ from .backends import Workers, open_workers
 from .blobs import storage_with_blobs
 from .errors import ConfigError, RunCancelled
 from .graph import Graph, Node, build
-from .history import History, RunRecord, RunTrace, write_behind
+from .history import History, RunRecord, RunTrace, settle, write_behind, writing
 from .metrics import machine_busy_s
 from .optimizations import Tuning, tuning_for
 from .planning import Plan, make_plan, rank_tasks
@@ -171,6 +171,7 @@ async def _run(
             await prepare(backend, graph)  # before any task: a clear error, nothing ran
         tuning = _tuning(options, backend)
         if options.planner != "none":
+            settle()  # a plan learns from every earlier run
             plan = make_plan(
                 graph,
                 options.history,
@@ -190,7 +191,7 @@ async def _run(
                 tuning = plan.tuning
         if tuning.ranked:  # without a plan, the history still says what is critical
             known = trace is not None and plan is None
-            ranks = rank_tasks(graph, options.history, backend.kind) if known else None
+            ranks = _ranks(graph, options.history, backend.kind) if known else None
             if ranks is None:
                 tuning = dataclasses.replace(tuning, ranked=False)
         busy_at = machine_busy_s() if backend.same_host else None
@@ -235,10 +236,23 @@ def _tuning(options: RunOptions, backend: Workers) -> Tuning:
 
     # Thresholds need the backend's rates only (from the history), not its platform now:
     # no request to the backend for them.
+    settle()
     stats = options.history.backend_stats(backend.kind)
     platform = Platform(float(backend.parallelism), 0.0, {})
     model = BackendModel.learn(backend.kind, stats, options.sla, platform, backend.parallelism)
     return tuning_for(options.optimizations, model)
+
+
+def _ranks(graph: Graph, history: History, backend: str) -> list[float] | None:
+    """The tasks' ranks (:func:`rank_tasks`) from the newest run of the workflow the
+    history holds. The record of the run just before, if still being written behind it,
+    is not waited for (10 to 50 ms of a run's start here): the run before that ranks its
+    tasks as well. Unless the history holds no run to rank them by yet."""
+    ranks = rank_tasks(graph, history, backend)
+    if ranks is None and writing():
+        settle()
+        ranks = rank_tasks(graph, history, backend)
+    return ranks
 
 
 def _record(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -1185,3 +1186,45 @@ def test_compute_ships_the_ranks_a_history_teaches_unless_told_not_to(
     assert slow >= 0.05 > ranks[1] and ranks[0] >= slow
     assert run(optimizations=["cluster"]) == (None, False)
     assert run(planner="uniform") == (None, False)
+
+
+def test_a_run_ranks_by_an_older_run_rather_than_wait_for_the_last_ones_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record of the run just before is written behind it; the next run does not wait
+    for it when the history holds an older run of the workflow to rank by. (Waiting, it
+    would hang here: that record is held until the next run has ended, or 10 s.)"""
+    import shoal.run
+
+    shipped: list[list[float] | None] = []
+    real_run_graph, real_keep = shoal.run.run_graph, shoal.run._keep
+    release, timed_out = threading.Event(), threading.Event()
+
+    async def spy(graph: Any, *args: Any, **kwargs: Any) -> Any:
+        shipped.append(kwargs["ranks"])
+        return await real_run_graph(graph, *args, **kwargs)
+
+    def held_keep(*args: Any) -> None:
+        if not release.wait(10):
+            timed_out.set()
+        real_keep(*args)
+
+    monkeypatch.setattr(shoal.run, "run_graph", spy)
+    where = str(tmp_path / "h.db")
+
+    def run() -> None:
+        root = rank_root()
+        shoal.compute(rank_quick(root), rank_quick(rank_slow(root)), history=where)
+
+    run()
+    settle_history()  # the first run's record: what the third run ranks by
+    monkeypatch.setattr(shoal.run, "_keep", held_keep)
+    try:
+        run()  # its record is held
+        run()
+    finally:
+        release.set()
+        settle_history()
+    assert not timed_out.is_set()  # the third run ended while the second's record waited
+    assert shipped[0] is None and shipped[1] is not None and shipped[2] is not None
+    assert len(open_history(where).runs(limit=10)) == 3  # and no record is lost

@@ -61,6 +61,11 @@ def settle() -> None:
         _behind.pop(0).result()
 
 
+def writing() -> bool:
+    """Whether a write left behind is still going on."""
+    return any(not job.done() for job in _behind)
+
+
 def default_path() -> Path:
     """The default history file, in the user's data directory (platformdirs)."""
     import platformdirs
@@ -101,11 +106,13 @@ class NoHistory:
         return None
 
 
-def open_history(url: str | None = None) -> History:
+def open_history(url: str | None = None, wait: bool = True) -> History:
     """The history at ``url`` (default: ``$SHOAL_HISTORY``, else the default SQLite file).
     :class:`~shoal.ConfigError` for a URL it cannot use. Waits for the writes earlier runs
-    left behind (:func:`write_behind`)."""
-    settle()
+    left behind (:func:`write_behind`), unless not to ``wait``: a run then reads what
+    needs them only after :func:`settle`."""
+    if wait:
+        settle()
     url = url or os.environ.get(HISTORY_ENV) or ""
     if url.strip().lower() == "none":
         return NoHistory()
@@ -178,4 +185,5 @@ __all__ = [
     "open_history",
     "settle",
     "write_behind",
+    "writing",
 ]
