@@ -171,7 +171,7 @@ class _Worker:
                     ended - batch[0].finished.time,
                     last_task_s,
                     self.urgent,
-                    full=self.live is not None and self.live >= self.fanout,
+                    full=self.platform_full,
                 )
             )
             # A slow task alone in its batch: its step may wait for the next task's.
@@ -519,8 +519,12 @@ class _Worker:
             await wait_for_inputs(self, child, [d for d in inputs if d != task], wait)
             batch = [c for c in batch if c.task == task]
             break
-        full = self.live is not None and self.live >= self.fanout
-        if self.owned and not urgent and self.pipelines and runs_on(batch, self.fanout, full):
+        if (
+            self.owned
+            and not urgent
+            and self.pipelines
+            and runs_on(batch, self.fanout, self.platform_full)
+        ):
             # The next task runs while the step is on the wire (the store's and this
             # worker's wake-ups, overlapped).
             self.in_flight = asyncio.ensure_future(self.complete(batch, timed=False))
@@ -533,6 +537,11 @@ class _Worker:
             aside, self.aside = self.aside, []
             return await self.complete(aside)
         return True
+
+    @property
+    def platform_full(self) -> bool:
+        """Whether every slot of the platform is taken, as the last step told."""
+        return self.live is not None and self.live >= self.fanout
 
     async def live_invocations(self) -> int:
         """The run's live invocations: as the last step told, unless that is more than
