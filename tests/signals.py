@@ -3,6 +3,7 @@ processes alike: files in a directory both can see."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -11,6 +12,13 @@ def mark(path: Path, line: str = "") -> None:
     """Append a line to ``path`` (one per call: a count that survives process boundaries)."""
     with open(path, "a") as f:
         f.write(line + "\n")
+
+
+def publish(path: Path, text: str) -> None:
+    """Write ``path`` whole at once (a reader polling for it never sees it half written)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 def count(path: Path) -> int:

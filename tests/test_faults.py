@@ -20,7 +20,7 @@ import httpx
 import pytest
 from conftest import blob_files, leftover_keys
 from servers import gateway, redis_server, worker_service
-from signals import count, mark, wait_for
+from signals import count, mark, publish, wait_for
 
 import shoal
 from shoal.backends import Invocation
@@ -116,7 +116,7 @@ def test_a_killed_worker_is_recovered_within_its_retries(
     def victim() -> int:
         mark(attempts)
         if count(attempts) == 1:  # the first attempt hangs until it is killed
-            pid_file.write_text(str(os.getpid()))
+            publish(pid_file, str(os.getpid()))
             wait_for(flags / "never", timeout=60)
         return 41
 
@@ -153,7 +153,7 @@ def test_a_killed_worker_running_a_maps_element_is_recovered(
         if i == 2:
             mark(attempts)
             if count(attempts) == 1:  # the first attempt hangs until it is killed
-                pid_file.write_text(str(os.getpid()))
+                publish(pid_file, str(os.getpid()))
                 wait_for(flags / "never", timeout=60)
         return i * 10
 
@@ -176,7 +176,7 @@ def test_a_lost_worker_beyond_its_retries_names_the_task(
 
     @shoal.task
     def victim() -> int:
-        pid_file.write_text(str(os.getpid()))
+        publish(pid_file, str(os.getpid()))
         wait_for(flags / "never", timeout=60)
         return 1
 
@@ -201,7 +201,7 @@ def test_a_frozen_worker_loses_its_lease_and_its_task_runs_elsewhere(
     def victim() -> int:
         mark(attempts)
         if count(attempts) == 1:
-            pid_file.write_text(str(os.getpid()))
+            publish(pid_file, str(os.getpid()))
             wait_for(flags / "never", timeout=60)
         return 41
 
@@ -443,7 +443,7 @@ def test_a_killed_worker_service_fails_the_run_naming_the_task(redis_url: str, f
 
     @shoal.task
     def victim() -> int:
-        pid_file.write_text(str(os.getpid()))
+        publish(pid_file, str(os.getpid()))
         wait_for(flags / "never", timeout=60)
         return 1
 
