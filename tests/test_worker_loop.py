@@ -4,6 +4,7 @@ steps take a few turns of the event loop, as a network store's do."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -13,6 +14,7 @@ from inprocess import run_ranked
 import shoal
 from shoal.backends.local import LocalWorkers
 from shoal.decisions import SMALL_TASK_S, Completion
+from shoal.events import Event, EventKind
 from shoal.graph import build
 from shoal.planning.work import Shape, bottom_levels
 from shoal.protocol import new_run_id, run_graph
@@ -167,3 +169,46 @@ def ranked_order(ranked: bool) -> list[str]:
 def test_a_ranked_worker_runs_first_the_child_that_leads_to_more_work() -> None:
     assert ranked_order(False) == ["leaf", "lead", "long"]  # depth first: the first child
     assert ranked_order(True) == ["lead", "long", "leaf"]  # the leaf waits: it leads nowhere
+
+
+# --------------------------------------------------------------------------- long tasks
+
+long_done = threading.Event()
+
+
+@shoal.task
+def on_worker(name: str, *inputs: Any) -> str:
+    if name == "long":
+        long_done.set()
+    return name
+
+
+@shoal.task
+def busy_until_long_done() -> str:
+    """Holds the platform's other slot until the long task has run (or 10 s)."""
+    return "released" if long_done.wait(10) else "timed out"
+
+
+def test_a_ranked_worker_hands_its_put_off_tasks_over_before_a_long_task() -> None:
+    """Two slots, both taken: one worker holds the long task (ranked first) and quick ones
+    it put off for it. It hands those to a new worker before it runs the long one: the
+    platform starts that worker in the first slot that frees. Before, they waited for the
+    long task on its worker."""
+    long_done.clear()
+    root = on_worker("root")
+    quick = [on_worker(f"quick{i}", root) for i in range(4)]
+    graph = build([on_worker("long", root), *quick, busy_until_long_done()])
+    name = [str(node.args[0]) if node.args else "busy" for node in graph.nodes]
+    seconds = [0.5 if n == "long" else 0.01 for n in name]
+    ran_by: dict[str, str] = {}
+
+    def on_events(events: list[Event]) -> None:
+        for e in events:
+            if e.kind is EventKind.TASK_FINISHED:
+                ran_by[name[e.task]] = e.worker
+
+    ranks = bottom_levels(Shape.of(graph), seconds)
+    assert run_ranked(graph, 2, ranks, on_events)[-1] == "released"
+    quick_workers = {ran_by[f"quick{i}"] for i in range(4)}
+    assert ran_by["long"] == ran_by["root"]
+    assert quick_workers - {ran_by["long"], ran_by["busy"]}  # a new worker ran some

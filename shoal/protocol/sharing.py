@@ -41,8 +41,21 @@ async def share_ready(state: _Worker, live: int) -> None:
     if not movable:
         return
     groups = shared(ready, movable, live, state.fanout)
-    if not groups:
-        return
+    if groups:
+        await _hand(state, groups, live)
+
+
+async def hand_over_backlog(state: _Worker) -> None:
+    """Hand every ready task of ``state`` that may go to one new worker, which the
+    platform starts in the first slot that frees (its own, at the latest): ``state`` is
+    about to run a long task while every slot is taken."""
+    group = [t for t in state.owned[::-1] if await _movable(state, t)]
+    if len(group) >= 2:
+        await _hand(state, [group], state.live or 0)
+
+
+async def _hand(state: _Worker, groups: list[list[int]], live: int) -> None:
+    """Hand ``groups`` of the ready tasks of ``state`` to new workers."""
     handed = {t for group in groups for t in group}
     state.owned[:] = [t for t in state.owned if t not in handed]
     held = state.held

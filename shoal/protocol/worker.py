@@ -45,7 +45,7 @@ from .attempts import Attempt, attempt, attempt_record, retry
 from .fanins import set_aside, wait_for_inputs
 from .ordering import RankedOrder
 from .recent import RecentOutputs
-from .sharing import keeps_children, share_ready
+from .sharing import hand_over_backlog, keeps_children, share_ready
 from .source import TaskSource
 from .starting import forward, prewarm
 
@@ -195,6 +195,15 @@ class _Worker:
                     continue
             task = lease.task = owned.pop()
             spec = specs[task] if specs else await self.source.spec(task)
+            if (
+                order is not None
+                and share
+                and len(owned) >= 2
+                and self.platform_full
+                and not self.holding
+                and await order.hands_over_before(self, spec)
+            ):
+                await hand_over_backlog(self)
             if self.invocation.mixed:  # which children may run here, known before finish()
                 await self.source.learn_requirements(spec.children)
             if task in lifted:
