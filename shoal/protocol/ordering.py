@@ -33,26 +33,26 @@ class RankedOrder:
     async def put_next(self, state: _Worker) -> None:
         """Move the most urgent of the newest :data:`~shoal.decisions.RANK_WINDOW` ready
         tasks of ``state`` to the end of its ``owned`` (the task it runs next)."""
-        owned, specs, source = state.owned, state.specs, state.source
-        next_rank = (specs[owned[-1]] if specs else await source.spec(owned[-1])).rank
-        if next_rank >= DEPTH_FIRST_WITHIN * self.peak:
+        owned = state.owned
+        if await _rank(state, owned[-1]) >= DEPTH_FIRST_WITHIN * self.peak:
             return
         window = owned[-RANK_WINDOW:]
-        ranks = [(specs[t] if specs else await source.spec(t)).rank for t in window]
+        ranks = [await _rank(state, t) for t in window]
         self.peak = max(ranks)
         owned.append(owned.pop(len(owned) - len(window) + most_urgent(ranks)))
 
     async def hands_over_before(self, state: _Worker, spec: TaskSpec) -> bool:
-        """Whether ``state`` hands its other ready tasks over before it runs the task of
-        ``spec`` (see :data:`LONG_TASK_S`)."""
-        if spec.rank < LONG_TASK_S:
+        """Whether ``state``, whose work may be shared, hands its other ready tasks over
+        before it runs the task of ``spec`` (see :data:`LONG_TASK_S`)."""
+        if spec.rank < LONG_TASK_S or len(state.owned) < 2 or not state.platform_full:
             return False
-        specs, source = state.specs, state.source
-        ahead = [(specs[c] if specs else await source.spec(c)).rank for c in spec.children]
+        ahead = [await _rank(state, c) for c in spec.children]
         if spec.rank - max(ahead, default=0.0) < LONG_TASK_S:  # its own time
             return False
         put_off = DEPTH_FIRST_WITHIN * spec.rank
-        for task in state.owned[-RANK_WINDOW:]:
-            if (specs[task] if specs else await source.spec(task)).rank >= put_off:
-                return False
-        return True
+        return all([await _rank(state, t) < put_off for t in state.owned[-RANK_WINDOW:]])
+
+
+async def _rank(state: _Worker, task: int) -> float:
+    spec = state.specs[task] if state.specs else await state.source.spec(task)
+    return spec.rank

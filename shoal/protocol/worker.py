@@ -195,14 +195,7 @@ class _Worker:
                     continue
             task = lease.task = owned.pop()
             spec = specs[task] if specs else await self.source.spec(task)
-            if (
-                order is not None
-                and share
-                and len(owned) >= 2
-                and self.platform_full
-                and not self.holding
-                and await order.hands_over_before(self, spec)
-            ):
+            if share and order and not self.holding and await order.hands_over_before(self, spec):
                 await hand_over_backlog(self)
             if self.invocation.mixed:  # which children may run here, known before finish()
                 await self.source.learn_requirements(spec.children)
