@@ -101,10 +101,11 @@ def compute(
 
         launch(client_signer(private=True).secret)  # type: ignore[union-attr]
     # Imported now, not with this module: a private gateway's start overlaps them.
-    from .history import open_history, write_behind
+    from .history import open_history, started, starting, write_behind
     from .run import RunOptions, run
 
-    kept = open_history(history, wait=False)  # the previous run's record may be on its way
+    starting()  # the previous run's record waits until this one's workers run
+    kept = open_history(history, wait=False)  # ... so it may be on its way still
     try:
         policy = metrics or os.environ.get("SHOAL_METRICS")
         if policy is None:
@@ -125,6 +126,7 @@ def compute(
         )
         return run(nodes, options)
     finally:
+        started()
         if kept.url == "none":
             kept.close()
         else:

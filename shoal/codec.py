@@ -225,10 +225,11 @@ def _plain_bytes(page: Sequence[TaskSpec]) -> int:
     total = 0
     for spec in page:
         for value in (*spec.args, *spec.kwargs.values()):
-            if type(value) in (str, bytes, bytearray):
+            kind = type(value)
+            if kind in (str, bytes, bytearray):
                 total += len(value)
-            elif type(nbytes := getattr(value, "nbytes", None)) is int:
-                total += nbytes
+            elif kind not in _PLAIN and type(nbytes := getattr(value, "nbytes", None)) is int:
+                total += nbytes  # a missing attribute costs a caught exception: not asked of refs
     return total
 
 

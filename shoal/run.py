@@ -18,7 +18,7 @@ from .backends import Workers, open_workers
 from .blobs import storage_with_blobs
 from .errors import ConfigError, RunCancelled
 from .graph import Graph, Node, build
-from .history import History, RunRecord, RunTrace, settle, write_behind, writing
+from .history import History, RunRecord, RunTrace, settle, started, write_behind, writing
 from .metrics import machine_busy_s
 from .optimizations import Tuning, tuning_for
 from .planning import Plan, make_plan, rank_tasks
@@ -131,7 +131,7 @@ async def _run(
     nodes: tuple[Node, ...], options: RunOptions, outcome: dict[str, tuple[Any, ...]]
 ) -> None:
     started_at = time.time()
-    started = time.perf_counter()
+    began = time.perf_counter()
     graph = build(nodes)
     if options.requirements:
         from .envs.check import with_run_requirements
@@ -155,6 +155,7 @@ async def _run(
     trace = RunTrace() if options.history.url != "none" else None
 
     def on_events(events: list[Any]) -> None:
+        started()  # its workers run: writes left behind may go on
         summary.add(events)
         if trace is not None:
             trace.add(events)
@@ -218,7 +219,7 @@ async def _run(
         bar.close()
         await backend.close(ok=error is None)
         await store.close()
-        summary.wall_s = time.perf_counter() - started
+        summary.wall_s = time.perf_counter() - began
         record(summary)
         if trace is not None:
             run = _record(summary, graph, backend.kind, started_at, error, plan)

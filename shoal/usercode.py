@@ -21,6 +21,7 @@ from typing import Any
 import cloudpickle
 
 _checked: set[str] = set()
+_modules_seen = 0  # len(sys.modules) when last checked: each run's check is then ~free
 
 
 def _installed_dirs() -> tuple[str, ...]:
@@ -48,11 +49,15 @@ def is_user_module(module: ModuleType) -> bool:
 def ship_user_code(functions: Iterable[Any] = ()) -> None:
     """Register every user module imported so far to pickle by value. ``functions`` are
     the run's task functions; their modules are checked even if imported oddly."""
-    modules = [m for m in list(sys.modules.values()) if isinstance(m, ModuleType)]
+    global _modules_seen
+    modules = []
     for fn in functions:
         module = sys.modules.get(getattr(fn.func, "__module__", "") or "")
         if module is not None:
             modules.append(module)
+    if len(sys.modules) != _modules_seen:  # imports since: ~1 ms a run to look at all
+        _modules_seen = len(sys.modules)
+        modules += [m for m in list(sys.modules.values()) if isinstance(m, ModuleType)]
     for module in modules:
         name = module.__name__
         if name in _checked:

@@ -587,6 +587,49 @@ def _inc_behind(x: int) -> int:
     return x + 1
 
 
+def test_a_write_left_behind_waits_while_a_run_starts_and_goes_once_it_has(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The writer would hold the GIL against the start of the next run (its first task
+    20 to 35 ms late here): it waits until that run's workers run."""
+    import shoal.history as history
+
+    monkeypatch.setattr(history, "START_WAIT_S", 30.0)
+    wrote = threading.Event()
+    history.starting()
+    try:
+        history.write_behind(wrote.set)
+        assert not wrote.wait(0.3), "the write went on while a run was starting"
+    finally:
+        history.started()
+    assert wrote.wait(10), "the write still waited once the run had started"
+    history.settle()
+
+
+def test_a_starting_run_that_waits_for_the_writes_is_not_held_up_by_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run that needs the history during its start (a plan, its first ranks) settles
+    it: the writes go at once, not after :data:`START_WAIT_S`."""
+    import shoal.history as history
+
+    monkeypatch.setattr(history, "START_WAIT_S", 30.0)
+    wrote = threading.Event()
+
+    def start_and_settle() -> None:
+        history.starting()
+        try:
+            history.write_behind(wrote.set)
+            history.settle()
+        finally:
+            history.started()
+
+    thread = threading.Thread(target=start_and_settle, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive() and wrote.is_set()
+
+
 def test_a_summary_read_back_decodes_its_sketch_only_when_a_quantile_is_asked() -> None:
     original = Summary.of([0.1 * i for i in range(1, 200)])
     data = original.to_json()
