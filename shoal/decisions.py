@@ -222,22 +222,33 @@ def remember_marks(
 FLUSH_TASKS = 1000  # ... of at most this many tasks,
 FLUSH_AFTER_S = 0.02  # ... the oldest finished at most this long ago,
 SMALL_TASK_S = 0.002  # ... as long as its tasks are this quick (a store step costs more).
+#: ... or this long ago, on a full platform, when the batch's tasks are links of chains.
+LINKS_FLUSH_AFTER_S = 0.1
 
 
 def should_flush(
-    buffered: int, oldest_age_s: float, last_task_s: float, urgent: bool, full: bool = False
+    buffered: int,
+    oldest_age_s: float,
+    last_task_s: float,
+    urgent: bool,
+    full: bool = False,
+    links: bool = False,
 ) -> bool:
     """Whether a worker must hand its buffered completions to the store before it runs its
     next task. ``urgent``: some completion readies children for other workers, or is a
     sink. Without work of its own left, a worker always flushes. ``full``: every slot of
     the platform is taken, so no worker idles for what the step would tell: tasks up to
     :data:`FLUSH_AFTER_S` long then share a step too (on a machine whose cores the workers
-    fill, a step's CPU is a task's)."""
+    fill, a step's CPU is a task's: ~1 ms of its worker's here, most of it the switches to
+    the store and back). ``links``: no completion of the batch is an input of a task of
+    several inputs, which another worker's step might ready with its mark: the batch then
+    waits up to :data:`LINKS_FLUSH_AFTER_S` (Cycles' and Epigenomics' chains)."""
+    limit = LINKS_FLUSH_AFTER_S if full and links else FLUSH_AFTER_S
     return buffered > 0 and (
         urgent
         or buffered >= FLUSH_TASKS
-        or oldest_age_s >= FLUSH_AFTER_S
-        or last_task_s >= (FLUSH_AFTER_S if full else SMALL_TASK_S)
+        or oldest_age_s >= limit
+        or last_task_s >= (limit if full else SMALL_TASK_S)
     )
 
 

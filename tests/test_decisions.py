@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from shoal.decisions import (
     FLUSH_AFTER_S,
     FLUSH_TASKS,
+    LINKS_FLUSH_AFTER_S,
     SMALL_TASK_S,
     Completion,
     Marks,
@@ -270,6 +271,12 @@ def test_a_worker_flushes_when_it_must_and_batches_otherwise() -> None:
     assert should_flush(3, 0.0, FLUSH_AFTER_S, False, full=True) is True
     assert should_flush(3, FLUSH_AFTER_S, 0.0, False, full=True) is True
     assert should_flush(1, 0.0, SMALL_TASK_S, True, full=True) is True
+    # ... and a chain's links up to LINKS_FLUSH_AFTER_S (no fan-in waits on their marks).
+    assert should_flush(3, FLUSH_AFTER_S, FLUSH_AFTER_S, False, full=True, links=True) is False
+    assert should_flush(3, LINKS_FLUSH_AFTER_S, 0.0, False, full=True, links=True) is True
+    assert should_flush(3, 0.0, LINKS_FLUSH_AFTER_S, False, full=True, links=True) is True
+    assert should_flush(1, 0.0, 0.0, True, full=True, links=True) is True  # a sink
+    assert should_flush(3, FLUSH_AFTER_S, 0.0, False, full=False, links=True) is True
 
 
 def test_a_step_is_in_flight_while_the_next_task_runs_only_when_no_one_waits_on_it() -> None:

@@ -13,7 +13,7 @@ from inprocess import run_ranked
 
 import shoal
 from shoal.backends.local import LocalWorkers
-from shoal.decisions import SMALL_TASK_S, Completion
+from shoal.decisions import FLUSH_AFTER_S, SMALL_TASK_S, Completion
 from shoal.events import Event, EventKind
 from shoal.graph import build
 from shoal.planning.work import Shape, bottom_levels
@@ -130,6 +130,26 @@ def test_on_a_full_platform_tasks_too_long_to_batch_elsewhere_share_steps() -> N
     store = SlowSteps()
     assert run(together(*(named(f"root{i}") for i in range(24))), store) == [24]
     assert store.steps <= 9  # 6 here; 13 when each root's step is its own (or in flight)
+
+
+@shoal.task
+def link(x: int) -> int:
+    end = time.perf_counter() + FLUSH_AFTER_S + 0.005
+    while time.perf_counter() < end:
+        pass
+    return x + 1
+
+
+def test_on_a_full_platform_a_chains_links_share_steps_longer() -> None:
+    """A chain of 24 tasks each longer than FLUSH_AFTER_S, on a platform of one slot: no
+    completion is the input of a task of several inputs, so no other worker's step waits
+    for its mark, and a step holds up to LINKS_FLUSH_AFTER_S of them (~4), not one."""
+    store = SlowSteps()
+    node: Any = 0
+    for _ in range(24):
+        node = link(node)
+    assert run(node, store) == [24]
+    assert store.steps <= 12  # 6 here; 24 when each waits no longer than FLUSH_AFTER_S
 
 
 # --------------------------------------------------------------------------- ranks

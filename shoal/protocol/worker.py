@@ -118,6 +118,7 @@ class _Worker:
         #: Specs of tasks its maps' expansions made, for its next completion step.
         self.new_specs: dict[int, TaskSpec] = {}
         self.urgent = False  # the batch holds a sink or children for other workers
+        self.fans_in = False  # the batch holds an input of a task of several inputs
         #: A completion step on the wire while the next task runs (see :meth:`flush`).
         self.in_flight: asyncio.Future[bool] | None = None
         #: The run's live invocations as last seen (each step tells), and when.
@@ -172,6 +173,7 @@ class _Worker:
                     last_task_s,
                     self.urgent,
                     full=self.platform_full,
+                    links=not self.fans_in,
                 )
             )
             # A slow task alone in its batch: its step may wait for the next task's.
@@ -455,7 +457,9 @@ class _Worker:
         self.unflushed.add(task)
         if len(children) == 1 and stay is None:  # the common case, quickly
             sure: Sequence[int] = children if needs[0] == 1 else ()
+            self.fans_in |= needs[0] > 1
         else:
+            self.fans_in |= any(need > 1 for need in needs)
             sure = [c for c, need in zip(children, needs) if need == 1]  # noqa: B905
         if stay is not None:  # a plan: only children planned here are this worker's
             mine = {c for c, s in zip(children, stay) if s}  # noqa: B905
@@ -493,6 +497,7 @@ class _Worker:
         self.held_back, self.aside = [], []
         self.unflushed.clear()
         urgent, self.urgent = self.urgent, False
+        self.fans_in = False
         if self.aside_above is not None:
             batch, self.aside = await set_aside(self, batch)
             self.unflushed.update(c.task for c in self.aside)
