@@ -222,7 +222,7 @@ def remember_marks(
 FLUSH_TASKS = 1000  # ... of at most this many tasks,
 FLUSH_AFTER_S = 0.02  # ... the oldest finished at most this long ago,
 SMALL_TASK_S = 0.002  # ... as long as its tasks are this quick (a store step costs more).
-#: ... or this long ago, on a full platform, when the batch's tasks are links of chains.
+#: ... or this long ago, on a full platform, when no other task waits on the step.
 LINKS_FLUSH_AFTER_S = 0.1
 
 
@@ -241,8 +241,9 @@ def should_flush(
     :data:`FLUSH_AFTER_S` long then share a step too (on a machine whose cores the workers
     fill, a step's CPU is a task's: ~1 ms of its worker's here, most of it the switches to
     the store and back). ``links``: no completion of the batch is an input of a task of
-    several inputs, which another worker's step might ready with its mark: the batch then
-    waits up to :data:`LINKS_FLUSH_AFTER_S` (Cycles' and Epigenomics' chains)."""
+    several inputs, which another worker's step might ready with its mark, or (ranked)
+    the worker's next task ranks at least as high as each such task, which would wait
+    for it anyway: the batch then waits up to :data:`LINKS_FLUSH_AFTER_S`."""
     limit = LINKS_FLUSH_AFTER_S if full and links else FLUSH_AFTER_S
     return buffered > 0 and (
         urgent

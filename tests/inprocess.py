@@ -20,17 +20,19 @@ def run_ranked(
     parallelism: int,
     ranks: Sequence[float] | None,
     on_events: Callable[[list[Event]], None] = lambda events: None,
+    store: MemoryStore | None = None,
 ) -> list[Any]:
     """The sinks' values of ``graph`` run on ``parallelism`` worker threads over a memory
-    store, its tasks ranked by ``ranks`` (None: unranked), the default optimizations on."""
+    store (or ``store``), its tasks ranked by ``ranks`` (None: unranked), the default
+    optimizations on."""
 
     async def go() -> list[Any]:
-        store, workers = MemoryStore(), LocalWorkers(parallelism=parallelism)
-        await workers.start(store)
+        workers, steps = LocalWorkers(parallelism=parallelism), store or MemoryStore()
+        await workers.start(steps)
         try:
             return await run_graph(
                 graph,
-                store,
+                steps,
                 workers,
                 run_id=new_run_id(),
                 on_events=on_events,

@@ -152,6 +152,21 @@ def test_on_a_full_platform_a_chains_links_share_steps_longer() -> None:
     assert store.steps <= 12  # 6 here; 24 when each waits no longer than FLUSH_AFTER_S
 
 
+def test_on_a_full_platform_a_ranked_worker_puts_off_steps_a_fan_in_would_wait_for() -> None:
+    """24 roots of a fan-in, each longer than FLUSH_AFTER_S, on one slot: their steps mark
+    the fan-in, but ranked, the worker's next root ranks above it (it leads to it), so the
+    fan-in would wait for that root anyway: a step holds up to LINKS_FLUSH_AFTER_S."""
+    graph = build([together(*(link(i) for i in range(24)))])
+    seconds = [0.001 if graph.nodes[t].fn.name == "together" else 0.025 for t in range(25)]
+    ranks = bottom_levels(Shape.of(graph), seconds)
+    steps = {}
+    for ranked in (False, True):
+        store = SlowSteps()
+        assert run_ranked(graph, 1, ranks if ranked else None, store=store) == [24]
+        steps[ranked] = store.steps
+    assert steps[True] <= 9 < steps[False]  # 6 and 13 here
+
+
 # --------------------------------------------------------------------------- ranks
 
 

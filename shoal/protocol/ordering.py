@@ -41,6 +41,14 @@ class RankedOrder:
         self.peak = max(ranks)
         owned.append(owned.pop(len(owned) - len(window) + most_urgent(ranks)))
 
+    async def outranks(self, state: _Worker) -> bool:
+        """Whether the task ``state`` runs next ranks at least as high as every task of
+        several inputs its buffered completions mark: any of them its step readies would
+        wait for that task anyway, so the step may too (on a full platform, where no
+        worker idles for it; :func:`~shoal.decisions.should_flush`)."""
+        ahead = [await _rank(state, t) for t in state.fan_ins]
+        return await _rank(state, state.owned[-1]) >= max(ahead)
+
     async def hands_over_before(self, state: _Worker, spec: TaskSpec) -> bool:
         """Whether ``state``, whose work may be shared, hands its other ready tasks over
         before it runs the task of ``spec`` (see :data:`LONG_TASK_S`)."""

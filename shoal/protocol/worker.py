@@ -33,7 +33,7 @@ from ..errors import RunNotFound
 from ..events import Event, EventKind, event
 from ..failures import TaskFailure
 from ..graph import TaskFunction, TaskSpec
-from ..graph.maps import Collect, Element, Expansion, expand, reserved
+from ..graph.maps import Collect, Element
 from ..heartbeat import HEARTBEAT, HeldLease
 from ..metrics import MetricsBuffer, approx_nbytes, parse_policy, process_probe
 from ..optimizations.cluster import keep_all
@@ -43,6 +43,7 @@ from ..stores import Store
 from ..stores.base import UnstorableOutput
 from .attempts import Attempt, attempt, attempt_record, retry
 from .fanins import set_aside, wait_for_inputs
+from .mapparts import run_map_part
 from .ordering import RankedOrder
 from .recent import RecentOutputs
 from .sharing import hand_over_backlog, keeps_children, share_ready
@@ -118,7 +119,7 @@ class _Worker:
         #: Specs of tasks its maps' expansions made, for its next completion step.
         self.new_specs: dict[int, TaskSpec] = {}
         self.urgent = False  # the batch holds a sink or children for other workers
-        self.fans_in = False  # the batch holds an input of a task of several inputs
+        self.fan_ins: set[int] = set()  # tasks of several inputs the batch marks
         #: A completion step on the wire while the next task runs (see :meth:`flush`).
         self.in_flight: asyncio.Future[bool] | None = None
         #: The run's live invocations as last seen (each step tells), and when.
@@ -173,7 +174,8 @@ class _Worker:
                     last_task_s,
                     self.urgent,
                     full=self.platform_full,
-                    links=not self.fans_in,
+                    links=not self.fan_ins
+                    or bool(order and self.platform_full and await order.outranks(self)),
                 )
             )
             # A slow task alone in its batch: its step may wait for the next task's.
@@ -212,7 +214,7 @@ class _Worker:
                 self.shared_read = None
             part = spec.dynamic
             if part is not None and type(part) is not Element:  # a map's, the loop's own
-                if not await self.run_map_part(task, spec, values):
+                if not await run_map_part(self, task, spec, values):
                     return
                 continue
             fn = functions[spec.func] if functions else await self.source.function(spec.func)
@@ -246,48 +248,6 @@ class _Worker:
             self.finish(
                 task, spec, result, Event(TASK_FINISHED, self.name, task, ended, None, started)
             )
-
-    async def run_map_part(self, task: int, spec: TaskSpec, values: list[Any]) -> bool:
-        """Run a map's expander or collector (:mod:`shoal.graph.maps`). False if the
-        expander failed (its input is not iterable: the run fails)."""
-        started = time.time()
-        part, data = spec.dynamic, None
-        if type(part) is Collect:
-            (expansion,) = values
-            result: Any = await self.gather(expansion.elements(part.stage))
-        else:
-            mapped = values[part.slot]
-            try:
-                items = mapped if type(mapped) is list else list(mapped)
-            except TypeError:
-                producer = await self.source.name(spec.deps[part.slot])
-                error = TypeError(
-                    f"{part.name} maps the output of task {producer}, a "
-                    f"{type(mapped).__name__}, which is not iterable"
-                )
-                await self.fail(task, await self.source.function(spec.func), error, "")
-                return False
-            stages = len(part.funcs)
-            first = 0
-            if items:
-                count = reserved(len(items), stages)
-                first = await self.store.reserve(self.run_id, task, count)
-            made = expand(spec, part, items, first)
-            self.source.add(made.specs)
-            self.new_specs.update(made.specs)
-            result = Expansion(first, len(items), stages)
-            spec = spec._replace(children=made.children, child_deps=made.child_deps, stay=None)
-            if self.invocation.mixed:  # elements of another environment run elsewhere
-                await self.source.learn_requirements(made.children)
-            # The client's count of tasks grows; it can take lost elements back.
-            data = {"expanded": len(made.specs), "first": first, "n": len(items)}
-        ended = time.time()
-        if self.metrics:  # its history: a quick task, not an unknown one
-            self.metrics.measured.append(
-                (task, 0.0, 0, ended - started, None, None, approx_nbytes(result), 0.0)
-            )
-        self.finish(task, spec, result, Event(TASK_FINISHED, self.name, task, ended, data, started))
-        return True
 
     async def run_together(self) -> bool | None:
         """On a worker of several CPUs: the tasks on top of its stack whose inputs it holds
@@ -457,9 +417,10 @@ class _Worker:
         self.unflushed.add(task)
         if len(children) == 1 and stay is None:  # the common case, quickly
             sure: Sequence[int] = children if needs[0] == 1 else ()
-            self.fans_in |= needs[0] > 1
+            if needs[0] > 1:
+                self.fan_ins.add(children[0])
         else:
-            self.fans_in |= any(need > 1 for need in needs)
+            self.fan_ins.update(c for c, need in zip(children, needs) if need > 1)  # noqa: B905
             sure = [c for c, need in zip(children, needs) if need == 1]  # noqa: B905
         if stay is not None:  # a plan: only children planned here are this worker's
             mine = {c for c, s in zip(children, stay) if s}  # noqa: B905
@@ -497,7 +458,7 @@ class _Worker:
         self.held_back, self.aside = [], []
         self.unflushed.clear()
         urgent, self.urgent = self.urgent, False
-        self.fans_in = False
+        self.fan_ins.clear()
         if self.aside_above is not None:
             batch, self.aside = await set_aside(self, batch)
             self.unflushed.update(c.task for c in self.aside)
