@@ -21,7 +21,7 @@ from .graph import Graph, Node, build
 from .history import History, RunRecord, RunTrace, settle, started, write_behind, writing
 from .metrics import machine_busy_s
 from .optimizations import Tuning, tuning_for
-from .planning import Plan, make_plan, rank_tasks
+from .planning import Plan, make_plan, rank_by, rank_tasks
 from .progress import Progress
 from .protocol import new_run_id, run_graph
 from .security import client_signer
@@ -212,6 +212,12 @@ async def _run(
             trace.machine_cpu_s = (machine_busy_s() or busy_at) - busy_at
         summary.ok = True
         outcome["values"] = tuple(values)
+        if trace is not None:  # for the next run's ranks, while its record is on its way
+            _unwritten[options.history.url, graph.structure_hash, backend.kind] = (
+                trace.task_seconds(graph)
+            )
+            while len(_unwritten) > UNWRITTEN_KEPT:
+                del _unwritten[next(iter(_unwritten))]
     except BaseException as exc:
         error = exc
         raise
@@ -244,13 +250,23 @@ def _tuning(options: RunOptions, backend: Workers) -> Tuning:
     return tuning_for(options.optimizations, model)
 
 
+#: The task times of the newest good run of each workflow (by history, workflow and
+#: backend) this process made, the last few workflows' (see :func:`_ranks`).
+_unwritten: dict[tuple[str, str, str], list[float]] = {}
+UNWRITTEN_KEPT = 16
+
+
 def _ranks(graph: Graph, history: History, backend: str) -> list[float] | None:
     """The tasks' ranks (:func:`rank_tasks`) from the newest run of the workflow the
     history holds. The record of the run just before, if still being written behind it,
-    is not waited for (10 to 50 ms of a run's start here): the run before that ranks its
-    tasks as well. Unless the history holds no run to rank them by yet."""
+    is not waited for (10 to 50 ms of a run's start here; 30 more for the first record
+    of a process, which imports the sketches' codec): the run before that ranks its
+    tasks as well; without one, that run's task times, kept in this process, do."""
     ranks = rank_tasks(graph, history, backend)
     if ranks is None and writing():
+        seconds = _unwritten.get((history.url, graph.structure_hash, backend))
+        if seconds is not None:
+            return rank_by(graph, seconds)
         settle()
         ranks = rank_tasks(graph, history, backend)
     return ranks

@@ -1228,3 +1228,47 @@ def test_a_run_ranks_by_an_older_run_rather_than_wait_for_the_last_ones_record(
     assert not timed_out.is_set()  # the third run ended while the second's record waited
     assert shipped[0] is None and shipped[1] is not None and shipped[2] is not None
     assert len(open_history(where).runs(limit=10)) == 3  # and no record is lost
+
+
+def test_a_workflows_second_run_ranks_by_the_first_before_its_record_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The history holds no run of the workflow yet while the first run's record is on
+    its way: the second run ranks by the first run's task times, kept in the process, and
+    does not wait for the record (waiting, it would hang here: the record is held until
+    the second run has ended, or 10 s)."""
+    import shoal.run
+    from shoal.graph import build
+
+    shipped: list[list[float] | None] = []
+    real_run_graph, real_keep = shoal.run.run_graph, shoal.run._keep
+    release, timed_out = threading.Event(), threading.Event()
+
+    async def spy(graph: Any, *args: Any, **kwargs: Any) -> Any:
+        shipped.append(kwargs["ranks"])
+        return await real_run_graph(graph, *args, **kwargs)
+
+    def held_keep(*args: Any) -> None:
+        if not release.wait(10):
+            timed_out.set()
+        real_keep(*args)
+
+    monkeypatch.setattr(shoal.run, "run_graph", spy)
+    monkeypatch.setattr(shoal.run, "_keep", held_keep)
+    where = str(tmp_path / "h.db")
+    root = rank_root()
+    sinks = [rank_quick(root), rank_quick(rank_slow(root))]
+    try:
+        for _ in range(2):
+            shoal.compute(*sinks, history=where)
+    finally:
+        release.set()
+        settle_history()
+    assert not timed_out.is_set()
+    first, second = shipped
+    assert first is None and second is not None
+    graph = build(sinks)
+    slow = next(t for t in range(len(graph)) if graph.nodes[t].fn.name == "rank_slow")
+    quick_leaf = min(second[t] for t in range(len(graph)) if not graph.children[t])
+    assert second[slow] >= 0.05 > quick_leaf  # as the first run's record will say
+    assert len(open_history(where).runs(limit=10)) == 2

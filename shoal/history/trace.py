@@ -100,6 +100,24 @@ class RunTrace:
                 if worker is not None:
                     worker.stopped = ev.time
 
+    def task_seconds(self, graph: Graph) -> list[float]:
+        """How long each task of ``graph`` ran, as its metrics tell; a task without them,
+        its function's mean (0.0 if none did): what :func:`~shoal.planning.rank_tasks`
+        reads from the run's record, before the record is written."""
+        sums: dict[int, list[float]] = {}
+        seconds = [-1.0] * len(graph)
+        for task, m in self.metrics.items():
+            if task < len(seconds) and m[RUN_S] is not None:
+                seconds[task] = m[RUN_S]
+                total = sums.setdefault(graph.func_of[task], [0.0, 0.0])
+                total[0] += m[RUN_S]
+                total[1] += 1
+        for t, f in enumerate(graph.func_of):
+            if seconds[t] < 0:
+                ran, count = sums.get(f, (0.0, 0.0))
+                seconds[t] = ran / count if count else 0.0
+        return seconds
+
     def fold(
         self, graph: Graph, record: RunRecord, plan: Plan | None = None
     ) -> tuple[dict[StatsKey, FunctionStats], BackendStats]:

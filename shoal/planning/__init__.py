@@ -108,9 +108,7 @@ def rank_tasks(graph: Graph, history: History, backend: str) -> list[float] | No
     (no model, no simulation): every run of a known workflow without a plan asks it. A
     worker then runs a ready task that leads to much more work before one that leads to
     little (:func:`shoal.decisions.most_urgent`)."""
-    from ..decisions import SMALL_TASK_S
     from ..history.records import COLUMN
-    from .work import Shape, bottom_levels
 
     last = next(  # the newest first alone: decoding a run's record is most of the cost
         (r for r in history.runs(graph.structure_hash, limit=1) if r.backend == backend and r.ok),
@@ -135,6 +133,15 @@ def rank_tasks(graph: Graph, history: History, backend: str) -> list[float] | No
         if seconds[t] < 0:
             ran, count = sums.get(keys[f], (0.0, 0.0))
             seconds[t] = ran / count if count else 0.0
+    return rank_by(graph, seconds)
+
+
+def rank_by(graph: Graph, seconds: list[float]) -> list[float] | None:
+    """Each task's rank (:func:`rank_tasks`) by how long each task ran (``seconds``);
+    None where no task ran for as long as a store step."""
+    from ..decisions import SMALL_TASK_S
+    from .work import Shape, bottom_levels
+
     if max(seconds, default=0.0) < SMALL_TASK_S:
         return None
     return bottom_levels(Shape.of(graph), seconds)
