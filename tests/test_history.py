@@ -606,6 +606,41 @@ def test_a_write_left_behind_waits_while_a_run_starts_and_goes_once_it_has(
     history.settle()
 
 
+def test_a_write_left_behind_waits_a_moment_for_the_next_run_and_then_for_its_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Runs back to back: the next starts a few ms after the last returned, and its record
+    would take the GIL through that start. It waits (:data:`NEXT_RUN_S`) for the next run,
+    which then holds it until its workers run."""
+    import shoal.history as history
+
+    monkeypatch.setattr(history, "NEXT_RUN_S", 30.0)
+    wrote = threading.Event()
+    history.write_behind(wrote.set)  # a run's record, as it returns
+    history.starting()  # the next run
+    try:
+        assert not wrote.wait(0.3), "the write went on as the next run started"
+    finally:
+        history.started()
+    assert wrote.wait(10), "the write still waited once the next run had started"
+    history.settle()
+
+
+def test_a_process_exits_without_waiting_for_a_next_run() -> None:
+    """A script's last run: its record is written as the process exits, at once."""
+    script = textwrap.dedent(
+        """
+        import shoal.history as history
+        history.NEXT_RUN_S = 30.0
+        history.write_behind(lambda: print("written", flush=True))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=20
+    )
+    assert done.returncode == 0 and done.stdout == "written\n", done.stderr
+
+
 def test_a_starting_run_that_waits_for_the_writes_is_not_held_up_by_itself(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import types
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,8 +38,11 @@ log = logging.getLogger(__name__)
 _writer: ThreadPoolExecutor | None = None
 _behind: list[Future[None]] = []
 
-#: A write waits at most this long for the runs that are starting (:func:`starting`).
+#: A write waits at most this long for the runs that are starting (:func:`starting`) ...
 START_WAIT_S = 1.0
+#: ... and this long after it was left behind, for the next run to start (runs back to
+#: back: the next starts a few ms after the last returned), unless the process exits.
+NEXT_RUN_S = 0.05
 
 
 class _StartGate:
@@ -46,13 +50,16 @@ class _StartGate:
     (its statistics, SQLite): on the writer's thread it held the GIL each time the next
     run's start waited on I/O, up to the 5 ms switch interval a time, and delayed its
     first task by 20 to 35 ms (measured here, runs back to back). Once the workers run,
-    the client mostly waits on the store: the write then costs it nothing it waits for."""
+    the client mostly waits on the store: the write then costs it nothing it waits for.
+    A write left behind waits a moment for the next run, too: begun, it goes on through
+    that run's start."""
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
         self._starting = 0  # runs between their start and their workers' first events
         self._settling = 0  # callers of settle(): they need the writes now
         self._mine = threading.local()  # whether this thread's run is starting
+        self._exiting = False
 
     def start(self) -> None:
         if not getattr(self._mine, "held", False):
@@ -78,9 +85,23 @@ class _StartGate:
             self._settling += settling
             self._changed.notify_all()
 
-    def wait(self) -> None:
+    def exiting(self) -> None:
         with self._changed:
-            self._changed.wait_for(lambda: not self._starting or self._settling > 0, START_WAIT_S)
+            self._exiting = True
+            self._changed.notify_all()
+
+    def wait(self, left_at: float) -> None:
+        """Until no run is starting, the write ``left_at`` (monotonic) having waited
+        :data:`NEXT_RUN_S` for the next; at once when the writes are waited for, or the
+        interpreter exits."""
+        with self._changed:
+            self._changed.wait_for(
+                lambda: self._settling > 0 or self._exiting or self._starting > 0,
+                left_at + NEXT_RUN_S - time.monotonic(),
+            )
+            self._changed.wait_for(
+                lambda: self._settling > 0 or self._exiting or not self._starting, START_WAIT_S
+            )
 
 
 _gate = _StartGate()
@@ -100,11 +121,14 @@ def write_behind(job: Callable[[], object]) -> None:
     global _writer
     if _writer is None:
         _writer = ThreadPoolExecutor(1, thread_name_prefix="shoal-history")
-    _behind.append(_writer.submit(_logged, job))
+        # Called as the interpreter exits, before it joins the writer (as the executor
+        # itself is told to stop): the last record then waits for no next run.
+        getattr(threading, "_register_atexit", lambda fn: None)(_gate.exiting)
+    _behind.append(_writer.submit(_logged, job, time.monotonic()))
 
 
-def _logged(job: Callable[[], object]) -> None:
-    _gate.wait()
+def _logged(job: Callable[[], object], left_at: float) -> None:
+    _gate.wait(left_at)
     try:
         job()
     except Exception:  # a failed write costs no run (its results are the user's)
