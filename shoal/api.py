@@ -104,8 +104,8 @@ def compute(
     from .history import open_history, started, starting, write_behind
     from .run import RunOptions, run
 
-    starting()  # the previous run's record waits until this one's workers run
-    kept = open_history(history, wait=False)  # ... so it may be on its way still
+    kept = open_history(history, wait=False)  # the previous run's record may be on its way
+    starting()  # ... and waits until this run's workers run
     try:
         policy = metrics or os.environ.get("SHOAL_METRICS")
         if policy is None:

@@ -626,6 +626,22 @@ def test_a_write_left_behind_waits_a_moment_for_the_next_run_and_then_for_its_st
     history.settle()
 
 
+def test_a_run_refused_for_its_history_holds_no_write_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bad history URL fails the run before it starts: no start is left to wait for."""
+    import shoal.history as history
+
+    monkeypatch.setattr(history, "START_WAIT_S", 30.0)
+    monkeypatch.setattr(history, "NEXT_RUN_S", 0.0)
+    with pytest.raises(shoal.ConfigError, match="unknown history URL"):
+        shoal.compute(_inc_behind(1), history="ftp://x")
+    wrote = threading.Event()
+    history.write_behind(wrote.set)
+    assert wrote.wait(10), "a write waited for a run that never started"
+    history.settle()
+
+
 def test_a_process_exits_without_waiting_for_a_next_run() -> None:
     """A script's last run: its record is written as the process exits, at once."""
     script = textwrap.dedent(
