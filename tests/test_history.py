@@ -587,42 +587,30 @@ def _inc_behind(x: int) -> int:
     return x + 1
 
 
+@pytest.mark.parametrize("left_before_the_start", [False, True])
 def test_a_write_left_behind_waits_while_a_run_starts_and_goes_once_it_has(
-    monkeypatch: pytest.MonkeyPatch,
+    left_before_the_start: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The writer would hold the GIL against the start of the next run (its first task
-    20 to 35 ms late here): it waits until that run's workers run."""
+    20 to 35 ms late here): it waits until that run's workers run. A write left just
+    before the run starts (runs back to back: a run's record, as it returns) waits for it
+    too (:data:`NEXT_RUN_S`), rather than begin and go on through the start."""
     import shoal.history as history
 
     monkeypatch.setattr(history, "START_WAIT_S", 30.0)
+    monkeypatch.setattr(history, "NEXT_RUN_S", 30.0)
     wrote = threading.Event()
+    if left_before_the_start:
+        history.write_behind(wrote.set)
+        assert not wrote.wait(0.3), "the write went on without waiting for a next run"
     history.starting()
     try:
-        history.write_behind(wrote.set)
+        if not left_before_the_start:
+            history.write_behind(wrote.set)
         assert not wrote.wait(0.3), "the write went on while a run was starting"
     finally:
         history.started()
     assert wrote.wait(10), "the write still waited once the run had started"
-    history.settle()
-
-
-def test_a_write_left_behind_waits_a_moment_for_the_next_run_and_then_for_its_start(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Runs back to back: the next starts a few ms after the last returned, and its record
-    would take the GIL through that start. It waits (:data:`NEXT_RUN_S`) for the next run,
-    which then holds it until its workers run."""
-    import shoal.history as history
-
-    monkeypatch.setattr(history, "NEXT_RUN_S", 30.0)
-    wrote = threading.Event()
-    history.write_behind(wrote.set)  # a run's record, as it returns
-    history.starting()  # the next run
-    try:
-        assert not wrote.wait(0.3), "the write went on as the next run started"
-    finally:
-        history.started()
-    assert wrote.wait(10), "the write still waited once the next run had started"
     history.settle()
 
 

@@ -1188,28 +1188,46 @@ def test_compute_ships_the_ranks_a_history_teaches_unless_told_not_to(
     assert run(planner="uniform") == (None, False)
 
 
+class HeldRecords:
+    """Spies on the ranks each run ships; once :meth:`hold` is called, the records runs
+    leave behind wait until :meth:`release` (at most 10 s, then ``timed_out`` is set)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import shoal.run
+
+        self.monkeypatch = monkeypatch
+        self.shipped: list[list[float] | None] = []
+        self.released, self.timed_out = threading.Event(), threading.Event()
+        real_run_graph, self.real_keep = shoal.run.run_graph, shoal.run._keep
+
+        async def spy(graph: Any, *args: Any, **kwargs: Any) -> Any:
+            self.shipped.append(kwargs["ranks"])
+            return await real_run_graph(graph, *args, **kwargs)
+
+        monkeypatch.setattr(shoal.run, "run_graph", spy)
+
+    def hold(self) -> None:
+        import shoal.run
+
+        def held_keep(*args: Any) -> None:
+            if not self.released.wait(10):
+                self.timed_out.set()
+            self.real_keep(*args)
+
+        self.monkeypatch.setattr(shoal.run, "_keep", held_keep)
+
+    def release(self) -> None:
+        self.released.set()
+        settle_history()
+
+
 def test_a_run_ranks_by_an_older_run_rather_than_wait_for_the_last_ones_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The record of the run just before is written behind it; the next run does not wait
     for it when the history holds an older run of the workflow to rank by. (Waiting, it
     would hang here: that record is held until the next run has ended, or 10 s.)"""
-    import shoal.run
-
-    shipped: list[list[float] | None] = []
-    real_run_graph, real_keep = shoal.run.run_graph, shoal.run._keep
-    release, timed_out = threading.Event(), threading.Event()
-
-    async def spy(graph: Any, *args: Any, **kwargs: Any) -> Any:
-        shipped.append(kwargs["ranks"])
-        return await real_run_graph(graph, *args, **kwargs)
-
-    def held_keep(*args: Any) -> None:
-        if not release.wait(10):
-            timed_out.set()
-        real_keep(*args)
-
-    monkeypatch.setattr(shoal.run, "run_graph", spy)
+    records = HeldRecords(monkeypatch)
     where = str(tmp_path / "h.db")
 
     def run() -> None:
@@ -1218,14 +1236,14 @@ def test_a_run_ranks_by_an_older_run_rather_than_wait_for_the_last_ones_record(
 
     run()
     settle_history()  # the first run's record: what the third run ranks by
-    monkeypatch.setattr(shoal.run, "_keep", held_keep)
+    records.hold()
     try:
         run()  # its record is held
         run()
     finally:
-        release.set()
-        settle_history()
-    assert not timed_out.is_set()  # the third run ended while the second's record waited
+        records.release()
+    assert not records.timed_out.is_set()  # the third run ended while the second's waited
+    shipped = records.shipped
     assert shipped[0] is None and shipped[1] is not None and shipped[2] is not None
     assert len(open_history(where).runs(limit=10)) == 3  # and no record is lost
 
@@ -1237,24 +1255,10 @@ def test_a_workflows_second_run_ranks_by_the_first_before_its_record_is_written(
     its way: the second run ranks by the first run's task times, kept in the process, and
     does not wait for the record (waiting, it would hang here: the record is held until
     the second run has ended, or 10 s)."""
-    import shoal.run
     from shoal.graph import build
 
-    shipped: list[list[float] | None] = []
-    real_run_graph, real_keep = shoal.run.run_graph, shoal.run._keep
-    release, timed_out = threading.Event(), threading.Event()
-
-    async def spy(graph: Any, *args: Any, **kwargs: Any) -> Any:
-        shipped.append(kwargs["ranks"])
-        return await real_run_graph(graph, *args, **kwargs)
-
-    def held_keep(*args: Any) -> None:
-        if not release.wait(10):
-            timed_out.set()
-        real_keep(*args)
-
-    monkeypatch.setattr(shoal.run, "run_graph", spy)
-    monkeypatch.setattr(shoal.run, "_keep", held_keep)
+    records = HeldRecords(monkeypatch)
+    records.hold()
     where = str(tmp_path / "h.db")
     root = rank_root()
     sinks = [rank_quick(root), rank_quick(rank_slow(root))]
@@ -1262,10 +1266,9 @@ def test_a_workflows_second_run_ranks_by_the_first_before_its_record_is_written(
         for _ in range(2):
             shoal.compute(*sinks, history=where)
     finally:
-        release.set()
-        settle_history()
-    assert not timed_out.is_set()
-    first, second = shipped
+        records.release()
+    assert not records.timed_out.is_set()
+    first, second = records.shipped
     assert first is None and second is not None
     graph = build(sinks)
     slow = next(t for t in range(len(graph)) if graph.nodes[t].fn.name == "rank_slow")
