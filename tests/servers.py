@@ -168,7 +168,12 @@ def _on_bound_socket(*command: str, env: dict[str, str] | None) -> Iterator[int]
 @contextlib.contextmanager
 def gateway(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
     """A ``shoal gateway``; yields its workers URL."""
+    from shoal.backends import gateway as backend
+
     with _on_bound_socket("-m", "shoal", "gateway", *args, env=env) as port:
+        # A client process asks a gateway's cap once per address; a test's gateway may
+        # get the port of an earlier one with another cap (--max-workers).
+        backend._parallelism.pop((f"http://127.0.0.1:{port}",), None)
         yield f"gateway+http://127.0.0.1:{port}"
 
 
