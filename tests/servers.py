@@ -171,9 +171,10 @@ def gateway(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
     from shoal.backends import gateway as backend
 
     with _on_bound_socket("-m", "shoal", "gateway", *args, env=env) as port:
-        # A client process asks a gateway's cap once per address; a test's gateway may
-        # get the port of an earlier one with another cap (--max-workers).
-        backend._parallelism.pop((f"http://127.0.0.1:{port}",), None)
+        # A client process asks a gateway's cap once per address (and learns a new one
+        # from the next run on); a test's gateway may get the port of an earlier one with
+        # another cap (--max-workers), and its first run must know its own.
+        backend._caps.pop(f"http://127.0.0.1:{port}", None)
         yield f"gateway+http://127.0.0.1:{port}"
 
 

@@ -733,3 +733,21 @@ def test_a_gateway_whose_template_died_tells_the_run_that_a_worker_could_not_sta
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("lost: task inc-0 was lost with worker gw"), done.stdout
     assert leftover_keys(redis_url) == []
+
+
+def test_a_client_learns_a_gateways_new_cap_from_its_next_run(redis_url: str) -> None:
+    """A client process asks a gateway's cap once; a gateway restarted at the same
+    address with another cap (here: the cap the client cached is made stale) tells it in
+    the answer to each invocation, and the next run splits its roots by the new one."""
+    from shoal.backends import gateway as backend
+
+    with gateway("--max-workers", "1") as url:
+        backend._caps[url.removeprefix("gateway+")] = 2  # an earlier gateway's, at this port
+        options = {"storage": redis_url, "workers": url, "progress": False}
+        workers = []
+        for _ in range(2):
+            assert add(add(inc(1), inc(2)), add(inc(3), inc(4))).compute(**options) == 14
+            summary = shoal.last_run()
+            assert summary is not None
+            workers.append(summary.workers)
+    assert workers == [2, 1]  # two root groups by the stale cap, then one

@@ -80,11 +80,10 @@ class GatewayWorkers:
         if self.private:  # its parallelism is this machine's CPUs: nothing to ask it
             await self._start_private(signer)
             return
-        key = tuple(self._bases)
-        if key not in _parallelism:  # a gateway's cap is set at its start: asked once
-            infos = await asyncio.gather(*(self._request("GET", "/info", b) for b in key))
-            _parallelism[key] = sum(int(info["parallelism"]) for info in infos)
-        self.parallelism = _parallelism[key]
+        unknown = [b for b in self._bases if b not in _caps]  # asked once: see _caps
+        infos = await asyncio.gather(*(self._request("GET", "/info", b) for b in unknown))
+        _caps.update((b, int(info["parallelism"])) for b, info in zip(unknown, infos, strict=True))
+        self.parallelism = sum(_caps[b] for b in self._bases)
 
     async def _start_private(self, signer: Signer) -> None:
         self._private = private_gateway(signer.secret)
@@ -99,7 +98,10 @@ class GatewayWorkers:
             self._private.send(content)
             return
         self._turn = (self._turn + 1) % len(self._bases)
-        await self._request("POST", "/invoke", self._bases[self._turn], content=content)
+        base = self._bases[self._turn]
+        reply = await self._request("POST", "/invoke", base, content=content)
+        if "parallelism" in reply:  # a gateway restarted at this address with another cap
+            _caps[base] = int(reply["parallelism"])
 
     async def platform(self) -> Platform:
         """The gateways' machines: their CPUs, keep-warm period and idle workers."""
@@ -204,8 +206,10 @@ class GatewayWorkers:
 
 
 #: The gateways' concurrency caps, by their addresses, as this process's first run on them
-#: learned them (a round trip each run would cost a small run a fifth of its time).
-_parallelism: dict[tuple[str, ...], int] = {}
+#: learned them (a round trip each run would cost a small run a fifth of its time), and
+#: as each invocation's answer tells since: a gateway restarted at the same address with
+#: another cap is seen from the next run on.
+_caps: dict[str, int] = {}
 
 #: Environments a gateway made ready for this process: later runs skip asking (a round
 #: trip each). A gateway that lost one since builds it again for the invocations needing it.

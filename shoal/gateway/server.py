@@ -49,7 +49,8 @@ def create_app(gateway: Gateway, token: str | None = None, *, start: bool = True
             return JSONResponse({"error": str(exc)}, status_code=403)
         except Exception as exc:  # a payload that is signed but broken
             return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=400)
-        return JSONResponse({"run": invocation.run_id, "queued": len(gateway.queue)}, 202)
+        reply = {"run": invocation.run_id, "queued": len(gateway.queue), "parallelism": gateway.cap}
+        return JSONResponse(reply, 202)
 
     async def prewarm(request: Request) -> Response:
         if (denied := refused(request)) is not None:
