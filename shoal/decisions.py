@@ -7,7 +7,7 @@ carries out what they return. Tested with exact-state asserts in tests/test_deci
 from __future__ import annotations
 
 import random
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, NamedTuple
@@ -307,6 +307,30 @@ def waits_for_next(children_deps: Sequence[Sequence[int]], next_task: int | None
         and bool(children_deps)
         and all(next_task in deps for deps in children_deps)
     )
+
+
+#: A worker asks for the inputs of at most this many of its next tasks in one read, sent
+#: before the task ahead of them runs (the store answers meanwhile)...
+READ_AHEAD_TASKS = 8
+#: ... while the inputs it read from the store averaged at most this many bytes (read
+#: ahead, they wait in its memory).
+READ_AHEAD_BELOW = 256 << 10
+
+
+def inputs_to_read_ahead(
+    next_deps: Sequence[Sequence[int]], present: Callable[[int], bool]
+) -> dict[int, int]:
+    """The inputs to read ahead for a worker's next tasks (``next_deps``: each one's
+    inputs), each with how many of those tasks read it: all but those ``present`` (in its
+    memory, or asked for already)."""
+    uses: dict[int, int] = {}
+    for deps in next_deps:
+        for dep in deps:
+            if dep in uses:
+                uses[dep] += 1
+            elif not present(dep):
+                uses[dep] = 1
+    return uses
 
 
 def split_ready(ready: list[int], fanout: int) -> tuple[list[int], list[list[int]]]:

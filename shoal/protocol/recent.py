@@ -25,6 +25,9 @@ class RecentOutputs:
     def __bool__(self) -> bool:
         return bool(self._kept)
 
+    def __contains__(self, task: int) -> bool:
+        return task in self._kept
+
     def keep(self, task: int, output: Any) -> None:
         nbytes = approx_nbytes(output)
         if nbytes > self.limit:

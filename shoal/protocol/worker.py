@@ -19,6 +19,7 @@ from ..backends import Invocation, Size, Workers, invoke_all
 from ..decisions import (
     ALWAYS,
     IF_PENDING,
+    READ_AHEAD_TASKS,
     Completion,
     keeps,
     remember_marks,
@@ -41,6 +42,7 @@ from ..optimizations.fanin import hold_back, holder, wants_fan_in
 from ..optimizations.share import ASK_EVERY_S, groups_for, worth_sharing
 from ..stores import Store
 from ..stores.base import UnstorableOutput
+from .ahead import SEND_TURNS, InputsAhead
 from .attempts import Attempt, attempt, attempt_record, retry
 from .fanins import set_aside, wait_for_inputs
 from .mapparts import run_map_part
@@ -58,10 +60,6 @@ STARTED_TASKS = 64
 LARGE_OUTPUT = 1 << 16
 #: How many tasks whose inputs it holds a worker of several CPUs takes at once.
 TOGETHER_MAX = 64
-#: Turns of its event loop a worker gives a step it puts in flight, so that the request is
-#: sent before the next task holds the loop (redis-py's pool awaits a check of the
-#: connection first: with one turn, the request went out only after the task).
-SEND_TURNS = 4
 
 
 class _Worker:
@@ -106,6 +104,8 @@ class _Worker:
         # then the store keeps no copy of it).
         self.unflushed: set[int] = set()
         self.prefetched: set[int] = set()  # inputs read ahead for a fan-in (preload)
+        #: Inputs of its next tasks read ahead, from a store across a network.
+        self.ahead = None if store.in_process else InputsAhead(store, self.run_id)
         self.in_store: set[int] = set()  # held outputs also in the store (for sharing)
         #: A completion held back for a fan-in while the worker still has work of its own.
         self.held_back: list[Completion] = []
@@ -220,6 +220,8 @@ class _Worker:
             fn = functions[spec.func] if functions else await self.source.function(spec.func)
             if owned and owned[-1] in lifted:
                 await self.source.read_ahead(owned[-1])
+            if owned and self.ahead is not None and self.ahead.worth(owned[-1]):
+                await self.read_ahead(spec.deps, values)
             if probe:
                 cpu_started = probe.start()
             started = time.time()
@@ -355,6 +357,18 @@ class _Worker:
                 self.held[dep] = [value, uses[dep]]
             self.in_store.update(shared)
 
+    async def read_ahead(self, deps: Sequence[int], values: list[Any]) -> None:
+        """Ask for the inputs of the next tasks on its stack (the task about to run has
+        ``values`` of ``deps``)."""
+        assert self.ahead is not None
+        nexts = {}
+        for task in reversed(self.owned[-READ_AHEAD_TASKS:]):
+            nexts[task] = (await self.source.spec(task)).deps
+        held, recent = self.held, self.recent
+        await self.ahead.ask(
+            nexts, lambda d: d in held or d in recent, dict(zip(deps, values, strict=True))
+        )
+
     async def gather(self, deps: Sequence[int]) -> list[Any]:
         """Upstream outputs: held ones from memory, all others in one store read."""
         self.read_bytes = 0
@@ -368,12 +382,15 @@ class _Worker:
             return [entry[0]]
         values: list[Any] = []
         missing: list[int] = []
-        recent = self.recent
+        recent, ahead = self.recent, self.ahead
         for i, dep in enumerate(deps):
             entry = held.get(dep)
             if entry is None:
                 if recent and (kept := recent.take(dep)) is not None:
                     values.append(kept[0])
+                    continue
+                if ahead is not None and dep in ahead:
+                    values.append((await ahead.take(dep))[0])  # type: ignore[index]
                     continue
                 missing.append(i)
                 values.append(None)
@@ -385,6 +402,8 @@ class _Worker:
         if missing:
             wanted = [deps[i] for i in missing]
             fetched, self.read_bytes = await self.store.get_outputs(self.run_id, wanted)
+            if ahead is not None:
+                ahead.learn(self.read_bytes, len(wanted))
             for i, value in zip(missing, fetched, strict=True):
                 values[i] = value
         return values
@@ -747,6 +766,8 @@ async def run_worker(
         if state.threads is not None:
             state.threads.shutdown(wait=False)
         state.source.close()
+        if state.ahead is not None:
+            state.ahead.close()
         HEARTBEAT.drop(lease)
         stopped = event(EventKind.WORKER_STOPPED, worker, data={"tasks": state.ran})
         with contextlib.suppress(Exception):
