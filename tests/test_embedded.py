@@ -7,11 +7,10 @@ import threading
 from typing import Any
 
 import pytest
+from inprocess import run_on_threads
 
 import shoal
-from shoal.backends.local import LocalWorkers
 from shoal.graph import build
-from shoal.protocol import new_run_id, run_graph
 from shoal.stores.memory import MemoryStore
 
 
@@ -31,14 +30,7 @@ def test_values_pass_by_reference_without_pickling() -> None:
 
 
 async def _run(node: shoal.Node, store: MemoryStore) -> list[Any]:
-    workers = LocalWorkers()
-    await workers.start(store)
-    try:
-        return await run_graph(
-            build([node]), store, workers, run_id=new_run_id(), on_events=lambda e: None
-        )
-    finally:
-        await workers.close()
+    return await run_on_threads(build([node]), store)
 
 
 def test_a_finished_run_leaves_nothing_in_the_store() -> None:

@@ -9,13 +9,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from inprocess import run_on_threads
 
 import shoal
-from shoal.backends.local import LocalWorkers
 from shoal.decisions import SMALL_TASK_S, inputs_to_read_ahead
 from shoal.errors import RunNotFound
 from shoal.graph import build
-from shoal.protocol import new_run_id, run_graph
 from shoal.protocol.ahead import InputsAhead
 from shoal.stores.redis import RedisStore
 
@@ -54,14 +53,9 @@ def run_counting_reads(
 
     async def go() -> list[Any]:
         store = RedisStore.from_url(redis_url)
-        workers = LocalWorkers(parallelism=2)
-        await workers.start(store)
         try:
-            return await run_graph(
-                build([node]), store, workers, run_id=new_run_id(), on_events=lambda e: None
-            )
+            return await run_on_threads(build([node]), store, 2)
         finally:
-            await workers.close()
             await store.close()
 
     return asyncio.run(go()), reads

@@ -9,15 +9,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from inprocess import run_ranked
+from inprocess import run_on_threads, run_ranked
 
 import shoal
-from shoal.backends.local import LocalWorkers
 from shoal.decisions import FLUSH_AFTER_S, SMALL_TASK_S, Completion
 from shoal.events import Event, EventKind
 from shoal.graph import build
 from shoal.planning.work import Shape, bottom_levels
-from shoal.protocol import new_run_id, run_graph
 from shoal.stores.base import Settled
 from shoal.stores.memory import MemoryStore
 
@@ -93,15 +91,10 @@ def run(node: shoal.Node, store: SlowSteps | None = None) -> list[Any]:
     async def go() -> list[Any]:
         global STORE
         STORE = store or SlowSteps()
-        workers = LocalWorkers(parallelism=1)
-        await workers.start(STORE)
         try:
-            return await run_graph(
-                build([node]), STORE, workers, run_id=new_run_id(), on_events=lambda e: None
-            )
+            return await run_on_threads(build([node]), STORE, 1)
         finally:
             STORE = None
-            await workers.close()
 
     return asyncio.run(go())
 
