@@ -83,21 +83,19 @@ class InputsAhead:
         for _ in range(SEND_TURNS):
             await asyncio.sleep(0)
 
-    async def take(self, dep: int) -> tuple[Any] | None:
-        """``(value,)`` of ``dep`` if it was read ahead (raising what its read raised),
-        else None."""
-        entry = self._coming.get(dep)
-        if entry is None:
-            return None
+    async def take(self, dep: int) -> Any:
+        """The value of ``dep``, read ahead (``dep in self``); raises what its read
+        raised."""
+        entry = self._coming[dep]
         read, at = entry[0], entry[1]
         entry[2] -= 1
         if entry[2] <= 0:
             del self._coming[dep]
         if read is None:
-            return (at,)
+            return at
         values, nbytes = await read
         self.learn(nbytes, len(values))
-        return (values[at],)
+        return values[at]
 
     def close(self) -> None:
         """Drop what no task took (handed to other workers, or the run ended)."""

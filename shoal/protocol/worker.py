@@ -221,7 +221,7 @@ class _Worker:
             if owned and owned[-1] in lifted:
                 await self.source.read_ahead(owned[-1])
             if owned and self.ahead is not None and self.ahead.worth(owned[-1]):
-                await self.read_ahead(spec.deps, values)
+                await self.read_inputs_ahead(spec.deps, values)
             if probe:
                 cpu_started = probe.start()
             started = time.time()
@@ -357,7 +357,7 @@ class _Worker:
                 self.held[dep] = [value, uses[dep]]
             self.in_store.update(shared)
 
-    async def read_ahead(self, deps: Sequence[int], values: list[Any]) -> None:
+    async def read_inputs_ahead(self, deps: Sequence[int], values: list[Any]) -> None:
         """Ask for the inputs of the next tasks on its stack (the task about to run has
         ``values`` of ``deps``)."""
         assert self.ahead is not None
@@ -390,7 +390,7 @@ class _Worker:
                     values.append(kept[0])
                     continue
                 if ahead is not None and dep in ahead:
-                    values.append((await ahead.take(dep))[0])  # type: ignore[index]
+                    values.append(await ahead.take(dep))
                     continue
                 missing.append(i)
                 values.append(None)
