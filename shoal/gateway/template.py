@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import gc
 import json
 import os
 import select
@@ -41,6 +42,11 @@ def _serve(control: socket.socket) -> None:
     soon as it ends (SIGCHLD wakes the loop)."""
     from . import process
 
+    # What the template holds is its imports, for good: no collection in it, and none in a
+    # worker walks them (frozen before each fork). A worker's full collection then takes
+    # 0.1 ms instead of ~40, and writes to none of the template's pages, which stay
+    # shared (each worker's private memory grew by 7 MB at its first one).
+    gc.disable()
     process.become(TEMPLATE_NAME)
     process.preload()
     idle_imports = list(process.PRELOAD_WHEN_IDLE)
@@ -64,8 +70,10 @@ def _serve(control: socket.socket) -> None:
         except (EOFError, OSError):
             return
         channel = fds[0]
+        gc.freeze()
         pid = os.fork()
         if pid == 0:  # the worker: none of the template's plumbing
+            gc.enable()
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             for fd in (wake_r, wake_w):
