@@ -356,31 +356,40 @@ def test_invocations_sent_together_are_a_burst_even_when_the_first_started_at_on
     assert backend.start_spacing.mean == pytest.approx(0.0052, rel=0.05)
 
 
-def test_a_flat_hand_out_wider_than_an_invoker_sends_at_once_times_its_requests(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from shoal.history import trace as trace_module
-
-    monkeypatch.setattr(trace_module, "BRANCHING", 2)
+def test_the_history_learns_the_requests_an_invoker_waited_for() -> None:
+    """A flat hand-out wider than an invoker keeps in flight sends each further invocation
+    as a request is answered, and the invoker stamps it with that wait; the history learns
+    those. One invoker's many small hand-outs over a run (a worker sharing one or two tasks
+    at a time, queued behind a full platform) teach nothing: grouped by invoker, they once
+    made a 'request' of 0.6 s and the predicted makespans 4 to 7 times the real ones."""
     graph = build([total([leaf(0), leaf(1)])])
 
-    def started(worker: str, sent: float, parent: str, forwards: int = 0) -> Event:
-        data = {"cold": False, "handout_s": 0.06, "size": [1.0, 2048], "forwards": forwards,
-                "parent": parent}  # fmt: skip
+    def started(worker: str, sent: float, request_s: float | None = None) -> Event:
+        data = {"cold": False, "handout_s": 0.06, "size": [1.0, 2048], "forwards": 0,
+                "parent": "p", "request_s": request_s}  # fmt: skip
         return Event(EventKind.WORKER_STARTED, worker, None, sent + 0.06, data)
 
-    # p sent 4 invocations, 2 in flight: the third went as the first was answered, 0.07 s
-    # after it was sent, the fourth 0.08 s after the second. q's was a tree: no sample.
-    flat = [started(w, t, "p") for w, t in (("a", 100.0), ("b", 100.01), ("c", 100.07),
-                                            ("d", 100.09))]  # fmt: skip
-    tree = [started(w, 100.0, "q", forwards=int(w == "e")) for w in "efgh"]
+    # p's first hand-out: 4 invocations, 2 in flight; the third waited 0.07 s, the fourth
+    # 0.08 s. Then p handed out one invocation at a time, a second apart.
+    flat = [started("a", 100.0), started("b", 100.01), started("c", 100.07, 0.07),
+            started("d", 100.09, 0.08)]  # fmt: skip
+    alone = [started(w, 101.0 + i) for i, w in enumerate("efghijklmn")]
     finished = [
         Event(EventKind.TASK_FINISHED, "a", 0, 101.0, None, 100.5, 20),
         Event(EventKind.TASK_FINISHED, "b", 1, 101.0, None, 100.4, 20),
         Event(EventKind.TASK_FINISHED, "a", 2, 102.0, None, 101.5, 30),
     ]
-    backend = _backend_of(graph, [*flat, *tree, *finished])
-    assert backend.request.n == 2 and backend.request.total == pytest.approx(0.07 + 0.08)
+    backend = _backend_of(graph, [*flat, *alone, *finished])
+    assert backend.request_wait.n == 2
+    assert backend.request_wait.total == pytest.approx(0.07 + 0.08)
+    assert _backend_of(graph, [*alone, *finished]).request_wait.n == 0
+
+
+def test_histories_that_hold_the_old_request_timing_load_without_it() -> None:
+    data = BackendStats(request_wait=Summary.of([0.004])).to_json()
+    data["request"] = Summary.of([0.6, 0.6]).to_json()  # what the old timing recorded
+    loaded = BackendStats.from_json(data)
+    assert loaded.request_wait.n == 1 and loaded.request_wait.total == pytest.approx(0.004)
 
 
 def test_the_pace_after_a_cold_start_is_learned_apart() -> None:

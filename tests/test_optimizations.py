@@ -369,6 +369,43 @@ def test_a_hand_out_of_a_tree_head_does_not_send_its_share_again() -> None:
     head = Invocation("run", (1,), 4, id="h").forwarding([Invocation("run", (7,), 4, id="a")])
     later = head.handing_out([9], None, head.size)  # e.g. the fan-in its last task readies
     assert later.forward == () and later.parent == "h"
+    waited = Invocation("run", (1,), 4, request_s=0.2)  # its hand-out's, not its own's
+    assert waited.handing_out([9], None, Size()).request_s is None
+
+
+def test_a_flat_hand_out_stamps_each_later_invocation_with_the_request_it_waited_for() -> None:
+    """BRANCHING requests in flight; each further one goes as one is answered, and carries
+    how long after that one's sending it went: the history learns the invoker's wait from
+    it. Those sent at once carry nothing."""
+    from shoal.backends import Invocation, invoke_all
+
+    answer = asyncio.Event()
+    sent: list[Invocation] = []
+
+    class Held:  # a platform whose first requests are answered when the test says so
+        in_process = False
+
+        async def invoke(self, invocation: Invocation) -> None:
+            sent.append(invocation)
+            if len(sent) <= BRANCHING:
+                await answer.wait()
+
+    async def main() -> None:
+        wide = [Invocation("run", (i,), 4, id=str(i), tuning=OFF) for i in range(BRANCHING + 3)]
+        going = asyncio.ensure_future(invoke_all(Held(), wide))  # type: ignore[arg-type]
+        while len(sent) < BRANCHING:
+            await asyncio.sleep(0)
+        assert len(sent) == BRANCHING  # the rest wait for answers
+        answer.set()
+        await going
+
+    asyncio.run(main())
+    assert [i.request_s for i in sent[:BRANCHING]] == [None] * BRANCHING
+    waits = [i.request_s for i in sent[BRANCHING:]]
+    assert len(waits) == 3 and all(w is not None and w >= 0 for w in waits)
+    first_sent = min(i.sent for i in sent[:BRANCHING])
+    for later in sent[BRANCHING:]:
+        assert later.request_s is not None and later.sent - later.request_s >= first_sent
 
 
 @shoal.task

@@ -76,6 +76,9 @@ class Invocation:
     size: Size = Size()  # of the worker to run it on
     metrics: str = "batch"  # the upload policy of task metrics (shoal.metrics)
     sent: float = 0.0  # wall clock when it was handed to the backend
+    #: Sent in the place of another of its hand-out (more than an invoker keeps in flight):
+    #: from sending that one to sending this, the request as its invoker waited for it.
+    request_s: float | None = None
     #: Its id, claimed once in the store by the worker that runs it (:mod:`shoal.leases`),
     #: and the invocation that handed it out ("": the client).
     id: str = ""
@@ -111,6 +114,7 @@ class Invocation:
             size=size,
             requirements=self.requirements if requirements is None else requirements,
             sent=time.time(),
+            request_s=None,
             id=new_invocation_id(),
             parent=self.id,
             redo=(),
@@ -224,10 +228,18 @@ async def invoke_all(workers: Workers, invocations: Sequence[Invocation]) -> Non
         heads = split_tree(invocations, BRANCHING)
         invocations = [head.forwarding(share) for head, share in heads]
     in_flight = asyncio.Semaphore(BRANCHING)
+    answered: list[float] = []  # when the requests answered were sent
 
     async def invoke(invocation: Invocation) -> None:
+        waits = in_flight.locked()  # for the place of a request in flight
         async with in_flight:  # sent now: its hand-out time is the platform's, not the queue's
-            await workers.invoke(replace(invocation, sent=time.time()))
+            sent = time.time()
+            # The place it takes is the request answered last.
+            request_s = sent - answered.pop() if waits and answered else None
+            try:
+                await workers.invoke(replace(invocation, sent=sent, request_s=request_s))
+            finally:
+                answered.append(sent)
 
     await asyncio.gather(*(invoke(i) for i in invocations))
 

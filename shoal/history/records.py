@@ -78,7 +78,9 @@ class BackendStats:
     cold_spacing: Summary = field(default_factory=Summary)
     #: From sending an invocation to sending the next in its place, in a hand-out wider
     #: than an invoker's invocations in flight: a request as the invoker waits for it.
-    request: Summary = field(default_factory=Summary)
+    #: (Not ``request``: that one timed sends across all the hand-outs of an invoker, its
+    #: queued ones' too, and histories that hold it are better without it.)
+    request_wait: Summary = field(default_factory=Summary)
     lead: Summary = field(default_factory=Summary)  # a worker's start to its first task
     #: CPU seconds a worker's machine spends on an invocation besides its tasks' code (its
     #: process's start, loop and stop; the client, store and platform serving it there).

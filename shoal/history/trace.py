@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 from ..events import Event, EventKind
 from ..graph.maps import Grown
 from ..metrics import TaskMetrics
-from ..optimizations.tree import BRANCHING
 from .records import (
     BackendStats,
     Cost,
@@ -55,7 +54,7 @@ class _Worker:
     memory_mb: int = 2048
     forwards: int = 0  # invocations it sent on as it started (a tree's share)
     parent: str | None = None  # the invocation that handed it out ("": the client)
-    sent: float | None = None  # when its invocation was sent
+    request_s: float | None = None  # the request whose place its invocation took
     tasks: list[int] = field(default_factory=list)
 
 
@@ -93,7 +92,7 @@ class RunTrace:
                     memory_mb=int(memory_mb),
                     forwards=int(data.get("forwards") or 0),
                     parent=data.get("parent"),
-                    sent=None if data.get("handout_s") is None else ev.time - data["handout_s"],
+                    request_s=data.get("request_s"),
                 )
             elif kind is EventKind.WORKER_STOPPED:
                 worker = workers.get(ev.worker)
@@ -256,22 +255,13 @@ class RunTrace:
             tasks.append(cpu)
         return [max(0.0, self.machine_cpu_s - sum(tasks)) / len(self.workers)]
 
-    def _request_rounds(self) -> list[float]:
+    def _request_waits(self) -> list[float]:
         """From sending an invocation to sending the next in its place, in flat hand-outs
         of more invocations than an invoker has in flight (it sends the next as one is
         answered): an invoke request as its invoker waits for it, its own turnaround
-        included. A hand-out one of whose invocations carried a share on is a tree's."""
-        hand_outs: dict[str, list[_Worker]] = {}
-        for w in self.workers.values():
-            if w.parent is not None and w.sent is not None:
-                hand_outs.setdefault(w.parent, []).append(w)
-        rounds = []
-        for invoked in hand_outs.values():
-            if len(invoked) <= BRANCHING or any(w.forwards for w in invoked):
-                continue
-            sent = sorted(w.sent for w in invoked if w.sent is not None)
-            rounds += [b - a for a, b in zip(sent, sent[BRANCHING:], strict=False)]
-        return rounds
+        included. The invoker times it (:func:`~shoal.backends.base.invoke_all`): sends
+        grouped here by invoker mixed its hand-outs, which come seconds apart."""
+        return [w.request_s for w in self.workers.values() if w.request_s is not None]
 
     def _handing_out(self, deps: Sequence[Sequence[int]]) -> set[int]:
         if len(self.workers) <= 1:  # one worker hands nothing out
@@ -358,7 +348,7 @@ class RunTrace:
             gap=Summary.of(gaps),
             start_spacing=Summary.of(spacing),
             cold_spacing=Summary.of(cold_spacing),
-            request=Summary.of(self._request_rounds()),
+            request_wait=Summary.of(self._request_waits()),
             lead=Summary.of(leads),
             read_fit=Fit.of([b for b, _, _ in reads], [d for _, d, _ in reads]),
             write_fit=Fit.of([b for b, _, _ in writes], [d for _, d, _ in writes]),

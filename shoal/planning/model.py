@@ -148,7 +148,7 @@ class BackendModel:
             writes_shared=writes_shared,
             cpu_per_mb=platform.cpu_per_mb,
             invoke_s=platform.invoke_latency_s,
-            request_s=max(platform.invoke_latency_s, _at(stats.request, sla, 0.0)),
+            request_s=max(platform.invoke_latency_s, _at(stats.request_wait, sla, 0.0)),
             price=price_of(kind),
             max_cpus=min(capacity, 8.0) if capacity else 8.0,
             min_memory_mb=MIN_MEMORY_MB.get(kind, MEMORY_STEPS[0]),

@@ -720,7 +720,8 @@ async def run_worker(
             "kind": workers.kind,
             "tasks": list(invocation.tasks[:STARTED_TASKS]),
             "forwards": len(invocation.forward),
-            "parent": invocation.parent,  # its hand-out's (the history times its rounds)
+            "parent": invocation.parent,  # its hand-out's
+            "request_s": invocation.request_s,  # the history learns the invoker's wait
         },
     )
     inv = invocation.id
