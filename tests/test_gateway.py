@@ -96,10 +96,13 @@ def test_a_warm_run_on_this_machine_teaches_the_cpu_each_worker_costs_it(
     redis_url: str, own_gateway: str, tmp_path: Path
 ) -> None:
     history = str(tmp_path / "h.db")
-    for _ in range(2):  # the first starts cold: a Python start is no worker's loop
+    # The first runs no plan (its workers are not a plan's), the second starts its plan's
+    # size cold (a Python start is no worker's loop): the third teaches.
+    for planner in ("none", "uniform", "uniform"):
         add(inc(1), inc(2)).compute(
-            storage=redis_url, workers=own_gateway, progress=False, history=history
-        )
+            storage=redis_url, workers=own_gateway, progress=False, history=history,
+            planner=planner,
+        )  # fmt: skip
     worker_cpu = shoal.history(history).backend_stats("gateway").worker_cpu
     assert worker_cpu.n == 1 and worker_cpu.total > 0
     add(inc(1), inc(2)).compute(storage="memory://", workers="local", history=history)

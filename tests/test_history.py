@@ -18,10 +18,12 @@ from conftest import leftover_keys, redis_client
 from signals import refused_before_running
 
 import shoal
+from shoal.backends import Size
 from shoal.events import Event, EventKind
 from shoal.graph import build
 from shoal.history import (
     BackendStats,
+    Cost,
     FunctionStats,
     RunRecord,
     RunTrace,
@@ -31,6 +33,7 @@ from shoal.history import (
 )
 from shoal.history.base import Merger
 from shoal.history.stats import SKETCH_SAMPLES, Fit, Summary
+from shoal.planning import Plan
 
 # --------------------------------------------------------------------------- statistics
 
@@ -293,8 +296,15 @@ def test_a_burst_of_starts_teaches_the_platforms_pace_and_workers_their_lead() -
 
 def test_the_machines_cpu_besides_the_tasks_is_charged_to_each_warm_worker() -> None:
     graph = build([total([leaf(0), leaf(1)])])
+    size = Size(1.0, 2048)
+    plan = Plan("uniform", "mean", [size] * 3, [0, 1, 0], [(0.0, 0.5)] * 3, 2.0, Cost())
 
-    def fold(machine_cpu_s: float | None, cold: bool = False, stored: int = 20) -> BackendStats:
+    def fold(
+        machine_cpu_s: float | None,
+        cold: bool = False,
+        stored: int = 20,
+        planned: bool = True,
+    ) -> BackendStats:
         events = [
             _started("a", 100.0, cold, (1.0, 2048)),
             _started("b", 100.1, False, (1.0, 2048)),
@@ -308,10 +318,12 @@ def test_the_machines_cpu_besides_the_tasks_is_charged_to_each_warm_worker() -> 
         trace.add(events)
         trace.machine_cpu_s = machine_cpu_s
         run = RunRecord("r", graph.structure_hash, "total", 99.0, "gateway", "redis")
-        return trace.fold(graph, run)[1]
+        return trace.fold(graph, run, plan if planned else None)[1]
 
     # 1.4 s of the machine's CPU, 1.0 s of it the tasks' code: 0.2 s per worker
     assert fold(1.4).worker_cpu.n == 1 and fold(1.4).worker_cpu.total == pytest.approx(0.2)
+    # Without a plan, its few workers ran many tasks each: not what a plan's worker costs.
+    assert fold(1.4, planned=False).worker_cpu.n == 0
     assert fold(None).worker_cpu.n == 0  # the workers' machine is not the client's
     assert fold(1.4, cold=True).worker_cpu.n == 0  # a Python start is the cold hand-out's
     assert fold(1.4, stored=50 << 20).worker_cpu.n == 0  # moving bytes is the store's

@@ -139,7 +139,8 @@ class BackendModel:
             lead_s=_at(stats.lead, sla, 0.0),  # unmeasured: within the hand-out
             start_spacing_s=spacing,
             cold_spacing_s=_at(stats.cold_spacing, "p50", spacing),  # none seen: as warm
-            worker_cpu_s=_at(stats.worker_cpu, sla, 0.0),
+            # The median too: a platform's cost, not a task's time to plan for at the SLA.
+            worker_cpu_s=_at(stats.worker_cpu, "p50", 0.0),
             read_latency_s=read_latency,
             read_s_per_byte=read_spb,
             write_latency_s=write_latency,
