@@ -44,7 +44,7 @@ def _serve(control: socket.socket) -> None:
 
     # What the template holds is its imports, for good: no collection in it, and none in a
     # worker walks them (frozen before each fork). A worker's full collection then takes
-    # 0.1 ms instead of ~40, and writes to none of the template's pages, which stay
+    # under 1 ms instead of ~40, and writes to none of the template's pages, which stay
     # shared (each worker's private memory grew by 7 MB at its first one).
     gc.disable()
     process.become(TEMPLATE_NAME)

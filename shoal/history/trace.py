@@ -263,8 +263,8 @@ class RunTrace:
         """From sending an invocation to sending the next in its place, in flat hand-outs
         of more invocations than an invoker has in flight (it sends the next as one is
         answered): an invoke request as its invoker waits for it, its own turnaround
-        included. The invoker times it (:func:`~shoal.backends.base.invoke_all`): sends
-        grouped here by invoker mixed its hand-outs, which come seconds apart."""
+        included, as the invoker timed it (:func:`~shoal.backends.base.invoke_all`): an
+        invoker's sends taken together here mixed its hand-outs, seconds apart."""
         return [w.request_s for w in self.workers.values() if w.request_s is not None]
 
     def _handing_out(self, deps: Sequence[Sequence[int]]) -> set[int]:
