@@ -13,10 +13,13 @@ count of Shoal took 90-97 ms beside Ray's and Dask's idle clusters, 77-79 ms alo
 
 Engines: ``shoal`` (Redis + a ``shoal gateway``, the data plane on its default: outputs
 over 1 MiB in files in ``/dev/shm``), ``shoal-cluster`` (the same with task clustering
-forced on: ``optimizations=["cluster"]``), ``shoal-redis`` (the same, every output through
-Redis: ``blobs="off"``), ``ray`` (``ray.remote`` tasks passing object refs, objects in its
-shared-memory store) and ``dask`` (distributed, a LocalCluster of one single-threaded
-worker process per core). Ray is optional (``pip install ray``): without it, it is skipped.
+forced on, ``optimizations=["cluster"]``, and the array's task sized to the machine's
+CPUs, ``cpus=os.cpu_count()``: the 16 children stay on its worker, where the array is, and
+run on its threads, as many at once as it has CPUs, where Ray runs them on one worker per
+core), ``shoal-redis`` (as ``shoal``, every output through Redis: ``blobs="off"``),
+``ray`` (``ray.remote`` tasks passing object refs, objects in its shared-memory store)
+and ``dask`` (distributed, a LocalCluster of one single-threaded worker process per
+core). Ray is optional (``pip install ray``): without it, it is skipped.
 """
 
 from __future__ import annotations
@@ -91,8 +94,15 @@ def graph(tasks: dict[str, Any], workload: str, text: list[str]) -> Any:
 
 # --------------------------------------------------------------------------- engines
 class Shoal:
-    def __init__(self, name: str, blobs: str, optimizations: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        blobs: str,
+        optimizations: list[str] | None = None,
+        source_cpus: float | None = None,
+    ) -> None:
         self.name, self.blobs, self.optimizations = name, blobs, optimizations
+        self.source_cpus = source_cpus  # the size of make_array's worker
 
     def start(self) -> None:
         import shoal
@@ -102,6 +112,8 @@ class Shoal:
         self.shoal, self.servers = shoal, ShoalServers().start()
         self.tasks = {f.__name__: shoal.task(f) for f in (count, merge, top, make_array,
                                                          strided_sum, add)}  # fmt: skip
+        if self.source_cpus is not None:
+            self.tasks["make_array"] = shoal.task(make_array, cpus=self.source_cpus)
 
     def run(self, workload: str, text: list[str]) -> Any:
         return graph(self.tasks, workload, text).compute(
@@ -178,7 +190,7 @@ def main() -> None:
     from .engines import installed
 
     every = {"shoal": Shoal("shoal", "auto"), "shoal-redis": Shoal("shoal-redis", "off"),
-             "shoal-cluster": Shoal("shoal-cluster", "auto", ["cluster"]),
+             "shoal-cluster": Shoal("shoal-cluster", "auto", ["cluster"], os.cpu_count()),
              "ray": Ray(), "dask": Dask()}  # fmt: skip
     engines = installed(args.engines, every)
     workloads = args.workloads.split(",")
