@@ -42,8 +42,9 @@ It plays Shoal's own protocol (:mod:`shoal.protocol`) forward in time, step by s
   a blob's pages faulted in as the task touches them), and so does the first task to use
   an input its worker read once for several of its tasks as it started;
 - where workers share a machine's CPUs (``capacity``), tasks that together want more
-  CPUs than it has slow down alike (processor sharing), and so do each worker's own CPU
-  work (``worker_cpu_s``, from its start) and the platform's pace of taking invocations
+  CPUs than it has slow down alike (processor sharing), and so do the own CPU work of
+  workers started in a burst (``worker_cpu_s``, from their start; one started alone was
+  measured so already) and the platform's pace of taking invocations
   (its one loop among them: a wide burst goes no faster than the CPUs run the workers it
   starts); where the store serves its writes (reads) one at a time, as the history shows
   (``BackendModel.writes_shared``), the bytes of those at once share its pace alike too,
@@ -179,8 +180,12 @@ class _Simulation:
         # Invocations the platform has (their invoke latency over) and takes in turn.
         self.arrived: deque[tuple[tuple[int, ...], Size, int | None, list[Any], _Invoker]]
         self.arrived = deque()
+        self.taken_at = -math.inf  # when the platform took the last invocation ...
+        self.bursting = False  # ... and whether others were waiting behind it
+        #: The worker started last, and when, if it started alone (no CPU charged yet).
+        self.alone: tuple[_Worker, float] | None = None
         self.taking = False  # the platform is busy taking one (a _FREE event is due)
-        self.waiting: deque[tuple[tuple[int, ...], Size, int | None, list[Any]]] = deque()
+        self.waiting: deque[tuple[tuple[int, ...], Size, int | None, list[Any], bool]] = deque()
         self.local = model.kind == "local"  # any idle thread takes any size
         # Warm idle workers per size: when each stopped, oldest first. Those the platform
         # has idle now are warm now: as if they stopped as the run starts.
@@ -300,11 +305,15 @@ class _Simulation:
         model, arrived = self.model, self.arrived
         while arrived:
             tasks, size, group, forward, invoker = arrived.popleft()
+            # Taken with others waiting, or while the worker taken before still starts:
+            # see _dispatch.
+            burst = self.bursting or bool(arrived) or time - self.taken_at <= model.handout_warm_s
+            self.taken_at, self.bursting = time, bool(arrived)
             warm = self._warm(time, size) is not None
             # Answered the request's remaining time later (its way back, the invoker's
             # turnaround), as the history measures it.
             self._push(time + max(0.0, model.request_s - model.invoke_s), _ANSWER, invoker)
-            self._dispatch(time, tasks, size, group, forward)
+            self._dispatch(time, tasks, size, group, forward, burst)
             pace = model.start_spacing_s if warm else model.cold_spacing_s
             if model.capacity is not None:  # its one loop shares the CPUs with the workers
                 pace *= max(1.0, (self.demand + 1) / model.capacity)
@@ -330,12 +339,21 @@ class _Simulation:
             self._next(time, worker)
 
     def _dispatch(
-        self, time: float, tasks: tuple[int, ...], size: Size, group: int | None, forward: list[Any]
+        self,
+        time: float,
+        tasks: tuple[int, ...],
+        size: Size,
+        group: int | None,
+        forward: list[Any],
+        burst: bool,
     ) -> None:
         """Start a worker for an invocation the platform takes now, or queue it while
-        ``cap`` workers are busy (it then starts as one stops)."""
+        ``cap`` workers are busy (it then starts as one stops). A worker of a ``burst``
+        (invocations the platform took together) charges the machine its own CPU work
+        beside its tasks': where they come one at a time, the history's hand-out, gap
+        and task times were measured with that work beside them already."""
         if self.busy >= self.model.cap:
-            self.waiting.append((tasks, size, group, forward))
+            self.waiting.append((tasks, size, group, forward, burst))
             return
         self.busy += 1
         idle = self._warm(time, size)
@@ -348,10 +366,21 @@ class _Simulation:
         worker = _Worker(next(self.ids), size, group, list(reversed(tasks)), forward)
         self.workers += 1
         if self.model.worker_cpu_s and self.model.capacity is not None:
-            self._advance(time)  # its CPU besides its tasks', on the machine's CPUs
-            self.running[~worker.id] = [self.model.worker_cpu_s, 1.0]
-            self._reschedule(time)
+            self._charge_cpu(time, worker, burst)
         self._start(time + delay, worker)
+
+    def _charge_cpu(self, time: float, worker: _Worker, burst: bool) -> None:
+        """Run the CPU work of ``worker`` besides its tasks' on the machine's CPUs, if it
+        starts in a burst; and that of the worker started just before it, whose start
+        came alone until this one came (see :meth:`_dispatch`)."""
+        alone, self.alone = self.alone, (None if burst else (worker, time))
+        if not burst:
+            return
+        self._advance(time)
+        self.running[~worker.id] = [self.model.worker_cpu_s, 1.0]
+        if alone is not None and time - alone[1] <= self.model.handout_warm_s:
+            self.running[~alone[0].id] = [self.model.worker_cpu_s, 1.0]
+        self._reschedule(time)
 
     def _warm(self, time: float, size: Size) -> deque[float] | None:
         """The idle workers of ``size``, if the most recent (the warmest) is warm still."""
