@@ -42,9 +42,9 @@ It plays Shoal's own protocol (:mod:`shoal.protocol`) forward in time, step by s
   a blob's pages faulted in as the task touches them), and so does the first task to use
   an input its worker read once for several of its tasks as it started;
 - where workers share a machine's CPUs (``capacity``), tasks that together want more
-  CPUs than it has slow down alike (processor sharing), and so do the own CPU work of
-  workers started in a burst (``worker_cpu_s``, from their start; one started alone was
-  measured so already) and the platform's pace of taking invocations
+  CPUs than it has slow down alike (processor sharing), and so does the workers' own CPU
+  work where they start in a burst (``worker_cpu_s``, from each one's start; a worker
+  started alone was measured with it already) and the platform's pace of taking invocations
   (its one loop among them: a wide burst goes no faster than the CPUs run the workers it
   starts); where the store serves its writes (reads) one at a time, as the history shows
   (``BackendModel.writes_shared``), the bytes of those at once share its pace alike too,
