@@ -103,6 +103,10 @@ class RedisStore:
         # Retries are the store's own (see _guarded): redis-py's would retry a first
         # contact too, so that a wrong URL took seconds to say so.
         common: dict[str, Any] = {
+            # RESP2: redis-py 8 speaks RESP3 by default, a HELLO round trip on every new
+            # connection (a run's client makes two) and its replies turned back into
+            # RESP2's shapes in Python; nothing here needs RESP3.
+            "protocol": 2,
             "socket_connect_timeout": 5,
             "health_check_interval": 30,
             "retry": Retry(NoBackoff(), 0),
