@@ -164,6 +164,18 @@ def blobs_left(root: Path, within_s: float = 10.0) -> list[Path]:
     return left
 
 
+def folders_left(root: Path, within_s: float = 10.0) -> list[Path]:
+    """The folders still under ``root`` once they had ``within_s`` seconds to go: a
+    deleted run's folder is freed, and its namespace's folder then removed, by a
+    thread."""
+    deadline = time.monotonic() + within_s
+    while (
+        left := sorted(p for p in root.rglob("*") if p.is_dir())
+    ) and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling the directory, with a deadline
+    return left
+
+
 @pytest.fixture
 def flags(tmp_path: Path) -> Path:
     """A directory for signals between a test and its tasks, on any backend."""

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import blob_files, blobs_left, leftover_keys
+from conftest import blob_files, blobs_left, folders_left, leftover_keys
 from servers import S3_ENV, gateway, s3_keys
 from signals import wait_for
 
@@ -86,6 +86,8 @@ def test_file_blobs_are_written_whole_read_back_listed_and_deleted(tmp_path: Pat
 
     asyncio.run(scenario())
     assert blobs_left(tmp_path / "b") == []  # no temporary file left either
+    asyncio.run(blobs.delete_run("run1"))
+    assert folders_left(tmp_path / "b") == []  # the namespace's folder too, once empty
 
 
 def test_s3_blobs_against_the_emulator(s3_endpoint: str) -> None:
@@ -149,6 +151,7 @@ def test_an_output_is_passed_through_the_blob_store_and_its_blob_deleted_after(
     summary = shoal.last_run()
     assert summary is not None and summary.bytes_moved >= 3 * MiB  # the blob's bytes count
     assert blobs_left(root) == [] and leftover_keys(redis_url) == []
+    assert folders_left(root) == []  # nor the folder of its Redis's namespace
 
 
 @pytest.mark.parametrize("where", ["file", "s3"])
@@ -487,6 +490,7 @@ def test_a_deletion_left_half_done_by_a_dead_process_is_swept(tmp_path: Path) ->
     blobs = FileBlobs((tmp_path / "b").as_uri(), "ns")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    blobs.root.mkdir()
     (blobs.root / f".run1.{dead}.0").mkdir()  # its deleting process died
     (blobs.root / f".run2.{os.getpid()}.0").mkdir()  # this process is deleting it
     assert asyncio.run(blobs.runs()) == [f".run1.{dead}.0"]

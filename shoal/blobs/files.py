@@ -7,6 +7,7 @@ copy of the pages it touches."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import mmap
 import os
@@ -23,6 +24,8 @@ _THREAD_ABOVE = 4 << 20
 #: ... and mapped rather than read when bigger than this.
 _MAP_ABOVE = 1 << 20
 _names = itertools.count()
+#: Tries to make a run's folder while another process prunes the empty namespace.
+_MKDIR_TRIES = 5
 
 
 class FileBlobs:
@@ -37,10 +40,10 @@ class FileBlobs:
             )
         self.url = url
         base = Path(unquote(parts.path))
-        self.root = base / namespace
-        for folder in (base, self.root):  # 0700 each (parents=True would make base 0755)
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.private = all(_only_mine(folder) for folder in (base, self.root))
+        self.root = base / namespace  # made by the first blob written (0700, in base)
+        base.mkdir(mode=0o700, parents=True, exist_ok=True)  # (parents=True: base 0755)
+        # Only this user can make the namespace's folder in a base only it can write in.
+        self.private = _only_mine(base) and (not self.root.exists() or _only_mine(self.root))
 
     @classmethod
     def from_url(cls, url: str, namespace: str) -> FileBlobs:
@@ -69,15 +72,25 @@ class FileBlobs:
     async def delete_run(self, run_id: str) -> None:
         """Gone at once from where readers look; freeing the memory (milliseconds for tens
         of MB in ``/dev/shm``) goes on in a thread, which the interpreter waits for at
-        exit. A folder left half-deleted by a killed process is swept with the runs."""
+        exit. A folder left half-deleted by a killed process is swept with the runs. The
+        namespace's folder goes too once empty: one was left behind for every Redis
+        address (a test's or a bench's on a new port each time)."""
         doomed = self.root / f".{run_id}.{os.getpid()}.{next(_names)}"
         try:
             os.rename(self.root / run_id, doomed)
         except FileNotFoundError:
+            self._prune()
             return
-        threading.Thread(
-            target=shutil.rmtree, args=(doomed, True), name="shoal-blob-delete"
-        ).start()
+        threading.Thread(target=self._free, args=(doomed,), name="shoal-blob-delete").start()
+
+    def _free(self, doomed: Path) -> None:
+        shutil.rmtree(doomed, ignore_errors=True)
+        self._prune()
+
+    def _prune(self) -> None:
+        """Remove the namespace's folder if it is empty (else it stays, as it must)."""
+        with contextlib.suppress(OSError):
+            os.rmdir(self.root)
 
     async def runs(self) -> list[str]:
         """The runs with blobs here, and folders of deletions whose process died before
@@ -91,7 +104,14 @@ class FileBlobs:
 
     def _write(self, run_id: str, task: int, parts: Sequence[bytes | memoryview]) -> None:
         folder = self.root / run_id
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for _ in range(_MKDIR_TRIES):  # the namespace's folder may be pruned meanwhile
+            try:
+                folder.mkdir(mode=0o700, exist_ok=True)
+                break
+            except FileNotFoundError:
+                self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        else:
+            folder.mkdir(mode=0o700, exist_ok=True)
         # Unique per writer: a step repeated by another worker may write the same blob.
         temporary = folder / f".{task}.{os.getpid()}.{next(_names)}"
         with open(temporary, "wb") as file:
