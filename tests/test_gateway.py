@@ -96,13 +96,20 @@ def test_a_warm_run_on_this_machine_teaches_the_cpu_each_worker_costs_it(
     redis_url: str, own_gateway: str, tmp_path: Path
 ) -> None:
     history = str(tmp_path / "h.db")
-    # The first runs no plan (its workers are not a plan's), the second starts its plan's
-    # size cold (a Python start is no worker's loop): the third teaches.
-    for planner in ("none", "uniform", "uniform"):
+
+    def taught(planner: str) -> int:
         add(inc(1), inc(2)).compute(
             storage=redis_url, workers=own_gateway, progress=False, history=history,
             planner=planner,
         )  # fmt: skip
+        return shoal.history(history).backend_stats("gateway").worker_cpu.n
+
+    # The first runs no plan (its workers are not a plan's), the second starts its plan's
+    # size cold (a Python start is no worker's loop): neither teaches. The third does,
+    # warm; on a loaded machine it may still start a worker cold (the one before not yet
+    # back in its pool) or miss a late worker's records, and teach nothing: a few tries.
+    assert taught("none") == 0 and taught("uniform") == 0
+    assert any(taught("uniform") for _ in range(5))
     worker_cpu = shoal.history(history).backend_stats("gateway").worker_cpu
     assert worker_cpu.n == 1 and worker_cpu.total > 0
     add(inc(1), inc(2)).compute(storage="memory://", workers="local", history=history)
