@@ -253,6 +253,13 @@ def should_flush(
     )
 
 
+def splits(batch: Sequence[Completion]) -> bool:
+    """Whether the completion step for ``batch`` may split what a completion readies
+    over new workers (by the worker's fan-out): only a completion without a plan, of two
+    children or more, can ready more than one."""
+    return any(len(c.children) > 1 and c.stay is None for c in batch)
+
+
 def runs_on(batch: Sequence[Completion], fanout: int, full: bool) -> bool:
     """Whether a worker runs its next task while the store step for ``batch`` is on the
     wire, and reads the reply after, splitting what it readies over ``fanout`` groups:

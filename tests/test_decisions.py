@@ -29,6 +29,7 @@ from shoal.decisions import (
     settled_here,
     should_flush,
     split_ready,
+    splits,
     upload_mode,
     waits_for_next,
     wakes_client,
@@ -294,6 +295,17 @@ def test_a_step_is_in_flight_while_the_next_task_runs_only_when_no_one_waits_on_
     assert runs_on([fan_out], 1, True)  # ... unless the worker keeps every group
     assert runs_on([fan_out._replace(stay=(True, True))], 2, True)  # or all stay
     assert not runs_on([fan_out._replace(stay=(True, False))], 2, True)  # one planned away
+
+
+def test_only_a_completion_of_several_unplanned_children_has_what_a_step_splits() -> None:
+    done = Event(EventKind.TASK_FINISHED, "w", 0, 1.0)
+    link = Completion(0, "out", Upload.NEVER, (1,), (1,), done)
+    fan_in_input = Completion(2, "out", Upload.IF_PENDING, (3,), (2,), done)
+    sink = Completion(7, "out", Upload.ALWAYS, (), (), done)
+    fan_out = Completion(4, "out", Upload.ALWAYS, (5, 6), (1, 1), done)
+    assert not splits([link, fan_in_input, sink, link._replace(task=9)])
+    assert splits([link, fan_out]) and splits([fan_out._replace(child_deps=(2, 2))])
+    assert not splits([fan_out._replace(stay=(True, False))])  # a plan places them
 
 
 def test_a_completion_waits_for_the_next_task_only_if_every_child_takes_it_too() -> None:

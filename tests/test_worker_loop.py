@@ -4,6 +4,7 @@ steps take a few turns of the event loop, as a network store's do."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ import shoal
 from shoal.decisions import FLUSH_AFTER_S, SMALL_TASK_S, Completion
 from shoal.events import Event, EventKind
 from shoal.graph import build
+from shoal.optimizations import DEFAULT
 from shoal.planning.work import Shape, bottom_levels
 from shoal.stores.base import Settled
 from shoal.stores.memory import MemoryStore
@@ -113,6 +115,42 @@ def test_the_step_that_readies_a_fan_in_is_waited_for_and_the_fan_in_runs_next()
     both = pair(named("a"), named("b"))
     assert run(pair(named("after", both), named("other"))) == [("after", "other")]
     assert ran.index("pair") < ran.index("other")
+
+
+class AskedStore(SlowSteps):
+    """It counts the questions of how many of a run's invocations are alive."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = 0
+
+    async def live_invocations(self, run_id: str) -> int:
+        self.asked += 1
+        return await super().live_invocations(run_id)
+
+
+def test_a_chains_steps_ask_the_store_nothing_before_they_go() -> None:
+    """With two slots to share work into, a step asks how many invocations are alive
+    only to split what one completion readies: a chain's links ready one child each,
+    so its steps, several links each, go without asking first (a round trip each on
+    Redis)."""
+    tuning = dataclasses.replace(DEFAULT, ranked=False)  # sharing on
+    store = AskedStore()
+    node: Any = 0
+    for _ in range(40):
+        node = quick_link(node)
+    assert asyncio.run(run_on_threads(build([node]), store, 2, tuning=tuning)) == [40]
+    assert 1 <= store.steps < 40 and store.asked == 0  # links batched, none asked
+    store = AskedStore()
+    source = quick_link(0)
+    fan = together(*(quick_link(source) for _ in range(4)))  # a fan-out of 4: it asks
+    assert asyncio.run(run_on_threads(build([fan]), store, 2, tuning=tuning)) == [4]
+    assert store.asked >= 1
+
+
+@shoal.task
+def quick_link(x: int) -> int:
+    return x + 1
 
 
 def test_on_a_full_platform_tasks_too_long_to_batch_elsewhere_share_steps() -> None:

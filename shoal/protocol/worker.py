@@ -27,6 +27,7 @@ from ..decisions import (
     settled_here,
     should_flush,
     split_ready,
+    splits,
     upload_mode,
     waits_for_next,
 )
@@ -558,10 +559,12 @@ class _Worker:
             extra = self.metrics_events()
         measured = metrics.take_measured() if metrics else []
         fanout = self.fanout
-        children = sum(len(c.children) for c in batch if c.stay is None)
-        if self.tuning.share and fanout > 1 and children > 1:
-            # Children go to new workers only as far as the platform has slots for them.
+        # Children go to new workers only as far as the platform has slots for them. The
+        # step splits only what one completion readies: with a child each at most (chains,
+        # a fan-in's inputs), there is nothing to split and nothing to ask the store first.
+        if self.tuning.share and fanout > 1 and splits(batch):
             live = await self.live_invocations()
+            children = sum(len(c.children) for c in batch if c.stay is None)
             fanout = groups_for(fanout, live, len(self.owned), children)
         step_started = perf_counter()
         new_specs, self.new_specs = self.new_specs, {}
