@@ -229,6 +229,26 @@ def test_invocations_handed_out_wait_until_claimed(
 # --------------------------------------------------------------------------- keys
 
 
+def test_the_store_speaks_resp2_and_sends_nothing_before_its_first_command(
+    redis_url: str, client: redis.Redis
+) -> None:
+    """RESP2: no HELLO (redis-py 8 speaks RESP3 unless told, a round trip on every new
+    connection), nor CLIENT SETINFO: a connection's first command is the store's own."""
+    client.config_resetstat()
+    store = _store(redis_url, "s" * 64)
+
+    async def first_contact() -> dict[str, Any]:
+        try:
+            await store.client.ping()
+            return await store.client.client_info()
+        finally:
+            await store.close()
+
+    assert int(asyncio.run(first_contact())["resp"]) == 2
+    seen = client.info("commandstats")
+    assert "cmdstat_hello" not in seen and not any("setinfo" in k for k in seen)
+
+
 def test_every_key_of_a_run_carries_the_ttl(
     redis_url: str, shared_secret: str, client: redis.Redis
 ) -> None:
