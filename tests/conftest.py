@@ -169,11 +169,16 @@ def folders_left(root: Path, within_s: float = 10.0) -> list[Path]:
     deleted run's folder is freed, and its namespace's folder then removed, by a
     thread."""
     deadline = time.monotonic() + within_s
-    while (
-        left := sorted(p for p in root.rglob("*") if p.is_dir())
-    ) and time.monotonic() < deadline:
+    while (left := _folders(root)) and time.monotonic() < deadline:
         time.sleep(0.01)  # polling the directory, with a deadline
     return left
+
+
+def _folders(root: Path) -> list[Path]:
+    try:
+        return sorted(p for p in root.rglob("*") if p.is_dir())
+    except FileNotFoundError:  # a folder went while the scan walked it: look again
+        return [root]
 
 
 @pytest.fixture
