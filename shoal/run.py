@@ -234,9 +234,9 @@ async def _run(
 
 def _tuning(options: RunOptions, backend: Workers) -> Tuning:
     """The thresholds of the optimizations the run forces on, from the backend's model."""
-    if not options.optimizations:  # the default, or all off
-        return tuning_for(options.optimizations, None)
     if backend.in_process:  # outputs pass by reference: nothing to save by not moving them
+        return dataclasses.replace(tuning_for(options.optimizations, None), aside_above=None)
+    if not options.optimizations:  # the default, or all off
         return tuning_for(options.optimizations, None)
     from .backends import Platform
     from .planning.model import BackendModel

@@ -269,21 +269,25 @@ def _reduction(leaves: int = 8, n: int = 500_000) -> shoal.Node:
 
 
 def test_clustering_runs_a_reduction_where_its_inputs_are_and_stores_none_of_them(
-    redis_url: str, tmp_path: Path
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One gateway worker at a time: every leaf and merge runs on one worker. Clustered,
-    each merge waits unstored until its worker has made the other input, so no array is
-    stored; without it, every array that completes before its sibling is."""
+    and by default (arrays over ASIDE_ABOVE), each merge's first input waits unstored until
+    its worker has made the other input, so no array is stored; with every optimization
+    off, every array that completes before its sibling is."""
+    monkeypatch.delenv(OPTIMIZATIONS_ENV, raising=False)
     expected = 8 * float(np.arange(500_000, dtype=np.float64).sum())
     with gateway("--max-workers", "1") as url:
         options = {"storage": redis_url, "workers": url, "progress": False}
         assert _reduction().compute(**options, optimizations=["cluster"]) == expected
         clustered = shoal.last_run()
+        assert _reduction().compute(**options) == expected
+        by_default = shoal.last_run()
         assert _reduction().compute(**options, optimizations=[]) == expected
         spread = shoal.last_run()
-    assert clustered is not None and spread is not None
-    assert clustered.outputs_stored == 1  # the checksum's only
-    assert spread.bytes_moved >= 4 * 4_000_000 > clustered.bytes_moved
+    assert clustered is not None and by_default is not None and spread is not None
+    assert clustered.outputs_stored == by_default.outputs_stored == 1  # the checksum's only
+    assert spread.bytes_moved >= 4 * 4_000_000 > max(clustered.bytes_moved, by_default.bytes_moved)
 
 
 @shoal.task

@@ -4,6 +4,7 @@ planner's choice of optimizations, checked in the simulator."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -23,7 +24,7 @@ from planning_cases import (
 from shoal.backends import Size
 from shoal.history import StatsKey
 from shoal.history.records import COLUMN
-from shoal.optimizations import Tuning
+from shoal.optimizations import DEFAULT, Tuning
 from shoal.planning import simulate as simulate_module
 from shoal.planning.planners import (
     COST_TIE,
@@ -163,17 +164,18 @@ def test_equal_roots_are_dealt_in_runs_so_a_reduction_keeps_its_subtrees_togethe
 
 
 def test_the_simulator_plays_a_reduction_clustered_on_one_worker_storing_nothing() -> None:
-    """One worker makes the whole tree: clustered, each merge's first input waits
-    unstored for the other, which its worker makes; without, the first input is stored
-    for the merge still waiting, and the second is not written: the worker knows from its
-    own marks that the merge it readies stays (shoal.decisions.settled_here)."""
+    """One worker makes the whole tree: set aside (the default), each merge's first input
+    waits unstored for the other, which its worker makes; without, the first input is
+    stored for the merge still waiting, and the second is not written: the worker knows
+    from its own marks that the merge it readies stays (shoal.decisions.settled_here)."""
     shape = reduction_shape(4)
     model = free_backend(cap=1)
     model.write_s_per_byte = 1e-9
     work = work_of([1.0] * 7)
     work.out_bytes = [1e8] * 7  # 0.1 s to write each
-    plain = simulate(shape, work, model)
+    plain = simulate(shape, work, model, tuning=Tuning())
     clustered = simulate(shape, work, model, tuning=Tuning(aside_above=1e8))
+    assert simulate(shape, work, model).makespan_s == clustered.makespan_s
     assert plain.workers == clustered.workers == 1
     assert clustered.makespan_s == pytest.approx(7.0)  # nothing written
     assert plain.makespan_s == pytest.approx(7.0 + 3 * 0.1)  # stored: 0, 2, 4
@@ -214,7 +216,7 @@ def test_the_optimizing_planner_clusters_a_fan_out_where_moving_its_input_costs_
     assert plan_optimizing(_fan_out_problem(100e6, frozenset())).optimized == {}
 
 
-def _reduction_problem(output_bytes: float) -> Problem:
+def _reduction_problem(output_bytes: float, tuning: Tuning = DEFAULT) -> Problem:
     """A tree sum of 8 leaves on a gateway of 2 CPUs, storing 100 MB/s."""
     model = backend_model("gateway", cap=2, capacity=2.0)
     model.read_s_per_byte = model.write_s_per_byte = 1e-8
@@ -225,17 +227,23 @@ def _reduction_problem(output_bytes: float) -> Problem:
     }
     shape = reduction_shape(8)
     functions = ["m.leaf"] * 8 + ["m.merge"] * 7
-    return problem_of([tuple(d) for d in shape.deps], functions, stats, model)
+    problem = problem_of([tuple(d) for d in shape.deps], functions, stats, model)
+    problem.tuning = tuning
+    return problem
 
 
 def test_the_optimizing_planner_clusters_a_reductions_fan_ins_where_storing_costs() -> None:
-    big = plan_optimizing(_reduction_problem(20e6))  # 0.2 s to store each, 0.2 s to read
+    unset = replace(DEFAULT, aside_above=None)  # a default that sets nothing aside
+    big = plan_optimizing(_reduction_problem(20e6, unset))  # 0.2 s to store, 0.2 s to read
     assert big.tuning is not None and big.tuning.aside_above is not None
     assert set(range(8, 15)) <= set(big.optimized["cluster"])
-    assert (
-        big.schedule.makespan_s < plan_critical_path(_reduction_problem(20e6)).schedule.makespan_s
-    )
-    small = plan_optimizing(_reduction_problem(1e3))
+    stored = plan_critical_path(_reduction_problem(20e6, unset)).schedule.makespan_s
+    assert big.schedule.makespan_s < stored
+    # The default sets such outputs aside already: nothing left for the planner to add.
+    by_default = plan_optimizing(_reduction_problem(20e6))
+    assert "cluster" not in by_default.optimized
+    assert by_default.schedule.makespan_s == pytest.approx(big.schedule.makespan_s)
+    small = plan_optimizing(_reduction_problem(1e3, unset))
     assert "cluster" not in small.optimized and (
         small.tuning is None or small.tuning.aside_above is None
     )

@@ -122,9 +122,14 @@ class Tuning:
 
 
 OFF = Tuning()
+#: Without a list, an output of at least this many bytes feeding a fan-in its worker will
+#: make waits for it unstored: stored, only that worker would read it back, from memory
+#: (a tree reduction's partial results: the word count's Counters, 7 % of its run).
+ASIDE_ABOVE = 16 << 10
 #: Without a list: what needs no plan to pay (a wide hand-out goes out as a tree, idle
-#: capacity takes a busy worker's ready tasks, the history's ranks order them).
-DEFAULT = Tuning(tree=True, share=True, ranked=True)
+#: capacity takes a busy worker's ready tasks, the history's ranks order them, and an
+#: output its own worker will read waits unstored).
+DEFAULT = Tuning(tree=True, share=True, ranked=True, aside_above=ASIDE_ABOVE)
 
 
 def tuning_for(forced: frozenset[str] | None, model: BackendModel | None) -> Tuning:

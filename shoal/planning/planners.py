@@ -612,7 +612,8 @@ def plan_optimizing(problem: Problem) -> Decided:
     # Fan-ins where their inputs are, run-wide: an output waits unstored for the fan-in
     # its worker makes (shoal.optimizations.cluster), if it pays.
     fan_ins = [t for t, deps in enumerate(shape.deps) if len(deps) > 1]
-    if fan_ins:
+    now_above = (best.tuning or problem.tuning).aside_above  # the default sets some aside
+    if fan_ins and (now_above is None or aside_threshold(model) < now_above):
         tuning = replace(best.tuning or problem.tuning, aside_above=aside_threshold(model))
         work = _work(costs, problem, best.sizes)
         schedule = simulate(shape, work, model, best.groups, tuning=tuning)

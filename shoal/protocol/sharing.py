@@ -58,6 +58,8 @@ async def _hand(state: _Worker, groups: list[list[int]], live: int) -> None:
     """Hand ``groups`` of the ready tasks of ``state`` to new workers."""
     handed = {t for group in groups for t in group}
     state.owned[:] = [t for t in state.owned if t not in handed]
+    if state.aside:  # some may wait for what now runs elsewhere: the next step looks again
+        state.urgent = True
     held = state.held
     for task in handed:  # their inputs are read from the store there, not from here
         for dep in (await state.source.spec(task)).deps:
