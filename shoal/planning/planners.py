@@ -613,8 +613,9 @@ def plan_optimizing(problem: Problem) -> Decided:
     # its worker makes (shoal.optimizations.cluster), if it pays.
     fan_ins = [t for t, deps in enumerate(shape.deps) if len(deps) > 1]
     now_above = (best.tuning or problem.tuning).aside_above  # the default sets some aside
-    if fan_ins and (now_above is None or aside_threshold(model) < now_above):
-        tuning = replace(best.tuning or problem.tuning, aside_above=aside_threshold(model))
+    above = aside_threshold(model)
+    if fan_ins and (now_above is None or above < now_above):
+        tuning = replace(best.tuning or problem.tuning, aside_above=above)
         work = _work(costs, problem, best.sizes)
         schedule = simulate(shape, work, model, best.groups, tuning=tuning)
         if schedule.makespan_s < best.schedule.makespan_s * (1 - OPTIMIZE_GAIN):
