@@ -9,6 +9,7 @@ import math
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,7 @@ from shoal.optimizations.share import (
 from shoal.optimizations.tree import BRANCHING, split_tree
 from shoal.planning.model import BackendModel
 from shoal.protocol import new_run_id, run_graph
+from shoal.protocol.sharing import hand_over_backlog
 from shoal.stores.memory import MemoryStore
 from shoal.summary import RunSummary
 
@@ -639,6 +641,48 @@ def test_a_worker_shares_its_chains_heads_not_the_chain_it_runs() -> None:
     assert shared(ready, heads, 1, 4) == [[3], [2], [1]]
     assert shared(ready, heads, 2, 2) == []  # no free slot
     assert shared([9, 3], {3}, 1, 2) == [[3]]
+
+
+def test_a_worker_handing_tasks_out_while_outputs_wait_aside_steps_at_once() -> None:
+    """An output set aside waits for a fan-in whose other inputs its worker would make; once
+    the worker hands some of its ready tasks out, they may be made elsewhere: its next step
+    is urgent, so that the worker looks again which outputs still wait (and stores the
+    others) before running on. With nothing aside, sharing changes nothing about steps."""
+
+    class Spec:
+        deps: tuple[int, ...] = ()
+        group = dynamic = None
+
+    class Source:
+        async def spec(self, task: int) -> Spec:
+            return Spec()
+
+        def pages_for(self, tasks: list[int]) -> None:
+            return None
+
+    class Invocation:
+        def handing_out(self, tasks: list[int], pages: None, size: Size) -> list[int]:
+            return tasks
+
+    def worker(aside: list[int]) -> Any:
+        handed: list[Any] = []
+
+        async def hand_out(invocations: list[Any]) -> None:
+            handed.extend(invocations)
+
+        state = SimpleNamespace(
+            owned=[4, 3, 2, 1], aside=aside, urgent=False, held={}, early=set(),
+            unflushed=set(), in_store=set(), live=1, fanout=2, name="w", source=Source(),
+            workers=SimpleNamespace(in_process=True), invocation=Invocation(),
+            hand_out=hand_out, handed=handed,
+        )  # fmt: skip
+        asyncio.run(hand_over_backlog(state))
+        return state
+
+    waiting = worker(aside=[7])
+    assert waiting.handed == [[1, 2, 3, 4]] and waiting.owned == []  # before its long task
+    assert waiting.urgent
+    assert not worker(aside=[]).urgent
 
 
 @shoal.task
