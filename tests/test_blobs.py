@@ -442,6 +442,31 @@ def test_arrays_from_file_blobs_are_mapped_writable_and_private_to_their_task(
     assert blobs_left(tmp_path / "blobs") == []
 
 
+def test_a_file_store_opens_while_another_runs_delete_prunes_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The namespace's folder goes with its last run's blobs, at any moment: a store opened
+    just then is still made, and private (a folder this user made 0700, or none)."""
+    base = tmp_path / "blobs"
+    (base / "ns").mkdir(mode=0o700, parents=True)
+    looked: list[Path] = []
+    real_stat = Path.stat
+
+    def stat(self: Path, **kwargs: Any) -> Any:
+        if self == base / "ns":
+            looked.append(self)
+            if len(looked) > 1:  # pruned right after the first look
+                raise FileNotFoundError(self)
+        return real_stat(self, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    blobs = FileBlobs(base.as_uri(), "ns")
+    assert blobs.private and len(looked) == 1
+    monkeypatch.undo()
+    (base / "ns").rmdir()
+    assert FileBlobs(base.as_uri(), "ns").private  # not there at all: made 0700 when needed
+
+
 def test_blobs_are_signed_unless_only_this_user_can_write_them(
     redis_url: str, tmp_path: Path
 ) -> None:

@@ -43,7 +43,8 @@ class FileBlobs:
         self.root = base / namespace  # made by the first blob written (0700, in base)
         base.mkdir(mode=0o700, parents=True, exist_ok=True)  # (parents=True: base 0755)
         # Only this user can make the namespace's folder in a base only it can write in.
-        self.private = _only_mine(base) and (not self.root.exists() or _only_mine(self.root))
+        # (One look at it: another run's delete may remove it, empty, at any moment.)
+        self.private = _only_mine(base) and _only_mine(self.root, absent=True)
 
     @classmethod
     def from_url(cls, url: str, namespace: str) -> FileBlobs:
@@ -119,9 +120,13 @@ class FileBlobs:
         os.replace(temporary, folder / str(task))
 
 
-def _only_mine(folder: Path) -> bool:
-    """Whether only this user (and root) can write in ``folder``."""
-    info = folder.stat()
+def _only_mine(folder: Path, absent: bool = False) -> bool:
+    """Whether only this user (and root) can write in ``folder``; ``absent`` when it is
+    not there."""
+    try:
+        info = folder.stat()
+    except FileNotFoundError:
+        return absent
     return info.st_uid == os.getuid() and not info.st_mode & 0o022
 
 
