@@ -124,7 +124,7 @@ class Tuning:
 OFF = Tuning()
 #: Without a list, an output of at least this many bytes feeding a fan-in its worker will
 #: make waits for it unstored: stored, only that worker would read it back, from memory
-#: (a tree reduction's partial results: the word count's Counters, 7 % of its run).
+#: (a tree reduction's partial results: the word count's Counters, 5 to 14 % of its run).
 ASIDE_ABOVE = 16 << 10
 #: Without a list: what needs no plan to pay (a wide hand-out goes out as a tree, idle
 #: capacity takes a busy worker's ready tasks, the history's ranks order them, and an
