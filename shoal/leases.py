@@ -13,11 +13,7 @@ Every task that is ready but not finished has exactly one owner, an invocation:
   (:func:`hand_off`), each of which takes them over when its worker claims it;
 - a worker claims an invocation once (:func:`claim`): a second delivery or a replayed
   payload, or one whose tasks were recovered meanwhile, is refused before any user code;
-- a worker that stops releases its lease (:func:`release`): by then it owns nothing;
-- a busy worker on a full platform may *offer* ready tasks it owns (:func:`offer`): it
-  keeps owning them, and a worker that ran out of work takes one over before it stops
-  (:func:`steal`); the offerer takes back what is left when its own work is done
-  (:func:`reclaim`).
+- a worker that stops releases its lease (:func:`release`): by then it owns nothing.
 
 The client holds a lease too (:data:`CLIENT`): a run whose client was killed is deleted by
 the next heartbeat of any of its workers (or of a backend keeping its queue), instead of
@@ -57,16 +53,13 @@ class Lease:
 
 @dataclass(slots=True)
 class LeaseTable:
-    """A run's leases, the owner of each ready task, the invocations ever claimed, the
-    losses counted per task, the tasks on offer (task, offerer, the worker size it needs),
-    oldest first, and each thief's last steal (its turn, the task it took)."""
+    """A run's leases, the owner of each ready task, the invocations ever claimed, and the
+    losses counted per task."""
 
     leases: dict[str, Lease] = field(default_factory=dict)
     owners: dict[int, str] = field(default_factory=dict)
     claimed: set[str] = field(default_factory=set)
     losses: dict[int, int] = field(default_factory=dict)
-    offers: list[tuple[int, str, str]] = field(default_factory=list)
-    stolen: dict[str, tuple[int, int | None]] = field(default_factory=dict)
 
 
 class Recovered(NamedTuple):
@@ -175,45 +168,6 @@ def renew(
 def release(table: LeaseTable, invocation: str) -> None:
     """The worker of ``invocation`` stopped: it owns nothing any more."""
     table.leases.pop(invocation, None)
-
-
-def offer(table: LeaseTable, invocation: str, tasks: Sequence[int], size: str) -> None:
-    """``invocation`` offers ready ``tasks`` it owns (in the order it would run them) to a
-    worker of ``size`` that runs out of work; it still owns them, so that a lost offerer's
-    offers are recovered with the rest of its tasks."""
-    table.offers.extend((t, invocation, size) for t in tasks if table.owners.get(t) == invocation)
-
-
-def steal(table: LeaseTable, now: float, thief: str, size: str, turn: int = 0) -> int | None:
-    """A worker of ``size`` running ``thief``, out of work, takes over the task on offer
-    that its offerer would run last; None when none is left. Offers whose task changed
-    hands (recovered) or whose offerer's lease ran out are dropped on the way: their tasks
-    are the recovery's. ``turn`` counts the thief's steals: asked again for the same turn
-    (a step repeated after its reply was lost), it answers the same."""
-    last = table.stolen.get(thief)
-    if last is not None and last[0] == turn:
-        return last[1]
-    offers, owners = table.offers, table.owners
-    taken = None
-    for i in range(len(offers) - 1, -1, -1):
-        task, offerer, wanted = offers[i]
-        if wanted != size or offerer == thief:
-            continue
-        del offers[i]
-        if owners.get(task) == offerer and alive(table.leases.get(offerer), now):
-            owners[task] = thief
-            taken = task
-            break
-    table.stolen[thief] = (turn, taken)
-    return taken
-
-
-def reclaim(table: LeaseTable, invocation: str, offered: Sequence[int]) -> list[int]:
-    """``invocation`` takes back what it ``offered``: it withdraws its offers, and learns
-    which of those tasks are still its own (the others were stolen, or recovered). Asked
-    again, it answers the same."""
-    table.offers[:] = [o for o in table.offers if o[1] != invocation]
-    return [task for task in offered if table.owners.get(task) == invocation]
 
 
 def abandoned(table: LeaseTable, now: float) -> bool:

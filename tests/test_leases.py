@@ -1,8 +1,7 @@
 """The lease decisions (shoal.leases), pure: random interleavings of hand-outs, claims
-(duplicated and late), completions (also by workers whose lease was lost), offers, steals
-and reclaims, heartbeats, crashes, the passing of time and recoveries. No task is lost,
-none is recovered twice for one loss, none is stolen from an owner that did not offer it,
-and no invocation is claimed twice."""
+(duplicated and late), completions (also by workers whose lease was lost), heartbeats,
+crashes, the passing of time and recoveries. No task is lost, none is recovered twice for
+one loss, and no invocation is claimed twice."""
 
 from __future__ import annotations
 
@@ -31,7 +30,6 @@ class Leases(RuleBasedStateMachine):
         self.in_flight: list[tuple[str, str, tuple[int, ...]]] = []  # (id, parent, tasks)
         self.workers: dict[str, bool] = {}  # invocation -> still believes it holds its lease
         self.claims: dict[str, int] = {}
-        self.offered: dict[str, list[int]] = {}  # invocation -> what it offers
         roots = [t for t, p in enumerate(PARENT) if p is None]
         inv = self.new_id()
         leases.hand_off(self.table, self.now, "", [(inv, roots)], LEASE_S)
@@ -65,8 +63,7 @@ class Leases(RuleBasedStateMachine):
         was given; its first completion readies the children, which it keeps or hands
         out."""
         inv = data.draw(st.sampled_from(sorted(self.workers)))
-        offered = self.offered.get(inv, ())  # until it takes them back
-        mine = [t for t in self.ready() if self.table.owners.get(t) == inv and t not in offered]
+        mine = [t for t in self.ready() if self.table.owners.get(t) == inv]
         if not mine:
             return
         task = data.draw(st.sampled_from(mine))
@@ -80,43 +77,6 @@ class Leases(RuleBasedStateMachine):
             new = self.new_id()
             leases.hand_off(self.table, self.now, inv, [(new, tuple(children))], LEASE_S)
             self.in_flight.append((new, inv, tuple(children)))
-
-    @precondition(lambda self: self.workers)
-    @rule(data=st.data())
-    def offer(self, data: st.DataObject) -> None:
-        """A worker offers some of its ready tasks (it keeps owning them)."""
-        inv = data.draw(st.sampled_from(sorted(self.workers)))
-        mine = [t for t in self.ready() if self.table.owners.get(t) == inv]
-        tasks = data.draw(st.lists(st.sampled_from(mine), unique=True) if mine else st.just([]))
-        leases.offer(self.table, inv, tasks, "s")
-        self.offered.setdefault(inv, []).extend(tasks)
-        assert all(self.table.owners[t] == inv for t in tasks)
-
-    @precondition(lambda self: self.workers)
-    @rule(data=st.data(), size=st.sampled_from(["s", "other"]))
-    def steal(self, data: st.DataObject, size: str) -> None:
-        """A worker out of work takes a task on offer, of its size, from a live owner."""
-        thief = data.draw(st.sampled_from(sorted(self.workers)))
-        before = dict(self.table.owners)
-        task = leases.steal(self.table, self.now, thief, size)
-        if task is None:
-            return
-        offerer = before[task]
-        assert size == "s" and offerer != thief
-        assert task in self.offered.get(offerer, ()), "stolen without an offer"
-        assert leases.alive(self.table.leases.get(offerer), self.now)
-        assert task in self.ready() and self.table.owners[task] == thief
-
-    @precondition(lambda self: self.offered)
-    @rule(data=st.data())
-    def reclaim(self, data: st.DataObject) -> None:
-        """A worker takes back its offers: exactly those it still owns come back."""
-        inv = data.draw(st.sampled_from(sorted(self.offered)))
-        tasks = self.offered.pop(inv)
-        back = leases.reclaim(self.table, inv, tasks)
-        assert back == [t for t in tasks if self.table.owners.get(t) == inv]
-        assert all(o[1] != inv for o in self.table.offers)
-        assert leases.steal(self.table, self.now, "thief", "s") not in back
 
     @precondition(lambda self: self.workers)
     @rule(data=st.data())
@@ -178,7 +138,6 @@ class Leases(RuleBasedStateMachine):
             dict(self.table.owners),
             set(self.table.claimed),
             dict(self.table.losses),
-            list(self.table.offers),
         )
         later = self.now + 2 * LEASE_S
         leases.recover(table, later, self.ready(), self.finished.__contains__, str, LEASE_S)

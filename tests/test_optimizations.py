@@ -45,9 +45,6 @@ from shoal.optimizations.share import (
     shared,
     worth_sharing,
 )
-from shoal.optimizations.share import (
-    offered as offered_of,
-)
 from shoal.optimizations.tree import BRANCHING, split_tree
 from shoal.planning.model import BackendModel
 from shoal.protocol import new_run_id, run_graph
@@ -739,50 +736,6 @@ def test_idle_capacity_takes_ready_tasks_off_a_busy_worker(
     off = [name for name in forced if name != "share"] if forced else []
     shoal.compute(*graph(flags / "off"), **{**engine, "optimizations": off})
     assert shoal.last_run().workers == slots
-
-
-@shoal.task
-def after_taken(first: float, folder: str, names: list[str], within_s: float) -> bool:
-    """Signal that it runs, then wait (up to ``within_s``) for the tasks its worker
-    offered to have run elsewhere."""
-    (Path(folder) / "taking").touch()
-    return after_flags.func(folder, names, within_s)
-
-
-def test_a_worker_out_of_work_takes_the_tasks_a_busy_one_offers(
-    engine: dict[str, Any], flags: Path
-) -> None:
-    """The platform is full. One worker readies a task while it holds six more: it offers
-    the three it would run last, then runs that task, which waits until those three have
-    run. The other workers, once done with their own work (which waits for that task to
-    start, so the offer is made by then), take them one by one instead of stopping: the
-    task ends. Without stealing, its own worker would run them only after it: it waits
-    in vain."""
-    on_gateway = "gateway+" in engine["workers"]  # its concurrency cap is the CPU count
-    slots = (os.cpu_count() or 1) if on_gateway else LocalWorkers().parallelism
-    if slots < 2:
-        pytest.skip("a platform running one worker at once has no other worker to take work")
-    forced = engine.get("optimizations")
-    if forced and "share" not in forced:
-        pytest.skip("sharing is off")
-    folder = flags / "steal"
-    folder.mkdir()
-    mine = [f"t{i}" for i in range(6)]
-    ready = list(range(1 + len(mine)))  # the waiting task first, as its worker runs them
-    offered = [mine[i - 1] for i in offered_of(ready, set(ready[1:]))]
-    assert offered == ["t3", "t4", "t5"]
-    busy = [after_taken(work(0.06), str(folder), offered, 30.0)]
-    busy += [flag(str(folder), name) for name in mine]
-    others: list[shoal.Node] = []
-    for k in range(slots - 1):  # as many roots as the busy worker's, the first waiting
-        others.append(after_flags(str(folder), ["taking"], 30.0))
-        others += [flag(str(folder), f"o{k}-{i}") for i in range(len(mine))]
-
-    results = shoal.compute(*busy, *others, **engine)
-    assert results[0] is True  # the offered tasks ran while it waited
-    assert sorted(p.name for p in folder.iterdir()) == sorted(
-        ["taking", *mine, *(f"o{k}-{i}" for k in range(slots - 1) for i in range(len(mine)))]
-    )
 
 
 @shoal.task

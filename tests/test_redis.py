@@ -226,48 +226,6 @@ def test_invocations_handed_out_wait_until_claimed(
     assert steps_told == [0, 2, 2, 1]
 
 
-@pytest.mark.parametrize("which", ["memory", "redis"])
-def test_a_task_on_offer_goes_to_one_thief_of_its_size_and_the_rest_back_to_its_offerer(
-    which: str, redis_url: str, shared_secret: str
-) -> None:
-    """A worker offers two of its ready tasks, and every completion step then tells its
-    worker that there are offers. A worker of another size takes none; one of the same
-    size takes the one the offerer would run last, and the same again when it repeats the
-    step (a lost reply); the offerer takes none of its own, and takes the other back."""
-    store = MemoryStore() if which == "memory" else _store(redis_url, shared_secret)
-    done = Event(EventKind.TASK_FINISHED, "w", 0, 1.0)  # a redelivery after the first
-
-    async def offers_told() -> bool:
-        settled = await store.complete_tasks(
-            "offers", [Completion(0, 1, Upload.ALWAYS, (), (), done)], 1
-        )
-        assert settled is not None
-        return settled.offers
-
-    async def steps() -> list[Any]:
-        graph = build([inc(1), inc(2), inc(3)])
-        await store.create_run("offers", graph.ship(), graph.sinks)
-        try:
-            await store.claim("offers", "a", "", (0, 1, 2), None, 10.0)
-            seen: list[Any] = [await offers_told()]
-            await store.offer("offers", "a", [1, 2], "1x2048")
-            seen.append(await offers_told())
-            seen.append(await store.steal("offers", "b", "2x4096", 1))
-            seen.append(await store.steal("offers", "b", "1x2048", 2))
-            seen.append(await store.steal("offers", "b", "1x2048", 2))  # repeated
-            seen.append(await store.steal("offers", "a", "1x2048", 1))
-            seen.append(await store.reclaim("offers", "a", [1, 2]))
-            seen.append(await store.reclaim("offers", "a", [1, 2]))  # repeated
-            seen.append(await store.steal("offers", "b", "1x2048", 3))
-            seen.append(await offers_told())
-            return seen
-        finally:
-            await store.delete_run("offers")
-            await store.close()
-
-    assert asyncio.run(steps()) == [False, True, None, 2, 2, None, [1], [1], None, False]
-
-
 # --------------------------------------------------------------------------- keys
 
 

@@ -65,14 +65,6 @@ def worth_sharing(ready: int, last_task_s: float) -> bool:
     return ready >= 2 and last_task_s * (ready - 1) >= SHARE_WORK_S
 
 
-def offered(ready: Sequence[int], movable: Container[int]) -> list[int]:
-    """The ``movable`` ones of the half of a worker's ``ready`` tasks (in the order it would
-    run them) that it would run last: what it offers, on a full platform, to whichever
-    worker runs out of work first. A worker that does takes them one at a time, from the
-    last; the offerer takes back the others once its own half is done."""
-    return [t for t in ready[_own_share(len(ready), 1) :] if t in movable]
-
-
 def shared(ready: Sequence[int], movable: Container[int], live: int, cap: int) -> list[list[int]]:
     """The groups of a worker's ``ready`` tasks (in the order it would run them) to hand to
     new workers, with ``live`` of the run's invocations alive (the asking worker's

@@ -49,14 +49,7 @@ from .fanins import set_aside, wait_for_inputs
 from .mapparts import run_map_part
 from .ordering import RankedOrder
 from .recent import RecentOutputs
-from .sharing import (
-    hand_over_backlog,
-    keeps_children,
-    offer_backlog,
-    reclaim_offers,
-    share_ready,
-    steal_offered,
-)
+from .sharing import hand_over_backlog, keeps_children, share_ready
 from .source import TaskSource
 from .starting import forward, prewarm
 
@@ -133,11 +126,6 @@ class _Worker:
         #: The run's live invocations as last seen (each step tells), and when.
         self.live: int | None = None
         self.live_at = 0.0
-        #: Ready tasks it offers to a worker that runs out of work (in its order), whether
-        #: some worker offered tasks as its last step saw, and how often it stole one.
-        self.offered: list[int] = []
-        self.offers = False
-        self.steals = 0
         self.ran = 0
         self.metrics = metrics
         # CPU time and peak memory are the task's only when the process is the worker's own.
@@ -177,8 +165,6 @@ class _Worker:
             if lease.lost:
                 log.info("worker %s: lost its lease on run %s, stopping", self.name, self.run_id)
                 return
-            if not owned and self.offered:  # its own work is done: what no one took is back
-                await reclaim_offers(self)
             if order is not None and len(owned) > 1:  # the most urgent is next
                 await order.put_next(self)
             due = batch and (
@@ -200,14 +186,12 @@ class _Worker:
                 due = True
             if due and not await self.flush():
                 return  # the run is gone: finished elsewhere, failed or cancelled
-            if not owned and not (share and self.offers and await steal_offered(self)):
+            if not owned:
                 return
             if share and not self.holding and worth_sharing(len(owned), last_task_s):
                 live = await self.live_invocations()  # idle capacity may take some
                 if live < self.fanout:
                     await share_ready(self, live)
-                elif not self.offered and not self.aside:  # or a worker that runs out
-                    await offer_backlog(self)
             if self.threads is not None and len(owned) > 1:
                 ran = await self.run_together()
                 if ran is not None:
@@ -600,7 +584,6 @@ class _Worker:
         if settled is None:
             return False
         self.live, self.live_at = settled.live, perf_counter()
-        self.offers = settled.offers
         if metrics:
             seconds = perf_counter() - step_started if timed else None
             metrics.stored(settled.stored, seconds, measured)

@@ -33,15 +33,13 @@ class Settled(NamedTuple):
     """What a completion step did: per completion of the batch, the children it made ready
     (its worker owns them) and the bytes of its output stored (0: kept on the worker; -1: a
     redelivered completion, ignored); the pages of the ready children's specs, if asked;
-    the run's live invocations (:meth:`Store.live_invocations`) as the step saw them,
-    which tells the worker for free whether the platform has room to share its work; and
-    whether some worker offers tasks (:meth:`Store.steal`)."""
+    and the run's live invocations (:meth:`Store.live_invocations`) as the step saw them,
+    which tells the worker for free whether the platform has room to share its work."""
 
     readies: list[list[int]]
     stored: list[int]
     pages: dict[int, bytes]
     live: int
-    offers: bool = False
 
 
 class Store(Protocol):
@@ -153,16 +151,6 @@ class Store(Protocol):
 
     async def release(self, run_id: str, invocation: str, events: Sequence[Event]) -> None:
         """:func:`shoal.leases.release`, appending ``events``."""
-
-    async def offer(self, run_id: str, invocation: str, tasks: Sequence[int], size: str) -> None:
-        """:func:`shoal.leases.offer`."""
-
-    async def steal(self, run_id: str, thief: str, size: str, turn: int) -> int | None:
-        """:func:`shoal.leases.steal` (None, too, when the run is gone); ``turn`` counts the
-        thief's steals, so that a step repeated after a lost reply answers the same."""
-
-    async def reclaim(self, run_id: str, invocation: str, offered: Sequence[int]) -> list[int]:
-        """:func:`shoal.leases.reclaim` (none when the run is gone)."""
 
     async def expired(self, run_id: str) -> list[str]:
         """Invocations whose lease ran out (:func:`shoal.leases.expired`)."""

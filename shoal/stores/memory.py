@@ -199,8 +199,7 @@ class MemoryStore:
         run.append(finished, any(c.task in run.sinks for c in batch))
         with run.lease_lock:
             live = leases.live(run.leases)
-            offers = bool(run.leases.offers)
-        return Settled(readies, stored, {}, live, offers)
+        return Settled(readies, stored, {}, live)
 
     async def fail_task(self, run_id: str, failure: TaskFailure, failed: Event) -> None:
         run = self._runs.get(run_id)
@@ -304,26 +303,6 @@ class MemoryStore:
         with run.lease_lock:
             leases.release(run.leases, invocation)
         run.append(events, wakes_client(events, run.sinks))
-
-    async def offer(self, run_id: str, invocation: str, tasks: Sequence[int], size: str) -> None:
-        run = self._runs.get(run_id)
-        if run is not None:
-            with run.lease_lock:
-                leases.offer(run.leases, invocation, tasks, size)
-
-    async def steal(self, run_id: str, thief: str, size: str, turn: int) -> int | None:
-        run = self._runs.get(run_id)
-        if run is None:
-            return None
-        with run.lease_lock:
-            return leases.steal(run.leases, time.monotonic(), thief, size, turn)
-
-    async def reclaim(self, run_id: str, invocation: str, offered: Sequence[int]) -> list[int]:
-        run = self._runs.get(run_id)
-        if run is None:
-            return []
-        with run.lease_lock:
-            return leases.reclaim(run.leases, invocation, offered)
 
     async def expired(self, run_id: str) -> list[str]:
         run = self._run(run_id)

@@ -127,9 +127,6 @@ class RedisStore:
         self._claim = self.client.register_script(scripts.CLAIM)
         self._renew = self.client.register_script(scripts.RENEW)
         self._release = self.client.register_script(scripts.RELEASE)
-        self._offer = self.client.register_script(scripts.OFFER)
-        self._steal = self.client.register_script(scripts.STEAL)
-        self._reclaim = self.client.register_script(scripts.RECLAIM)
         self._expired = self.client.register_script(scripts.EXPIRED)
         self._recover = self.client.register_script(scripts.RECOVER)
         self._stored = self.client.register_script(scripts.STORED)
@@ -394,14 +391,13 @@ class RedisStore:
             if put and self.blobs is not None:
                 await self.blobs.delete(run_id, put)
             return None
-        *readied, flat, stored, live, offers = reply
+        *readies, flat, stored, live = reply
         if put and self.blobs is not None:  # the outputs the store judged no one else needs
             unused = {c.task for c, n in zip(batch, stored, strict=True) if n == 0}
             await self.blobs.delete(run_id, [t for t in put if t in unused])
         pages = {int(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
         pages.update(new_pages)  # to send along with the tasks handed out
-        readies = [[int(c) for c in ready] for ready in readied]
-        return Settled(readies, stored, pages, live, bool(offers))
+        return Settled([[int(c) for c in ready] for ready in readies], stored, pages, live)
 
     async def reserve(self, run_id: str, task: int, count: int) -> int:
         keys = run_keys(run_id)
@@ -523,26 +519,6 @@ class RedisStore:
                 args=(invocation, encode_events(events)),
             )
         )
-
-    async def offer(self, run_id: str, invocation: str, tasks: Sequence[int], size: str) -> None:
-        keys = run_keys(run_id)
-        await self._call(
-            lambda: self._offer(keys=(keys.owners, keys.events), args=(invocation, size, *tasks))
-        )
-
-    async def steal(self, run_id: str, thief: str, size: str, turn: int) -> int | None:
-        keys = run_keys(run_id)
-        task = await self._call(
-            lambda: self._steal(keys=(keys.leases, keys.owners), args=(thief, size, turn))
-        )
-        return None if task is None else int(task)
-
-    async def reclaim(self, run_id: str, invocation: str, offered: Sequence[int]) -> list[int]:
-        keys = run_keys(run_id)
-        mine = await self._call(
-            lambda: self._reclaim(keys=(keys.owners,), args=(invocation, *offered))
-        )
-        return [int(t) for t in mine]
 
     async def expired(self, run_id: str) -> list[str]:
         expired = await self._call(lambda: self._expired(keys=(run_keys(run_id).leases,)))

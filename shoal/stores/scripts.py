@@ -10,11 +10,9 @@ nothing new, and exactly one completion owns each child.
 Every step is safe to repeat, as the store repeats a step whose connection was lost (its
 reply with it): a repeated completion gives its worker back what the first readied for it
 (the owners tell), a repeated claim is refused (the lease then expires and the tasks are
-recovered), hand-offs, renewals and releases are idempotent, a repeated steal answers
-the same (the thief numbers its turns), and an offer made twice is taken once. Here the
-atomicity of the script does what the owner claim does in memory, so the finished flag of
-the parent is enough to tell a redelivery, and a child with several inputs keeps a count
-instead of a set.
+recovered), hand-offs, renewals and releases are idempotent. Here the atomicity of the script does
+what the owner claim does in memory, so the finished flag of the parent is enough to tell
+a redelivery, and a child with several inputs keeps a count instead of a set.
 """
 
 from __future__ import annotations
@@ -184,7 +182,6 @@ end
 reply[#comps + 1] = pages
 reply[#comps + 2] = stored
 reply[#comps + 3] = live(KEYS[6])
-reply[#comps + 4] = redis.call('HEXISTS', KEYS[5], 'offers')
 return reply
 """
 )
@@ -350,111 +347,6 @@ redis.call('XADD', KEYS[2], 'NOMKSTREAM', '*', 'e', ARGV[2])
 redis.call('XADD', KEYS[3], 'NOMKSTREAM', 'MAXLEN', '~', 64, '*', 'w', '')
 return 1
 """
-
-# Tasks on offer (shoal.leases.offer) are the owners hash's field "offers": a JSON array of
-# [task, offerer, size], oldest first; no field when there are none.
-_OFFERS = """
-local function offers_of(owners)
-  local blob = redis.call('HGET', owners, 'offers')
-  if not blob then return nil end
-  return cjson.decode(blob)
-end
-local function keep_offers(owners, offers)
-  if #offers > 0 then
-    redis.call('HSET', owners, 'offers', cjson.encode(offers))
-  else
-    redis.call('HDEL', owners, 'offers')
-  end
-end
-"""
-
-OFFER = (
-    """
--- A worker offers ready tasks it owns to a worker that runs out of work.
--- KEYS[1] owners  KEYS[2] events   ARGV[1] invocation  ARGV[2] size  ARGV[3 ..] tasks
-"""
-    + _LEASES
-    + _OFFERS
-    + """
-if redis.call('EXISTS', KEYS[2]) == 0 then return false end
-local offers = offers_of(KEYS[1]) or {}
-local owners = hmget(KEYS[1], ARGV, 3, #ARGV)
-for i = 3, #ARGV do
-  if owners[i - 2] == ARGV[1] then offers[#offers + 1] = {tonumber(ARGV[i]), ARGV[1], ARGV[2]} end
-end
-keep_offers(KEYS[1], offers)
-return 1
-"""
-)
-
-STEAL = (
-    """
--- A worker out of work takes over the task on offer its offerer would run last, dropping
--- stale offers (the task changed hands, or the offerer's lease ran out) on the way.
--- KEYS[1] leases  KEYS[2] owners
--- ARGV[1] the thief's invocation  ARGV[2] its size  ARGV[3] its turn (how many times it
--- asked before): asked again for a turn (a reply lost), it answers the same, from the
--- owners' field "s:<thief>" ([turn, task], task -1 for none)
--- Returns the task, or false when none is left.
-"""
-    + _LEASES
-    + _OFFERS
-    + """
-local thief, turn = ARGV[1], tonumber(ARGV[3])
-local last = redis.call('HGET', KEYS[2], 's:' .. thief)
-if last then
-  last = cjson.decode(last)
-  if last[1] == turn then
-    if last[2] < 0 then return false end
-    return last[2]
-  end
-end
-local offers = offers_of(KEYS[2])
-if not offers then return false end
-local now, taken = clock(), -1
-for i = #offers, 1, -1 do
-  local task, offerer = offers[i][1], offers[i][2]
-  if offers[i][3] == ARGV[2] and offerer ~= thief then
-    table.remove(offers, i)
-    if redis.call('HGET', KEYS[2], tostring(task)) == offerer
-      and alive(lease_of(redis.call('HGET', KEYS[1], offerer)), now) then
-      redis.call('HSET', KEYS[2], tostring(task), thief)
-      taken = task
-      break
-    end
-  end
-end
-keep_offers(KEYS[2], offers)
-redis.call('HSET', KEYS[2], 's:' .. thief, cjson.encode({turn, taken}))
-if taken < 0 then return false end
-return taken
-"""
-)
-
-RECLAIM = (
-    """
--- A worker withdraws its offers and learns which of the tasks it offered it still owns
--- (the others were stolen, or recovered); asked again, it answers the same.
--- KEYS[1] owners   ARGV[1] invocation   ARGV[2 ..] the tasks it offered
-"""
-    + _LEASES
-    + _OFFERS
-    + """
-local offers = offers_of(KEYS[1])
-if offers then
-  local kept = {}
-  for _, offer in ipairs(offers) do
-    if offer[2] ~= ARGV[1] then kept[#kept + 1] = offer end
-  end
-  keep_offers(KEYS[1], kept)
-end
-local owners, mine = hmget(KEYS[1], ARGV, 2, #ARGV), {}
-for i = 2, #ARGV do
-  if owners[i - 1] == ARGV[1] then mine[#mine + 1] = ARGV[i] end
-end
-return mine
-"""
-)
 
 LIVE = (
     """
