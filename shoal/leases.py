@@ -22,7 +22,10 @@ waiting for its keys' TTL.
 Whoever sees a lease expire (the waiting client) calls :func:`recover` with the tasks it
 knows to be ready and unfinished: those whose owner's lease expired (or is gone, or was
 reported dead) move, in one atomic step, to a new pending invocation per lost owner, and
-each counts one loss against its retries. A second call finds them owned by a live lease:
+each counts one loss against its retries. The client also calls it when no invocation of
+a run is live but results are missing: a ready task can then only be owned by a worker that
+stopped without running it (a bug, never by design), and it is recovered, not waited for
+forever. A second call finds them owned by a live lease:
 each expiry is recovered exactly once. A lost worker that was only slow finds its lease
 gone at its next heartbeat and stops at its next task boundary; if it completes a task
 first, the completion's marks are idempotent, so results are still recorded once.

@@ -26,6 +26,7 @@ import shoal
 from shoal.backends import Invocation
 from shoal.backends.gateway import GatewayWorkers
 from shoal.codec import Codec
+from shoal.protocol.worker import _Worker
 from shoal.security import Signer
 from shoal.summary import record
 
@@ -233,6 +234,65 @@ def test_a_worker_that_fails_before_its_loop_fails_the_run(
     with pytest.raises(shoal.WorkerLost, match="task tiny-0 was lost"):
         run.result(timeout=30)
     _no_keys(redis_url)
+
+
+@pytest.fixture
+def forgetful_workers(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Injects the bug that once hung runs (a worker of a work-stealing draft stopped while
+    it still owned ready tasks): the first task that leaves its worker owning tasks
+    drops them, so the worker stops and releases its lease with them still its own.
+    Patched in this process: for runs on local workers. Returns the tasks dropped."""
+    dropped: list[int] = []
+    finish = _Worker.finish
+
+    def forgetting(self: _Worker, *args: Any) -> None:
+        finish(self, *args)
+        if not dropped and self.owned:
+            dropped.extend(self.owned)
+            self.owned.clear()
+
+    monkeypatch.setattr(_Worker, "finish", forgetting)
+    return dropped
+
+
+@pytest.fixture(params=["memory", "redis", "cluster"])
+def any_store(request: pytest.FixtureRequest) -> str:
+    if request.param == "memory":
+        return "memory://"
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
+
+
+def test_a_task_left_by_a_worker_that_stopped_owning_it_is_recovered(
+    any_store: str, forgetful_workers: list[int]
+) -> None:
+    """A ready task whose owner released its lease would wait forever (only an *expired*
+    lease was recovered): a run with no live invocation left is recovered as stalled."""
+
+    @shoal.task(retries=1)
+    def step(x: int) -> int:
+        return x + 1
+
+    result = step(step(step(0))).compute(
+        storage=any_store, workers="local", progress=False, timeout=30
+    )
+    assert result == 3 and forgetful_workers
+    summary = shoal.last_run()
+    assert summary is not None and summary.tasks_done == 3  # each result recorded once
+    (lost,) = summary.errors
+    assert "no worker was left to run it" in lost.error
+    if any_store != "memory://":
+        _no_keys(any_store)
+
+
+def test_a_task_left_beyond_its_retries_fails_the_run_naming_it(
+    any_store: str, forgetful_workers: list[int]
+) -> None:
+    with pytest.raises(shoal.WorkerLost, match=r"task inc-1 was lost .*a bug in Shoal"):
+        inc(inc(0)).compute(storage=any_store, workers="local", progress=False, timeout=30)
+    assert forgetful_workers == [1]
+    if any_store != "memory://":
+        _no_keys(any_store)
 
 
 KILLED_GATEWAY_CLIENT = """

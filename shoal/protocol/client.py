@@ -246,10 +246,13 @@ class _Recovery:
         self.grown, self.invoker = grown, invoker
         self.store, self.run_id = invoker.store, invoker.run_id
 
-    async def recover(self, finished: set[int], dead: dict[str, tuple[str, str]]) -> None:
+    async def recover(
+        self, finished: set[int], dead: dict[str, tuple[str, str]], stalled: bool = False
+    ) -> None:
         """Recover every lost worker's tasks; ``dead``: invocations reported dead, with
-        their worker and the cause. Raises WorkerLost for a task lost more often than its
-        retries allow."""
+        their worker and the cause; ``stalled``: no invocation of the run is live, so a
+        ready task can only be owned by one that stopped without running it. Raises
+        WorkerLost for a task lost more often than its retries allow."""
         grown = self.grown
         candidates = [
             t for t in grown.tasks()
@@ -260,11 +263,9 @@ class _Recovery:
         )
         losses = []
         for r in recovered:
-            reporter, cause = dead.get(r.lost) or (
-                "",
-                f"its lease expired: no heartbeat for {self.invoker.lease_s:g} s",
-            )
-            worker = r.worker or reporter or f"(invocation {r.lost}, not yet started)"
+            reporter, cause = dead.get(r.lost) or ("", self.lease_cause(stalled))
+            fallback = "" if stalled else ", not yet started"
+            worker = r.worker or reporter or f"(invocation {r.lost}{fallback})"
             named = grown.name(r.running if r.running is not None else r.tasks[0])
             data = {"name": named, "worker": worker, "error": f"WorkerLost: {cause}",
                     "tasks": list(r.tasks), "lost": r.lost, "invocation": r.invocation}  # fmt: skip
@@ -295,6 +296,14 @@ class _Recovery:
                 self.invoker.invocation(tasks, self.invoker.size(tasks), r.invocation, redo)
             )
         await invoke_all(self.invoker.workers, invocations)
+
+    def lease_cause(self, stalled: bool) -> str:
+        if stalled:  # never meant to happen: say so rather than hang
+            return (
+                "no worker was left to run it: its owner stopped and released its lease "
+                "while the task was still ready (a bug in Shoal: please report it)"
+            )
+        return f"its lease expired: no heartbeat for {self.invoker.lease_s:g} s"
 
     async def lost_outputs(self, tasks: Sequence[int], finished: set[int]) -> list[int]:
         """The finished tasks whose outputs ``tasks`` need but that only a lost worker held
@@ -388,17 +397,22 @@ class _Watch:
                 )
 
     async def recover_lost(self) -> None:
-        """Every quarter lease, or at once for a reported death: recover lost workers."""
+        """Every quarter lease, or at once for a reported death: recover lost workers. A run
+        with results missing and no live invocation is stalled: whatever is ready was left
+        by a worker that stopped owning it, and is recovered too, not waited for forever."""
         assert self.recovery is not None
         now = time.monotonic()
         if not self.dead and now < self.next_check:
             return
+        stalled = False
         if not self.dead:
             self.next_check = now + self.check_s
             if not await self.store.expired(self.run_id):
-                return
+                stalled = await self.store.live_invocations(self.run_id) == 0
+                if not stalled:
+                    return
         dead, self.dead = self.dead, {}
-        await self.recovery.recover(self.finished, dead)
+        await self.recovery.recover(self.finished, dead, stalled)
 
     async def until_workers_stop(self, at_most_s: float) -> None:
         """Until every worker that started has stopped (its last metrics are then in), or
