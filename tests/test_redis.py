@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -386,6 +388,56 @@ def test_a_server_that_is_not_redis_is_named() -> None:
             inc(1).compute(storage=f"redis://127.0.0.1:{port}/0", workers="local", progress=False)
     finally:
         listener.close()
+
+
+FILL_THE_SOCKET = """
+import asyncio, os, signal, sys, time
+from shoal.security import Signer
+from shoal.stores.redis import RedisStore
+from shoal.stores.sending import DirectConnection
+
+async def main():
+    store = RedisStore(sys.argv[1] + "?socket_timeout=1", Signer("s" * 32))
+    client = store.client
+    pid = (await client.info("server"))["process_id"]
+    connection = await client.connection_pool.get_connection()
+    assert isinstance(connection, DirectConnection)
+    await client.connection_pool.release(connection)
+    os.kill(pid, signal.SIGSTOP)
+    began = time.monotonic()
+    try:
+        await client.set("big", b"x" * (64 << 20))  # more than the socket's buffers hold
+    except Exception as exc:
+        named = type(exc).__module__ + "." + type(exc).__name__
+        print(named, round(time.monotonic() - began, 1), flush=True)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    print(await client.get("small"), await client.exists("big"), flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_a_command_a_frozen_redis_does_not_read_times_out_and_the_next_is_answered(
+    tmp_path: Path,
+) -> None:
+    """Commands are written without a task of their own (:mod:`shoal.stores.sending`); one
+    that fills the socket while Redis is frozen still times out (the client in a process of
+    its own, with a timeout), writes nothing half, and the next command is answered."""
+    with redis_server(tmp_path) as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        with redis.Redis.from_url(url) as c:
+            c.set("small", b"answered")
+        done = subprocess.run(
+            [sys.executable, "-c", FILL_THE_SOCKET, url],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        timed_out, answered = done.stdout.splitlines()
+        name, seconds = timed_out.split()
+        assert name == "redis.exceptions.TimeoutError"
+        assert float(seconds) < 10  # the socket timeout is 1 s
+        assert answered == "b'answered' 0"
 
 
 def test_a_wrong_database_fails_naming_the_address(redis_url: str) -> None:

@@ -45,6 +45,7 @@ from ..security import TAG_BYTES, Signer
 from . import scripts
 from .base import Settled, UnstorableOutput
 from .keys import BIRTH_FIELD, LIVE, run_keys
+from .sending import DirectConnection
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -115,7 +116,7 @@ class RedisStore:
         self.client: Any = (
             RedisCluster.from_url(redis_url, **common)
             if self.cluster
-            else aioredis.Redis.from_url(redis_url, **common)
+            else aioredis.Redis.from_url(redis_url, connection_class=DirectConnection, **common)
         )
         self.codec = Codec(signer)
         self.reached = False  # once Redis answered, a lost connection is waited out

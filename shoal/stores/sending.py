@@ -1,0 +1,49 @@
+"""redis-py's asyncio connections, sending a command without a task of its own.
+
+With a socket timeout set (redis-py's default: 5 s), redis-py sends every command under
+``asyncio.wait_for``: a new task, a timer and an extra turn of the event loop per command,
+a fifth of a round trip to a Redis on the same machine (measured: 180 against 145 µs a
+``GET``). A command almost always fits the socket's buffer at once, so nothing is waited
+for: these connections write it directly and wait, under the same timeout, only when the
+buffer is full (a big output, or a Redis that stopped reading). Replies are read as
+redis-py reads them, under its timeout. For ``redis://``: a ``rediss://`` URL makes
+redis-py choose its TLS connection whatever it is given, and Redis Cluster its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from redis.asyncio.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+
+class DirectConnection(Connection):
+    """``redis://``'s connection, sending without a task per command."""
+
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        writer = self._writer
+        if writer is None or not isinstance(command, list) or not self.is_connected:
+            await super().send_packed_command(command, check_health)  # its own way
+            return
+        if check_health:
+            await self.check_health()
+        try:
+            writer.writelines(command)
+            transport = writer.transport
+            if transport.get_write_buffer_size() or transport.is_closing():
+                async with asyncio.timeout(self.socket_timeout):
+                    await writer.drain()  # raises if the connection was lost
+        except TimeoutError:
+            await self.disconnect(nowait=True)
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        except OSError as exc:
+            await self.disconnect(nowait=True)
+            raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
+        except BaseException:  # a cancelled write leaves half a command on the socket
+            await self.disconnect(nowait=True)
+            raise
