@@ -18,6 +18,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis.asyncio.connection import SSLConnection
 from servers import free_port, make_certificates, redis_server
 
 import shoal
@@ -29,6 +30,7 @@ from shoal.security import Signer
 from shoal.stores.keys import run_keys
 from shoal.stores.memory import MemoryStore
 from shoal.stores.redis import RedisStore
+from shoal.stores.sending import DirectSend
 
 
 @shoal.task
@@ -394,14 +396,14 @@ FILL_THE_SOCKET = """
 import asyncio, os, signal, sys, time
 from shoal.security import Signer
 from shoal.stores.redis import RedisStore
-from shoal.stores.sending import DirectConnection
+from shoal.stores.sending import DirectSend
 
 async def main():
     store = RedisStore(sys.argv[1] + "?socket_timeout=1", Signer("s" * 32))
     client = store.client
     pid = (await client.info("server"))["process_id"]
     connection = await client.connection_pool.get_connection()
-    assert isinstance(connection, DirectConnection)
+    assert isinstance(connection, DirectSend)
     await client.connection_pool.release(connection)
     os.kill(pid, signal.SIGSTOP)
     began = time.monotonic()
@@ -466,6 +468,9 @@ def test_rediss_speaks_tls_to_the_store_from_the_client_and_the_workers(
         url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={certs / 'ca.crt'}"
         graph = add(inc(1), inc(2))
         assert graph.compute(storage=url, workers=gateway_url, progress=False) == 5
+        pool = _store(url, "s" * 32).client.connection_pool
+        assert issubclass(pool.connection_class, SSLConnection)
+        assert issubclass(pool.connection_class, DirectSend)  # TLS, sending directly
         with pytest.raises(shoal.StoreUnavailable, match=f"127.0.0.1:{port}"):  # not TLS
             inc(1).compute(storage=f"redis://127.0.0.1:{port}/0", workers="local")
 

@@ -45,7 +45,7 @@ from ..security import TAG_BYTES, Signer
 from . import scripts
 from .base import Settled, UnstorableOutput
 from .keys import BIRTH_FIELD, LIVE, run_keys
-from .sending import DirectConnection
+from .sending import send_directly
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -113,11 +113,11 @@ class RedisStore:
             "retry": Retry(NoBackoff(), 0),
             **_NO_CLIENT_SETINFO,
         }
-        self.client: Any = (
-            RedisCluster.from_url(redis_url, **common)
-            if self.cluster
-            else aioredis.Redis.from_url(redis_url, connection_class=DirectConnection, **common)
-        )
+        if self.cluster:
+            self.client: Any = RedisCluster.from_url(redis_url, **common)
+        else:
+            self.client = aioredis.Redis.from_url(redis_url, **common)
+            send_directly(self.client.connection_pool)
         self.codec = Codec(signer)
         self.reached = False  # once Redis answered, a lost connection is waited out
         self._retry = Retry(ExponentialBackoff(cap=OUTAGE_BACKOFF_CAP_S), OUTAGE_RETRIES)
