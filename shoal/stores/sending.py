@@ -2,7 +2,7 @@
 
 With a socket timeout set (redis-py's default: 5 s), redis-py sends every command under
 ``asyncio.wait_for``: a new task, a timer and an extra turn of the event loop per command,
-a fifth of a round trip to a Redis on the same machine (measured: 165 against 111 µs a
+a third of a round trip to a Redis on the same machine (measured: 165 against 111 µs a
 ``GET``). A command almost always fits the socket's buffer at once, so nothing is waited
 for: these connections write it directly and wait, under the same timeout, only when the
 buffer is full (a big output, or a Redis that stopped reading). Replies are read as
