@@ -48,6 +48,7 @@ from shoal.optimizations.share import (
 from shoal.optimizations.tree import BRANCHING, split_tree
 from shoal.planning.model import BackendModel
 from shoal.protocol import new_run_id, run_graph
+from shoal.protocol import worker as worker_module
 from shoal.protocol.sharing import hand_over_backlog
 from shoal.stores.memory import MemoryStore
 from shoal.summary import RunSummary
@@ -683,6 +684,38 @@ def test_a_worker_handing_tasks_out_while_outputs_wait_aside_steps_at_once() -> 
     assert waiting.handed == [[1, 2, 3, 4]] and waiting.owned == []  # before its long task
     assert waiting.urgent
     assert not worker(aside=[]).urgent
+
+
+def test_a_worker_with_nothing_left_to_run_completes_what_waited_aside(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An output waits aside for a fan-in whose other inputs its worker would make (here
+    every one does: :func:`set_aside` stands in); once the worker owns nothing (it handed
+    their makers out), nothing here makes them: its step completes the output. A worker
+    that stopped with it unsent hung its run (a work-stealing draft did, in Montage)."""
+
+    async def all_aside(state: Any, batch: list[Any]) -> tuple[list[Any], list[Any]]:
+        return [], list(batch)
+
+    monkeypatch.setattr(worker_module, "set_aside", all_aside)
+
+    def flushed(owned: list[int]) -> tuple[list[int], list[int]]:
+        completed: list[int] = []
+
+        async def complete(batch: list[Any], timed: bool = True) -> bool:
+            completed.extend(c.task for c in batch)
+            return True
+
+        state = SimpleNamespace(
+            in_flight=None, held_back=[], aside=[SimpleNamespace(task=7)], batch=[],
+            unflushed=set(), urgent=False, fan_ins=set(), aside_above=0, holding=[],
+            owned=owned, pipelines=False, complete=complete,
+        )  # fmt: skip
+        assert asyncio.run(worker_module._Worker.flush(state)) is True  # type: ignore[arg-type]
+        return completed, [c.task for c in state.aside]
+
+    assert flushed(owned=[3]) == ([], [7])  # 3 may make the fan-in's other input: it waits
+    assert flushed(owned=[]) == ([7], [])
 
 
 @shoal.task

@@ -480,10 +480,14 @@ class _Worker:
         urgent, self.urgent = self.urgent, False
         self.fan_ins.clear()
         if self.aside_above is not None:
-            batch, self.aside = await set_aside(self, batch)
-            self.unflushed.update(c.task for c in self.aside)
-            if not batch:
-                return True
+            kept, aside = await set_aside(self, batch)
+            # With nothing of its own left to run, nothing here makes a fan-in's other
+            # inputs any more (they were handed out): all completes, none waits forever.
+            if kept or self.owned:
+                batch, self.aside = kept, aside
+                self.unflushed.update(c.task for c in aside)
+                if not batch:
+                    return True
         holding, self.holding = self.holding, []
         for task, child, nbytes in holding:
             fan_in = await self.source.spec(child)
