@@ -23,7 +23,8 @@ import shoal
 from shoal import optimizations
 from shoal.backends import Platform, Size
 from shoal.backends.local import LocalWorkers
-from shoal.decisions import FLUSH_AFTER_S, SMALL_TASK_S
+from shoal.decisions import FLUSH_AFTER_S, SMALL_TASK_S, Completion, Upload
+from shoal.events import Event, EventKind
 from shoal.graph import build
 from shoal.history.records import BackendStats
 from shoal.optimizations import (
@@ -49,6 +50,7 @@ from shoal.optimizations.tree import BRANCHING, split_tree
 from shoal.planning.model import BackendModel
 from shoal.protocol import new_run_id, run_graph
 from shoal.protocol import worker as worker_module
+from shoal.protocol.fanins import set_aside
 from shoal.protocol.sharing import hand_over_backlog
 from shoal.stores.memory import MemoryStore
 from shoal.summary import RunSummary
@@ -716,6 +718,34 @@ def test_a_worker_with_nothing_left_to_run_completes_what_waited_aside(
 
     assert flushed(owned=[3]) == ([], [7])  # 3 may make the fan-in's other input: it waits
     assert flushed(owned=[]) == ([7], [])
+
+
+def test_an_output_does_not_wait_for_a_fan_in_input_its_worker_handed_away() -> None:
+    """TREE's 6 = 4 + 5, 5 = 2 + 3, all made on one worker but 5. With 2 and 3 completed
+    earlier, 5 was readied by them; not owned here, it was handed away: 4 completes now
+    instead of waiting for it. With 3's completion still in the batch, 5 will be readied
+    here: 4 waits aside (3 completes: both of 5's inputs are made)."""
+    deps = {0: (), 1: (), 2: (), 3: (), **TREE}
+    children = {t: tuple(c for c, ds in TREE.items() if t in ds) for t in deps}
+
+    class Source:
+        async def spec(self, task: int) -> Any:
+            return SimpleNamespace(deps=deps[task], group=None)
+
+    def completion(task: int) -> Completion:
+        finished = Event(EventKind.TASK_FINISHED, "w", task, 1.0, None, 0.5)
+        kids = children[task]
+        return Completion(task, "x" * 100, Upload.NEVER, kids, (2,) * len(kids), finished)
+
+    def split(batch: list[int]) -> tuple[list[int], list[int]]:
+        state = SimpleNamespace(
+            aside_above=0, owned=[], fanout=2, made={0, 1, 2, 3, 4}, source=Source()
+        )
+        now, aside = asyncio.run(set_aside(state, [completion(t) for t in batch]))  # type: ignore[arg-type]
+        return [c.task for c in now], [c.task for c in aside]
+
+    assert split([4]) == ([4], [])  # 5 was handed away
+    assert split([3, 4]) == ([3], [4])  # 5 comes from this very step
 
 
 @shoal.task

@@ -49,7 +49,7 @@ def made_here(
     """Whether this worker makes ``task``: ``here(task)`` (it made it, or owns it to run),
     or, up to ``depth`` levels up, every input of it is made here, so that the last one's
     completion readies it on this worker. ``deps_of``: a task's inputs, or None where it
-    would run elsewhere (planned in another group)."""
+    would run elsewhere (planned in another group, or readied already and handed away)."""
     if here(task):
         return True
     if depth <= 0:

@@ -51,6 +51,7 @@ async def set_aside(
     for c, ready in zip(batch, readies, strict=True):
         owned.update(keeps(c, ready, state.fanout))
     made = state.made.__contains__
+    pending = {c.task for c in batch}  # made here, their completions not yet sent
     aside = []
     stays: dict[tuple[int, int | None], bool] = {}  # one answer per fan-in (and group)
     for c in candidates:
@@ -58,7 +59,7 @@ async def set_aside(
         key = (c.children[0], group)
         if key not in stays:
             inputs = (await state.source.spec(c.children[0])).deps
-            deps = await _deps_near(state, inputs, group, owned)
+            deps = await _deps_near(state, inputs, group, owned, pending)
             stays[key] = stays_for_fan_in(inputs, made, owned.__contains__, deps.get)
         if stays[key]:
             aside.append(c)
@@ -67,10 +68,16 @@ async def set_aside(
 
 
 async def _deps_near(
-    state: _Worker, tasks: Sequence[int], group: int | None, owned: set[int]
+    state: _Worker,
+    tasks: Sequence[int],
+    group: int | None,
+    owned: set[int],
+    pending: set[int],
 ) -> dict[int, Sequence[int] | None]:
-    """The inputs of ``tasks`` and of theirs, up to :data:`LOOKAHEAD` levels (None for
-    a task planned outside ``group``), stopping at tasks made here or ``owned``."""
+    """The inputs of ``tasks`` and of theirs, up to :data:`LOOKAHEAD` levels, stopping at
+    tasks made here or ``owned``. None for a task that runs elsewhere: planned outside
+    ``group``, or readied already by this worker's completions of all its inputs (none
+    of them ``pending``) and neither owned nor made here: handed away."""
     deps: dict[int, Sequence[int] | None] = {}
     made = state.made
     frontier = [t for t in tasks if t not in made and t not in owned]
@@ -80,7 +87,8 @@ async def _deps_near(
             if t in deps or len(deps) >= NEARBY_TASKS:
                 continue
             spec = await state.source.spec(t)
-            deps[t] = spec.deps if spec.group == group else None
+            readied = all(d in made and d not in pending for d in spec.deps)
+            deps[t] = spec.deps if spec.group == group and not readied else None
             found += [d for d in spec.deps if d not in made and d not in owned]
         frontier = found
     return deps
