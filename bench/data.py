@@ -197,33 +197,48 @@ def main() -> None:
     text = chunks()
     expected = {"wordcount": top(tree([count(c) for c in text], merge))}
     times: dict[tuple[str, str], list[float]] = {}
-    for _ in range(args.rounds):
-        for engine in engines:
+    rounds: list[dict[tuple[str, str], float]] = []  # each round's median per engine
+    for n in range(args.rounds):
+        this_round: dict[tuple[str, str], float] = {}
+        for engine in engines if n % 2 == 0 else engines[::-1]:  # none always first
             engine.start()
             try:
                 for workload in workloads:
                     result = engine.run(workload, text)  # warm-up: workers, imports, caches
                     if workload in expected:
                         assert result == expected[workload], (engine.name, result[:3])
+                    walls = []
                     for _ in range(args.repeat):
                         started = time.perf_counter()
                         engine.run(workload, text)
-                        times.setdefault((workload, engine.name), []).append(
-                            time.perf_counter() - started
-                        )
+                        walls.append(time.perf_counter() - started)
+                    times.setdefault((workload, engine.name), []).extend(walls)
+                    this_round[(workload, engine.name)] = statistics.median(walls)
             finally:
                 engine.stop()
+        rounds.append(this_round)
     load = os.getloadavg()[0]
     runs = args.rounds * args.repeat
-    print(f"load at the end: {load:.2f}; medians of {runs} runs (min-max), each engine alone")
+    print(f"load at the end: {load:.2f}; medians of {runs} runs (min-max), each engine alone; "
+          f"against Ray: the median of the {args.rounds} rounds' ratios (each round runs "
+          "every engine in turn, so that a ratio compares engines on the machine as it ran "
+          "then) and, in brackets, each round's")  # fmt: skip
     for workload in workloads:
-        ray = times.get((workload, "ray"))
         for engine in engines:
             runs = times[(workload, engine.name)]
             median = statistics.median(runs)
             print(f"{workload:10} {engine.name:12} {median * 1e3:8.1f} ms "
                   f"({min(runs) * 1e3:.1f}-{max(runs) * 1e3:.1f})  "
-                  + (f"{median / statistics.median(ray):5.2f}x ray" if ray else ""))  # fmt: skip
+                  + _against_ray(rounds, workload, engine.name))  # fmt: skip
+
+
+def _against_ray(rounds: list[dict[tuple[str, str], float]], workload: str, name: str) -> str:
+    """The median of the rounds' ratios of ``name``'s median to Ray's, and each round's."""
+    if (workload, "ray") not in rounds[0]:
+        return ""
+    ratios = [r[(workload, name)] / r[(workload, "ray")] for r in rounds]
+    each = " ".join(f"{x:.2f}" for x in ratios)
+    return f"{statistics.median(ratios):5.2f}x ray [{each}]"
 
 
 if __name__ == "__main__":
