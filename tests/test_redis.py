@@ -475,6 +475,28 @@ def test_rediss_speaks_tls_to_the_store_from_the_client_and_the_workers(
             inc(1).compute(storage=f"redis://127.0.0.1:{port}/0", workers="local")
 
 
+def test_a_cluster_store_sends_to_every_node_directly(cluster_url: str) -> None:
+    """Redis Cluster's node connections, the startup node's and those of the nodes it
+    finds, send without a task each too (:func:`shoal.stores.sending.cluster_sends_directly`)."""
+
+    async def check() -> None:
+        store = _store(cluster_url, "s" * 32)
+        try:
+            for n in range(32):  # keys on every node's slots
+                await store.client.set(f"k{n}", n)
+            nodes = store.client.get_nodes()
+            assert len(nodes) == 3
+            for node in nodes:
+                assert issubclass(node.connection_class, DirectSend), node.name
+                assert node._connections and all(
+                    isinstance(c, DirectSend) for c in node._connections
+                ), node.name
+        finally:
+            await store.close()
+
+    asyncio.run(check())
+
+
 def test_a_bad_storage_option_is_an_error(redis_url: str) -> None:
     with pytest.raises(ConfigError, match="ttl"):
         inc(1).compute(storage=redis_url + "?ttl=-1", workers="local", progress=False)

@@ -45,7 +45,7 @@ from ..security import TAG_BYTES, Signer
 from . import scripts
 from .base import Settled, UnstorableOutput
 from .keys import BIRTH_FIELD, LIVE, run_keys
-from .sending import send_directly
+from .sending import cluster_sends_directly, send_directly
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -115,6 +115,7 @@ class RedisStore:
         }
         if self.cluster:
             self.client: Any = RedisCluster.from_url(redis_url, **common)
+            cluster_sends_directly(self.client)
         else:
             self.client = aioredis.Redis.from_url(redis_url, **common)
             send_directly(self.client.connection_pool)

@@ -9,13 +9,14 @@ buffer is full (a big output, or a Redis that stopped reading). Replies are read
 redis-py reads them, under its timeout.
 
 :func:`send_directly` gives a connection pool this way of sending, whichever connection
-class redis-py chose for its URL (TCP, TLS or a Unix socket). Redis Cluster makes its
-connections itself, and keeps redis-py's way.
+class redis-py chose for its URL (TCP, TLS or a Unix socket); :func:`cluster_sends_directly`
+gives it to a Redis Cluster client's node connections.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 from functools import cache
 from typing import Any
@@ -23,6 +24,8 @@ from typing import Any
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+log = logging.getLogger(__name__)
 
 
 class DirectSend(AbstractConnection):
@@ -66,3 +69,21 @@ def send_directly(pool: ConnectionPool) -> None:
     """Make the connections ``pool`` opens from now on send directly."""
     chosen: Any = pool.connection_class  # a class: hashable, whatever its stubs say
     pool.connection_class = _direct(chosen)
+
+
+def cluster_sends_directly(client: Any) -> None:
+    """Make the node connections a Redis Cluster client opens from now on send directly.
+    Its nodes make their connections themselves, of the class its nodes manager hands the
+    nodes it finds (its ``connection_kwargs``), or the startup nodes were made with:
+    redis-py's internals, so where they are not as expected its own way stays."""
+    try:
+        manager = client.nodes_manager
+        kwargs = manager.connection_kwargs
+        nodes = list(manager.startup_nodes.values())
+        chosen = [kwargs["connection_class"]] + [node.connection_class for node in nodes]
+    except (AttributeError, KeyError) as exc:
+        log.debug("Redis Cluster connections send as redis-py does: %r", exc)
+        return
+    kwargs["connection_class"] = _direct(chosen[0])
+    for node, connection_class in zip(nodes, chosen[1:], strict=True):
+        node.connection_class = _direct(connection_class)
