@@ -294,6 +294,37 @@ def test_a_task_left_beyond_its_retries_fails_the_run_naming_it(
     assert forgetful_workers == [1]
 
 
+def test_a_task_left_while_another_worker_runs_is_recovered_without_waiting_for_it(
+    any_store: str, forgetful_workers: list[int], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A ready task whose owner released its lease is recovered once no task finished for a
+    quarter lease, though another worker is live: that worker here waits for the left task
+    to have run (up to its guard of 20 s), so waiting for every worker to end first, as
+    the check did when it asked for no live invocation, would hold the run until then."""
+    monkeypatch.setenv("SHOAL_LEASE_S", "2")  # a check every 0.5 s
+    ran = tmp_path / "ran"
+
+    @shoal.task(retries=1)
+    def step(x: int) -> int:
+        if x == 1:  # the task its worker leaves
+            mark(ran)
+        return x + 1
+
+    @shoal.task
+    def waiter() -> bool:
+        return wait_for(ran, timeout=20)
+
+    chain, waited = shoal.compute(
+        step(step(0)), waiter(), storage=any_store, workers="local", progress=False, timeout=30
+    )
+    assert chain == 2 and forgetful_workers
+    assert waited, "the left task ran only after the other worker gave up waiting for it"
+    summary = shoal.last_run()
+    assert summary is not None
+    (lost,) = summary.errors
+    assert "no worker was left to run it" in lost.error
+
+
 KILLED_GATEWAY_CLIENT = """
 import sys, time
 from pathlib import Path

@@ -250,8 +250,9 @@ class _Recovery:
         self, finished: set[int], dead: dict[str, tuple[str, str]], stalled: bool = False
     ) -> None:
         """Recover every lost worker's tasks; ``dead``: invocations reported dead, with
-        their worker and the cause; ``stalled``: no invocation of the run is live, so a
-        ready task can only be owned by one that stopped without running it. Raises
+        their worker and the cause; ``stalled``: no task finished for a quarter lease, so
+        a ready task whose owner released its lease was left by one that stopped without
+        running it. Raises
         WorkerLost for a task lost more often than its retries allow."""
         grown = self.grown
         candidates = [
@@ -371,6 +372,7 @@ class _Watch:
         self.recovery = recovery
         self.check_s = max(TICK_S, recovery.invoker.lease_s / 4) if recovery else math.inf
         self.next_check = time.monotonic() + self.check_s
+        self.finished_at_check = 0  # tasks finished at the last check: progress since?
 
     async def until_finished(self, sinks: set[int]) -> None:
         """Until every task of ``sinks`` finished; the first failure raises. Lost workers
@@ -398,8 +400,10 @@ class _Watch:
 
     async def recover_lost(self) -> None:
         """Every quarter lease, or at once for a reported death: recover lost workers. A run
-        with results missing and no live invocation is stalled: whatever is ready was left
-        by a worker that stopped owning it, and is recovered too, not waited for forever."""
+        in which no task finished for a quarter lease may be stalled: a ready task whose
+        owner stopped and released its lease without running it would wait for every other
+        worker to end, or forever; such tasks are recovered too (those of live owners, or
+        handed to invocations not yet started, are not)."""
         assert self.recovery is not None
         now = time.monotonic()
         if not self.dead and now < self.next_check:
@@ -408,9 +412,11 @@ class _Watch:
         if not self.dead:
             self.next_check = now + self.check_s
             if not await self.store.expired(self.run_id):
-                stalled = await self.store.live_invocations(self.run_id) == 0
-                if not stalled:
+                progressed = len(self.finished) != self.finished_at_check
+                self.finished_at_check = len(self.finished)
+                if progressed:
                     return
+                stalled = True
         dead, self.dead = self.dead, {}
         await self.recovery.recover(self.finished, dead, stalled)
 
