@@ -325,6 +325,42 @@ def test_a_task_left_while_another_worker_runs_is_recovered_without_waiting_for_
     assert "no worker was left to run it" in lost.error
 
 
+def test_a_run_queued_behind_long_tasks_recovers_nothing(
+    redis_url: str,
+    shared_secret: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """While no task of a run finishes (its invocations wait in the gateway's queue behind
+    another run's long tasks) the client looks for left tasks every quarter lease: it
+    finds none, since the gateway keeps a queued invocation's lease alive, and each task
+    runs once."""
+    monkeypatch.setenv("SHOAL_LEASE_S", "1")  # a check every 0.25 s, for ~1.5 s
+
+    @shoal.task
+    def long(i: int) -> int:
+        mark(tmp_path / f"long-{i}")
+        time.sleep(1.5)  # the work that holds the slot
+        return i
+
+    @shoal.task
+    def quick(i: int) -> int:
+        mark(tmp_path / "quick")
+        return i
+
+    with gateway("--max-workers", "2") as url, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        options = {"storage": redis_url, "workers": url, "progress": False, "timeout": 30}
+        first = pool.submit(shoal.compute, long(0), long(1), **options)
+        assert wait_for(tmp_path / "long-0", tmp_path / "long-1")  # both slots taken
+        assert shoal.compute(quick(0), quick(1), **options) == (0, 1)
+        assert first.result() == (0, 1)
+    assert count(tmp_path / "quick") == 2
+    assert count(tmp_path / "long-0") == count(tmp_path / "long-1") == 1
+    assert not [r for r in caplog.records if "was lost" in r.getMessage()]
+    assert leftover_keys(redis_url) == []
+
+
 KILLED_GATEWAY_CLIENT = """
 import sys, time
 from pathlib import Path
