@@ -252,8 +252,7 @@ class _Recovery:
         """Recover every lost worker's tasks; ``dead``: invocations reported dead, with
         their worker and the cause; ``stalled``: no task finished for a quarter lease, so
         a ready task whose owner released its lease was left by one that stopped without
-        running it. Raises
-        WorkerLost for a task lost more often than its retries allow."""
+        running it. Raises WorkerLost for a task lost more often than its retries allow."""
         grown = self.grown
         candidates = [
             t for t in grown.tasks()

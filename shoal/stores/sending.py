@@ -79,11 +79,8 @@ def cluster_sends_directly(client: Any) -> None:
     try:
         manager = client.nodes_manager
         kwargs = manager.connection_kwargs
-        nodes = list(manager.startup_nodes.values())
-        chosen = [kwargs["connection_class"]] + [node.connection_class for node in nodes]
-    except (AttributeError, KeyError) as exc:
+        kwargs["connection_class"] = _direct(kwargs["connection_class"])
+        for node in manager.startup_nodes.values():
+            node.connection_class = _direct(node.connection_class)
+    except (AttributeError, KeyError) as exc:  # either way of sending works
         log.debug("Redis Cluster connections send as redis-py does: %r", exc)
-        return
-    kwargs["connection_class"] = _direct(chosen[0])
-    for node, connection_class in zip(nodes, chosen[1:], strict=True):
-        node.connection_class = _direct(connection_class)
