@@ -4,15 +4,15 @@ montage,epigenomics,cycles,genome] [--engines shoal,shoal-no-cgroups,dask]``.
 A WfCommons-shaped workflow whose tasks really compute (about ``--seconds`` of work on
 this machine's cores) and pass bytes, on Redis + a gateway as it places workers
 (``shoal``: memory limits, quotas for fractions of a CPU, whole CPUs pinned), with
-``--no-cgroups`` (``shoal-no-cgroups``), and on Dask distributed (``dask``: a LocalCluster of one
-single-threaded worker process per core), each quiet and then beside a competing busy-loop
-process: the makespan against the ideal bound (the longer of the critical path and the
-work over the cores; beside the busy process, also against the bound on half a core less,
-which is what the busy process leaves a run whose workers share a core with it). Medians
-of ``--repeat`` runs after one warm-up. Shoal keeps a history of its own (a new file per
-workflow): from the warm-up on, each run learns from the one before (its ranks:
-:func:`shoal.planning.rank_tasks`), as a user's second run does; ``--no-history`` runs it
-without."""
+``--no-cgroups`` (``shoal-no-cgroups``), and on Dask distributed (``dask``: a LocalCluster
+of one single-threaded worker process per core), each quiet and then beside a competing
+busy-loop process: the makespan against the ideal bound (the longer of the critical path
+and the work over the cores; beside the busy process, also against the bound on half a
+core less, which is what the busy process leaves a run whose workers share a core with
+it). Medians of ``--repeat`` runs after one warm-up. Shoal keeps a history of its own (a
+new file per workflow): from the warm-up on, each run learns from the one before (its
+ranks: :func:`shoal.planning.rank_tasks`), as a user's second run does; ``--no-history``
+runs it without."""
 
 from __future__ import annotations
 

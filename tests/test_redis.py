@@ -492,6 +492,7 @@ def test_a_cluster_store_sends_to_every_node_directly(cluster_url: str) -> None:
                     isinstance(c, DirectSend) for c in node._connections
                 ), node.name
         finally:
+            await store.client.delete(*(f"k{n}" for n in range(32)))  # the cluster is shared
             await store.close()
 
     asyncio.run(check())
